@@ -1,0 +1,121 @@
+"""Fast twins of the seed's functions (``ddpm_fast.reference``): same names, same signatures, fused kernels.
+
+Without `seed=` they draw noise exactly where and how the reference does (torch.randn / randn_like from the global
+generator), so under the same torch.manual_seed they return the reference's values (up to float rounding). With
+`seed=` the noise is drawn in-kernel from Philox instead: per sample, independent of batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
+from .kernels.philox import STREAM_INITIAL
+from .kernels.reverse_step import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
+from .schedule import NoiseSchedule
+
+
+def _schedule_vector(name: str, values: object, device: torch.device) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor) or not values.dtype.is_floating_point or values.dim() != 1:
+        raise TypeError(f"{name} must be a 1-D float tensor of length T")
+    return values.to(device=device, dtype=torch.float32)
+
+
+def forward_diffusion_sample(
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    sqrt_alphas_cumprod: torch.Tensor,
+    sqrt_one_minus_alphas_cumprod: torch.Tensor,
+    seed: SeedLike = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(x_t | x0) in one fused pass: returns (x_t, noise), like ``reference.forward_diffusion_sample``."""
+    check_sample_tensor("x0", x0)
+    sqrt_ac = _schedule_vector("sqrt_alphas_cumprod", sqrt_alphas_cumprod, x0.device)
+    sqrt_1m_ac = _schedule_vector("sqrt_one_minus_alphas_cumprod", sqrt_one_minus_alphas_cumprod, x0.device)
+    if sqrt_ac.shape != sqrt_1m_ac.shape:
+        raise ValueError("sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod must have the same length")
+    t = timesteps_tensor("t", t, x0.shape[0], x0.device, sqrt_ac.numel())
+    if seed is None:
+        noise = torch.randn_like(x0)
+        return torch.ops.ddpm_fast.q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise), noise
+    return torch.ops.ddpm_fast.q_sample_philox(x0, t, sqrt_ac, sqrt_1m_ac, seed_tensor(seed, x0.device), 0)
+
+
+def train_step(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    sqrt_alphas_cumprod: torch.Tensor,
+    sqrt_one_minus_alphas_cumprod: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
+    seed: SeedLike = None,
+) -> torch.Tensor:
+    """loss_fn(noise, model(x_t, t)) with the fused q-sample; the caller runs backward and the optimizer."""
+    x_noisy, noise = forward_diffusion_sample(x0, t, sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, seed)
+    return loss_fn(noise, model(x_noisy, t))
+
+
+def _seed_coefficient_table(betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod, posterior_variance, device):
+    """The kernels' coefficient table, with the rows the ε/fixed-small step reads taken from the caller's tensors.
+
+    The other rows come from a schedule rebuilt from `betas`; the step below never reads them.
+    """
+    table = NoiseSchedule.from_betas(betas).coefficient_table(device).clone()
+    sqrt_1m_ac = _schedule_vector("sqrt_one_minus_alphas_cumprod", sqrt_one_minus_alphas_cumprod, device)
+    table[ROW_INDEX["sqrt_recip_alphas"]] = _schedule_vector("sqrt_recip_alphas", sqrt_recip_alphas, device)
+    table[ROW_INDEX["eps_coef"]] = _schedule_vector("betas", betas, device) / sqrt_1m_ac
+    table[ROW_INDEX["posterior_std"]] = torch.sqrt(
+        _schedule_vector("posterior_variance", posterior_variance, device))
+    return table
+
+
+@torch.no_grad()
+def sample(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    num_samples: int,
+    img_size: int | tuple[int, int, int],
+    timesteps: int,
+    betas: torch.Tensor,
+    sqrt_recip_alphas: torch.Tensor,
+    sqrt_one_minus_alphas_cumprod: torch.Tensor,
+    posterior_variance: torch.Tensor,
+    seed: SeedLike = None,
+) -> torch.Tensor:
+    """Ancestral sampling like ``reference.sample``, each step one fused kernel; float32 in [-1, 1].
+
+    With seed=None the noise is torch.randn / randn_like in the reference's order. With a seed, x_T and every z
+    are Philox noise keyed by (seed, sample index, t), so sample i does not depend on num_samples.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+        raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps <= 0:
+        raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
+    if not isinstance(betas, torch.Tensor):
+        raise TypeError(f"betas must be a 1-D float tensor of length T, got {type(betas).__name__}")
+    if betas.numel() < timesteps:
+        raise ValueError(f"betas has {betas.numel()} entries but timesteps={timesteps}")
+    channels, height, width = (3, img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    device = betas.device
+    table = _seed_coefficient_table(betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod, posterior_variance,
+                                    device)
+    shape = [num_samples, channels, height, width]
+    key: Optional[torch.Tensor] = None
+    if seed is None:
+        img = torch.randn(shape, device=device)
+    else:
+        key = seed_tensor(seed, device)
+        img = torch.ops.ddpm_fast.philox_normal(key, torch.zeros(num_samples, dtype=torch.int64, device=device),
+                                                shape, 0, STREAM_INITIAL, False)
+    # All timestep tensors up front: the loop below never copies from the host or syncs.
+    all_t = torch.arange(timesteps, device=device, dtype=torch.int64)
+    for i in reversed(range(timesteps)):
+        t = all_t[i].expand(num_samples)
+        noise = torch.randn_like(img) if key is None and i > 0 else None
+        img = torch.ops.ddpm_fast.p_step(
+            model(img, t), t, img, table, noise, key, 0, PREDICTION_TYPES["epsilon"],
+            VARIANCE_TYPES["fixed_small"], False, 1.0,
+        )
+    return img.clamp(-1.0, 1.0)

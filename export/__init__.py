@@ -1,0 +1,1 @@
+"""ONNX export and ONNX Runtime sampling for ddpm_fast models (installed as ``ddpm_fast.export``)."""

@@ -1,0 +1,86 @@
+"""Host-side helpers shared by the elementwise kernel launchers: dispatch, layout and tile sizes.
+
+Every elementwise kernel of ddpm_fast sees a tensor as [B, C, HW] with arbitrary strides, so NCHW and channels-last
+inputs are read in place (no layout copies). A program owns one tile of one sample: BLOCK_C channels by
+4 * BLOCK_Q spatial positions, arranged as quads of 4 consecutive positions (the unit of one Philox call).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+
+@triton.jit
+def _probe():
+    pass
+
+
+# The Triton interpreter replaces every @triton.jit function by an InterpretedFunction when TRITON_INTERPRET=1 was
+# set before triton was imported. Asking a jitted function is more reliable than re-reading the environment.
+TRITON_INTERPRETED = type(_probe).__name__ == "InterpretedFunction"
+
+
+def runs_triton(tensor: torch.Tensor) -> bool:
+    """True when `tensor` should go through the Triton kernel rather than the torch reference.
+
+    CUDA tensors always do. CPU tensors do only under the interpreter, and never while torch.compile traces (fake
+    tensors have no data for the interpreter to read), where the reference branch is what gets compiled.
+    """
+    if tensor.is_cuda:
+        return True
+    return TRITON_INTERPRETED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def as_bchw(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D view of a [B, C], [B, C, L] or [B, C, H, W] tensor (never a copy)."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3:
+        return x.unsqueeze(2)
+    if x.dim() == 2:
+        return x[:, :, None, None]
+    raise ValueError(f"expected a tensor of 2 to 4 dimensions [B, C, *spatial], got shape {tuple(x.shape)}")
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out NHWC (and not also trivially NCHW, as when C == 1 or H == W == 1)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def empty_like_layout(x: torch.Tensor, dtype: torch.dtype, channels: int | None = None) -> torch.Tensor:
+    """An uninitialised 4-D tensor shaped like `x` (optionally with another channel count), NHWC if `x` is."""
+    b, c, h, w = x.shape
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return torch.empty((b, channels or c, h, w), dtype=dtype, device=x.device, memory_format=fmt)
+
+
+def spatial_is_flat(width: int, *tensors: torch.Tensor) -> bool:
+    """True when every tensor walks H and W with one stride (stride_h == W * stride_w), as NCHW and NHWC do.
+
+    The kernel then addresses position hw as hw * stride_w instead of dividing hw by W per element.
+    """
+    return all(t.shape[2] == 1 or t.stride(2) == width * t.stride(3) for t in tensors)
+
+
+def bchw_strides(x: torch.Tensor) -> tuple[int, int, int, int]:
+    return tuple(x.stride())  # type: ignore[return-value]
+
+
+def tile_config(channels: int, spatial: int, channels_last: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_Q, num_warps, num_programs_per_sample) for a [C, HW] sample.
+
+    About 2K elements per program keeps an H100 streaming without spilling; channels-last tiles favour the
+    channel axis, which is the contiguous one there.
+    """
+    block_hw = min(triton.next_power_of_2(max(spatial, 4)), 1024)
+    block_c_cap = max(1, 2048 // block_hw)
+    block_c = min(triton.next_power_of_2(channels), block_c_cap)
+    if channels_last:
+        block_c = min(triton.next_power_of_2(channels), 64)
+        block_hw = min(triton.next_power_of_2(max(spatial, 4)), max(4, 2048 // block_c))
+    block_q = block_hw // 4
+    num_warps = 8 if block_c * block_hw >= 2048 else 4
+    programs = triton.cdiv(channels, block_c) * triton.cdiv(spatial, block_hw)
+    return block_c, block_q, num_warps, programs
+

@@ -1,0 +1,388 @@
+"""Fused reverse steps: the DDPM ancestral step (p_step) and the DDIM step, noise given or drawn in-kernel.
+
+Both read x_t (float32) and the model output (float32/bf16/fp16, NCHW or channels-last), gather their per-sample
+coefficients from one float32 table [len(COEFFICIENT_ROWS), T], and write x_prev in float32. Timesteps are clamped
+in-kernel, so the unchecked ops are safe to call from a sync-free sampling loop.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from . import _launch
+from ._tile import clamped_timestep, element_offsets, sample_tile
+from .philox import STREAM_REVERSE_STEP, philox_normal, philox_normal_reference
+
+# Rows of the coefficient table, named as NoiseSchedule names them (it builds the table from these names).
+COEFFICIENT_ROWS = (
+    "sqrt_recip_alphas",  # 1/sqrt(α_t)
+    "eps_coef",  # β_t / sqrt(1-ᾱ_t)
+    "sqrt_recip_alphas_cumprod",  # 1/sqrt(ᾱ_t)
+    "sqrt_recipm1_alphas_cumprod",  # sqrt(1/ᾱ_t - 1)
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "posterior_mean_coef1",  # multiplies x0
+    "posterior_mean_coef2",  # multiplies x_t
+    "posterior_std",  # sqrt(β̃_t), "fixed_small"
+    "sqrt_betas",  # sqrt(β_t), "fixed_large"
+    "posterior_log_variance_clipped",
+    "log_betas",
+    "alphas_cumprod",
+    "one_minus_alphas_cumprod",
+)
+ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
+_ROW = {name: tl.constexpr(i) for name, i in ROW_INDEX.items()}  # the same indices, as kernel constants
+ROW_SQRT_RECIP_ALPHAS = _ROW["sqrt_recip_alphas"]
+ROW_EPS_COEF = _ROW["eps_coef"]
+ROW_SQRT_RECIP_AC = _ROW["sqrt_recip_alphas_cumprod"]
+ROW_SQRT_RECIPM1_AC = _ROW["sqrt_recipm1_alphas_cumprod"]
+ROW_SQRT_AC = _ROW["sqrt_alphas_cumprod"]
+ROW_SQRT_1M_AC = _ROW["sqrt_one_minus_alphas_cumprod"]
+ROW_MEAN_COEF1 = _ROW["posterior_mean_coef1"]
+ROW_MEAN_COEF2 = _ROW["posterior_mean_coef2"]
+ROW_POSTERIOR_STD = _ROW["posterior_std"]
+ROW_SQRT_BETAS = _ROW["sqrt_betas"]
+ROW_LOG_VAR_CLIPPED = _ROW["posterior_log_variance_clipped"]
+ROW_LOG_BETAS = _ROW["log_betas"]
+ROW_AC = _ROW["alphas_cumprod"]
+ROW_1M_AC = _ROW["one_minus_alphas_cumprod"]
+
+# What the model predicts.
+PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
+EPSILON, SAMPLE, V_PREDICTION = (tl.constexpr(v) for v in PREDICTION_TYPES.values())
+# σ_t of the DDPM step. The `_log` forms (diffusers' names) give the same σ computed through its logarithm.
+VARIANCE_TYPES = {"fixed_small": 0, "fixed_small_log": 0, "fixed_large": 1, "fixed_large_log": 1,
+                  "learned_range": 2}
+FIXED_SMALL, FIXED_LARGE, LEARNED_RANGE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+_FIXED_LARGE, _LEARNED_RANGE = VARIANCE_TYPES["fixed_large"], VARIANCE_TYPES["learned_range"]
+# Where z comes from.
+_NO_NOISE, _GIVEN_NOISE, _PHILOX_NOISE = 0, 1, 2
+NO_NOISE, GIVEN_NOISE, PHILOX_NOISE = tl.constexpr(_NO_NOISE), tl.constexpr(_GIVEN_NOISE), tl.constexpr(_PHILOX_NOISE)
+
+
+@triton.jit
+def _row(table_ptr, row: tl.constexpr, t, num_timesteps):
+    return tl.load(table_ptr + row * num_timesteps + t)
+
+
+@triton.jit
+def _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+                nz_sb, nz_sc, nz_sh, nz_sw, NOISE: tl.constexpr, SPATIAL_FLAT: tl.constexpr):
+    if NOISE == PHILOX_NOISE:
+        z = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, t, channel, STREAM_REVERSE_STEP)
+    else:
+        offsets = element_offsets(sample, channel, hw, W, nz_sb, nz_sc, nz_sh, nz_sw, SPATIAL_FLAT)
+        z = tl.load(noise_ptr + offsets, mask=mask).to(tl.float32)
+    return z
+
+
+@triton.jit
+def p_step_kernel(
+    model_ptr,  # [B, C, H, W] model output (ε, x0 or v)
+    model_var_ptr,  # [B, C, H, W] the variance half of a 2C-channel output (LEARNED_RANGE only; model strides)
+    x_ptr,  # [B, C, H, W] x_t, float32
+    noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
+    out_ptr,  # [B, C, H, W] x_{t-1}, float32
+    t_ptr,  # int64 [B]
+    table_ptr,  # float32 [rows, T] coefficient table
+    seed_ptr,  # int64 [1] (PHILOX_NOISE only)
+    sample_offset,  # global index of sample 0 (noise keys)
+    num_timesteps,
+    C,
+    HW,
+    W,
+    clip_range,  # x0 is clamped to [-clip_range, clip_range] when CLIP
+    md_sb, md_sc, md_sh, md_sw,  # model output strides
+    x_sb, x_sc, x_sh, x_sw,  # x_t strides
+    nz_sb, nz_sc, nz_sh, nz_sw,  # noise strides
+    out_sb, out_sc, out_sh, out_sw,  # output strides
+    PREDICTION: tl.constexpr,
+    VARIANCE: tl.constexpr,
+    CLIP: tl.constexpr,
+    NOISE: tl.constexpr,
+    SPATIAL_FLAT: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+):
+    sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
+    t = clamped_timestep(t_ptr, sample, num_timesteps)
+    x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
+    model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
+    x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
+    prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
+
+    if (PREDICTION == EPSILON) and (not CLIP):
+        # The paper's form, (x_t - β/sqrt(1-ᾱ)·ε) / sqrt(α): what the seed computes, without an x0 round trip.
+        mean = _row(table_ptr, ROW_SQRT_RECIP_ALPHAS, t, num_timesteps) * (
+            x - _row(table_ptr, ROW_EPS_COEF, t, num_timesteps) * prediction)
+    else:
+        if PREDICTION == EPSILON:
+            x0 = (_row(table_ptr, ROW_SQRT_RECIP_AC, t, num_timesteps) * x
+                  - _row(table_ptr, ROW_SQRT_RECIPM1_AC, t, num_timesteps) * prediction)
+        elif PREDICTION == SAMPLE:
+            x0 = prediction
+        else:
+            x0 = (_row(table_ptr, ROW_SQRT_AC, t, num_timesteps) * x
+                  - _row(table_ptr, ROW_SQRT_1M_AC, t, num_timesteps) * prediction)
+        if CLIP:
+            x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+        mean = (_row(table_ptr, ROW_MEAN_COEF1, t, num_timesteps) * x0
+                + _row(table_ptr, ROW_MEAN_COEF2, t, num_timesteps) * x)
+
+    if NOISE == NO_NOISE:
+        x_prev = mean
+    else:
+        if VARIANCE == LEARNED_RANGE:
+            # improved DDPM: the model's v in [-1, 1] interpolates log σ² between β̃_t and β_t.
+            fraction = (tl.load(model_var_ptr + model_offsets, mask=mask).to(tl.float32) + 1.0) * 0.5
+            log_variance = (fraction * _row(table_ptr, ROW_LOG_BETAS, t, num_timesteps)
+                            + (1.0 - fraction) * _row(table_ptr, ROW_LOG_VAR_CLIPPED, t, num_timesteps))
+            sigma = tl.exp(0.5 * log_variance)
+        elif VARIANCE == FIXED_LARGE:
+            sigma = _row(table_ptr, ROW_SQRT_BETAS, t, num_timesteps)
+        else:
+            sigma = _row(table_ptr, ROW_POSTERIOR_STD, t, num_timesteps)
+        sigma = tl.where(t > 0, sigma, 0.0)  # no noise at t = 0, as a mask
+        z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+                        nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
+        x_prev = mean + sigma * z
+    out_offsets = element_offsets(sample, channel, hw, W, out_sb, out_sc, out_sh, out_sw, SPATIAL_FLAT)
+    tl.store(out_ptr + out_offsets, x_prev, mask=mask)
+
+
+@triton.jit
+def ddim_step_kernel(
+    model_ptr,  # [B, C, H, W] model output (ε, x0 or v)
+    x_ptr,  # [B, C, H, W] x_t, float32
+    noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
+    out_ptr,  # [B, C, H, W] x_{t_prev}, float32
+    t_ptr,  # int64 [B] current timestep
+    t_prev_ptr,  # int64 [B] target timestep; < 0 means the end of the chain (ᾱ = 1)
+    table_ptr,  # float32 [rows, T] coefficient table
+    seed_ptr,  # int64 [1] (PHILOX_NOISE only)
+    sample_offset,
+    num_timesteps,
+    C,
+    HW,
+    W,
+    eta,  # DDIM η: 0 is deterministic, 1 matches the DDPM posterior variance
+    clip_range,
+    md_sb, md_sc, md_sh, md_sw,  # model output strides
+    x_sb, x_sc, x_sh, x_sw,  # x_t strides
+    nz_sb, nz_sc, nz_sh, nz_sw,  # noise strides
+    out_sb, out_sc, out_sh, out_sw,  # output strides
+    PREDICTION: tl.constexpr,
+    CLIP: tl.constexpr,
+    NOISE: tl.constexpr,
+    SPATIAL_FLAT: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+):
+    sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
+    t = clamped_timestep(t_ptr, sample, num_timesteps)
+    t_prev_raw = tl.load(t_prev_ptr + sample)
+    t_prev = tl.minimum(tl.maximum(t_prev_raw, 0), num_timesteps - 1)
+    at_end = t_prev_raw < 0
+    alpha_bar = _row(table_ptr, ROW_AC, t, num_timesteps)
+    one_minus_alpha_bar = _row(table_ptr, ROW_1M_AC, t, num_timesteps)
+    alpha_bar_prev = tl.where(at_end, 1.0, _row(table_ptr, ROW_AC, t_prev, num_timesteps))
+    one_minus_alpha_bar_prev = tl.where(at_end, 0.0, _row(table_ptr, ROW_1M_AC, t_prev, num_timesteps))
+    sqrt_alpha_bar = tl.sqrt(alpha_bar)
+    sqrt_one_minus_alpha_bar = tl.sqrt(one_minus_alpha_bar)
+
+    x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
+    model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
+    x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
+    prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
+    if PREDICTION == EPSILON:
+        eps = prediction
+        x0 = (x - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
+    elif PREDICTION == SAMPLE:
+        x0 = prediction
+        eps = (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
+    else:
+        x0 = sqrt_alpha_bar * x - sqrt_one_minus_alpha_bar * prediction
+        eps = sqrt_alpha_bar * prediction + sqrt_one_minus_alpha_bar * x
+    if CLIP:
+        x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+
+    # σ² = (1-ᾱ_prev)/(1-ᾱ_t) · (1 - ᾱ_t/ᾱ_prev), with 1 - ᾱ_t/ᾱ_prev written as ((1-ᾱ_t) - (1-ᾱ_prev)) / ᾱ_prev
+    # so that small t does not cancel 1 against a ratio close to 1.
+    variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (
+        (one_minus_alpha_bar - one_minus_alpha_bar_prev) / alpha_bar_prev)
+    sigma = eta * tl.sqrt(tl.maximum(variance, 0.0))
+    direction = tl.sqrt(tl.maximum(one_minus_alpha_bar_prev - sigma * sigma, 0.0))
+    x_prev = tl.sqrt(alpha_bar_prev) * x0 + direction * eps
+    if NOISE != NO_NOISE:
+        z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+                        nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
+        x_prev = x_prev + sigma * z
+    out_offsets = element_offsets(sample, channel, hw, W, out_sb, out_sc, out_sh, out_sw, SPATIAL_FLAT)
+    tl.store(out_ptr + out_offsets, x_prev, mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch references (float32 math, the same formulas)
+
+
+def _gather(table: torch.Tensor, row: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Row `row` of the table at each sample's t, shaped to broadcast over [B, C, ...]."""
+    return table[ROW_INDEX[row], t].view((-1,) + (1,) * (ndim - 1))
+
+
+def _reference_noise(noise, seed, sample_offset, t, like):
+    """z for the reference path: the given tensor, or the kernels' Philox noise for these samples and timesteps."""
+    if noise is not None:
+        return noise.float()
+    sample_index = torch.arange(like.shape[0], device=like.device) + sample_offset
+    shape4 = tuple(_launch.as_bchw(like).shape)
+    return philox_normal_reference(seed, sample_index, t, STREAM_REVERSE_STEP, shape4).view(like.shape)
+
+
+def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance, clip,
+                     clip_range):
+    channels = x_t.shape[1]
+    t = t.clamp(0, table.shape[1] - 1)
+    n = x_t.dim()
+    x = x_t.float()
+    out = model_output[:, :channels].float()
+    if prediction == PREDICTION_TYPES["epsilon"] and not clip:
+        mean = _gather(table, "sqrt_recip_alphas", t, n) * (x - _gather(table, "eps_coef", t, n) * out)
+    else:
+        if prediction == PREDICTION_TYPES["epsilon"]:
+            x0 = _gather(table, "sqrt_recip_alphas_cumprod", t, n) * x - _gather(table, "sqrt_recipm1_alphas_cumprod", t, n) * out
+        elif prediction == PREDICTION_TYPES["sample"]:
+            x0 = out
+        else:
+            x0 = _gather(table, "sqrt_alphas_cumprod", t, n) * x - _gather(table, "sqrt_one_minus_alphas_cumprod", t, n) * out
+        if clip:
+            x0 = x0.clamp(-clip_range, clip_range)
+        mean = _gather(table, "posterior_mean_coef1", t, n) * x0 + _gather(table, "posterior_mean_coef2", t, n) * x
+    if noise is None and seed is None:
+        return mean
+    if variance == _LEARNED_RANGE:
+        fraction = (model_output[:, channels:].float() + 1.0) * 0.5
+        log_variance = (fraction * _gather(table, "log_betas", t, n)
+                        + (1.0 - fraction) * _gather(table, "posterior_log_variance_clipped", t, n))
+        sigma = torch.exp(0.5 * log_variance)
+    else:
+        sigma = _gather(table, "sqrt_betas" if variance == _FIXED_LARGE else "posterior_std", t, n)
+    sigma = sigma * (t > 0).view((-1,) + (1,) * (n - 1))
+    return mean + sigma * _reference_noise(noise, seed, sample_offset, t, x_t)
+
+
+def ddim_step_reference(model_output, t, t_prev, x_t, table, noise, seed, sample_offset, prediction, eta, clip,
+                        clip_range):
+    n = x_t.dim()
+    t = t.clamp(0, table.shape[1] - 1)
+    at_end = (t_prev < 0).view((-1,) + (1,) * (n - 1))
+    t_prev = t_prev.clamp(0, table.shape[1] - 1)
+    alpha_bar = _gather(table, "alphas_cumprod", t, n)
+    one_minus_alpha_bar = _gather(table, "one_minus_alphas_cumprod", t, n)
+    alpha_bar_prev = torch.where(at_end, 1.0, _gather(table, "alphas_cumprod", t_prev, n))
+    one_minus_alpha_bar_prev = torch.where(at_end, 0.0, _gather(table, "one_minus_alphas_cumprod", t_prev, n))
+    x = x_t.float()
+    out = model_output[:, : x_t.shape[1]].float()
+    if prediction == PREDICTION_TYPES["epsilon"]:
+        eps = out
+        x0 = (x - one_minus_alpha_bar.sqrt() * eps) / alpha_bar.sqrt()
+    elif prediction == PREDICTION_TYPES["sample"]:
+        x0 = out
+        eps = (x - alpha_bar.sqrt() * x0) / one_minus_alpha_bar.sqrt()
+    else:
+        x0 = alpha_bar.sqrt() * x - one_minus_alpha_bar.sqrt() * out
+        eps = alpha_bar.sqrt() * out + one_minus_alpha_bar.sqrt() * x
+    if clip:
+        x0 = x0.clamp(-clip_range, clip_range)
+    variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (
+        (one_minus_alpha_bar - one_minus_alpha_bar_prev) / alpha_bar_prev)
+    sigma = eta * variance.clamp(min=0.0).sqrt()
+    direction = (one_minus_alpha_bar_prev - sigma * sigma).clamp(min=0.0).sqrt()
+    x_prev = alpha_bar_prev.sqrt() * x0 + direction * eps
+    if noise is None and seed is None:
+        return x_prev
+    return x_prev + sigma * _reference_noise(noise, seed, sample_offset, t, x_t)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# custom ops (unchecked: the public functions in ddpm_fast.diffusion validate; sampling loops call these directly)
+
+
+def _noise_mode(noise: Optional[torch.Tensor], seed: Optional[torch.Tensor]) -> int:
+    if noise is not None:
+        return _GIVEN_NOISE
+    return _PHILOX_NOISE if seed is not None else _NO_NOISE
+
+
+def _common_launch_args(model_output, x_t, noise, out):
+    """Grid, tile and stride arguments shared by both step kernels (all tensors already 4-D)."""
+    batch, channels, height, width = x_t.shape
+    channels_last = _launch.is_channels_last(x_t)
+    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
+    noise = noise if noise is not None else x_t
+    strides = (*_launch.bchw_strides(model_output), *_launch.bchw_strides(x_t), *_launch.bchw_strides(noise),
+               *_launch.bchw_strides(out))
+    meta = dict(SPATIAL_FLAT=_launch.spatial_is_flat(width, model_output, x_t, noise, out),
+                CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps)
+    return (batch * programs,), noise, strides, meta
+
+
+@triton_op("ddpm_fast::p_step", mutates_args=())
+def p_step_op(
+    model_output: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, table: torch.Tensor,
+    noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int, prediction: int,
+    variance: int, clip: bool, clip_range: float,
+) -> torch.Tensor:
+    """Unchecked DDPM step x_t -> x_{t-1} (float32). No noise when both `noise` and `seed` are None."""
+    if x_t.numel() == 0 or not _launch.runs_triton(x_t):
+        return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
+                                clip, clip_range).to(memory_format=_memory_format(x_t))
+    x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(model_output)
+    channels = x4.shape[1]
+    mean_part = model4[:, :channels]
+    variance_part = model4[:, channels:] if variance == _LEARNED_RANGE else mean_part
+    out = _launch.empty_like_layout(x4, torch.float32)
+    noise4 = _launch.as_bchw(noise) if noise is not None else None
+    grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
+    wrap_triton(p_step_kernel)[grid](
+        mean_part, variance_part, x4, noise4, out, t, table, seed if seed is not None else t, sample_offset,
+        table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, *strides,
+        PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
+    )
+    return out.view(x_t.shape)
+
+
+@triton_op("ddpm_fast::ddim_step", mutates_args=())
+def ddim_step_op(
+    model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, x_t: torch.Tensor, table: torch.Tensor,
+    noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int, prediction: int, eta: float,
+    clip: bool, clip_range: float,
+) -> torch.Tensor:
+    """Unchecked DDIM step x_t -> x_{t_prev} (float32); t_prev < 0 ends the chain. No noise when eta == 0."""
+    if eta == 0.0:
+        noise, seed = None, None
+    if x_t.numel() == 0 or not _launch.runs_triton(x_t):
+        return ddim_step_reference(model_output, t, t_prev, x_t, table, noise, seed, sample_offset, prediction,
+                                   eta, clip, clip_range).to(memory_format=_memory_format(x_t))
+    x4 = _launch.as_bchw(x_t)
+    model4 = _launch.as_bchw(model_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
+    out = _launch.empty_like_layout(x4, torch.float32)
+    noise4 = _launch.as_bchw(noise) if noise is not None else None
+    grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
+    wrap_triton(ddim_step_kernel)[grid](
+        model4, x4, noise4, out, t, t_prev, table, seed if seed is not None else t, sample_offset,
+        table.shape[1], x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
+        PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
+    )
+    return out.view(x_t.shape)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and _launch.is_channels_last(x) else torch.contiguous_format
