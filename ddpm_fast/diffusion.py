@@ -258,6 +258,7 @@ def ddim_step(
     sample_offset = check_sample_offset(sample_offset)
     key = None if noise is not None or eta == 0.0 else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.ddim_step(
-        model_output, t, t_prev, x_t, schedule.coefficient_table(x_t.device), noise, key, sample_offset,
+        model_output, t, t_prev, x_t, schedule.buffers(x_t.device)["alphas_cumprod_float64"], noise, key,
+        sample_offset,
         prediction, eta, bool(clip_sample), clip_range,
     )

@@ -18,7 +18,9 @@ from .kernels import COEFFICIENT_ROWS
 BUFFER_NAMES = tuple(dict.fromkeys(COEFFICIENT_ROWS + (
     "betas",
     "alphas",
+    "alphas_cumprod",
     "alphas_cumprod_prev",
+    "one_minus_alphas_cumprod",
     "log_one_minus_alphas_cumprod",
     "posterior_variance",
 )))
@@ -144,7 +146,8 @@ class NoiseSchedule:
     # -- device buffers -----------------------------------------------------------------------------------------
 
     def buffers(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """float32 copies of the schedule's quantities (BUFFER_NAMES and "coefficient_table") on `device`, cached.
+        """float32 copies of the schedule's quantities (BUFFER_NAMES and "coefficient_table") on `device`, cached,
+        plus "alphas_cumprod_float64" for the DDIM step.
 
         The first call per device copies host to device; later calls (a sampling loop) copy nothing.
         """
@@ -155,6 +158,8 @@ class NoiseSchedule:
         if cached is None:
             cached = {name: getattr(self, name).to(device=device, dtype=torch.float32) for name in BUFFER_NAMES}
             cached["coefficient_table"] = torch.stack([cached[name] for name in COEFFICIENT_ROWS]).contiguous()
+            # DDIM's per-sample scalars need ᾱ in float64 (see kernels/reverse_step.py); it is only T values.
+            cached["alphas_cumprod_float64"] = self.alphas_cumprod.to(device)
             self._device_cache[device] = cached
         return cached
 
@@ -174,7 +179,7 @@ def _validated_num_timesteps(num_timesteps: Any) -> int:
 def _validated_betas(betas: Any) -> torch.Tensor:
     if isinstance(betas, torch.Tensor):
         values = betas.detach().to(device="cpu", dtype=torch.float64)
-    elif isinstance(betas, (Sequence, np.ndarray)):
+    elif isinstance(betas, (Sequence, np.ndarray)) and not isinstance(betas, (str, bytes)):
         values = torch.as_tensor(np.asarray(betas, dtype=np.float64))
     else:
         raise TypeError(f"betas must be a 1-D tensor, array or sequence of floats, got {type(betas).__name__}")

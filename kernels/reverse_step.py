@@ -1,7 +1,8 @@
 """Fused reverse steps: the DDPM ancestral step (p_step) and the DDIM step, noise given or drawn in-kernel.
 
 Both read x_t (float32) and the model output (float32/bf16/fp16, NCHW or channels-last), gather their per-sample
-coefficients from one float32 table [len(COEFFICIENT_ROWS), T], and write x_prev in float32. Timesteps are clamped
+coefficients from the schedule (p_step: one float32 table [len(COEFFICIENT_ROWS), T]; DDIM: float64 ᾱ), and write
+x_prev in float32. Timesteps are clamped
 in-kernel, so the unchecked ops are safe to call from a sync-free sampling loop.
 """
 
@@ -32,8 +33,6 @@ COEFFICIENT_ROWS = (
     "sqrt_betas",  # sqrt(β_t), "fixed_large"
     "posterior_log_variance_clipped",
     "log_betas",
-    "alphas_cumprod",
-    "one_minus_alphas_cumprod",
 )
 ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 _ROW = {name: tl.constexpr(i) for name, i in ROW_INDEX.items()}  # the same indices, as kernel constants
@@ -49,8 +48,6 @@ ROW_POSTERIOR_STD = _ROW["posterior_std"]
 ROW_SQRT_BETAS = _ROW["sqrt_betas"]
 ROW_LOG_VAR_CLIPPED = _ROW["posterior_log_variance_clipped"]
 ROW_LOG_BETAS = _ROW["log_betas"]
-ROW_AC = _ROW["alphas_cumprod"]
-ROW_1M_AC = _ROW["one_minus_alphas_cumprod"]
 
 # What the model predicts.
 PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
@@ -164,7 +161,7 @@ def ddim_step_kernel(
     out_ptr,  # [B, C, H, W] x_{t_prev}, float32
     t_ptr,  # int64 [B] current timestep
     t_prev_ptr,  # int64 [B] target timestep; < 0 means the end of the chain (ᾱ = 1)
-    table_ptr,  # float32 [rows, T] coefficient table
+    alphas_cumprod_ptr,  # float64 [T] ᾱ: the per-sample scalars below cancel badly in float32
     seed_ptr,  # int64 [1] (PHILOX_NOISE only)
     sample_offset,
     num_timesteps,
@@ -189,13 +186,19 @@ def ddim_step_kernel(
     t = clamped_timestep(t_ptr, sample, num_timesteps)
     t_prev_raw = tl.load(t_prev_ptr + sample)
     t_prev = tl.minimum(tl.maximum(t_prev_raw, 0), num_timesteps - 1)
-    at_end = t_prev_raw < 0
-    alpha_bar = _row(table_ptr, ROW_AC, t, num_timesteps)
-    one_minus_alpha_bar = _row(table_ptr, ROW_1M_AC, t, num_timesteps)
-    alpha_bar_prev = tl.where(at_end, 1.0, _row(table_ptr, ROW_AC, t_prev, num_timesteps))
-    one_minus_alpha_bar_prev = tl.where(at_end, 0.0, _row(table_ptr, ROW_1M_AC, t_prev, num_timesteps))
-    sqrt_alpha_bar = tl.sqrt(alpha_bar)
-    sqrt_one_minus_alpha_bar = tl.sqrt(one_minus_alpha_bar)
+    # Per-sample scalars in float64: at large t, 1-ᾱ_t and 1-ᾱ_prev are both ~1 and their difference (the
+    # step's variance) would lose most of its digits in float32. One program computes them once.
+    alpha_bar = tl.load(alphas_cumprod_ptr + t).to(tl.float64)
+    alpha_bar_prev = tl.where(t_prev_raw < 0, 1.0, tl.load(alphas_cumprod_ptr + t_prev).to(tl.float64))
+    one_minus_alpha_bar = 1.0 - alpha_bar
+    one_minus_alpha_bar_prev = 1.0 - alpha_bar_prev
+    variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev)
+    sigma64 = eta * tl.sqrt(tl.maximum(variance, 0.0))
+    sqrt_alpha_bar = tl.sqrt(alpha_bar).to(tl.float32)
+    sqrt_one_minus_alpha_bar = tl.sqrt(one_minus_alpha_bar).to(tl.float32)
+    sqrt_alpha_bar_prev = tl.sqrt(alpha_bar_prev).to(tl.float32)
+    direction = tl.sqrt(tl.maximum(one_minus_alpha_bar_prev - sigma64 * sigma64, 0.0)).to(tl.float32)
+    sigma = sigma64.to(tl.float32)
 
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
@@ -212,14 +215,7 @@ def ddim_step_kernel(
         eps = sqrt_alpha_bar * prediction + sqrt_one_minus_alpha_bar * x
     if CLIP:
         x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
-
-    # σ² = (1-ᾱ_prev)/(1-ᾱ_t) · (1 - ᾱ_t/ᾱ_prev), with 1 - ᾱ_t/ᾱ_prev written as ((1-ᾱ_t) - (1-ᾱ_prev)) / ᾱ_prev
-    # so that small t does not cancel 1 against a ratio close to 1.
-    variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (
-        (one_minus_alpha_bar - one_minus_alpha_bar_prev) / alpha_bar_prev)
-    sigma = eta * tl.sqrt(tl.maximum(variance, 0.0))
-    direction = tl.sqrt(tl.maximum(one_minus_alpha_bar_prev - sigma * sigma, 0.0))
-    x_prev = tl.sqrt(alpha_bar_prev) * x0 + direction * eps
+    x_prev = sqrt_alpha_bar_prev * x0 + direction * eps
     if NOISE != NO_NOISE:
         z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                         nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
@@ -278,34 +274,35 @@ def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, pr
     return mean + sigma * _reference_noise(noise, seed, sample_offset, t, x_t)
 
 
-def ddim_step_reference(model_output, t, t_prev, x_t, table, noise, seed, sample_offset, prediction, eta, clip,
-                        clip_range):
+def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset, prediction, eta,
+                        clip, clip_range):
     n = x_t.dim()
-    t = t.clamp(0, table.shape[1] - 1)
-    at_end = (t_prev < 0).view((-1,) + (1,) * (n - 1))
-    t_prev = t_prev.clamp(0, table.shape[1] - 1)
-    alpha_bar = _gather(table, "alphas_cumprod", t, n)
-    one_minus_alpha_bar = _gather(table, "one_minus_alphas_cumprod", t, n)
-    alpha_bar_prev = torch.where(at_end, 1.0, _gather(table, "alphas_cumprod", t_prev, n))
-    one_minus_alpha_bar_prev = torch.where(at_end, 0.0, _gather(table, "one_minus_alphas_cumprod", t_prev, n))
+    shape = (-1,) + (1,) * (n - 1)
+    last = alphas_cumprod.numel() - 1
+    t = t.clamp(0, last)
+    # Per-sample scalars in float64, as in the kernel; elementwise math in float32.
+    alpha_bar = alphas_cumprod.double()[t]
+    alpha_bar_prev = torch.where(t_prev < 0, 1.0, alphas_cumprod.double()[t_prev.clamp(0, last)])
+    variance = ((1 - alpha_bar_prev) / (1 - alpha_bar)) * (1 - alpha_bar / alpha_bar_prev)
+    sigma64 = eta * variance.clamp(min=0.0).sqrt()
+    direction = (1 - alpha_bar_prev - sigma64 * sigma64).clamp(min=0.0).sqrt().float().view(shape)
+    sqrt_alpha_bar = alpha_bar.sqrt().float().view(shape)
+    sqrt_one_minus_alpha_bar = (1 - alpha_bar).sqrt().float().view(shape)
+    sigma = sigma64.float().view(shape)
     x = x_t.float()
     out = model_output[:, : x_t.shape[1]].float()
     if prediction == PREDICTION_TYPES["epsilon"]:
         eps = out
-        x0 = (x - one_minus_alpha_bar.sqrt() * eps) / alpha_bar.sqrt()
+        x0 = (x - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
     elif prediction == PREDICTION_TYPES["sample"]:
         x0 = out
-        eps = (x - alpha_bar.sqrt() * x0) / one_minus_alpha_bar.sqrt()
+        eps = (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
     else:
-        x0 = alpha_bar.sqrt() * x - one_minus_alpha_bar.sqrt() * out
-        eps = alpha_bar.sqrt() * out + one_minus_alpha_bar.sqrt() * x
+        x0 = sqrt_alpha_bar * x - sqrt_one_minus_alpha_bar * out
+        eps = sqrt_alpha_bar * out + sqrt_one_minus_alpha_bar * x
     if clip:
         x0 = x0.clamp(-clip_range, clip_range)
-    variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (
-        (one_minus_alpha_bar - one_minus_alpha_bar_prev) / alpha_bar_prev)
-    sigma = eta * variance.clamp(min=0.0).sqrt()
-    direction = (one_minus_alpha_bar_prev - sigma * sigma).clamp(min=0.0).sqrt()
-    x_prev = alpha_bar_prev.sqrt() * x0 + direction * eps
+    x_prev = alpha_bar_prev.sqrt().float().view(shape) * x0 + direction * eps
     if noise is None and seed is None:
         return x_prev
     return x_prev + sigma * _reference_noise(noise, seed, sample_offset, t, x_t)
@@ -361,24 +358,27 @@ def p_step_op(
 
 @triton_op("ddpm_fast::ddim_step", mutates_args=())
 def ddim_step_op(
-    model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, x_t: torch.Tensor, table: torch.Tensor,
-    noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int, prediction: int, eta: float,
-    clip: bool, clip_range: float,
+    model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, x_t: torch.Tensor,
+    alphas_cumprod: torch.Tensor, noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int,
+    prediction: int, eta: float, clip: bool, clip_range: float,
 ) -> torch.Tensor:
-    """Unchecked DDIM step x_t -> x_{t_prev} (float32); t_prev < 0 ends the chain. No noise when eta == 0."""
+    """Unchecked DDIM step x_t -> x_{t_prev} (float32); t_prev < 0 ends the chain. No noise when eta == 0.
+
+    alphas_cumprod is the float64 [T] ᾱ (NoiseSchedule.buffers(device)["alphas_cumprod_float64"]).
+    """
     if eta == 0.0:
         noise, seed = None, None
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
-        return ddim_step_reference(model_output, t, t_prev, x_t, table, noise, seed, sample_offset, prediction,
-                                   eta, clip, clip_range).to(memory_format=_memory_format(x_t))
+        return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
+                                   prediction, eta, clip, clip_range).to(memory_format=_memory_format(x_t))
     x4 = _launch.as_bchw(x_t)
     model4 = _launch.as_bchw(model_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
     wrap_triton(ddim_step_kernel)[grid](
-        model4, x4, noise4, out, t, t_prev, table, seed if seed is not None else t, sample_offset,
-        table.shape[1], x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
+        model4, x4, noise4, out, t, t_prev, alphas_cumprod, seed if seed is not None else t, sample_offset,
+        alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
         PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)

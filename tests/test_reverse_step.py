@@ -1,0 +1,179 @@
+import itertools
+import os
+
+import pytest
+import torch
+
+import ddpm_fast as df
+from ddpm_fast.kernels import _launch
+from ddpm_fast.kernels.philox import STREAM_REVERSE_STEP
+from float64_reference import ddim_step64, p_step64, philox_noise64
+
+PREDICTIONS = ["epsilon", "sample", "v_prediction"]
+VARIANCES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range"]
+MODEL_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def test_kernels_really_run_under_the_interpreter():
+    # CI sets TRITON_INTERPRET=1 so these tests exercise the Triton kernels, not only the torch references.
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        assert _launch.TRITON_INTERPRETED
+
+
+def _inputs(device, shape, model_dtype, channels_last, learned=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b, c = shape[0], shape[1]
+    x_t = torch.randn(shape, generator=g) * 1.5
+    model_shape = (b, 2 * c, *shape[2:]) if learned else shape
+    model_output = torch.randn(model_shape, generator=g)
+    if learned:
+        model_output[:, c:] = torch.rand((b, c, *shape[2:]), generator=g) * 2 - 1  # v in [-1, 1]
+    t = torch.randint(0, 1000, (b,), generator=g)
+    t[0] = 0  # always cover the no-noise step
+    x_t, model_output = x_t.to(device), model_output.to(device=device, dtype=model_dtype)
+    if channels_last and len(shape) == 4:
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
+        model_output = model_output.contiguous(memory_format=torch.channels_last)
+    return x_t, model_output, t.to(device)
+
+
+def _shape4(shape):
+    return tuple(shape) + (1,) * (4 - len(shape)) if len(shape) != 3 else (shape[0], shape[1], 1, shape[2])
+
+
+def _tolerance(model_dtype, prediction):
+    # ε-prediction with x0 recovered at large t multiplies the output's rounding by 1/sqrt(ᾱ_t) ~ 150,
+    # but the result then scales it back down; fp32 math leaves ~1e-5 absolute at worst.
+    return dict(rtol=1e-5, atol=3e-5)
+
+
+@pytest.mark.parametrize("prediction, variance, clip", list(itertools.product(PREDICTIONS, VARIANCES, [False, True])))
+@pytest.mark.parametrize("noise_mode", ["given", "seed", "none"])
+def test_p_step_every_option_vs_float64(device, prediction, variance, clip, noise_mode):
+    s = df.NoiseSchedule.cosine(1000)
+    shape = (3, 3, 7, 9)
+    x_t, model_output, t = _inputs(device, shape, torch.float32, False, learned=variance == "learned_range")
+    noise = torch.randn(shape, device=device) if noise_mode == "given" else None
+    seed = 77 if noise_mode == "seed" else None
+    if noise_mode == "none":
+        # Noise-free: the posterior mean. Reach it through the op (the public function always adds noise).
+        from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
+        out = torch.ops.ddpm_fast.p_step(model_output, t, x_t, s.coefficient_table(device), None, None, 0,
+                                         PREDICTION_TYPES[prediction], VARIANCE_TYPES[variance], clip, 0.8)
+        z = None
+    else:
+        out = df.p_step(model_output, t, x_t, s, noise=noise, seed=seed, prediction_type=prediction,
+                        variance_type=variance, clip_sample=clip, clip_sample_range=0.8)
+        z = noise if noise is not None else philox_noise64(77, 3, t.cpu(), STREAM_REVERSE_STEP, shape, "cpu")
+    assert out.dtype == torch.float32 and out.shape == shape
+    expected = p_step64(model_output, t, x_t, s, z, prediction, variance, clip, 0.8)
+    torch.testing.assert_close(out.double().cpu(), expected, **_tolerance(torch.float32, prediction))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 7, 9), (1, 3, 32, 32), (2, 48, 3, 5), (2, 5), (2, 4, 13)])
+@pytest.mark.parametrize("model_dtype", MODEL_DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("variance", ["fixed_small", "learned_range"])
+def test_p_step_dtypes_layouts_shapes(device, shape, model_dtype, channels_last, variance):
+    s = df.NoiseSchedule.linear(1000)
+    x_t, model_output, t = _inputs(device, shape, model_dtype, channels_last, learned=variance == "learned_range")
+    out = df.p_step(model_output, t, x_t, s, seed=5, variance_type=variance, prediction_type="v_prediction")
+    if channels_last and len(shape) == 4:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    z = philox_noise64(5, shape[0], t.cpu(), STREAM_REVERSE_STEP, _shape4(shape), "cpu").view(shape)
+    expected = p_step64(model_output, t, x_t, s, z, "v_prediction", variance)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=3e-5)
+
+
+def test_p_step_no_noise_at_t0_and_noise_scale(device):
+    s = df.NoiseSchedule.linear(1000)
+    x_t = torch.randn(4, 3, 5, 5, device=device)
+    eps = torch.randn(4, 3, 5, 5, device=device)
+    t = torch.tensor([0, 0, 10, 999], device=device)
+    a = df.p_step(eps, t, x_t, s, seed=1)
+    b = df.p_step(eps, t, x_t, s, seed=2)
+    assert torch.equal(a[:2], b[:2])  # t = 0: the mean, whatever the noise
+    assert not torch.equal(a[2:], b[2:])
+
+
+def test_p_step_seeded_prefix_invariant_and_deterministic(device):
+    s = df.NoiseSchedule.linear(1000)
+    x_t, model_output, t = _inputs(device, (5, 3, 6, 6), torch.float32, False)
+    full = df.p_step(model_output, t, x_t, s, seed=9)
+    assert torch.equal(full, df.p_step(model_output, t, x_t, s, seed=9))
+    assert torch.equal(full[:2], df.p_step(model_output[:2], t[:2], x_t[:2], s, seed=9))
+    assert torch.equal(full[3:], df.p_step(model_output[3:], t[3:], x_t[3:], s, seed=9, sample_offset=3))
+
+
+def test_p_step_empty_batch(device):
+    s = df.NoiseSchedule.linear(10)
+    x = torch.zeros(0, 3, 4, 4, device=device)
+    out = df.p_step(x, torch.zeros(0, dtype=torch.long, device=device), x, s, seed=0)
+    assert out.shape == (0, 3, 4, 4)
+    out = df.ddim_step(x, torch.zeros(0, dtype=torch.long, device=device), -1, x, s, eta=1.0, seed=0)
+    assert out.shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("eta, noise_mode", [(0.0, "none"), (0.5, "seed"), (1.0, "given")])
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("gap", [1, 20, "end"])
+def test_ddim_step_vs_float64(device, prediction, eta, noise_mode, clip, gap):
+    s = df.NoiseSchedule.linear(1000)
+    shape = (3, 3, 7, 9)
+    x_t, model_output, t = _inputs(device, shape, torch.float32, False)
+    t = torch.tensor([1, 500, 999], device=device)
+    t_prev = torch.full_like(t, -1) if gap == "end" else (t - gap).clamp(min=-1)
+    noise = torch.randn(shape, device=device) if noise_mode == "given" else None
+    out = df.ddim_step(model_output, t, t_prev, x_t, s, eta=eta, noise=noise,
+                       seed=4 if noise_mode == "seed" else None, prediction_type=prediction, clip_sample=clip)
+    z = noise if noise is not None else (
+        philox_noise64(4, 3, t.cpu(), STREAM_REVERSE_STEP, shape, "cpu") if noise_mode == "seed" else None)
+    expected = ddim_step64(model_output, t, t_prev, x_t, s, eta, z, prediction, clip)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("model_dtype", MODEL_DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ddim_step_dtypes_layouts_and_learned_variance_output(device, model_dtype, channels_last):
+    s = df.NoiseSchedule.linear(1000)
+    x_t, model_output, t = _inputs(device, (2, 3, 5, 7), model_dtype, channels_last, learned=True)
+    out = df.ddim_step(model_output, t, t - 1, x_t, s, eta=0.0)
+    expected = ddim_step64(model_output, t, t - 1, x_t, s, 0.0, None)
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=5e-5)
+
+
+def test_ddim_eta1_adjacent_equals_ddpm_posterior(device):
+    # With t_prev = t - 1 and η = 1, DDIM's σ is the DDPM posterior std and its mean the posterior mean.
+    s = df.NoiseSchedule.linear(1000)
+    x_t, eps, _ = _inputs(device, (2, 3, 4, 4), torch.float32, False)
+    t = torch.tensor([5, 600], device=device)
+    noise = torch.randn_like(x_t)
+    ddim = df.ddim_step(eps, t, t - 1, x_t, s, eta=1.0, noise=noise)
+    ddpm = df.p_step(eps, t, x_t, s, noise=noise)
+    torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
+
+
+def test_unchecked_ops_clamp_out_of_range_timesteps(device):
+    s = df.NoiseSchedule.linear(10)
+    table = s.coefficient_table(device)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    wild = torch.tensor([-50, 10**6], device=device)
+    clamped = torch.tensor([0, 9], device=device)
+    a = torch.ops.ddpm_fast.p_step(x, wild, x, table, None, None, 0, 0, 0, False, 1.0)
+    b = torch.ops.ddpm_fast.p_step(x, clamped, x, table, None, None, 0, 0, 0, False, 1.0)
+    assert torch.equal(a, b)
+
+
+def test_p_step_op_compiles_fullgraph(device):
+    s = df.NoiseSchedule.linear(100)
+    table = s.coefficient_table(device)
+    x = torch.randn(2, 3, 8, 8, device=device)
+    t = torch.tensor([3, 70], device=device)
+    seed = torch.tensor([5], device=device)
+
+    def step(model_output, x, t, seed):
+        return torch.ops.ddpm_fast.p_step(model_output * 0.5, t, x, table, None, seed, 0, 0, 0, True, 1.0)
+
+    compiled = torch.compile(step, fullgraph=True)
+    torch.testing.assert_close(compiled(x, x, t, seed), step(x, x, t, seed), rtol=1e-5, atol=1e-5)
