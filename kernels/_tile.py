@@ -57,7 +57,10 @@ def element_offsets(
 
 
 @triton.jit
-def clamped_timestep(t_ptr, sample, num_timesteps):
-    """The sample's timestep, clamped to [0, T) so an unchecked caller can never index outside the schedule."""
-    t = tl.load(t_ptr + sample)
+def clamped_timestep(t_ptr, t_stride, sample, num_timesteps):
+    """The sample's timestep, clamped to [0, T) so an unchecked caller can never index outside the schedule.
+
+    t_stride lets a broadcast timestep (stride 0, e.g. `t.expand(B)`) be read without a copy.
+    """
+    t = tl.load(t_ptr + sample * t_stride)
     return tl.minimum(tl.maximum(t, 0), num_timesteps - 1)

@@ -87,6 +87,7 @@ def philox_normal_kernel(
     out_ptr,  # float32 [B, C, H, W] output
     seed_ptr,  # int64 [1] seed
     step_ptr,  # int64 [B] step counter per sample
+    step_stride,  # its stride (0 for one step shared by the batch)
     sample_offset,  # global index of sample 0 of this batch
     C,
     HW,
@@ -103,7 +104,7 @@ def philox_normal_kernel(
 ):
     sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
     seed = tl.load(seed_ptr)
-    step = tl.load(step_ptr + sample)
+    step = tl.load(step_ptr + sample * step_stride)
     z = philox_normal(seed, quad, lane, sample + sample_offset, step, channel, STREAM)
     offsets = element_offsets(sample, channel, hw, W, stride_b, stride_c, stride_h, stride_w, SPATIAL_FLAT)
     tl.store(out_ptr + offsets, z, mask=mask)
@@ -196,7 +197,7 @@ def philox_normal_op(
         return out
     block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
     wrap_triton(philox_normal_kernel)[(batch * programs,)](
-        out, seed, step, sample_offset, channels, height * width, width, *_launch.bchw_strides(out),
+        out, seed, step, step.stride(0), sample_offset, channels, height * width, width, *_launch.bchw_strides(out),
         STREAM=stream, SPATIAL_FLAT=_launch.spatial_is_flat(width, out), CHANNELS_LAST=channels_last,
         BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,
     )

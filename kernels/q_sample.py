@@ -23,6 +23,7 @@ def q_sample_kernel(
     x_t_ptr,  # [B, C, H, W] output, x0's dtype
     eps_out_ptr,  # [B, C, H, W] float32 output of the drawn ε (unused unless NOISE_FROM_SEED)
     t_ptr,  # int64 [B] timestep per sample
+    t_stride,  # its stride (0 for a broadcast timestep)
     sqrt_ac_ptr,  # float32 [T] sqrt(ᾱ)
     sqrt_1m_ac_ptr,  # float32 [T] sqrt(1 - ᾱ)
     seed_ptr,  # int64 [1] Philox key (unused unless NOISE_FROM_SEED)
@@ -41,7 +42,7 @@ def q_sample_kernel(
     BLOCK_Q: tl.constexpr,
 ):
     sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
-    t = clamped_timestep(t_ptr, sample, num_timesteps)
+    t = clamped_timestep(t_ptr, t_stride, sample, num_timesteps)
     signal_scale = tl.load(sqrt_ac_ptr + t)
     noise_scale = tl.load(sqrt_1m_ac_ptr + t)
 
@@ -76,7 +77,7 @@ def _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, seed, sample_offset, x_t
     channels_last = _launch.is_channels_last(x0)
     block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
     wrap_triton(q_sample_kernel)[(batch * programs,)](
-        x0, noise, x_t, eps_out, t, sqrt_ac, sqrt_1m_ac, seed if seed is not None else t,
+        x0, noise, x_t, eps_out, t, t.stride(0), sqrt_ac, sqrt_1m_ac, seed if seed is not None else t,
         sample_offset, sqrt_ac.numel(), channels, height * width, width,
         *_launch.bchw_strides(x0), *_launch.bchw_strides(noise), *_launch.bchw_strides(x_t),
         NOISE_FROM_SEED=seed is not None, SPATIAL_FLAT=_launch.spatial_is_flat(width, x0, noise, x_t),

@@ -86,6 +86,7 @@ def p_step_kernel(
     noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
     out_ptr,  # [B, C, H, W] x_{t-1}, float32
     t_ptr,  # int64 [B]
+    t_stride,  # its stride (0 for a broadcast timestep)
     table_ptr,  # float32 [rows, T] coefficient table
     seed_ptr,  # int64 [1] (PHILOX_NOISE only)
     sample_offset,  # global index of sample 0 (noise keys)
@@ -108,7 +109,7 @@ def p_step_kernel(
     BLOCK_Q: tl.constexpr,
 ):
     sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
-    t = clamped_timestep(t_ptr, sample, num_timesteps)
+    t = clamped_timestep(t_ptr, t_stride, sample, num_timesteps)
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
@@ -160,7 +161,9 @@ def ddim_step_kernel(
     noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
     out_ptr,  # [B, C, H, W] x_{t_prev}, float32
     t_ptr,  # int64 [B] current timestep
+    t_stride,
     t_prev_ptr,  # int64 [B] target timestep; < 0 means the end of the chain (ᾱ = 1)
+    t_prev_stride,
     alphas_cumprod_ptr,  # float64 [T] ᾱ: the per-sample scalars below cancel badly in float32
     seed_ptr,  # int64 [1] (PHILOX_NOISE only)
     sample_offset,
@@ -183,8 +186,8 @@ def ddim_step_kernel(
     BLOCK_Q: tl.constexpr,
 ):
     sample, channel, quad, lane, hw, mask = sample_tile(tl.program_id(0), C, HW, BLOCK_C, BLOCK_Q, CHANNELS_LAST)
-    t = clamped_timestep(t_ptr, sample, num_timesteps)
-    t_prev_raw = tl.load(t_prev_ptr + sample)
+    t = clamped_timestep(t_ptr, t_stride, sample, num_timesteps)
+    t_prev_raw = tl.load(t_prev_ptr + sample * t_prev_stride)
     t_prev = tl.minimum(tl.maximum(t_prev_raw, 0), num_timesteps - 1)
     # Per-sample scalars in float64: at large t, 1-ᾱ_t and 1-ᾱ_prev are both ~1 and their difference (the
     # step's variance) would lose most of its digits in float32. One program computes them once.
@@ -349,7 +352,7 @@ def p_step_op(
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
     wrap_triton(p_step_kernel)[grid](
-        mean_part, variance_part, x4, noise4, out, t, table, seed if seed is not None else t, sample_offset,
+        mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
         table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, *strides,
         PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
     )
@@ -377,7 +380,7 @@ def ddim_step_op(
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
     wrap_triton(ddim_step_kernel)[grid](
-        model4, x4, noise4, out, t, t_prev, alphas_cumprod, seed if seed is not None else t, sample_offset,
+        model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod, seed if seed is not None else t, sample_offset,
         alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
         PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
     )

@@ -177,3 +177,24 @@ def test_p_step_op_compiles_fullgraph(device):
 
     compiled = torch.compile(step, fullgraph=True)
     torch.testing.assert_close(compiled(x, x, t, seed), step(x, x, t, seed), rtol=1e-5, atol=1e-5)
+
+
+def test_ops_read_broadcast_timesteps_without_copies(device):
+    # Sampling loops pass `all_t[i].expand(B)` (stride 0); the kernels must read it as B equal timesteps.
+    s = df.NoiseSchedule.linear(50)
+    table, alphas64 = s.coefficient_table(device), s.buffers(device)["alphas_cumprod_float64"]
+    buffers = s.buffers(device)
+    x = torch.randn(3, 3, 4, 5, device=device)
+    seed = torch.tensor([1], device=device)
+    steps = torch.arange(50, device=device)
+    broadcast, dense = steps[17].expand(3), torch.full((3,), 17, device=device)
+    prev_broadcast, prev_dense = steps[4].expand(3), torch.full((3,), 4, device=device)
+    ops = torch.ops.ddpm_fast
+    assert torch.equal(ops.p_step(x, broadcast, x, table, None, seed, 0, 0, 0, False, 1.0),
+                       ops.p_step(x, dense, x, table, None, seed, 0, 0, 0, False, 1.0))
+    assert torch.equal(ops.ddim_step(x, broadcast, prev_broadcast, x, alphas64, None, seed, 0, 0, 1.0, False, 1.0),
+                       ops.ddim_step(x, dense, prev_dense, x, alphas64, None, seed, 0, 0, 1.0, False, 1.0))
+    rows = (buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"])
+    assert torch.equal(ops.q_sample(x, broadcast, *rows, x), ops.q_sample(x, dense, *rows, x))
+    assert torch.equal(ops.philox_normal(seed, broadcast, [3, 3, 4, 5], 0, 2, False),
+                       ops.philox_normal(seed, dense, [3, 3, 4, 5], 0, 2, False))

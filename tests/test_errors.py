@@ -1,0 +1,104 @@
+"""Every bad input gets a ValueError / TypeError that names the argument."""
+
+import pytest
+import torch
+
+import ddpm_fast as df
+
+S = df.NoiseSchedule.linear(100)
+
+
+def _x(*shape, dtype=torch.float32):
+    return torch.randn(*shape).to(dtype)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: df.q_sample(_x(2, 3, 4, 4), torch.tensor([0, 100]), S), ValueError, r"t contains 100, outside \[0, 100\)"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), torch.tensor([-1, 0]), S), ValueError, r"t contains -1"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 100, S), ValueError, r"t=100 is outside"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), torch.tensor([1.0, 2.0]), S), TypeError, "t must be an integer tensor"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), torch.tensor([1, 2, 3]), S), ValueError, r"t must have shape \[2\]"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), "5", S), TypeError, "t must be an int"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), True, S), TypeError, "t must be an int"),
+    (lambda: df.q_sample(torch.ones(2, 3, 4, 4, dtype=torch.int64), 1, S), TypeError, "x0 must have dtype"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4, dtype=torch.float64), 1, S), TypeError, "x0 must have dtype"),
+    (lambda: df.q_sample([[1.0]], 1, S), TypeError, "x0 must be a torch.Tensor"),
+    (lambda: df.q_sample(_x(2), 1, S), ValueError, "x0 must have shape"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4, 4), 1, S), ValueError, "x0 must have shape"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, noise=_x(2, 3, 4, 5)), ValueError, "noise has shape"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, noise=torch.ones(2, 3, 4, 4, dtype=torch.int32)), TypeError,
+     "noise must have dtype"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=-1), ValueError, "seed must lie in"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=2**63), ValueError, "seed must lie in"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=1.5), TypeError, "seed must be an int"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=torch.tensor([1.0])), TypeError, "seed tensor must be int64"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=-2), ValueError, "sample_offset"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, "linear"), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4, dtype=torch.bfloat16), S), TypeError,
+     "x_t must have dtype float32"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, prediction_type="eps"), ValueError,
+     "prediction_type must be one of"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, variance_type="learned"), ValueError,
+     "variance_type must be one of"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, variance_type="learned_range"), ValueError,
+     "model_output has shape .*2C channels"),
+    (lambda: df.p_step(_x(2, 6, 4, 4), 1, _x(2, 3, 4, 4), S), ValueError, "model_output has shape"),
+    (lambda: df.p_step(_x(3, 3, 4, 4), 1, _x(2, 3, 4, 4), S), ValueError, "model_output has shape"),
+    (lambda: df.p_step(_x(2, 3, 4, 4).int(), 1, _x(2, 3, 4, 4), S), TypeError, "model_output must have dtype"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, clip_sample=True, clip_sample_range=0), ValueError,
+     "clip_sample_range must be positive"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, clip_sample_range=float("nan")), ValueError,
+     "clip_sample_range"),
+    (lambda: df.ddim_step(_x(2, 3, 4, 4), 5, 5, _x(2, 3, 4, 4), S), ValueError, "t_prev must be smaller than t"),
+    (lambda: df.ddim_step(_x(2, 3, 4, 4), 5, -2, _x(2, 3, 4, 4), S), ValueError, r"t_prev=-2 is outside \[-1, 100\)"),
+    (lambda: df.ddim_step(_x(2, 3, 4, 4), 5, 1, _x(2, 3, 4, 4), S, eta=-0.5), ValueError, "eta must be non-negative"),
+    (lambda: df.ddim_step(_x(2, 3, 4, 4), 5, 1, _x(2, 3, 4, 4), S, eta="1"), TypeError, "eta must be a number"),
+    (lambda: df.ddim_step(_x(2, 5, 4, 4), 5, 1, _x(2, 3, 4, 4), S), ValueError, "model_output has shape"),
+])
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.gpu
+def test_device_mismatch_is_named():
+    x_cpu, x_gpu = _x(2, 3, 4, 4), _x(2, 3, 4, 4).cuda()
+    with pytest.raises(ValueError, match="noise is on"):
+        df.q_sample(x_gpu, 1, S, noise=x_cpu)
+    with pytest.raises(ValueError, match="t is on"):
+        df.q_sample(x_gpu, torch.tensor([1, 2]), S)
+    with pytest.raises(ValueError, match="model_output is on"):
+        df.p_step(x_cpu, 1, x_gpu, S)
+    with pytest.raises(ValueError, match="seed is on"):
+        df.q_sample(x_gpu, 1, S, seed=torch.tensor([1]))
+
+
+def test_device_mismatch_is_named_on_cpu_via_meta():
+    # Without a GPU, a meta tensor stands in for "another device": the same checks must fire.
+    x_cpu, x_meta = _x(2, 3, 4, 4), torch.empty(2, 3, 4, 4, device="meta")
+    with pytest.raises(ValueError, match="noise is on meta"):
+        df.q_sample(x_cpu, 1, S, noise=x_meta)
+    with pytest.raises(ValueError, match="t is on meta"):
+        df.q_sample(x_cpu, torch.tensor([1, 2], device="meta"), S)
+    with pytest.raises(ValueError, match="model_output is on meta"):
+        df.p_step(x_meta, 1, x_cpu, S)
+    with pytest.raises(ValueError, match="seed is on meta"):
+        df.q_sample(x_cpu, 1, S, seed=torch.tensor([1], device="meta"))
+
+
+def test_seed_function_errors():
+    terms = df.reference.schedule_terms(df.reference.linear_beta_schedule(10))
+    model = lambda x, t: x  # noqa: E731
+    args = (terms["betas"], terms["sqrt_recip_alphas"], terms["sqrt_one_minus_alphas_cumprod"],
+            terms["posterior_variance"])
+    with pytest.raises(ValueError, match="timesteps"):
+        df.sample(model, 2, 4, 0, *args)
+    with pytest.raises(ValueError, match="betas has 10 entries but timesteps=20"):
+        df.sample(model, 2, 4, 20, *args)
+    with pytest.raises(ValueError, match="num_samples"):
+        df.sample(model, -1, 4, 10, *args)
+    with pytest.raises(TypeError, match="betas must be"):
+        df.sample(model, 2, 4, 10, [0.1] * 10, *args[1:])
+    with pytest.raises(ValueError, match="t contains 10"):
+        df.forward_diffusion_sample(_x(2, 3, 4, 4), torch.tensor([0, 10]), terms["sqrt_recip_alphas"],
+                                    terms["sqrt_one_minus_alphas_cumprod"])
