@@ -231,11 +231,6 @@ def ddim_step_kernel(
 # torch references (float32 math, the same formulas)
 
 
-def _gather(table: torch.Tensor, row: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Row `row` of the table at each sample's t, shaped to broadcast over [B, C, ...]."""
-    return table[ROW_INDEX[row], t].view((-1,) + (1,) * (ndim - 1))
-
-
 def _reference_noise(noise, seed, sample_offset, t, like):
     """z for the reference path: the given tensor, or the kernels' Philox noise for these samples and timesteps."""
     if noise is not None:
@@ -249,32 +244,36 @@ def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, pr
                      clip_range):
     channels = x_t.shape[1]
     t = t.clamp(0, table.shape[1] - 1)
-    n = x_t.dim()
+    # Every row at each sample's t in one gather (this is also the CPU fallback, where each op costs µs).
+    coefficients = table.index_select(1, t).view((table.shape[0], -1) + (1,) * (x_t.dim() - 1))
+
+    def row(name: str) -> torch.Tensor:
+        return coefficients[ROW_INDEX[name]]
+
     x = x_t.float()
     out = model_output[:, :channels].float()
     if prediction == PREDICTION_TYPES["epsilon"] and not clip:
-        mean = _gather(table, "sqrt_recip_alphas", t, n) * (x - _gather(table, "eps_coef", t, n) * out)
+        mean = torch.addcmul(x, row("eps_coef"), out, value=-1.0).mul_(row("sqrt_recip_alphas"))
     else:
         if prediction == PREDICTION_TYPES["epsilon"]:
-            x0 = _gather(table, "sqrt_recip_alphas_cumprod", t, n) * x - _gather(table, "sqrt_recipm1_alphas_cumprod", t, n) * out
+            x0 = row("sqrt_recip_alphas_cumprod") * x - row("sqrt_recipm1_alphas_cumprod") * out
         elif prediction == PREDICTION_TYPES["sample"]:
             x0 = out
         else:
-            x0 = _gather(table, "sqrt_alphas_cumprod", t, n) * x - _gather(table, "sqrt_one_minus_alphas_cumprod", t, n) * out
+            x0 = row("sqrt_alphas_cumprod") * x - row("sqrt_one_minus_alphas_cumprod") * out
         if clip:
             x0 = x0.clamp(-clip_range, clip_range)
-        mean = _gather(table, "posterior_mean_coef1", t, n) * x0 + _gather(table, "posterior_mean_coef2", t, n) * x
+        mean = torch.addcmul(row("posterior_mean_coef2") * x, row("posterior_mean_coef1"), x0)
     if noise is None and seed is None:
         return mean
     if variance == _LEARNED_RANGE:
         fraction = (model_output[:, channels:].float() + 1.0) * 0.5
-        log_variance = (fraction * _gather(table, "log_betas", t, n)
-                        + (1.0 - fraction) * _gather(table, "posterior_log_variance_clipped", t, n))
+        log_variance = torch.lerp(row("posterior_log_variance_clipped"), row("log_betas"), fraction)
         sigma = torch.exp(0.5 * log_variance)
     else:
-        sigma = _gather(table, "sqrt_betas" if variance == _FIXED_LARGE else "posterior_std", t, n)
-    sigma = sigma * (t > 0).view((-1,) + (1,) * (n - 1))
-    return mean + sigma * _reference_noise(noise, seed, sample_offset, t, x_t)
+        sigma = row("sqrt_betas" if variance == _FIXED_LARGE else "posterior_std")
+    sigma = sigma * (t > 0).view((-1,) + (1,) * (x_t.dim() - 1))  # no noise at t = 0
+    return mean.addcmul_(sigma, _reference_noise(noise, seed, sample_offset, t, x_t))
 
 
 def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset, prediction, eta,
