@@ -1,0 +1,41 @@
+"""Benchmark setup: device, smoke mode, and the facts every results file must carry (device, versions)."""
+
+import platform
+
+import pytest
+import torch
+import triton
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = triton.__version__
+    machine_info["cuda"] = torch.version.cuda
+    from ddpm_fast.kernels import _launch
+
+    machine_info["triton_interpreter"] = _launch.TRITON_INTERPRETED
+
+
+@pytest.fixture(scope="session")
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _smoke(config) -> bool:
+    return bool(config.getoption("benchmark_disable", False))
+
+
+@pytest.fixture(scope="session")
+def smoke(request):
+    """--benchmark-disable: run every case once at its smallest size, so CI proves the suite still works."""
+    return _smoke(request.config)
+
+
+def pytest_generate_tests(metafunc):
+    # A module's `benchmark_shapes()` gives the sizes for its `shape` argument; smoke mode keeps the smallest.
+    if "shape" in metafunc.fixturenames and hasattr(metafunc.module, "benchmark_shapes"):
+        shapes = metafunc.module.benchmark_shapes()
+        if _smoke(metafunc.config):
+            shapes = shapes[:1]
+        metafunc.parametrize("shape", shapes, ids=["x".join(map(str, s)) for s in shapes])
