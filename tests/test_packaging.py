@@ -3,7 +3,6 @@
 import pathlib
 import re
 
-
 import pytest
 
 import ddpm_fast
