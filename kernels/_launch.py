@@ -84,3 +84,24 @@ def tile_config(channels: int, spatial: int, channels_last: bool) -> tuple[int, 
     programs = triton.cdiv(channels, block_c) * triton.cdiv(spatial, block_hw)
     return block_c, block_q, num_warps, programs
 
+
+
+def check_launch_bounds(x: torch.Tensor, t: torch.Tensor, min_channels: dict, **tensors) -> None:
+    """Metadata-only checks (no device sync) that keep a launch inside every tensor it reads.
+
+    x: the [B, C, *spatial] tensor the grid is built from; t: its [B] (or broadcast) timesteps; tensors: the other
+    per-element inputs (None allowed), each needing at least min_channels.get(name, C) channels.
+    """
+    batch = x.shape[0]
+    if t.dim() != 1 or t.shape[0] != batch or t.device != x.device:
+        raise ValueError(f"timesteps must be a [{batch}] tensor on {x.device}, got {tuple(t.shape)} on {t.device}")
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        if tensor.device != x.device:
+            raise ValueError(f"{name} is on {tensor.device}, expected {x.device}")
+        needed = min_channels.get(name, x.shape[1])
+        if (tensor.dim() != x.dim() or tensor.shape[0] != batch or tensor.shape[2:] != x.shape[2:]
+                or tensor.shape[1] < needed):
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected [{batch}, >= {needed}, "
+                             f"{', '.join(map(str, x.shape[2:]))}]")

@@ -189,6 +189,7 @@ def philox_normal_op(
     batch, channels, height, width = shape
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(shape, dtype=torch.float32, device=seed.device, memory_format=fmt)
+    _launch.check_launch_bounds(out, step, {})
     if out.numel() == 0:
         return out
     if not _launch.runs_triton(out):

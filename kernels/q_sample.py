@@ -95,6 +95,7 @@ def q_sample_op(
     x0: torch.Tensor, t: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
     """Unchecked q-sample with a given ε. x0, noise: [B, C, *spatial]; t: int64 [B]; schedule rows: float32 [T]."""
+    _launch.check_launch_bounds(x0, t, {}, noise=noise)
     if x0.numel() == 0 or not _launch.runs_triton(x0):
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, noise)
     x_t = _empty_output(x0, x0.dtype)
@@ -108,6 +109,7 @@ def q_sample_philox_op(
     sample_offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked q-sample drawing ε in-kernel (Philox keyed by seed, sample index, element). Returns (x_t, ε fp32)."""
+    _launch.check_launch_bounds(x0, t, {})
     if x0.numel() == 0 or not _launch.runs_triton(x0):
         batch = x0.shape[0]
         sample_index = torch.arange(batch, device=x0.device) + sample_offset

@@ -340,13 +340,16 @@ def p_step_op(
     variance: int, clip: bool, clip_range: float,
 ) -> torch.Tensor:
     """Unchecked DDPM step x_t -> x_{t-1} (float32). No noise when both `noise` and `seed` are None."""
+    channels = x_t.shape[1]
+    learned = variance == _LEARNED_RANGE
+    _launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
+                                model_output=model_output, noise=noise)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
                                 clip, clip_range).to(memory_format=_memory_format(x_t))
     x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(model_output)
-    channels = x4.shape[1]
     mean_part = model4[:, :channels]
-    variance_part = model4[:, channels:] if variance == _LEARNED_RANGE else mean_part
+    variance_part = model4[:, channels:] if learned else mean_part
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
@@ -370,6 +373,8 @@ def ddim_step_op(
     """
     if eta == 0.0:
         noise, seed = None, None
+    _launch.check_launch_bounds(x_t, t, {}, model_output=model_output, noise=noise)
+    _launch.check_launch_bounds(x_t, t_prev, {})
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
                                    prediction, eta, clip, clip_range).to(memory_format=_memory_format(x_t))

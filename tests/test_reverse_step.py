@@ -218,3 +218,24 @@ def test_cpu_fallback_references_agree_with_float64(prediction, variance, clip):
                               PREDICTION_TYPES[prediction], 0.7, clip, 1.0)
     expected = ddim_step64(model_output, t, t_prev, x_t, s, 0.7, z, prediction, clip, 1.0)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=5e-5)
+
+
+def test_unchecked_ops_refuse_launches_that_would_read_out_of_bounds(device):
+    # The same metadata checks guard the torch-reference path, so behaviour does not depend on the device.
+    s = df.NoiseSchedule.linear(10)
+    table = s.coefficient_table(device)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    ops = torch.ops.ddpm_fast
+    with pytest.raises(ValueError, match="timesteps must be a \\[2\\] tensor"):
+        ops.p_step(x, torch.tensor([1], device=device), x, table, None, None, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match="noise has shape"):
+        ops.p_step(x, torch.tensor([1, 2], device=device), x, table, x[:, :2], None, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match="model_output has shape"):  # learned_range needs 2C channels
+        ops.p_step(x, torch.tensor([1, 2], device=device), x, table, None, None, 0, 0, 2, False, 1.0)
+    with pytest.raises(ValueError, match="model_output has shape"):
+        ops.ddim_step(x[:, :, :3], torch.tensor([1, 2], device=device), torch.tensor([0, 1], device=device), x,
+                      s.buffers(device)["alphas_cumprod_float64"], None, None, 0, 0, 0.0, False, 1.0)
+    buffers = s.buffers(device)
+    with pytest.raises(ValueError, match="noise has shape"):
+        ops.q_sample(x, torch.tensor([1, 2], device=device), buffers["sqrt_alphas_cumprod"],
+                     buffers["sqrt_one_minus_alphas_cumprod"], x[:1])
