@@ -2,8 +2,8 @@
 
 Both read x_t (float32) and the model output (float32/bf16/fp16, NCHW or channels-last), gather their per-sample
 coefficients from the schedule (p_step: one float32 table [len(COEFFICIENT_ROWS), T]; DDIM: float64 ᾱ), and write
-x_prev in float32. Timesteps are clamped
-in-kernel, so the unchecked ops are safe to call from a sync-free sampling loop.
+x_prev in float32. Timesteps are clamped in-kernel, so the unchecked ops are safe to call from a sync-free sampling
+loop.
 """
 
 from __future__ import annotations

@@ -239,3 +239,49 @@ def test_unchecked_ops_refuse_launches_that_would_read_out_of_bounds(device):
     with pytest.raises(ValueError, match="noise has shape"):
         ops.q_sample(x, torch.tensor([1, 2], device=device), buffers["sqrt_alphas_cumprod"],
                      buffers["sqrt_one_minus_alphas_cumprod"], x[:1])
+
+
+@pytest.mark.gpu
+def test_p_step_replays_in_a_cuda_graph_with_a_device_timestep():
+    # The sampler's pattern: static buffers, t updated in place on the device, one graph replayed per step.
+    device = torch.device("cuda")
+    s = df.NoiseSchedule.linear(1000)
+    table = s.coefficient_table(device)
+    x = torch.randn(4, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    eps = torch.randn_like(x).to(torch.bfloat16)
+    t = torch.full((4,), 999, dtype=torch.int64, device=device)
+    seed = torch.tensor([3], device=device)
+
+    def step():
+        return torch.ops.ddpm_fast.p_step(eps, t, x, table, None, seed, 0, 0, 0, False, 1.0)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # compile the kernel outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    for value in (999, 500, 1, 0):
+        t.fill_(value)
+        graph.replay()
+        assert torch.equal(out, step())
+
+
+@pytest.mark.gpu
+def test_p_step_under_reduce_overhead_compile():
+    device = torch.device("cuda")
+    s = df.NoiseSchedule.linear(1000)
+    table = s.coefficient_table(device)
+    seed = torch.tensor([3], device=device)
+
+    def step(eps, t, x):
+        return torch.ops.ddpm_fast.p_step(eps, t, x, table, None, seed, 0, 0, 0, False, 1.0)
+
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    x = torch.randn(2, 3, 16, 16, device=device)
+    eps = torch.randn_like(x)
+    for value in (900, 10, 0):
+        t = torch.full((2,), value, dtype=torch.int64, device=device)
+        torch.testing.assert_close(compiled(eps, t, x).clone(), step(eps, t, x))
