@@ -7,8 +7,22 @@ import torch
 import triton
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    if torch.cuda.is_available():
+        machine_info["device"] = torch.cuda.get_device_name()
+    else:
+        machine_info["device"] = f"CPU: {_cpu_name()}, {torch.get_num_threads()} threads"
     machine_info["torch"] = torch.__version__
     machine_info["triton"] = triton.__version__
     machine_info["cuda"] = torch.version.cuda
