@@ -48,11 +48,14 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def empty_like_layout(x: torch.Tensor, dtype: torch.dtype, channels: int | None = None) -> torch.Tensor:
-    """An uninitialised 4-D tensor shaped like `x` (optionally with another channel count), NHWC if `x` is."""
-    b, c, h, w = x.shape
-    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    return torch.empty((b, channels or c, h, w), dtype=dtype, device=x.device, memory_format=fmt)
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC 4-D tensor, else contiguous: the layout our outputs take after their input."""
+    return torch.channels_last if x.dim() == 4 and is_channels_last(x) else torch.contiguous_format
+
+
+def empty_like_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor shaped like `x`, NHWC if `x` is, dense whatever x's strides."""
+    return torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=memory_format_of(x))
 
 
 def spatial_is_flat(width: int, *tensors: torch.Tensor) -> bool:

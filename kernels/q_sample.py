@@ -85,11 +85,6 @@ def _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, seed, sample_offset, x_t
     )
 
 
-def _empty_output(x0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """An output shaped like x0 (2-4 dims), channels-last when x0 is."""
-    return _launch.empty_like_layout(_launch.as_bchw(x0), dtype).view(x0.shape)
-
-
 @triton_op("ddpm_fast::q_sample", mutates_args=())
 def q_sample_op(
     x0: torch.Tensor, t: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor, noise: torch.Tensor
@@ -98,7 +93,7 @@ def q_sample_op(
     _launch.check_launch_bounds(x0, t, {}, noise=noise)
     if x0.numel() == 0 or not _launch.runs_triton(x0):
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, noise)
-    x_t = _empty_output(x0, x0.dtype)
+    x_t = _launch.empty_like_layout(x0, x0.dtype)
     _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, None, 0, x_t, None)
     return x_t
 
@@ -115,12 +110,10 @@ def q_sample_philox_op(
         sample_index = torch.arange(batch, device=x0.device) + sample_offset
         shape4 = tuple(_launch.as_bchw(x0).shape)
         eps = philox_normal_reference(seed, sample_index, torch.zeros_like(sample_index), STREAM_Q_SAMPLE, shape4)
-        eps = eps.view(x0.shape)
-        if _launch.is_channels_last(_launch.as_bchw(x0)):
-            eps = eps.contiguous(memory_format=torch.channels_last)
+        eps = eps.view(x0.shape).contiguous(memory_format=_launch.memory_format_of(x0))
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, eps), eps
-    x_t = _empty_output(x0, x0.dtype)
-    eps = _empty_output(x0, torch.float32)
+    x_t = _launch.empty_like_layout(x0, x0.dtype)
+    eps = _launch.empty_like_layout(x0, torch.float32)
     _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, None, seed, sample_offset, x_t, eps)
     return x_t, eps
 

@@ -346,7 +346,7 @@ def p_step_op(
                                 model_output=model_output, noise=noise)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
-                                clip, clip_range).to(memory_format=_memory_format(x_t))
+                                clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))
     x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(model_output)
     mean_part = model4[:, :channels]
     variance_part = model4[:, channels:] if learned else mean_part
@@ -377,7 +377,7 @@ def ddim_step_op(
     _launch.check_launch_bounds(x_t, t_prev, {})
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
-                                   prediction, eta, clip, clip_range).to(memory_format=_memory_format(x_t))
+                                   prediction, eta, clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))
     x4 = _launch.as_bchw(x_t)
     model4 = _launch.as_bchw(model_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
     out = _launch.empty_like_layout(x4, torch.float32)
@@ -389,7 +389,3 @@ def ddim_step_op(
         PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and _launch.is_channels_last(x) else torch.contiguous_format
