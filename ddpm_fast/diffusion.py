@@ -7,6 +7,7 @@ sync-needing range check is skipped; the kernels clamp t, so nothing can be read
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -136,7 +137,7 @@ def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
 def check_positive_float(name: str, value: object, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
     return float(value)
 
