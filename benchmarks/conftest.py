@@ -1,6 +1,8 @@
 """Benchmark setup: device, smoke mode, and the facts every results file must carry (device, versions)."""
 
+import os
 import platform
+import subprocess
 
 import pytest
 import torch
@@ -29,6 +31,15 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     from ddpm_fast.kernels import _launch
 
     machine_info["triton_interpreter"] = _launch.TRITON_INTERPRETED
+    machine_info["commit"] = os.environ.get("DDPM_FAST_COMMIT") or _git_commit()
+
+
+def _git_commit() -> str:
+    # The GPU machine gets a copy of the work tree without .git: run_on_device.sh passes DDPM_FAST_COMMIT instead.
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 @pytest.fixture(scope="session")

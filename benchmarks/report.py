@@ -15,7 +15,8 @@ def render(results: dict) -> str:
     lines = [
         f"Device: **{machine.get('device', '?')}** · torch {machine.get('torch', '?')} · "
         f"triton {machine.get('triton', '?')} · CUDA {machine.get('cuda')} · "
-        f"interpreter {machine.get('triton_interpreter')} · commit {str(commit.get('id', '?'))[:10]}"
+        f"interpreter {machine.get('triton_interpreter')} · "
+        f"commit {str(commit.get('id') or machine.get('commit', '?'))[:10]}"
         f"{' (dirty)' if commit.get('dirty') else ''} · {results.get('datetime', '')}",
         "",
         "Medians after warm-up. GB/s counts the bytes each call must move (float32); the copy rate is a "
