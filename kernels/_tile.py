@@ -48,7 +48,12 @@ def element_offsets(
     stride_w,  # the tensor's strides, in elements
     SPATIAL_FLAT: tl.constexpr,  # stride_h == W * stride_w: skip the division by W
 ):
-    """Element offsets of (sample, channel, hw) in a [B, C, H, W] tensor with the given strides (int64 base)."""
+    """Element offsets of (sample, channel, hw) in a [B, C, H, W] tensor with the given strides, in int64.
+
+    int64 throughout: a strided view (e.g. batch-innermost) can span more than 2**31 elements within one sample.
+    """
+    channel = channel.to(tl.int64)
+    hw = hw.to(tl.int64)
     if SPATIAL_FLAT:
         spatial = hw * stride_w
     else:

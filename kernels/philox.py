@@ -23,6 +23,9 @@ from ._tile import element_offsets, sample_tile
 STREAM_Q_SAMPLE = 0  # training noise ε of q-sample
 STREAM_REVERSE_STEP = 1  # the z of a DDPM / DDIM reverse step (step = the sample's timestep t)
 STREAM_INITIAL = 2  # x_T, the starting noise of a sampling run
+# The same ids for use inside @triton.jit code: compiled Triton (unlike the interpreter) refuses non-constexpr globals.
+STREAM_Q_SAMPLE_CONST = tl.constexpr(STREAM_Q_SAMPLE)
+STREAM_REVERSE_STEP_CONST = tl.constexpr(STREAM_REVERSE_STEP)
 MAX_SEED = 2**63  # seeds live in [0, 2**63): an int64 tensor holds them without sign tricks
 MAX_CHANNELS = 2**24  # the channel shares c3 with the stream id
 

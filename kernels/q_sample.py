@@ -13,7 +13,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import _launch
 from ._tile import clamped_timestep, element_offsets, sample_tile
-from .philox import STREAM_Q_SAMPLE, philox_normal, philox_normal_reference
+from .philox import STREAM_Q_SAMPLE, STREAM_Q_SAMPLE_CONST, philox_normal, philox_normal_reference
 
 
 @triton.jit
@@ -50,7 +50,8 @@ def q_sample_kernel(
     out_offsets = element_offsets(sample, channel, hw, W, out_sb, out_sc, out_sh, out_sw, SPATIAL_FLAT)
     x0 = tl.load(x0_ptr + x0_offsets, mask=mask).to(tl.float32)
     if NOISE_FROM_SEED:
-        eps = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, 0, channel, STREAM_Q_SAMPLE)
+        eps = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, 0, channel,
+                            STREAM_Q_SAMPLE_CONST)
         tl.store(eps_out_ptr + out_offsets, eps, mask=mask)
     else:
         noise_offsets = element_offsets(sample, channel, hw, W, nz_sb, nz_sc, nz_sh, nz_sw, SPATIAL_FLAT)

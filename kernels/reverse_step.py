@@ -17,7 +17,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import _launch
 from ._tile import clamped_timestep, element_offsets, sample_tile
-from .philox import STREAM_REVERSE_STEP, philox_normal, philox_normal_reference
+from .philox import STREAM_REVERSE_STEP, STREAM_REVERSE_STEP_CONST, philox_normal, philox_normal_reference
 
 # Rows of the coefficient table, named as NoiseSchedule names them (it builds the table from these names).
 COEFFICIENT_ROWS = (
@@ -71,7 +71,8 @@ def _row(table_ptr, row: tl.constexpr, t, num_timesteps):
 def _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                 nz_sb, nz_sc, nz_sh, nz_sw, NOISE: tl.constexpr, SPATIAL_FLAT: tl.constexpr):
     if NOISE == PHILOX_NOISE:
-        z = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, t, channel, STREAM_REVERSE_STEP)
+        z = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, t, channel,
+                          STREAM_REVERSE_STEP_CONST)
     else:
         offsets = element_offsets(sample, channel, hw, W, nz_sb, nz_sc, nz_sh, nz_sw, SPATIAL_FLAT)
         z = tl.load(noise_ptr + offsets, mask=mask).to(tl.float32)
