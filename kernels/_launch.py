@@ -108,3 +108,17 @@ def check_launch_bounds(x: torch.Tensor, t: torch.Tensor, min_channels: dict, **
                 or tensor.shape[1] < needed):
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected [{batch}, >= {needed}, "
                              f"{', '.join(map(str, x.shape[2:]))}]")
+
+
+def check_lookup_tensor(name: str, tensor: torch.Tensor, x: torch.Tensor, dtype: torch.dtype,
+                        rows: int | None = None) -> None:
+    """Metadata-only checks for a table the kernel indexes by t (or the seed): device, dtype, dense, non-empty.
+
+    rows=None: a 1-D [T] vector (T >= 1, stride 1); rows=R: a contiguous [R, T] table.
+    """
+    if tensor.device != x.device or tensor.dtype != dtype:
+        raise ValueError(f"{name} must be {dtype} on {x.device}, got {tensor.dtype} on {tensor.device}")
+    shape_ok = tensor.dim() == 1 if rows is None else (tensor.dim() == 2 and tensor.shape[0] == rows)
+    if not shape_ok or tensor.shape[-1] < 1 or not tensor.is_contiguous():
+        expected = "[T]" if rows is None else f"[{rows}, T]"
+        raise ValueError(f"{name} must be a contiguous {expected} tensor with T >= 1, got shape {tuple(tensor.shape)}")

@@ -193,6 +193,7 @@ def philox_normal_op(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(shape, dtype=torch.float32, device=seed.device, memory_format=fmt)
     _launch.check_launch_bounds(out, step, {})
+    _launch.check_lookup_tensor("seed", seed, out, torch.int64)
     if out.numel() == 0:
         return out
     if not _launch.runs_triton(out):

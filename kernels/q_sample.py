@@ -86,12 +86,20 @@ def _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, seed, sample_offset, x_t
     )
 
 
+def _check_schedule_rows(x0: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor) -> None:
+    _launch.check_lookup_tensor("sqrt_alphas_cumprod", sqrt_ac, x0, torch.float32)
+    _launch.check_lookup_tensor("sqrt_one_minus_alphas_cumprod", sqrt_1m_ac, x0, torch.float32)
+    if sqrt_ac.shape != sqrt_1m_ac.shape:
+        raise ValueError("sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod must have the same length")
+
+
 @triton_op("ddpm_fast::q_sample", mutates_args=())
 def q_sample_op(
     x0: torch.Tensor, t: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
     """Unchecked q-sample with a given ε. x0, noise: [B, C, *spatial]; t: int64 [B]; schedule rows: float32 [T]."""
     _launch.check_launch_bounds(x0, t, {}, noise=noise)
+    _check_schedule_rows(x0, sqrt_ac, sqrt_1m_ac)
     if x0.numel() == 0 or not _launch.runs_triton(x0):
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, noise)
     x_t = _launch.empty_like_layout(x0, x0.dtype)
@@ -106,6 +114,8 @@ def q_sample_philox_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked q-sample drawing ε in-kernel (Philox keyed by seed, sample index, element). Returns (x_t, ε fp32)."""
     _launch.check_launch_bounds(x0, t, {})
+    _check_schedule_rows(x0, sqrt_ac, sqrt_1m_ac)
+    _launch.check_lookup_tensor("seed", seed, x0, torch.int64)
     if x0.numel() == 0 or not _launch.runs_triton(x0):
         batch = x0.shape[0]
         sample_index = torch.arange(batch, device=x0.device) + sample_offset

@@ -345,6 +345,9 @@ def p_step_op(
     learned = variance == _LEARNED_RANGE
     _launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
                                 model_output=model_output, noise=noise)
+    _launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(COEFFICIENT_ROWS))
+    if seed is not None:
+        _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
                                 clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))
@@ -376,6 +379,9 @@ def ddim_step_op(
         noise, seed = None, None
     _launch.check_launch_bounds(x_t, t, {}, model_output=model_output, noise=noise)
     _launch.check_launch_bounds(x_t, t_prev, {})
+    _launch.check_lookup_tensor("alphas_cumprod", alphas_cumprod, x_t, torch.float64)
+    if seed is not None:
+        _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
                                    prediction, eta, clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))

@@ -285,3 +285,26 @@ def test_p_step_under_reduce_overhead_compile():
     for value in (900, 10, 0):
         t = torch.full((2,), value, dtype=torch.int64, device=device)
         torch.testing.assert_close(compiled(eps, t, x).clone(), step(eps, t, x))
+
+
+def test_unchecked_ops_refuse_bad_schedule_tables_and_seeds(device):
+    s = df.NoiseSchedule.linear(10)
+    table, buffers = s.coefficient_table(device), s.buffers(device)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    t = torch.tensor([1, 2], device=device)
+    seed = torch.tensor([1], device=device)
+    ops = torch.ops.ddpm_fast
+    for bad_table in (table[:1], table[:, ::2], table.double()):
+        with pytest.raises(ValueError, match="table must be"):
+            ops.p_step(x, t, x, bad_table, None, None, 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match="seed must be"):
+        ops.p_step(x, t, x, table, None, seed[:0], 0, 0, 0, False, 1.0)
+    with pytest.raises(ValueError, match="alphas_cumprod must be"):
+        ops.ddim_step(x, t, t - 1, x, buffers["alphas_cumprod"], None, None, 0, 0, 0.0, False, 1.0)
+    with pytest.raises(ValueError, match="same length"):
+        ops.q_sample(x, t, buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"][:2], x)
+    with pytest.raises(ValueError, match="seed must be"):
+        ops.q_sample_philox(x, t, buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"],
+                            seed.float(), 0)
+    with pytest.raises(ValueError, match="seed must be"):
+        ops.philox_normal(seed[:0], t, [2, 3, 4, 4], 0, 2, False)
