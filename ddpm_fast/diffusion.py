@@ -103,9 +103,11 @@ def seed_tensor(seed: SeedLike, device: torch.device) -> torch.Tensor:
             raise ValueError(f"seed must lie in [0, 2**63), got {seed}")
         return torch.tensor([seed], dtype=torch.int64, device=device)
     if isinstance(seed, torch.Tensor):
-        if seed.dtype != torch.int64 or seed.numel() != 1:
-            raise TypeError(f"seed tensor must be int64 with one element, got {seed.dtype} of shape "
-                            f"{tuple(seed.shape)}")
+        # A tensor seed is the sync-free form: its value is used as 64 key bits, unchecked.
+        if seed.dtype != torch.int64:
+            raise TypeError(f"seed tensor must be int64, got {seed.dtype}")
+        if seed.numel() != 1:
+            raise ValueError(f"seed tensor must hold one element, got shape {tuple(seed.shape)}")
         if seed.device != device:
             raise ValueError(f"seed is on {seed.device} but the samples are on {device}")
         return seed.reshape(1)
@@ -123,8 +125,10 @@ def check_noise(noise: Optional[torch.Tensor], like: torch.Tensor, like_name: st
 
 
 def check_sample_offset(sample_offset: object) -> int:
-    if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
-        raise ValueError(f"sample_offset must be a non-negative int, got {sample_offset!r}")
+    if isinstance(sample_offset, bool) or not isinstance(sample_offset, int):
+        raise TypeError(f"sample_offset must be an int, got {type(sample_offset).__name__}")
+    if not 0 <= sample_offset < 2**31:
+        raise ValueError(f"sample_offset must lie in [0, 2**31), got {sample_offset}")
     return sample_offset
 
 
@@ -137,7 +141,8 @@ def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
 def check_positive_float(name: str, value: object, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    # Plain comparisons, not math.isfinite: under torch.compile the value may be a symbolic float.
+    if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
     return float(value)
 

@@ -18,9 +18,11 @@ from .kernels.reverse_step import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
 from .schedule import NoiseSchedule
 
 
-def _schedule_vector(name: str, values: object, device: torch.device) -> torch.Tensor:
-    if not isinstance(values, torch.Tensor) or not values.dtype.is_floating_point or values.dim() != 1:
-        raise TypeError(f"{name} must be a 1-D float tensor of length T")
+def _schedule_vector(name: str, values: object, device: torch.device, min_length: int = 1) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor) or not values.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a 1-D float tensor of length T, got {type(values).__name__}")
+    if values.dim() != 1 or values.numel() < min_length:
+        raise ValueError(f"{name} must be 1-D with at least {min_length} entries, got shape {tuple(values.shape)}")
     return values.to(device=device, dtype=torch.float32)
 
 
@@ -58,18 +60,35 @@ def train_step(
     return loss_fn(noise, model(x_noisy, t))
 
 
-def _seed_coefficient_table(betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod, posterior_variance, device):
+def _seed_coefficient_table(timesteps, betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod, posterior_variance,
+                            device):
     """The kernels' coefficient table, with the rows the ε/fixed-small step reads taken from the caller's tensors.
 
-    The other rows come from a schedule rebuilt from `betas`; the step below never reads them.
+    The other rows come from a schedule rebuilt from `betas` (which also validates it); the step never reads them.
+    One host sync here checks the caller's vectors, before the loop.
     """
-    table = NoiseSchedule.from_betas(betas).coefficient_table(device).clone()
-    sqrt_1m_ac = _schedule_vector("sqrt_one_minus_alphas_cumprod", sqrt_one_minus_alphas_cumprod, device)
-    table[ROW_INDEX["sqrt_recip_alphas"]] = _schedule_vector("sqrt_recip_alphas", sqrt_recip_alphas, device)
-    table[ROW_INDEX["eps_coef"]] = _schedule_vector("betas", betas, device) / sqrt_1m_ac
-    table[ROW_INDEX["posterior_std"]] = torch.sqrt(
-        _schedule_vector("posterior_variance", posterior_variance, device))
+    vectors = {name: _schedule_vector(name, value, device, timesteps)[:timesteps] for name, value in (
+        ("betas", betas), ("sqrt_recip_alphas", sqrt_recip_alphas),
+        ("sqrt_one_minus_alphas_cumprod", sqrt_one_minus_alphas_cumprod), ("posterior_variance", posterior_variance))}
+    for name, value in vectors.items():
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"{name} contains NaN, infinite or negative values")
+    if not bool((vectors["sqrt_one_minus_alphas_cumprod"] > 0).all()):
+        raise ValueError("sqrt_one_minus_alphas_cumprod must be positive")
+    table = NoiseSchedule.from_betas(vectors["betas"]).coefficient_table(device).clone()
+    table[ROW_INDEX["sqrt_recip_alphas"]] = vectors["sqrt_recip_alphas"]
+    table[ROW_INDEX["eps_coef"]] = vectors["betas"] / vectors["sqrt_one_minus_alphas_cumprod"]
+    table[ROW_INDEX["posterior_std"]] = torch.sqrt(vectors["posterior_variance"])
     return table
+
+
+def _image_shape(img_size: object) -> tuple[int, int, int]:
+    """(C, H, W) from an int (3 x size x size) or a (C, H, W) tuple of positive ints."""
+    shape = (3, img_size, img_size) if isinstance(img_size, int) and not isinstance(img_size, bool) else img_size
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise ValueError(f"img_size must be a positive int or a (C, H, W) tuple of positive ints, got {img_size!r}")
+    return tuple(shape)  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -89,18 +108,19 @@ def sample(
     With seed=None the noise is torch.randn / randn_like in the reference's order. With a seed, x_T and every z
     are Philox noise keyed by (seed, sample index, t), so sample i does not depend on num_samples.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-        raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps <= 0:
-        raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
+    for name, value in (("num_samples", num_samples), ("timesteps", timesteps)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be non-negative, got {num_samples}")
+    if timesteps <= 0:
+        raise ValueError(f"timesteps must be positive, got {timesteps}")
+    channels, height, width = _image_shape(img_size)
     if not isinstance(betas, torch.Tensor):
         raise TypeError(f"betas must be a 1-D float tensor of length T, got {type(betas).__name__}")
-    if betas.numel() < timesteps:
-        raise ValueError(f"betas has {betas.numel()} entries but timesteps={timesteps}")
-    channels, height, width = (3, img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     device = betas.device
-    table = _seed_coefficient_table(betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod, posterior_variance,
-                                    device)
+    table = _seed_coefficient_table(timesteps, betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod,
+                                    posterior_variance, device)
     shape = [num_samples, channels, height, width]
     key: Optional[torch.Tensor] = None
     if seed is None:
@@ -113,9 +133,11 @@ def sample(
     all_t = torch.arange(timesteps, device=device, dtype=torch.int64)
     for i in reversed(range(timesteps)):
         t = all_t[i].expand(num_samples)
+        eps = model(img, t)  # before drawing z: the reference's RNG order, should the model use the RNG too
+        if not isinstance(eps, torch.Tensor) or eps.shape != img.shape or not eps.dtype.is_floating_point:
+            raise TypeError(f"model(x, t) must return a float tensor of shape {tuple(img.shape)}")
         noise = torch.randn_like(img) if key is None and i > 0 else None
         img = torch.ops.ddpm_fast.p_step(
-            model(img, t), t, img, table, noise, key, 0, PREDICTION_TYPES["epsilon"],
-            VARIANCE_TYPES["fixed_small"], False, 1.0,
+            eps, t, img, table, noise, key, 0, PREDICTION_TYPES["epsilon"], VARIANCE_TYPES["fixed_small"], False, 1.0,
         )
     return img.clamp(-1.0, 1.0)

@@ -32,7 +32,10 @@ def _x(*shape, dtype=torch.float32):
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=2**63), ValueError, "seed must lie in"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=1.5), TypeError, "seed must be an int"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=torch.tensor([1.0])), TypeError, "seed tensor must be int64"),
-    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=-2), ValueError, "sample_offset"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=-2), ValueError, "sample_offset must lie in"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=2**64), ValueError, "sample_offset must lie in"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=1.0), TypeError, "sample_offset must be an int"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=torch.tensor([1, 2])), ValueError, "seed tensor must hold one"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, "linear"), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
     (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4, dtype=torch.bfloat16), S), TypeError,
      "x_t must have dtype float32"),
@@ -93,10 +96,18 @@ def test_seed_function_errors():
             terms["posterior_variance"])
     with pytest.raises(ValueError, match="timesteps"):
         df.sample(model, 2, 4, 0, *args)
-    with pytest.raises(ValueError, match="betas has 10 entries but timesteps=20"):
+    with pytest.raises(ValueError, match="betas must be 1-D with at least 20 entries"):
         df.sample(model, 2, 4, 20, *args)
     with pytest.raises(ValueError, match="num_samples"):
         df.sample(model, -1, 4, 10, *args)
+    with pytest.raises(TypeError, match="num_samples must be an int"):
+        df.sample(model, 2.0, 4, 10, *args)
+    with pytest.raises(ValueError, match="img_size"):
+        df.sample(model, 2, (3, 4), 10, *args)
+    with pytest.raises(ValueError, match="posterior_variance contains NaN"):
+        df.sample(model, 2, 4, 10, *args[:3], torch.full((10,), float("nan")))
+    with pytest.raises(TypeError, match="model\\(x, t\\) must return"):
+        df.sample(lambda x, t: x[:, :1], 2, 4, 10, *args)
     with pytest.raises(TypeError, match="betas must be"):
         df.sample(model, 2, 4, 10, [0.1] * 10, *args[1:])
     with pytest.raises(ValueError, match="t contains 10"):

@@ -308,3 +308,22 @@ def test_unchecked_ops_refuse_bad_schedule_tables_and_seeds(device):
                             seed.float(), 0)
     with pytest.raises(ValueError, match="seed must be"):
         ops.philox_normal(seed[:0], t, [2, 3, 4, 4], 0, 2, False)
+
+
+def test_public_steps_compile_fullgraph_with_changing_float_arguments(device):
+    # A recompile makes eta / clip_sample_range symbolic floats; argument checks must still trace.
+    s = df.NoiseSchedule.linear(100)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    t = torch.tensor([50, 60], device=device)
+
+    def ddim(eta):
+        return df.ddim_step(x, t, t - 5, x, s, eta=eta, noise=x)
+
+    def ddpm(clip_range):
+        return df.p_step(x, t, x, s, noise=x, clip_sample=True, clip_sample_range=clip_range)
+
+    compiled_ddim = torch.compile(ddim, fullgraph=True)
+    compiled_ddpm = torch.compile(ddpm, fullgraph=True)
+    for value in (0.3, 0.5, 0.7):
+        torch.testing.assert_close(compiled_ddim(value), ddim(value), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(compiled_ddpm(value), ddpm(value), rtol=1e-5, atol=1e-5)

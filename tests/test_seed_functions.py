@@ -93,3 +93,20 @@ def test_sample_with_seed_is_per_sample(device):
     torch.testing.assert_close(two, four[:2], rtol=1e-5, atol=1e-5)
     assert torch.equal(four, df.sample(model, 4, 6, T, *args, seed=11))
     assert not torch.equal(four, df.sample(model, 4, 6, T, *args, seed=12))
+
+
+def test_sample_keeps_the_reference_rng_order_with_a_stochastic_model(device):
+    # A model that draws from the global RNG (like dropout in train mode) must see the same stream in both paths.
+    T = 8
+    terms = _terms(T, device)
+    model = TinyEpsModel().to(device)
+
+    def noisy_model(x, t):
+        return model(x, t) + 0.1 * torch.randn_like(x)
+
+    args = (noisy_model, 2, 6, T, terms["betas"], terms["sqrt_recip_alphas"], terms["sqrt_one_minus_alphas_cumprod"],
+            terms["posterior_variance"])
+    torch.manual_seed(4)
+    expected = reference.sample(*args)
+    torch.manual_seed(4)
+    torch.testing.assert_close(df.sample(*args), expected, rtol=1e-4, atol=1e-4)
