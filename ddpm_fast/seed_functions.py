@@ -23,7 +23,8 @@ def _schedule_vector(name: str, values: object, device: torch.device, min_length
         raise TypeError(f"{name} must be a 1-D float tensor of length T, got {type(values).__name__}")
     if values.dim() != 1 or values.numel() < min_length:
         raise ValueError(f"{name} must be 1-D with at least {min_length} entries, got shape {tuple(values.shape)}")
-    return values.to(device=device, dtype=torch.float32)
+    # The kernels index the vector by t with stride 1: a strided caller's vector is made dense here.
+    return values.to(device=device, dtype=torch.float32).contiguous()
 
 
 def forward_diffusion_sample(
@@ -37,8 +38,6 @@ def forward_diffusion_sample(
     check_sample_tensor("x0", x0)
     sqrt_ac = _schedule_vector("sqrt_alphas_cumprod", sqrt_alphas_cumprod, x0.device)
     sqrt_1m_ac = _schedule_vector("sqrt_one_minus_alphas_cumprod", sqrt_one_minus_alphas_cumprod, x0.device)
-    if sqrt_ac.shape != sqrt_1m_ac.shape:
-        raise ValueError("sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod must have the same length")
     t = timesteps_tensor("t", t, x0.shape[0], x0.device, sqrt_ac.numel())
     if seed is None:
         noise = torch.randn_like(x0)

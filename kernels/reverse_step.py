@@ -51,12 +51,12 @@ ROW_LOG_BETAS = _ROW["log_betas"]
 
 # What the model predicts.
 PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
-EPSILON, SAMPLE, V_PREDICTION = (tl.constexpr(v) for v in PREDICTION_TYPES.values())
+EPSILON, SAMPLE = tl.constexpr(PREDICTION_TYPES["epsilon"]), tl.constexpr(PREDICTION_TYPES["sample"])  # else: v
 # σ_t of the DDPM step. The `_log` forms (diffusers' names) give the same σ computed through its logarithm.
 VARIANCE_TYPES = {"fixed_small": 0, "fixed_small_log": 0, "fixed_large": 1, "fixed_large_log": 1,
                   "learned_range": 2}
-FIXED_SMALL, FIXED_LARGE, LEARNED_RANGE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 _FIXED_LARGE, _LEARNED_RANGE = VARIANCE_TYPES["fixed_large"], VARIANCE_TYPES["learned_range"]
+FIXED_LARGE, LEARNED_RANGE = tl.constexpr(_FIXED_LARGE), tl.constexpr(_LEARNED_RANGE)  # else: fixed_small
 # Where z comes from.
 _NO_NOISE, _GIVEN_NOISE, _PHILOX_NOISE = 0, 1, 2
 NO_NOISE, GIVEN_NOISE, PHILOX_NOISE = tl.constexpr(_NO_NOISE), tl.constexpr(_GIVEN_NOISE), tl.constexpr(_PHILOX_NOISE)

@@ -110,3 +110,17 @@ def test_sample_keeps_the_reference_rng_order_with_a_stochastic_model(device):
     expected = reference.sample(*args)
     torch.manual_seed(4)
     torch.testing.assert_close(df.sample(*args), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_seed_functions_accept_strided_schedule_vectors(device):
+    terms = _terms(50, device)
+    strided = {k: torch.stack([v, v], dim=1)[:, 0] for k, v in terms.items()}  # same values, stride 2
+    x0 = torch.randn(2, 3, 4, 4, device=device)
+    t = torch.tensor([3, 40], device=device)
+    noise = df.forward_diffusion_sample(x0, t, strided["sqrt_alphas_cumprod"],
+                                        strided["sqrt_one_minus_alphas_cumprod"], seed=1)
+    dense = df.forward_diffusion_sample(x0, t, terms["sqrt_alphas_cumprod"], terms["sqrt_one_minus_alphas_cumprod"],
+                                        seed=1)
+    assert torch.equal(noise[0], dense[0])
+    with pytest.raises(ValueError, match="same length"):
+        df.forward_diffusion_sample(x0, t, terms["sqrt_alphas_cumprod"], terms["sqrt_one_minus_alphas_cumprod"][:10])
