@@ -1,7 +1,7 @@
 """Fused GroupNorm + time embedding + FiLM + SiLU, forward and backward.
 
     z = x + emb[:, :, None, None]                       (emb: the projected time embedding, [B, C], optional)
-    n = (z - mean_g(z)) * rsqrt(var_g(z) + eps)         (statistics per sample and group, float32)
+    n = (z - mean_g(z)) * rsqrt(var_g(z) + eps)         (statistics per sample and group in float32)
     a = n * weight + bias                               (GroupNorm's affine, each optional)
     u = a * (1 + scale) + shift                         (scale/shift: [B, C], FiLM as in improved DDPM, optional)
     y = SiLU(u) if silu else u
@@ -58,33 +58,36 @@ def _tile_offsets(sample, group, c0, hw0, Cg, hw_end, stride_b, stride_c, stride
 
 
 @triton.jit
-def _per_channel(ptr, sample, channel, mask_c, stride_b, stride_c, default: tl.constexpr, PRESENT: tl.constexpr):
-    """A [1, BLOCK_C] float32 row of a [B, C] (or, with stride_b = 0, a [C]) tensor, or `default` when absent."""
+def _per_channel(ptr, sample, channel, mask_c, stride_b, stride_c, default: tl.constexpr, PRESENT: tl.constexpr,
+                 ACC: tl.constexpr):
+    """A [1, BLOCK_C] ACC row of a [B, C] (or, with stride_b = 0, a [C]) tensor, or `default` when absent."""
     if PRESENT:
         return tl.load(ptr + sample.to(tl.int64) * stride_b + channel.to(tl.int64) * stride_c, mask=mask_c,
-                       other=0.0).to(tl.float32)
+                       other=0.0).to(ACC)
     else:
-        return tl.full(channel.shape, default, tl.float32)
+        return tl.full(channel.shape, default, ACC)
 
 
 @triton.jit
-def _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB: tl.constexpr):
-    """z = x + emb as float32, 0 outside the mask."""
-    z = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+def _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB: tl.constexpr,
+            ACC: tl.constexpr):
+    """z = x + emb in the accumulation dtype, 0 outside the mask."""
+    z = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     if HAS_EMB:
-        z = tl.where(mask, z + _per_channel(emb_ptr, sample, channel, mask_c, emb_sb, emb_sc, 0.0, True), 0.0)
+        z = tl.where(mask, z + _per_channel(emb_ptr, sample, channel, mask_c, emb_sb, emb_sc, 0.0, True, ACC), 0.0)
     return z
 
 
 @triton.jit
 def _modulation(weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c,
                 scale_sb, scale_sc, shift_sb, shift_sc,
-                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr):
+                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+                ACC: tl.constexpr):
     """Per-channel rows (weight, bias, 1 + scale, shift) of u = (n·weight + bias)·(1 + scale) + shift."""
-    weight = _per_channel(weight_ptr, sample, channel, mask_c, 0, 1, 1.0, HAS_WEIGHT)
-    bias = _per_channel(bias_ptr, sample, channel, mask_c, 0, 1, 0.0, HAS_BIAS)
-    one_plus_scale = 1.0 + _per_channel(scale_ptr, sample, channel, mask_c, scale_sb, scale_sc, 0.0, HAS_SCALE)
-    shift = _per_channel(shift_ptr, sample, channel, mask_c, shift_sb, shift_sc, 0.0, HAS_SHIFT)
+    weight = _per_channel(weight_ptr, sample, channel, mask_c, 0, 1, 1.0, HAS_WEIGHT, ACC)
+    bias = _per_channel(bias_ptr, sample, channel, mask_c, 0, 1, 0.0, HAS_BIAS, ACC)
+    one_plus_scale = 1.0 + _per_channel(scale_ptr, sample, channel, mask_c, scale_sb, scale_sc, 0.0, HAS_SCALE, ACC)
+    shift = _per_channel(shift_ptr, sample, channel, mask_c, shift_sb, shift_sc, 0.0, HAS_SHIFT, ACC)
     return weight, bias, one_plus_scale, shift
 
 
@@ -108,12 +111,13 @@ def _split_range(split, hw_per_split, HW):
 def group_norm_stats_kernel(
     x_ptr,  # [B, C, HW] input, any float dtype, strided
     emb_ptr,  # [B, C] time-embedding bias added before the norm (unused unless HAS_EMB)
-    part_count_ptr, part_mean_ptr, part_m2_ptr,  # float32 [B*G, S] outputs: per-split count, mean, M2
+    part_count_ptr, part_mean_ptr, part_m2_ptr,  # ACC [B*G, S] outputs: per-split count, mean, M2
     HW, Cg, G,  # spatial size, channels per group, groups
     hw_per_split, num_splits,  # each split covers hw_per_split positions (a multiple of BLOCK_HW)
     x_sb, x_sc, x_shw,
     emb_sb, emb_sc,
     HAS_EMB: tl.constexpr,
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 inputs
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
@@ -123,16 +127,16 @@ def group_norm_stats_kernel(
     sample = pair // G
     group = pair % G
     start, end = _split_range(split, hw_per_split, HW)
-    count = 0.0
-    mean = 0.0
-    m2 = 0.0
+    count = tl.full([], 0.0, ACC)
+    mean = tl.full([], 0.0, ACC)
+    m2 = tl.full([], 0.0, ACC)
     for hw0 in range(start, end, BLOCK_HW):
         for c0 in range(0, Cg, BLOCK_C):
             offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
                                                    BLOCK_C, BLOCK_HW)
             z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, channel < (group + 1) * Cg,
-                        emb_sb, emb_sc, HAS_EMB)
-            tile_count = tl.sum(tl.sum(mask.to(tl.float32), 1), 0)
+                        emb_sb, emb_sc, HAS_EMB, ACC)
+            tile_count = tl.sum(tl.sum(mask.to(ACC), 1), 0)
             tile_mean = tl.sum(tl.sum(z, 1), 0) / tile_count
             deviation = tl.where(mask, z - tile_mean, 0.0)
             tile_m2 = tl.sum(tl.sum(deviation * deviation, 1), 0)
@@ -155,14 +159,15 @@ def group_norm_forward_kernel(
     weight_ptr, bias_ptr,  # [C] GroupNorm affine (unused unless HAS_WEIGHT / HAS_BIAS)
     scale_ptr, shift_ptr,  # [B, C] FiLM modulation (unused unless HAS_SCALE / HAS_SHIFT)
     y_ptr,  # [B, C, HW] output, x's dtype
-    mean_ptr, rstd_ptr,  # float32 [B*G] outputs, kept for the backward
-    part_count_ptr, part_mean_ptr, part_m2_ptr,  # float32 [B*G, S] split statistics (unused if SINGLE_TILE)
+    mean_ptr, rstd_ptr,  # ACC [B*G] outputs, kept for the backward
+    part_count_ptr, part_mean_ptr, part_m2_ptr,  # ACC [B*G, S] split statistics (unused if SINGLE_TILE)
     HW, Cg, G, hw_per_split, num_splits, eps,
     x_sb, x_sc, x_shw,
     y_sb, y_sc, y_shw,
     emb_sb, emb_sc, scale_sb, scale_sc, shift_sb, shift_sc,
     HAS_EMB: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, SILU: tl.constexpr,
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 inputs
     SINGLE_TILE: tl.constexpr,  # the whole group is one tile: compute its statistics here (num_splits == 1)
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     BLOCK_S: tl.constexpr,  # next power of two >= num_splits
@@ -174,14 +179,14 @@ def group_norm_forward_kernel(
     if SINGLE_TILE:
         offsets, channel, mask = _tile_offsets(sample, group, 0, 0, Cg, HW, x_sb, x_sc, x_shw, BLOCK_C, BLOCK_HW)
         mask_c = channel < (group + 1) * Cg
-        z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB)
+        z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
         count = Cg * 1.0 * HW
         mean = tl.sum(tl.sum(z, 1), 0) / count
         deviation = tl.where(mask, z - mean, 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(deviation * deviation, 1), 0) / count + eps)
         weight, bias, one_plus_scale, shift = _modulation(
             weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c, scale_sb, scale_sc,
-            shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT)
+            shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT, ACC)
         u = (deviation * rstd * weight + bias) * one_plus_scale + shift
         if SILU:
             u = u * tl.sigmoid(u)
@@ -204,10 +209,10 @@ def group_norm_forward_kernel(
                 offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
                                                        BLOCK_C, BLOCK_HW)
                 mask_c = channel < (group + 1) * Cg
-                z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB)
+                z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
                 weight, bias, one_plus_scale, shift = _modulation(
                     weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c, scale_sb, scale_sc,
-                    shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT)
+                    shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT, ACC)
                 u = ((z - mean) * rstd * weight + bias) * one_plus_scale + shift
                 if SILU:
                     u = u * tl.sigmoid(u)
@@ -232,10 +237,10 @@ BACKWARD_SINGLE_TILE_CONST = tl.constexpr(BACKWARD_SINGLE_TILE)
 def group_norm_backward_kernel(
     dy_ptr,  # [B, C, HW] upstream gradient, strided
     x_ptr, emb_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr,  # the forward's inputs
-    mean_ptr, rstd_ptr,  # float32 [B*G] from the forward
+    mean_ptr, rstd_ptr,  # ACC [B*G] from the forward
     dx_ptr,  # [B, C, HW] output (written unless MODE == BACKWARD_SUMS)
-    group_coef_ptr,  # float32 [2, B*G]: mean_g(dL/dn) and mean_g(dL/dn · n) (read when MODE == BACKWARD_DX)
-    part_ptr,  # float32 [3, S, B*C] per-split channel sums Σ g_u, Σ g_u·n, Σ n (written unless BACKWARD_DX)
+    group_coef_ptr,  # ACC [2, B*G]: mean_g(dL/dn) and mean_g(dL/dn · n) (read when MODE == BACKWARD_DX)
+    part_ptr,  # ACC [3, S, B*C] per-split channel sums Σ g_u, Σ g_u·n, Σ n (written unless BACKWARD_DX)
     HW, Cg, G, C, num_pairs, hw_per_split, num_splits,
     dy_sb, dy_sc, dy_shw,
     x_sb, x_sc, x_shw,
@@ -244,6 +249,7 @@ def group_norm_backward_kernel(
     HAS_EMB: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, SILU: tl.constexpr,
     MODE: tl.constexpr,
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 inputs
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
 ):
     """With g_u = dL/du and n the normalized input:
@@ -258,22 +264,22 @@ def group_norm_backward_kernel(
     start, end = _split_range(split, hw_per_split, HW)
     num_rows = num_pairs // G * C  # B*C, the row length of part_ptr
     for c0 in range(0, Cg, BLOCK_C):
-        sum_gu = tl.zeros((BLOCK_C,), tl.float32)
-        sum_gu_n = tl.zeros((BLOCK_C,), tl.float32)
-        sum_n = tl.zeros((BLOCK_C,), tl.float32)
+        sum_gu = tl.zeros((BLOCK_C,), ACC)
+        sum_gu_n = tl.zeros((BLOCK_C,), ACC)
+        sum_n = tl.zeros((BLOCK_C,), ACC)
         for hw0 in range(start, end, BLOCK_HW):
             offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
                                                    BLOCK_C, BLOCK_HW)
             mask_c = channel < (group + 1) * Cg
-            z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB)
+            z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
             weight, bias, one_plus_scale, shift = _modulation(
                 weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c, scale_sb, scale_sc,
-                shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT)
+                shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT, ACC)
             n = tl.where(mask, (z - mean) * rstd, 0.0)
             u = (n * weight + bias) * one_plus_scale + shift
             dy_offsets, _, _ = _tile_offsets(sample, group, c0, hw0, Cg, end, dy_sb, dy_sc, dy_shw,
                                              BLOCK_C, BLOCK_HW)
-            dy = tl.load(dy_ptr + dy_offsets, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + dy_offsets, mask=mask, other=0.0).to(ACC)
             gu = _activation_grad(dy, u, SILU)
             dn = gu * one_plus_scale * weight
             if MODE != BACKWARD_SUMS_CONST:
@@ -344,6 +350,15 @@ def plan_launch(batch: int, channels: int, spatial: int, groups: int, channels_l
     return LaunchPlan(block_c, block_hw, hw_per_split, triton.cdiv(spatial, hw_per_split), False, warps)
 
 
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics and gradients accumulate in float32, or in float64 for float64 inputs (gradcheck)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _triton_dtype(x: torch.Tensor):
+    return tl.float64 if x.dtype == torch.float64 else tl.float32
+
+
 def _as_flat_bchw(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """A 4-D view (a dense copy only for views whose H and W cannot be walked with one stride) and its
     (batch, channel, position) strides."""
@@ -372,9 +387,9 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
     y = _launch.empty_like_layout(x4, x.dtype)
     _, y_strides = _as_flat_bchw(y)
     pairs = batch * num_groups
-    mean = torch.empty(pairs, dtype=torch.float32, device=x.device)
+    mean = torch.empty(pairs, dtype=accumulation_dtype(x), device=x.device)
     rstd = torch.empty_like(mean)
-    parts = [torch.empty((pairs, plan.num_splits), dtype=torch.float32, device=x.device) for _ in range(3)]
+    parts = [torch.empty((pairs, plan.num_splits), dtype=mean.dtype, device=x.device) for _ in range(3)]
     dummy = x4
     row_args = (*_row_strides(emb), *_row_strides(scale), *_row_strides(shift))
     per_group = channels // num_groups
@@ -383,11 +398,11 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
         wrap_triton(group_norm_stats_kernel)[grid](
             x4, emb if emb is not None else dummy, *parts, spatial, per_group, num_groups,
             plan.hw_per_split, plan.num_splits, *x_strides, *_row_strides(emb),
-            HAS_EMB=emb is not None, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, num_warps=plan.num_warps)
+            HAS_EMB=emb is not None, ACC=_triton_dtype(x), BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, num_warps=plan.num_warps)
     wrap_triton(group_norm_forward_kernel)[grid](
         x4, *(t if t is not None else dummy for t in (emb, weight, bias, scale, shift)), y, mean, rstd, *parts,
         spatial, per_group, num_groups, plan.hw_per_split, plan.num_splits, eps, *x_strides, *y_strides, *row_args,
-        **_flags(emb, weight, bias, scale, shift, silu), SINGLE_TILE=plan.single_tile,
+        **_flags(emb, weight, bias, scale, shift, silu), SINGLE_TILE=plan.single_tile, ACC=_triton_dtype(x),
         BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, BLOCK_S=triton.next_power_of_2(plan.num_splits),
         num_warps=plan.num_warps)
     return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
@@ -403,7 +418,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     dx = _launch.empty_like_layout(x4, x.dtype)
     _, dx_strides = _as_flat_bchw(dx)
     pairs = batch * num_groups
-    parts = torch.empty((3, plan.num_splits, batch * channels), dtype=torch.float32, device=x.device)
+    parts = torch.empty((3, plan.num_splits, batch * channels), dtype=accumulation_dtype(x), device=x.device)
     dummy = x4
     inputs = tuple(t if t is not None else dummy for t in (emb, weight, bias, scale, shift))
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
@@ -414,7 +429,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
             spatial, channels // num_groups, num_groups, channels, pairs, plan.hw_per_split, plan.num_splits,
             *dy_strides, *x_strides, *dx_strides,
             *_row_strides(emb), *_row_strides(scale), *_row_strides(shift),
-            **_flags(emb, weight, bias, scale, shift, silu), MODE=mode,
+            **_flags(emb, weight, bias, scale, shift, silu), MODE=mode, ACC=_triton_dtype(x),
             BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, num_warps=plan.num_warps)
 
     if plan.single_tile:
@@ -431,16 +446,17 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
                                               bias, scale, shift, num_groups, spatial)
 
 
-def _modulation_rows(weight, scale, batch, channels, device):
-    w = weight.float().view(1, channels) if weight is not None else torch.ones(1, channels, device=device)
-    one_plus_scale = 1.0 + scale.float() if scale is not None else torch.ones(batch, channels, device=device)
+def _modulation_rows(weight, scale, batch, channels, dtype, device):
+    w = weight.to(dtype).view(1, channels) if weight is not None else torch.ones(1, channels, dtype=dtype, device=device)
+    one_plus_scale = (1.0 + scale.to(dtype) if scale is not None
+                      else torch.ones(batch, channels, dtype=dtype, device=device))
     return w, one_plus_scale
 
 
 def _group_coefficients(sums, weight, scale, num_groups, spatial):
     """[2, B, G]: mean over each group of dL/dn and of dL/dn·n, from the channel sums Σ g_u and Σ g_u·n."""
     _, batch, channels = sums.shape
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, sums.device)
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, sums.dtype, sums.device)
     dn_rows = (w * one_plus_scale).unsqueeze(0) * sums[:2]  # Σ_hw dL/dn and Σ_hw dL/dn·n per channel
     count = (channels // num_groups) * spatial
     return dn_rows.view(2, batch, num_groups, -1).sum(-1) / count
@@ -450,7 +466,7 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
     """(d emb, d weight, d bias, d scale, d shift) from the channel sums; empty tensors for absent inputs."""
     sum_gu, sum_gu_n, sum_n = sums
     batch, channels = sum_gu.shape
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, x.device)
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, sums.dtype, x.device)
 
     def absent():
         return torch.empty(0, dtype=x.dtype, device=x.device)
@@ -466,7 +482,7 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
     d_bias = (one_plus_scale * sum_gu).sum(0).to(bias.dtype) if bias is not None else absent()
     d_scale = absent()
     if scale is not None:
-        b = bias.float().view(1, channels) if bias is not None else 0.0
+        b = bias.to(sums.dtype).view(1, channels) if bias is not None else 0.0
         d_scale = (w * sum_gu_n + b * sum_gu).to(scale.dtype)  # Σ g_u · (n·weight + bias)
     d_shift = sum_gu.to(shift.dtype) if shift is not None else absent()
     return d_emb, d_weight, d_bias, d_scale, d_shift
@@ -476,12 +492,12 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
 
 
 def _normalized(x, emb, num_groups, eps):
-    """(z − mean)·rstd as float32 [B, C, H, W] (x's layout), with mean and rstd [B, G]."""
+    """(z − mean)·rstd in the accumulation dtype, [B, C, H, W] (x's layout), with mean and rstd [B, G]."""
     x4 = _launch.as_bchw(x)
     batch, channels = x4.shape[:2]
-    z = x4.float()
+    z = x4.to(accumulation_dtype(x))
     if emb is not None:
-        z = z + emb.float()[:, :, None, None]
+        z = z + emb.to(z.dtype)[:, :, None, None]
     grouped = z.reshape(batch, num_groups, -1)
     mean = grouped.mean(-1)
     rstd = torch.rsqrt((grouped - mean[..., None]).square().mean(-1) + eps)
@@ -493,18 +509,18 @@ def _modulated(n, weight, bias, scale, shift):
     channels = n.shape[1]
     u = n
     if weight is not None:
-        u = u * weight.float().view(1, channels, 1, 1)
+        u = u * weight.to(n.dtype).view(1, channels, 1, 1)
     if bias is not None:
-        u = u + bias.float().view(1, channels, 1, 1)
+        u = u + bias.to(n.dtype).view(1, channels, 1, 1)
     if scale is not None:
-        u = u * (1.0 + scale.float()[:, :, None, None])
+        u = u * (1.0 + scale.to(n.dtype)[:, :, None, None])
     if shift is not None:
-        u = u + shift.float()[:, :, None, None]
+        u = u + shift.to(n.dtype)[:, :, None, None]
     return u
 
 
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
-    """The forward in plain torch (float32 math): (y in x's dtype and layout, mean [B, G], rstd [B, G])."""
+    """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G], rstd [B, G])."""
     n, mean, rstd = _normalized(x, emb, num_groups, eps)
     u = _modulated(n, weight, bias, scale, shift)
     y = torch.nn.functional.silu(u) if silu else u
@@ -516,19 +532,19 @@ def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, me
     """The backward in plain torch, same formulas as the kernel: (dx, d emb, d weight, d bias, d scale, d shift)."""
     x4 = _launch.as_bchw(x)
     batch, channels, height, width = x4.shape
-    z = x4.float()
+    z = x4.to(accumulation_dtype(x))
     if emb is not None:
-        z = z + emb.float()[:, :, None, None]
+        z = z + emb.to(z.dtype)[:, :, None, None]
     grouped = z.reshape(batch, num_groups, -1)
     n = ((grouped - mean[..., None]) * rstd[..., None]).view(x4.shape)
     u = _modulated(n, weight, bias, scale, shift)
-    gu = _launch.as_bchw(dy).float()
+    gu = _launch.as_bchw(dy).to(z.dtype)
     if silu:
         sig = torch.sigmoid(u)
         gu = gu * sig * (1.0 + u * (1.0 - sig))
     sums = torch.stack([gu.sum((2, 3)), (gu * n).sum((2, 3)), n.sum((2, 3))])
     coefficients = _group_coefficients(sums, weight, scale, num_groups, height * width)
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, x.device)
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, x.device)
     dn = gu * (w * one_plus_scale)[:, :, None, None]
     coef_mean = coefficients[0].repeat_interleave(channels // num_groups, 1)[:, :, None, None]
     coef_n = coefficients[1].repeat_interleave(channels // num_groups, 1)[:, :, None, None]
@@ -577,7 +593,7 @@ def group_norm_act_op(
     check_group_norm_inputs(x, num_groups, emb, weight, bias, scale, shift)
     if x.numel() == 0:
         batch = x.shape[0]
-        mean = torch.zeros(batch, num_groups, dtype=torch.float32, device=x.device)
+        mean = torch.zeros(batch, num_groups, dtype=accumulation_dtype(x), device=x.device)
         return torch.empty_like(x), mean, torch.full_like(mean, eps ** -0.5)
     if not _launch.runs_triton(x):
         return group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu)

@@ -23,8 +23,11 @@ SCRIPT = textwrap.dedent('''
     from ddpm_fast.kernels.q_sample import q_sample_kernel
     from ddpm_fast.kernels.reverse_step import ddim_step_kernel, p_step_kernel
     from ddpm_fast.kernels.philox import philox_normal_kernel
+    from ddpm_fast.kernels.group_norm import (group_norm_backward_kernel, group_norm_forward_kernel,
+                                              group_norm_stats_kernel)
+    import triton.language as tl
 
-    FLOATS = {"clip_range", "eta"}
+    FLOATS = {"clip_range", "eta", "eps"}
     failures, built = [], 0
 
     def build(kernel, pointers, constants):
@@ -55,6 +58,21 @@ SCRIPT = textwrap.dedent('''
                   t_ptr="*i64", t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64"),
                   dict(PREDICTION=prediction, CLIP=True, NOISE=noise, **tile))
         build(philox_normal_kernel, dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64"), dict(STREAM=2, **tile))
+    # GroupNorm: every flag combination in bf16 (fp32 statistics), both plans, and float64 (gradcheck) variants.
+    for element, acc, acc_ptr in (("*bf16", tl.float32, "*fp32"), ("*fp64", tl.float64, "*fp64")):
+        tensors = dict(x_ptr=element, emb_ptr=element, weight_ptr=element, bias_ptr=element, scale_ptr=element,
+                       shift_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, mean_ptr=acc_ptr,
+                       rstd_ptr=acc_ptr, part_count_ptr=acc_ptr, part_mean_ptr=acc_ptr, part_m2_ptr=acc_ptr,
+                       group_coef_ptr=acc_ptr, part_ptr=acc_ptr)
+        flag_sets = itertools.product((False, True), repeat=4) if acc is tl.float32 else [(True,) * 4]
+        for emb, affine, film, silu in flag_sets:
+            flags = dict(HAS_EMB=emb, HAS_WEIGHT=affine, HAS_BIAS=affine, HAS_SCALE=film, HAS_SHIFT=film, SILU=silu,
+                         ACC=acc, BLOCK_C=4, BLOCK_HW=256)
+            for single in (False, True):
+                build(group_norm_forward_kernel, tensors, dict(SINGLE_TILE=single, BLOCK_S=8, **flags))
+            for mode in (0, 1, 2):
+                build(group_norm_backward_kernel, tensors, dict(MODE=mode, **flags))
+        build(group_norm_stats_kernel, tensors, dict(HAS_EMB=True, ACC=acc, BLOCK_C=16, BLOCK_HW=64))
     print("built", built)
     for failure in failures:
         print("FAILED", failure)
@@ -68,4 +86,4 @@ def test_every_kernel_variant_compiles_for_sm90():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "built 132" in result.stdout
+    assert "built 219" in result.stdout
