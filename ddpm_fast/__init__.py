@@ -22,11 +22,15 @@ from . import kernels, reference  # noqa: E402
 from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
+from .unet import UNet  # noqa: E402
+from .unet_config import UNetConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NoiseSchedule",
+    "UNet",
+    "UNetConfig",
     "ddim_step",
     "forward_diffusion_sample",
     "kernels",

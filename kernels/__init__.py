@@ -6,6 +6,7 @@ capture see one op. Dispatch: CUDA tensors run the kernel; CPU tensors run the r
 the Triton interpreter when TRITON_INTERPRET=1 was set before triton was imported.
 """
 
+from .group_norm import group_norm_act, group_norm_act_op, group_norm_act_reference
 from .philox import philox_normal_op, philox_normal_reference
 from .q_sample import q_sample_op, q_sample_philox_op, q_sample_reference
 from .reverse_step import (
@@ -23,6 +24,9 @@ __all__ = [
     "PREDICTION_TYPES",
     "VARIANCE_TYPES",
     "ddim_step_op",
+    "group_norm_act",
+    "group_norm_act_op",
+    "group_norm_act_reference",
     "ddim_step_reference",
     "p_step_op",
     "p_step_reference",
