@@ -226,3 +226,23 @@ def config_from_diffusers(raw: dict) -> UNetConfig:
         mid_block_scale_factor=float(cfg["mid_block_scale_factor"]), center_input_sample=bool(cfg["center_input_sample"]),
         num_class_embeds=cfg["num_class_embeds"],
     )
+
+
+def config_to_diffusers(config: UNetConfig) -> dict:
+    """The diffusers UNet2DModel config of the same architecture (so its weights load there too)."""
+    return {
+        "sample_size": config.sample_size, "in_channels": config.in_channels, "out_channels": config.out_channels,
+        "center_input_sample": config.center_input_sample, "time_embedding_type": "positional",
+        "time_embedding_dim": config.time_embedding_dim, "freq_shift": config.freq_shift,
+        "flip_sin_to_cos": config.flip_sin_to_cos,
+        "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in config.down_attention],
+        "mid_block_type": "UNetMidBlock2D" if config.mid_block else None,
+        "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in config.up_attention],
+        "block_out_channels": list(config.block_out_channels), "layers_per_block": config.layers_per_block,
+        "mid_block_scale_factor": config.mid_block_scale_factor, "downsample_padding": config.downsample_padding,
+        "downsample_type": "conv", "upsample_type": "conv", "dropout": config.dropout, "act_fn": "silu",
+        "attention_head_dim": config.attention_head_dim, "norm_num_groups": config.norm_num_groups,
+        "attn_norm_num_groups": config.attn_norm_num_groups, "norm_eps": config.norm_eps,
+        "resnet_time_scale_shift": config.resnet_time_scale_shift, "add_attention": config.mid_attention,
+        "class_embed_type": None, "num_class_embeds": config.num_class_embeds,
+    }

@@ -7,6 +7,9 @@ inputs are read in place (no layout copies). A program owns one tile of one samp
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 import triton
 
@@ -21,6 +24,24 @@ def _probe():
 TRITON_INTERPRETED = type(_probe).__name__ == "InterpretedFunction"
 
 
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def cpu_reference():
+    """Within this block CPU tensors take the torch references even under the interpreter.
+
+    For tests of whole models, where the interpreter (one program at a time) would take minutes; the kernels
+    themselves are proven against the same references at small sizes. CUDA tensors are not affected.
+    """
+    previous = getattr(_LOCAL, "cpu_reference", False)
+    _LOCAL.cpu_reference = True
+    try:
+        yield
+    finally:
+        _LOCAL.cpu_reference = previous
+
+
 def runs_triton(tensor: torch.Tensor) -> bool:
     """True when `tensor` should go through the Triton kernel rather than the torch reference.
 
@@ -29,7 +50,8 @@ def runs_triton(tensor: torch.Tensor) -> bool:
     """
     if tensor.is_cuda:
         return True
-    return TRITON_INTERPRETED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    return (TRITON_INTERPRETED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not getattr(_LOCAL, "cpu_reference", False))
 
 
 def as_bchw(x: torch.Tensor) -> torch.Tensor:
