@@ -19,26 +19,51 @@ def render(results: dict) -> str:
         f"commit {str(commit.get('id') or machine.get('commit', '?'))[:10]}"
         f"{' (dirty)' if commit.get('dirty') else ''} · {results.get('datetime', '')}",
         "",
-        "Medians after warm-up. GB/s counts the bytes each call must move (float32); the copy rate is a "
+        "Medians after warm-up. GB/s counts the bytes each call must move (in the case's dtype); the copy rate is a "
         "device-to-device copy of one tensor of the same size, measured in the same run.",
         "",
-        "| case | shape | naive eager ms | torch.compile ms | ddpm_fast ms | ddpm_fast GB/s | copy GB/s | "
+        "| case | shape | dtype | naive eager ms | torch.compile ms | ddpm_fast ms | ddpm_fast GB/s | copy GB/s | "
         "of copy rate | vs naive | vs compile |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    unet_rows = []
     for bench in results.get("benchmarks", []):
         info = bench.get("extra_info", {})
+        if info.get("kind") == "unet_forward":
+            unet_rows.append(_unet_row(info))
+            continue
         if "seconds" not in info:
             continue
         seconds = info["seconds"]
         lines.append(
             f"| {bench.get('group', bench['name'])} | {'x'.join(map(str, info['shape']))} | "
-            f"{seconds['naive_eager'] * 1e3:.4f} | {seconds['torch_compile'] * 1e3:.4f} | "
+            f"{info.get('dtype', 'float32')} | {seconds['naive_eager'] * 1e3:.4f} | {seconds['torch_compile'] * 1e3:.4f} | "
             f"{seconds['ddpm_fast'] * 1e3:.4f} | {info['gbps']['ddpm_fast']:.1f} | {info['copy_gbps']:.1f} | "
             f"{info['fraction_of_copy_rate']:.0%} | {info['speedup_vs_naive']:.2f}x | "
             f"{info['speedup_vs_compile']:.2f}x |"
         )
+    if unet_rows:
+        lines += [
+            "",
+            "U-Net forward: images/s, achieved TFLOP/s (GFLOP per image as shown) and its fraction of the bf16 matmul "
+            "rate measured in the same run.",
+            "",
+            "| model | shape | variant | ms | images/s | TFLOP/s | of matmul rate | vs fp32 eager | matmul TFLOP/s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ] + [row for rows in unet_rows for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _unet_row(info: dict) -> list[str]:
+    rows = []
+    for variant, seconds in info["seconds"].items():
+        rows.append(
+            f"| {info['preset']} ({info['gflop_per_image']:.2f} GFLOP/img) | {'x'.join(map(str, info['shape']))} | "
+            f"{variant} | {seconds * 1e3:.3f} | {info['images_per_s'][variant]:.1f} | {info['tflops'][variant]:.2f} | "
+            f"{info['fraction_of_matmul'][variant]:.0%} | {info['speedup_vs_fp32_eager'][variant]:.2f}x | "
+            f"{info['matmul_tflops']:.1f} |"
+        )
+    return rows
 
 
 def main(argv: list[str]) -> int:
