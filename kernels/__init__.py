@@ -6,6 +6,7 @@ capture see one op. Dispatch: CUDA tensors run the kernel; CPU tensors run the r
 the Triton interpreter when TRITON_INTERPRET=1 was set before triton was imported.
 """
 
+from ._launch import cpu_reference
 from .group_norm import group_norm_act, group_norm_act_op, group_norm_act_reference
 from .philox import philox_normal_op, philox_normal_reference
 from .q_sample import q_sample_op, q_sample_philox_op, q_sample_reference
@@ -23,6 +24,7 @@ __all__ = [
     "COEFFICIENT_ROWS",
     "PREDICTION_TYPES",
     "VARIANCE_TYPES",
+    "cpu_reference",
     "ddim_step_op",
     "group_norm_act",
     "group_norm_act_op",
