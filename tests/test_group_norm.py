@@ -105,6 +105,21 @@ def test_every_option_combination(device, plan, flags):
     check_against_reference(x, extra, 2, 1e-5, silu, dy, y, grads)
 
 
+@pytest.mark.parametrize("flags", list(itertools.product((False, True), repeat=6)),
+                         ids=lambda f: "".join("1" if v else "0" for v in f))
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float32, True), (torch.bfloat16, False),
+                                                 (torch.bfloat16, True), (torch.float16, False),
+                                                 (torch.float16, True)], ids=["fp32-nhwc", "bf16-nchw", "bf16-nhwc",
+                                                                              "fp16-nchw", "fp16-nhwc"])
+def test_every_option_combination_in_every_dtype_and_layout(device, dtype, channels_last, flags):
+    # The rest of the cross product (fp32 NCHW is above, with both plans), on the single-tile plan.
+    present, silu = dict(zip(NAMES, flags[:5])), flags[5]
+    x, extra = make_inputs((1, 6, 3, 5), 2, present, dtype, device, channels_last)
+    dy = torch.randn_like(x)
+    y, grads = run_plan(x, extra, 2, 1e-5, silu, dy, PLANS["single_tile"])
+    check_against_reference(x, extra, 2, 1e-5, silu, dy, y, grads)
+
+
 ALL = dict.fromkeys(NAMES, True)
 
 
