@@ -163,9 +163,8 @@ def _batch_timesteps(timestep, sample: torch.Tensor) -> torch.Tensor:
     batch = sample.shape[0]
     if isinstance(timestep, bool) or not isinstance(timestep, (int, float, torch.Tensor)):
         raise TypeError(f"timestep must be an int or a tensor, got {type(timestep).__name__}")
-    if not isinstance(timestep, torch.Tensor):
-        return torch.full((batch,), timestep, device=sample.device,
-                          dtype=torch.int64 if isinstance(timestep, int) else torch.float32)
+    if not isinstance(timestep, torch.Tensor):  # a Python number becomes an integer step, as in diffusers
+        return torch.full((batch,), int(timestep), device=sample.device, dtype=torch.int64)
     if timestep.dim() == 0:
         return timestep.to(sample.device).expand(batch)
     if timestep.dim() != 1 or timestep.shape[0] not in (1, batch):

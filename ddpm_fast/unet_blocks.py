@@ -160,7 +160,7 @@ class DownBlock(nn.Module):
                         config.dropout, config.resnet_time_scale_shift == "scale_shift")
             for i in range(num_layers)])
         self.attentions = nn.ModuleList([
-            Attention(out_channels, config.attention_head_dim, config.attention_norm_groups, eps)
+            Attention(out_channels, config.attention_head_dim, config.norm_num_groups, eps)
             for _ in range(num_layers)]) if attention else None
         self.downsamplers = nn.ModuleList([Downsample(out_channels, config.downsample_padding)]) \
             if add_downsample else None
@@ -193,7 +193,7 @@ class UpBlock(nn.Module):
                                        config.dropout, config.resnet_time_scale_shift == "scale_shift"))
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList([
-            Attention(out_channels, config.attention_head_dim, config.attention_norm_groups, eps)
+            Attention(out_channels, config.attention_head_dim, config.norm_num_groups, eps)
             for _ in range(num_layers)]) if attention else None
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 

@@ -28,7 +28,7 @@ class UNetConfig:
     mid_attention: bool = True
     attention_head_dim: Optional[int] = None  # None: one head as wide as the block
     norm_num_groups: int = 32
-    attn_norm_num_groups: Optional[int] = None  # None: norm_num_groups (no norm in the mid attention with scale_shift)
+    attn_norm_num_groups: Optional[int] = None  # the mid attention's groups (None: see mid_attention_norm_groups)
     norm_eps: float = 1e-6
     dropout: float = 0.0
     resnet_time_scale_shift: str = "default"  # "scale_shift": FiLM conditioning as in improved DDPM
@@ -96,12 +96,9 @@ class UNetConfig:
         return self.time_embedding_dim or 4 * self.block_out_channels[0]
 
     @property
-    def attention_norm_groups(self) -> Optional[int]:
-        return self.attn_norm_num_groups or self.norm_num_groups
-
-    @property
     def mid_attention_norm_groups(self) -> Optional[int]:
-        # diffusers' UNetMidBlock2D: no GroupNorm in its attention under scale_shift unless attn_norm_num_groups.
+        # As diffusers: attn_norm_num_groups applies to the mid block's attention only (down/up attentions use
+        # norm_num_groups), and under scale_shift that attention has no GroupNorm unless attn_norm_num_groups is set.
         if self.attn_norm_num_groups is not None:
             return self.attn_norm_num_groups
         return self.norm_num_groups if self.resnet_time_scale_shift == "default" else None

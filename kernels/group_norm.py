@@ -37,6 +37,7 @@ from . import _launch
 TARGET_PROGRAMS = 1024
 # Largest group (padded to powers of two) held in registers by one program of the single-tile plan.
 MAX_SINGLE_TILE = 8192
+MAX_SINGLE_TILE_BACKWARD = 4096
 # Elements per tile of the split plan, between these bounds (more programs at small sizes, fewer at large).
 MIN_SPLIT_TILE = 256
 MAX_SPLIT_TILE = 4096
@@ -366,13 +367,16 @@ def _triton_dtype(x: torch.Tensor):
     return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
-def default_plan(batch: int, channels: int, spatial: int, groups: int, channels_last: bool) -> LaunchPlan:
+def default_plan(batch: int, channels: int, spatial: int, groups: int, channels_last: bool,
+                 backward: bool = False) -> LaunchPlan:
     """plan_launch for the device that runs the kernel. The interpreter runs programs one after another, each as
     vectorised numpy, so there the fewest, largest programs are fastest: one per group whenever it fits."""
     if _launch.TRITON_INTERPRETED:
         return plan_launch(batch, channels, spatial, groups, channels_last, max_single_tile=1 << 18,
                            target_programs=1, split_tile=1 << 14)
-    return plan_launch(batch, channels, spatial, groups, channels_last)
+    # The single-tile backward keeps x, dy and their products live: above 4096 elements it needs every register.
+    return plan_launch(batch, channels, spatial, groups, channels_last,
+                       max_single_tile=MAX_SINGLE_TILE_BACKWARD if backward else MAX_SINGLE_TILE)
 
 
 def _as_flat_bchw(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -430,7 +434,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     batch, channels, height, width = x4.shape
     spatial = height * width
     if plan is None:
-        plan = default_plan(batch, channels, spatial, num_groups, _launch.is_channels_last(x4))
+        plan = default_plan(batch, channels, spatial, num_groups, _launch.is_channels_last(x4), backward=True)
     dx = _launch.empty_like_layout(x4, x.dtype)
     _, dx_strides = _as_flat_bchw(dx)
     pairs = batch * num_groups
@@ -507,20 +511,6 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
 # ------------------------------------------------------------------------------------------------ torch reference
 
 
-def _normalized(x, emb, num_groups, eps):
-    """(z − mean)·rstd in the accumulation dtype, [B, C, H, W] (x's layout), with mean and rstd [B, G]."""
-    x4 = _launch.as_bchw(x)
-    batch, channels = x4.shape[:2]
-    z = x4.to(accumulation_dtype(x))
-    if emb is not None:
-        z = z + emb.to(z.dtype)[:, :, None, None]
-    grouped = z.reshape(batch, num_groups, -1)
-    mean = grouped.mean(-1)
-    rstd = torch.rsqrt((grouped - mean[..., None]).square().mean(-1) + eps)
-    n = ((grouped - mean[..., None]) * rstd[..., None]).view(x4.shape)
-    return n, mean, rstd
-
-
 def _modulated(n, weight, bias, scale, shift):
     channels = n.shape[1]
     u = n
@@ -536,12 +526,26 @@ def _modulated(n, weight, bias, scale, shift):
 
 
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
-    """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G], rstd [B, G])."""
-    n, mean, rstd = _normalized(x, emb, num_groups, eps)
-    u = _modulated(n, weight, bias, scale, shift)
+    """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G],
+    rstd [B, G]). It is also the CPU path, so it leans on torch's own GroupNorm for the statistics and folds the
+    affine and FiLM terms into one multiply-add per element."""
+    x4 = _launch.as_bchw(x)
+    batch, channels, height, width = x4.shape
+    z = x4.to(accumulation_dtype(x))
+    if emb is not None:
+        z = z + emb.to(z.dtype)[:, :, None, None]
+    n, mean, rstd = torch.native_group_norm(z, None, None, batch, channels, height * width, num_groups, eps)
+    # (n·w + b)·(1 + s) + shift = n·[w·(1 + s)] + [b·(1 + s) + shift]
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, z.device)
+    multiplier = w * one_plus_scale
+    offset = bias.to(z.dtype).view(1, channels) * one_plus_scale if bias is not None else torch.zeros_like(multiplier)
+    if shift is not None:
+        offset = offset + shift.to(z.dtype)
+    u = torch.addcmul(offset.expand(batch, channels)[:, :, None, None], n,
+                      multiplier.expand(batch, channels)[:, :, None, None])
     y = torch.nn.functional.silu(u) if silu else u
-    y = y.to(x.dtype).contiguous(memory_format=_launch.memory_format_of(_launch.as_bchw(x)))
-    return y.view(x.shape), mean, rstd
+    y = y.to(x.dtype).contiguous(memory_format=_launch.memory_format_of(x4))
+    return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
 
 
 def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_groups, silu):
@@ -580,8 +584,10 @@ def check_group_norm_inputs(x, num_groups, emb=None, weight=None, bias=None, sca
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.dim() < 2 or x.dim() > 4:
         raise ValueError(f"x must be [B, C], [B, C, L] or [B, C, H, W], got shape {tuple(x.shape)}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"num_groups must be an int, got {type(num_groups).__name__}")
+    if num_groups < 1:
+        raise ValueError(f"num_groups must be positive, got {num_groups}")
     batch, channels = x.shape[:2]
     if channels % num_groups != 0:
         raise ValueError(f"the channel count {channels} of x is not divisible by num_groups={num_groups}")
@@ -626,6 +632,12 @@ def group_norm_act_backward_op(
     check_group_norm_inputs(x, num_groups, emb, weight, bias, scale, shift)
     if dy.shape != x.shape or dy.device != x.device:
         raise ValueError(f"dy must match x ({tuple(x.shape)} on {x.device}), got {tuple(dy.shape)} on {dy.device}")
+    stats_shape = (x.shape[0], num_groups)
+    for name, stat in (("mean", mean), ("rstd", rstd)):  # the kernel indexes them by (sample, group)
+        if (tuple(stat.shape) != stats_shape or stat.device != x.device or stat.dtype != accumulation_dtype(x)
+                or not stat.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous {accumulation_dtype(x)} tensor of shape "
+                             f"{list(stats_shape)} on {x.device}, got {stat.dtype} {list(stat.shape)} on {stat.device}")
     if x.numel() == 0:
         def zeros(t):
             return torch.zeros_like(t) if t is not None else torch.empty(0, dtype=x.dtype, device=x.device)
@@ -640,6 +652,7 @@ def _setup_group_norm(ctx, inputs, output) -> None:
     x, emb, weight, bias, scale, shift, num_groups, _, silu = inputs
     _, mean, rstd = output
     ctx.save_for_backward(x, emb, weight, bias, scale, shift, mean, rstd)
+    ctx.mark_non_differentiable(mean, rstd)
     ctx.num_groups, ctx.silu = num_groups, silu
 
 
@@ -666,6 +679,8 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tens
     Each of emb, weight, bias, scale, shift may be None; silu=False returns the pre-activation.
     """
     check_group_norm_inputs(x, num_groups, emb, weight, bias, scale, shift)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps!r}")
     return group_norm_act_op(x, emb, weight, bias, scale, shift, num_groups, float(eps), bool(silu))[0]

@@ -252,6 +252,8 @@ def test_bad_inputs_name_the_argument():
         gn.group_norm_act(x, 5)
     with pytest.raises(ValueError, match="num_groups"):
         gn.group_norm_act(x, 0)
+    with pytest.raises(TypeError, match="num_groups"):
+        gn.group_norm_act(x, 4.0)
     with pytest.raises(ValueError, match="emb must have shape"):
         gn.group_norm_act(x, 4, emb=torch.randn(2, 6))
     with pytest.raises(ValueError, match="weight must have shape"):
@@ -264,3 +266,7 @@ def test_bad_inputs_name_the_argument():
         gn.group_norm_act(torch.randn(12), 4)
     with pytest.raises(ValueError, match="eps"):
         gn.group_norm_act(x, 4, eps=0.0)
+    # The unchecked backward op still refuses statistics it would index out of bounds.
+    y, mean, rstd = gn.group_norm_act_op(x, None, None, None, None, None, 4, 1e-5, True)
+    with pytest.raises(ValueError, match="rstd must be"):
+        torch.ops.ddpm_fast.group_norm_act_backward(y, x, None, None, None, None, None, mean, rstd[:1], 4, True)

@@ -94,6 +94,15 @@ def test_scale_shift_multihead_class_conditional_parity():
     assert_same_outputs(theirs, ours, (2, 3, 8, 8), [7, 123], class_labels=torch.tensor([1, 9]))
 
 
+def test_attn_norm_num_groups_applies_to_the_mid_attention_only():
+    config = {**CIFAR_CONFIG, "block_out_channels": [16, 32], "norm_num_groups": 8, "attn_norm_num_groups": 4,
+              "down_block_types": ["AttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "AttnUpBlock2D"]}
+    theirs = diffusers_model(config)
+    ours = df.UNet.from_diffusers(theirs).eval()
+    with _launch.cpu_reference():
+        assert_same_outputs(theirs, ours, (2, 3, 8, 8), [7, 123])
+
+
 def test_old_attention_key_names_and_bin_weights(tmp_path):
     # google/ddpm-* checkpoints name attention weights query/key/value/proj_attn; .bin files load weights_only.
     theirs = diffusers_model(config_to_diffusers(df.UNet.from_preset("tiny").config))
@@ -151,6 +160,9 @@ def test_save_and_load_round_trip(tmp_path):
     model = df.UNet.from_preset("tiny", num_class_embeds=3).eval()
     directory = model.save(tmp_path / "ckpt")
     assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]  # no temp files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (directory / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     loaded = df.UNet.load(directory).eval()
     assert loaded.config == model.config
     x, t, labels = torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.tensor([0, 2])
@@ -232,6 +244,7 @@ def test_timestep_forms_and_bad_inputs():
         batch = model(x, torch.tensor([7, 7]))
         assert torch.equal(model(x, 7), batch)
         assert torch.equal(model(x, torch.tensor(7)), batch)
+        assert torch.equal(model(x, 7.6), batch)  # a Python number is an integer step, as in diffusers
         with pytest.raises(ValueError, match="timestep"):
             model(x, torch.tensor([1, 2, 3]))
         with pytest.raises(TypeError, match="timestep"):
