@@ -270,3 +270,21 @@ def test_bad_inputs_name_the_argument():
     y, mean, rstd = gn.group_norm_act_op(x, None, None, None, None, None, 4, 1e-5, True)
     with pytest.raises(ValueError, match="rstd must be"):
         torch.ops.ddpm_fast.group_norm_act_backward(y, x, None, None, None, None, None, mean, rstd[:1], 4, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 64], ids=["split", "single_tile"])
+def test_cuda_graph_capture_and_replay(batch):
+    # The sampler (issue 4) captures whole steps in CUDA graphs: the op must launch without host syncs.
+    x, extra = make_inputs((batch, 128, 32, 32), 32, ALL, torch.bfloat16, "cuda", channels_last=True)
+    args = [extra[k] for k in NAMES]
+    torch.ops.ddpm_fast.group_norm_act(x, *args, 32, 1e-6, True)  # warm-up: compile the kernels outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = torch.ops.ddpm_fast.group_norm_act(x, *args, 32, 1e-6, True)[0]
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    expected = torch.ops.ddpm_fast.group_norm_act(x, *args, 32, 1e-6, True)[0]
+    assert torch.equal(captured, expected)
