@@ -511,20 +511,6 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
 # ------------------------------------------------------------------------------------------------ torch reference
 
 
-def _modulated(n, weight, bias, scale, shift):
-    channels = n.shape[1]
-    u = n
-    if weight is not None:
-        u = u * weight.to(n.dtype).view(1, channels, 1, 1)
-    if bias is not None:
-        u = u + bias.to(n.dtype).view(1, channels, 1, 1)
-    if scale is not None:
-        u = u * (1.0 + scale.to(n.dtype)[:, :, None, None])
-    if shift is not None:
-        u = u + shift.to(n.dtype)[:, :, None, None]
-    return u
-
-
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
     """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G],
     rstd [B, G]). It is also the CPU path, so it leans on torch's own GroupNorm for the statistics and folds the
@@ -548,28 +534,42 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
     return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
 
 
+def _per_channel_rows(mean, rstd, num_groups, channels):
+    """[B, C, 1, 1] views of rstd and −mean·rstd, so n = z·rstd + (−mean·rstd) is one multiply-add per element."""
+    per_group = channels // num_groups
+    rstd_c = rstd.repeat_interleave(per_group, 1)
+    return rstd_c[:, :, None, None], (-mean.repeat_interleave(per_group, 1) * rstd_c)[:, :, None, None]
+
+
 def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_groups, silu):
-    """The backward in plain torch, same formulas as the kernel: (dx, d emb, d weight, d bias, d scale, d shift)."""
+    """The backward in plain torch, same formulas as the kernel: (dx, d emb, d weight, d bias, d scale, d shift).
+
+    It is the CPU training path too, so every full-size step is one fused torch op (addcmul, silu_backward)."""
     x4 = _launch.as_bchw(x)
     batch, channels, height, width = x4.shape
     z = x4.to(accumulation_dtype(x))
     if emb is not None:
         z = z + emb.to(z.dtype)[:, :, None, None]
-    grouped = z.reshape(batch, num_groups, -1)
-    n = ((grouped - mean[..., None]) * rstd[..., None]).view(x4.shape)
-    u = _modulated(n, weight, bias, scale, shift)
+    rstd_c, shift_c = _per_channel_rows(mean, rstd, num_groups, channels)
+    n = torch.addcmul(shift_c, z, rstd_c)
     gu = _launch.as_bchw(dy).to(z.dtype)
-    if silu:
-        sig = torch.sigmoid(u)
-        gu = gu * sig * (1.0 + u * (1.0 - sig))
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, x.device)
+    multiplier = (w * one_plus_scale).expand(batch, channels)
+    if silu:  # SiLU'(u) with u = n·[w(1 + s)] + [b(1 + s) + shift]
+        offset = bias.to(z.dtype).view(1, channels) * one_plus_scale if bias is not None else \
+            torch.zeros_like(multiplier)
+        if shift is not None:
+            offset = offset + shift.to(z.dtype)
+        u = torch.addcmul(offset.expand(batch, channels)[:, :, None, None], n, multiplier[:, :, None, None])
+        gu = torch.ops.aten.silu_backward(gu, u)
     sums = torch.stack([gu.sum((2, 3)), (gu * n).sum((2, 3)), n.sum((2, 3))])
     coefficients = _group_coefficients(sums, weight, scale, num_groups, height * width)
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, x.device)
-    dn = gu * (w * one_plus_scale)[:, :, None, None]
-    coef_mean = coefficients[0].repeat_interleave(channels // num_groups, 1)[:, :, None, None]
-    coef_n = coefficients[1].repeat_interleave(channels // num_groups, 1)[:, :, None, None]
-    rstd_c = rstd.repeat_interleave(channels // num_groups, 1)[:, :, None, None]
-    dx = (rstd_c * (dn - coef_mean - n * coef_n)).to(x.dtype)
+    per_group = channels // num_groups
+    coef_mean = coefficients[0].repeat_interleave(per_group, 1)[:, :, None, None]
+    coef_n = coefficients[1].repeat_interleave(per_group, 1)[:, :, None, None]
+    # dx = rstd·(g_u·w(1 + s) − mean_g(dL/dn) − n·mean_g(dL/dn·n)), as two multiply-adds.
+    dx = torch.addcmul(-rstd_c * coef_mean, gu, rstd_c * multiplier[:, :, None, None])
+    dx = torch.addcmul(dx, n, -rstd_c * coef_n).to(x.dtype)
     dx = dx.contiguous(memory_format=_launch.memory_format_of(x4)).view(x.shape)
     return (dx,) + _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, num_groups,
                                 height * width)
