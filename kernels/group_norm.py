@@ -511,6 +511,16 @@ def _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, n
 # ------------------------------------------------------------------------------------------------ torch reference
 
 
+def _folded_modulation(weight, bias, scale, shift, batch, channels, dtype, device):
+    """[B, C, 1, 1] (multiplier, offset) with (n·w + b)·(1 + s) + shift = n·multiplier + offset."""
+    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, dtype, device)
+    multiplier = w * one_plus_scale
+    offset = bias.to(dtype).view(1, channels) * one_plus_scale if bias is not None else torch.zeros_like(multiplier)
+    if shift is not None:
+        offset = offset + shift.to(dtype)
+    return (multiplier.expand(batch, channels)[:, :, None, None], offset.expand(batch, channels)[:, :, None, None])
+
+
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
     """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G],
     rstd [B, G]). It is also the CPU path, so it leans on torch's own GroupNorm for the statistics and folds the
@@ -521,14 +531,8 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
     if emb is not None:
         z = z + emb.to(z.dtype)[:, :, None, None]
     n, mean, rstd = torch.native_group_norm(z, None, None, batch, channels, height * width, num_groups, eps)
-    # (n·w + b)·(1 + s) + shift = n·[w·(1 + s)] + [b·(1 + s) + shift]
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, z.device)
-    multiplier = w * one_plus_scale
-    offset = bias.to(z.dtype).view(1, channels) * one_plus_scale if bias is not None else torch.zeros_like(multiplier)
-    if shift is not None:
-        offset = offset + shift.to(z.dtype)
-    u = torch.addcmul(offset.expand(batch, channels)[:, :, None, None], n,
-                      multiplier.expand(batch, channels)[:, :, None, None])
+    multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
+    u = torch.addcmul(offset, n, multiplier)
     y = torch.nn.functional.silu(u) if silu else u
     y = y.to(x.dtype).contiguous(memory_format=_launch.memory_format_of(x4))
     return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
@@ -553,22 +557,16 @@ def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, me
     rstd_c, shift_c = _per_channel_rows(mean, rstd, num_groups, channels)
     n = torch.addcmul(shift_c, z, rstd_c)
     gu = _launch.as_bchw(dy).to(z.dtype)
-    w, one_plus_scale = _modulation_rows(weight, scale, batch, channels, z.dtype, x.device)
-    multiplier = (w * one_plus_scale).expand(batch, channels)
-    if silu:  # SiLU'(u) with u = n·[w(1 + s)] + [b(1 + s) + shift]
-        offset = bias.to(z.dtype).view(1, channels) * one_plus_scale if bias is not None else \
-            torch.zeros_like(multiplier)
-        if shift is not None:
-            offset = offset + shift.to(z.dtype)
-        u = torch.addcmul(offset.expand(batch, channels)[:, :, None, None], n, multiplier[:, :, None, None])
-        gu = torch.ops.aten.silu_backward(gu, u)
+    multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
+    if silu:
+        gu = torch.ops.aten.silu_backward(gu, torch.addcmul(offset, n, multiplier))
     sums = torch.stack([gu.sum((2, 3)), (gu * n).sum((2, 3)), n.sum((2, 3))])
     coefficients = _group_coefficients(sums, weight, scale, num_groups, height * width)
     per_group = channels // num_groups
     coef_mean = coefficients[0].repeat_interleave(per_group, 1)[:, :, None, None]
     coef_n = coefficients[1].repeat_interleave(per_group, 1)[:, :, None, None]
     # dx = rstd·(g_u·w(1 + s) − mean_g(dL/dn) − n·mean_g(dL/dn·n)), as two multiply-adds.
-    dx = torch.addcmul(-rstd_c * coef_mean, gu, rstd_c * multiplier[:, :, None, None])
+    dx = torch.addcmul(-rstd_c * coef_mean, gu, rstd_c * multiplier)
     dx = torch.addcmul(dx, n, -rstd_c * coef_n).to(x.dtype)
     dx = dx.contiguous(memory_format=_launch.memory_format_of(x4)).view(x.shape)
     return (dx,) + _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, num_groups,
