@@ -288,3 +288,19 @@ def test_cuda_graph_capture_and_replay(batch):
     torch.cuda.synchronize()
     expected = torch.ops.ddpm_fast.group_norm_act(x, *args, 32, 1e-6, True)[0]
     assert torch.equal(captured, expected)
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_strided_views(device, plan):
+    # x a view whose H and W cannot be walked with one stride (copied once); emb/scale/shift as chunk() views of a
+    # projection, as the U-Net's FiLM passes them (read in place through their strides).
+    base = torch.randn(2, 6, 5, 14, dtype=torch.float64).to(device=device, dtype=torch.float32)
+    x = base[:, :, :, ::2]
+    projection = torch.randn(2, 18, device=device)
+    emb, scale, shift = projection.chunk(3, dim=1)
+    extra = {"emb": emb, "weight": torch.randn(6, device=device), "bias": torch.randn(6, device=device),
+             "scale": scale, "shift": shift}
+    assert not emb.is_contiguous() and not x.is_contiguous()
+    dy = torch.randn(x.shape, device=device).transpose(2, 3).contiguous().transpose(2, 3)  # H/W-transposed strides
+    y, grads = run_plan(x, extra, 2, 1e-5, True, dy, PLANS[plan])
+    check_against_reference(x, extra, 2, 1e-5, True, dy, y, grads)
