@@ -65,6 +65,13 @@ def test_presets_match_the_published_diffusers_configs():
     assert unet_config.config_from_diffusers(LSUN_256_CONFIG) == df.UNet.from_preset("ddpm-256").config
 
 
+def test_attention_levels_from_resolutions():
+    down, up = UNetConfig.attention_at(32, 4, [16])  # ddpm-cifar10: attention at 16×16
+    assert (down, up) == (UNetConfig().down_attention, UNetConfig().up_attention)
+    preset = df.UNet.from_preset("ddpm-256").config
+    assert UNetConfig.attention_at(256, 6, [16]) == (preset.down_attention, preset.up_attention)
+
+
 @pytest.mark.parametrize("layout,shape", [(CIFAR_CONFIG, (2, 3, 32, 32)), (LSUN_256_CONFIG, (1, 3, 64, 64))],
                          ids=["cifar10", "256"])
 def test_parity_with_diffusers_saved_and_loaded(tmp_path, layout, shape):
