@@ -1,0 +1,319 @@
+"""FastDDPMScheduler: a drop-in for diffusers' DDPMScheduler whose step is the fused p_step kernel.
+
+    pipe = diffusers.DDPMPipeline.from_pretrained(path)
+    pipe.scheduler = ddpm_fast.FastDDPMScheduler.from_config(pipe.scheduler.config)
+    images = pipe(generator=torch.Generator().manual_seed(0)).images      # the same images as with diffusers'
+
+It keeps diffusers' config keys, `from_config` / `save_config`, `set_timesteps` (leading / trailing / linspace
+spacing, custom timesteps), `step` (an output with prev_sample and pred_original_sample, or a tuple), `add_noise`,
+`get_velocity`, `scale_model_input`, `timesteps` and `init_noise_sigma`. The noise of a step is drawn exactly as
+diffusers draws it (same generator calls, same order), so the same generator gives the same images. diffusers needs
+not be installed.
+
+Respaced chains (num_inference_steps < num_train_timesteps, or custom timesteps) step from each kept timestep to the
+next one, as diffusers does: the coefficient table then holds, per kept timestep, the posterior of that pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import files
+from .kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from .schedule import NoiseSchedule
+
+CONFIG_NAME = "scheduler_config.json"
+DEFAULT_CONFIG = {
+    "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+    "trained_betas": None, "variance_type": "fixed_small", "clip_sample": True, "prediction_type": "epsilon",
+    "thresholding": False, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0,
+    "timestep_spacing": "leading", "steps_offset": 0, "rescale_betas_zero_snr": False,
+}
+SPACINGS = ("leading", "trailing", "linspace")
+# diffusers' smallest variance (it clamps before the log and the square root).
+MIN_VARIANCE = 1e-20
+
+
+class SchedulerConfig(dict):
+    """The config as diffusers exposes it: a dict that also reads as attributes (config.num_train_timesteps)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass
+class DDPMSchedulerOutput:
+    prev_sample: torch.Tensor
+    pred_original_sample: Optional[torch.Tensor] = None
+
+    def __getitem__(self, index):  # diffusers' BaseOutput also indexes like a tuple
+        return (self.prev_sample, self.pred_original_sample)[index]
+
+
+class FastDDPMScheduler:
+    order = 1
+    init_noise_sigma = 1.0
+    config_name = CONFIG_NAME
+
+    def __init__(self, **config: Any):
+        unknown = sorted(k for k in config if k not in DEFAULT_CONFIG and not k.startswith("_"))
+        if unknown:  # diffusers ignores keys it does not know (with a warning); so do we
+            warnings.warn(f"FastDDPMScheduler ignores unknown config keys: {', '.join(unknown)}", stacklevel=2)
+        values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
+        _check_config(values)
+        self.config = SchedulerConfig(values)
+        self.schedule = NoiseSchedule.from_diffusers(values)
+        self.betas = self.schedule.betas.float()
+        self.alphas = self.schedule.alphas.float()
+        self.alphas_cumprod = self.schedule.alphas_cumprod.float()
+        self.one = torch.tensor(1.0)
+        self.variance_type = values["variance_type"]
+        self.num_inference_steps: Optional[int] = None
+        self.custom_timesteps = False
+        self.timesteps = torch.arange(values["num_train_timesteps"] - 1, -1, -1, dtype=torch.int64)
+        self._tables: dict[torch.device, torch.Tensor] = {}
+        self._step_index: Optional[dict[int, int]] = None  # kept timestep -> column of the respaced table
+
+    # ------------------------------------------------------------------------------------------------ config
+
+    @classmethod
+    def from_config(cls, config: Union[Mapping, Any] = None, **overrides: Any) -> "FastDDPMScheduler":
+        """From a config dict (e.g. `pipe.scheduler.config`) or a scheduler; keyword arguments override keys."""
+        config = getattr(config, "config", config)
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping or a scheduler, got {type(config).__name__}")
+        return cls(**{**dict(config or {}), **overrides})
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], subfolder: Optional[str] = None,
+                        **overrides: Any) -> "FastDDPMScheduler":
+        """From a local folder holding scheduler_config.json (or a pipeline folder with scheduler/)."""
+        folder = pathlib.Path(path) / (subfolder or "")
+        if not (folder / CONFIG_NAME).exists() and (folder / "scheduler" / CONFIG_NAME).exists():
+            folder = folder / "scheduler"
+        return cls.from_config(files.read_json(folder / CONFIG_NAME), **overrides)
+
+    def save_config(self, save_directory: Union[str, os.PathLike], **_: Any) -> None:
+        """Write scheduler_config.json (atomically) so either diffusers' DDPMScheduler or this class reads it."""
+        data = {"_class_name": "DDPMScheduler", **self.config}
+        if isinstance(data["trained_betas"], torch.Tensor):
+            data["trained_betas"] = data["trained_betas"].tolist()
+        files.atomic_write_bytes(pathlib.Path(save_directory) / CONFIG_NAME,
+                                 (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    save_pretrained = save_config
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    # --------------------------------------------------------------------------------------------- timesteps
+
+    def set_timesteps(self, num_inference_steps: Optional[int] = None, device: Union[str, torch.device] = None,
+                      timesteps: Optional[Sequence[int]] = None) -> None:
+        """The chain to sample: every step, `num_inference_steps` spaced ones, or a descending custom list."""
+        total = self.config.num_train_timesteps
+        if num_inference_steps is not None and timesteps is not None:
+            raise ValueError("pass num_inference_steps or timesteps, not both")
+        if timesteps is not None:
+            chain = np.asarray(list(timesteps), dtype=np.int64)
+            if chain.ndim != 1 or chain.size == 0:
+                raise ValueError("timesteps must be a non-empty list of ints")
+            if np.any(chain[1:] >= chain[:-1]):
+                raise ValueError("timesteps must be in descending order")
+            if chain[0] >= total or chain[-1] < 0:
+                raise ValueError(f"timesteps must lie in [0, {total}), got {chain[0]} ... {chain[-1]}")
+            self.custom_timesteps, self.num_inference_steps = True, len(chain)
+        else:
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
+                    or not 1 <= num_inference_steps <= total:
+                raise ValueError(f"num_inference_steps must be an int in [1, {total}], got {num_inference_steps!r}")
+            chain = _spaced_timesteps(total, num_inference_steps, self.config.timestep_spacing,
+                                      self.config.steps_offset)
+            if chain[0] >= total or chain[-1] < 0:
+                raise ValueError(f"steps_offset={self.config.steps_offset} moves the timesteps out of [0, {total})")
+            self.custom_timesteps, self.num_inference_steps = False, num_inference_steps
+        self.timesteps = torch.from_numpy(chain.copy()).to(device)
+        self._tables = {}
+        self._step_index = {int(t): column for column, t in enumerate(chain[::-1].tolist(), start=1)}
+
+    def previous_timestep(self, timestep: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
+        t = int(timestep)
+        if self._step_index is None:
+            return t - 1
+        chain = self.timesteps.tolist()
+        position = chain.index(t)
+        return chain[position + 1] if position + 1 < len(chain) else -1
+
+    # -------------------------------------------------------------------------------------------------- step
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+        return sample
+
+    def step(self, model_output: torch.Tensor, timestep: Union[int, torch.Tensor], sample: torch.Tensor,
+             generator: Union[torch.Generator, list, None] = None, return_dict: bool = True):
+        """x_t → x_{t_prev} with the fused kernel; noise drawn as diffusers draws it (none at t = 0)."""
+        if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
+            raise TypeError("model_output and sample must be tensors")
+        t = _host_timestep(timestep)
+        channels = sample.shape[1]
+        learned = model_output.shape[1] == 2 * channels and self.variance_type == "learned_range"
+        if model_output.shape[1] != channels and not learned:
+            raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {channels}"
+                             + (" or twice that" if self.variance_type == "learned_range" else ""))
+        if self._step_index is None and not 0 <= t < self.config.num_train_timesteps:
+            raise ValueError(f"timestep {t} is outside [0, {self.config.num_train_timesteps})")
+        column = t if self._step_index is None else self._column(t)
+        table = self._table(sample.device)
+        eps_or_x0 = model_output[:, :channels]
+        noise = None
+        if t > 0:
+            noise = _randn_like_diffusers(eps_or_x0.shape, generator, sample.device, model_output.dtype)
+        x = sample.float()  # x_t is carried in float32; the kernel reads any layout in place
+        t_vector = torch.full((sample.shape[0],), column, dtype=torch.int64, device=sample.device)
+        prev = torch.ops.ddpm_fast.p_step(
+            model_output if learned else eps_or_x0, t_vector, x, table, noise, None, 0,
+            PREDICTION_TYPES[self.config.prediction_type], VARIANCE_TYPES[self.variance_type],
+            bool(self.config.clip_sample), float(self.config.clip_sample_range))
+        x0 = self._pred_original_sample(eps_or_x0, x, table, column)
+        prev, x0 = prev.to(sample.dtype), x0.to(sample.dtype)
+        if not return_dict:
+            return (prev, x0)
+        return DDPMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+    def _column(self, t: int) -> int:
+        try:
+            return self._step_index[t]
+        except KeyError:
+            raise ValueError(f"timestep {t} is not in this scheduler's timesteps (see set_timesteps)") from None
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        if device not in self._tables:
+            if self._step_index is None:
+                self._tables[device] = self.schedule.coefficient_table(device)
+            else:
+                chain = sorted(self._step_index)
+                self._tables[device] = respaced_coefficient_table(self.schedule.alphas_cumprod, chain).to(device)
+        return self._tables[device]
+
+    def _pred_original_sample(self, model_output, x, table, column):
+        """diffusers' pred_original_sample (clipped when clip_sample), from the same table column."""
+        row = {name: table[i, column] for i, name in enumerate(COEFFICIENT_ROWS)}
+        out = model_output.float()
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            x0 = row["sqrt_recip_alphas_cumprod"] * x - row["sqrt_recipm1_alphas_cumprod"] * out
+        elif kind == "sample":
+            x0 = out
+        else:
+            x0 = row["sqrt_alphas_cumprod"] * x - row["sqrt_one_minus_alphas_cumprod"] * out
+        if self.config.clip_sample:
+            r = float(self.config.clip_sample_range)
+            x0 = x0.clamp(-r, r)
+        return x0
+
+    # ----------------------------------------------------------------------------------------- training side
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
+                  timesteps: torch.Tensor) -> torch.Tensor:
+        """sqrt(ᾱ_t)·x0 + sqrt(1-ᾱ_t)·ε with the fused q-sample kernel."""
+        return self._linear_mix(original_samples, noise, timesteps)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(ᾱ_t)·ε − sqrt(1-ᾱ_t)·x0: the same fused mix with (ε, −x0)."""
+        return self._linear_mix(noise, -sample, timesteps)
+
+    def _linear_mix(self, first, second, timesteps):
+        t = torch.as_tensor(timesteps, device=first.device).to(torch.int64).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(first.shape[0])
+        if t.numel() != first.shape[0]:
+            raise ValueError(f"timesteps must be a scalar or [{first.shape[0]}], got shape {tuple(t.shape)}")
+        buffers = self.schedule.buffers(first.device)
+        return torch.ops.ddpm_fast.q_sample(first, t.contiguous(), buffers["sqrt_alphas_cumprod"],
+                                            buffers["sqrt_one_minus_alphas_cumprod"], second.to(first.dtype))
+
+
+def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:
+    """float32 [rows, len(chain) + 1]: column j + 1 steps from chain[j] to chain[j - 1] (ascending chain; the first
+    kept step goes to ᾱ = 1). Column 0 is unused, so the kernels' 'no noise at index 0' never hides a real step;
+    `step` itself skips the noise where t == 0, as diffusers does. Computed in float64, variances clamped as
+    diffusers clamps them."""
+    a_t = alphas_cumprod[list(chain)].double()
+    a_prev = torch.cat([torch.ones(1, dtype=torch.float64), a_t[:-1]])
+    alpha = a_t / a_prev
+    beta = 1.0 - alpha
+    one_minus_t, one_minus_prev = 1.0 - a_t, 1.0 - a_prev
+    variance = (one_minus_prev / one_minus_t * beta).clamp(min=MIN_VARIANCE)
+    rows = {
+        "sqrt_recip_alphas": alpha.rsqrt(), "eps_coef": beta / one_minus_t.sqrt(),
+        "sqrt_recip_alphas_cumprod": a_t.rsqrt(), "sqrt_recipm1_alphas_cumprod": (one_minus_t / a_t).sqrt(),
+        "sqrt_alphas_cumprod": a_t.sqrt(), "sqrt_one_minus_alphas_cumprod": one_minus_t.sqrt(),
+        "posterior_mean_coef1": a_prev.sqrt() * beta / one_minus_t,
+        "posterior_mean_coef2": alpha.sqrt() * one_minus_prev / one_minus_t,
+        "posterior_std": variance.sqrt(), "sqrt_betas": beta.clamp(min=MIN_VARIANCE).sqrt(),
+        "posterior_log_variance_clipped": variance.log(), "log_betas": beta.clamp(min=MIN_VARIANCE).log(),
+    }
+    table = torch.stack([rows[name] for name in COEFFICIENT_ROWS])
+    return torch.cat([table[:, :1], table], dim=1).float().contiguous()
+
+
+def _spaced_timesteps(total: int, steps: int, spacing: str, offset: int) -> np.ndarray:
+    """diffusers' DDPMScheduler.set_timesteps spacing, descending int64."""
+    if spacing == "linspace":
+        return np.linspace(0, total - 1, steps).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        ratio = total // steps
+        return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + offset
+    ratio = total / steps  # trailing
+    return np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1
+
+
+def _host_timestep(timestep: Union[int, torch.Tensor]) -> int:
+    """The step's timestep as a Python int. CPU tensors (what set_timesteps gives by default) cost no device sync;
+    a CUDA tensor would, so keep `timesteps` on the CPU (the default) in sync-free loops."""
+    if isinstance(timestep, torch.Tensor):
+        if timestep.numel() != 1 or timestep.is_floating_point():
+            raise ValueError(f"timestep must be one integer, got a tensor of shape {tuple(timestep.shape)}")
+        return int(timestep.item())
+    if isinstance(timestep, bool) or not isinstance(timestep, (int, np.integer)):
+        raise TypeError(f"timestep must be an int or a one-element tensor, got {type(timestep).__name__}")
+    return int(timestep)
+
+
+def _randn_like_diffusers(shape, generator, device, dtype) -> torch.Tensor:
+    """torch.randn exactly as diffusers' randn_tensor draws it: on the generator's device, one call per sample
+    when given a list of generators, then moved to `device`."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        draws = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+        return torch.cat(draws).to(device)
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
+
+
+def _check_config(config: dict) -> None:
+    if config["thresholding"]:
+        raise ValueError("thresholding=True (dynamic thresholding) is not supported by FastDDPMScheduler")
+    if config["variance_type"] not in VARIANCE_TYPES:
+        raise ValueError(f"variance_type={config['variance_type']!r} is not supported; "
+                         f"choose one of {', '.join(VARIANCE_TYPES)}")
+    if config["prediction_type"] not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type={config['prediction_type']!r} is not supported; "
+                         f"choose one of {', '.join(PREDICTION_TYPES)}")
+    if config["timestep_spacing"] not in SPACINGS:
+        raise ValueError(f"timestep_spacing={config['timestep_spacing']!r} is not supported; "
+                         f"choose one of {', '.join(SPACINGS)}")
+    if config["rescale_betas_zero_snr"]:
+        raise ValueError("rescale_betas_zero_snr=True is not supported by FastDDPMScheduler")

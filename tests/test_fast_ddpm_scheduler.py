@@ -1,0 +1,148 @@
+"""FastDDPMScheduler against diffusers' DDPMScheduler: every step of full and respaced chains, and whole pipelines."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import ddpm_fast as df
+
+diffusers = pytest.importorskip("diffusers")
+
+T = 24  # a short training chain keeps the interpreted full chains quick; the math does not depend on T
+COMBOS = list(itertools.product(
+    ["linear", "scaled_linear", "squaredcos_cap_v2"],
+    ["epsilon", "sample", "v_prediction"],
+    ["fixed_small", "fixed_small_log", "fixed_large", "learned_range"],
+    [False, True],
+))
+
+
+def pair(**config):
+    config = {"num_train_timesteps": T, **config}
+    return diffusers.DDPMScheduler(**config), df.FastDDPMScheduler(**config)
+
+
+def run_chain(theirs, ours, channels_out, steps=None, timesteps=None, shape=(2, 3, 4, 4)):
+    for scheduler in (theirs, ours):
+        scheduler.set_timesteps(num_inference_steps=steps, timesteps=timesteps)
+    assert torch.equal(theirs.timesteps, ours.timesteps)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    for t in ours.timesteps:
+        model_output = 0.8 * torch.randn((shape[0], channels_out, *shape[2:]), generator=g)
+        a = theirs.step(model_output, t, x, generator=torch.Generator().manual_seed(int(t)))
+        b = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(int(t)))
+        # diffusers computes 1-ᾱ in float32 (it cancels near t = 0); ours comes from float64.
+        torch.testing.assert_close(b.prev_sample, a.prev_sample, rtol=1e-3, atol=2e-3, msg=lambda m: f"t={t}: {m}")
+        torch.testing.assert_close(b.pred_original_sample, a.pred_original_sample, rtol=1e-3, atol=2e-3,
+                                   msg=lambda m: f"x0 t={t}: {m}")
+        x = a.prev_sample
+
+
+@pytest.mark.parametrize("chain", ["full", "respaced"])
+@pytest.mark.parametrize("beta_schedule,prediction,variance,clip", COMBOS)
+def test_every_step_matches_diffusers(beta_schedule, prediction, variance, clip, chain):
+    theirs, ours = pair(beta_schedule=beta_schedule, prediction_type=prediction, variance_type=variance,
+                        clip_sample=clip)
+    channels = 6 if variance == "learned_range" else 3
+    run_chain(theirs, ours, channels, steps=T if chain == "full" else 10)
+
+
+@pytest.mark.parametrize("config,steps,timesteps", [
+    (dict(timestep_spacing="trailing"), 7, None),
+    (dict(timestep_spacing="linspace"), 9, None),
+    (dict(timestep_spacing="leading", steps_offset=1), 10, None),
+    (dict(variance_type="fixed_large", timestep_spacing="trailing"), 5, None),  # noise at the last kept step
+    ({}, None, [21, 15, 14, 7, 3]),
+])
+def test_spacings_and_custom_timesteps(config, steps, timesteps):
+    theirs, ours = pair(**config)
+    run_chain(theirs, ours, 3, steps=steps, timesteps=timesteps)
+
+
+def test_without_set_timesteps_the_chain_is_every_step():
+    theirs, ours = pair()
+    assert torch.equal(theirs.timesteps, ours.timesteps)
+    x, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    for t in (T - 1, 20, 1, 0):
+        a = theirs.step(eps, t, x, generator=torch.Generator().manual_seed(t), return_dict=False)
+        b = ours.step(eps, t, x, generator=torch.Generator().manual_seed(t), return_dict=False)
+        torch.testing.assert_close(b[0], a[0], rtol=1e-3, atol=2e-3)
+
+
+def test_generator_lists_draw_per_sample():
+    theirs, ours = pair()
+    x, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    torch.testing.assert_close(ours.step(eps, 20, x, generator=gens()).prev_sample,
+                               theirs.step(eps, 20, x, generator=gens()).prev_sample, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [T, 10])
+def test_ddpm_pipeline_gives_the_same_images(steps):
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, block_out_channels=(16, 32), norm_num_groups=8, layers_per_block=1,
+                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
+    theirs_scheduler = diffusers.DDPMScheduler(num_train_timesteps=T)
+    images = []
+    for scheduler in (theirs_scheduler, df.FastDDPMScheduler.from_config(theirs_scheduler.config)):
+        pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            images.append(pipe(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=steps,
+                               output_type="np").images)
+    assert abs(images[0] - images[1]).max() < 2e-3
+
+
+def test_add_noise_and_velocity_match():
+    theirs, ours = pair(beta_schedule="squaredcos_cap_v2")
+    x0, noise = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    t = torch.tensor([0, 17, T - 1])
+    torch.testing.assert_close(ours.add_noise(x0, noise, t), theirs.add_noise(x0, noise, t), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t),
+                               rtol=1e-5, atol=1e-5)
+    assert ours.init_noise_sigma == 1.0 and ours.scale_model_input(x0, 3) is x0 and len(ours) == T
+
+
+def test_config_round_trips_through_both_libraries(tmp_path):
+    ours = df.FastDDPMScheduler(num_train_timesteps=T, beta_schedule="scaled_linear", prediction_type="v_prediction")
+    ours.save_config(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == "DDPMScheduler" and saved["prediction_type"] == "v_prediction"
+    theirs = diffusers.DDPMScheduler.from_pretrained(tmp_path)
+    assert theirs.config.beta_schedule == "scaled_linear" and theirs.config.num_train_timesteps == T
+    again = df.FastDDPMScheduler.from_pretrained(tmp_path)
+    assert dict(again.config) == dict(ours.config)
+    assert again.config.prediction_type == "v_prediction"  # attribute access, as diffusers' config
+
+
+@pytest.mark.parametrize("config,match", [
+    (dict(thresholding=True), "thresholding"),
+    (dict(variance_type="learned"), "variance_type"),
+    (dict(prediction_type="flow"), "prediction_type"),
+    (dict(timestep_spacing="karras"), "timestep_spacing"),
+    (dict(rescale_betas_zero_snr=True), "rescale_betas_zero_snr"),
+])
+def test_unsupported_options_are_clear_errors(config, match):
+    with pytest.raises(ValueError, match=match):
+        df.FastDDPMScheduler(**config)
+
+
+def test_bad_calls():
+    ours = df.FastDDPMScheduler(num_train_timesteps=T)
+    with pytest.raises(ValueError, match="outside"):
+        ours.step(torch.randn(1, 3, 4, 4), T, torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        ours.set_timesteps(T + 1)
+    with pytest.raises(ValueError, match="descending"):
+        ours.set_timesteps(timesteps=[3, 7])
+    ours.set_timesteps(5)
+    with pytest.raises(ValueError, match="not in this scheduler's timesteps"):
+        ours.step(torch.randn(1, 3, 4, 4), 11, torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        ours.step(torch.randn(1, 4, 4, 4), int(ours.timesteps[0]), torch.randn(1, 3, 4, 4))
+    with pytest.warns(UserWarning, match="unknown config keys: set_alpha_to_one"):
+        df.FastDDPMScheduler(set_alpha_to_one=False)
