@@ -16,7 +16,6 @@ next one, as diffusers does: the coefficient table then holds, per kept timestep
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import warnings
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from . import files
+from .diffusion import q_sample
 from .kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 from .schedule import NoiseSchedule
 
@@ -77,7 +77,6 @@ class FastDDPMScheduler:
         self.betas = self.schedule.betas.float()
         self.alphas = self.schedule.alphas.float()
         self.alphas_cumprod = self.schedule.alphas_cumprod.float()
-        self.one = torch.tensor(1.0)
         self.variance_type = values["variance_type"]
         self.num_inference_steps: Optional[int] = None
         self.custom_timesteps = False
@@ -109,8 +108,7 @@ class FastDDPMScheduler:
         data = {"_class_name": "DDPMScheduler", **self.config}
         if isinstance(data["trained_betas"], torch.Tensor):
             data["trained_betas"] = data["trained_betas"].tolist()
-        files.atomic_write_bytes(pathlib.Path(save_directory) / CONFIG_NAME,
-                                 (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        files.atomic_write_json(pathlib.Path(save_directory) / CONFIG_NAME, data)
 
     save_pretrained = save_config
 
@@ -234,14 +232,11 @@ class FastDDPMScheduler:
         return self._linear_mix(noise, -sample, timesteps)
 
     def _linear_mix(self, first, second, timesteps):
-        t = torch.as_tensor(timesteps, device=first.device).to(torch.int64).reshape(-1)
+        # The public q_sample: its checks (shapes, devices, t in [0, T)) and its kernel.
+        t = torch.as_tensor(timesteps, device=first.device)
         if t.numel() == 1:
-            t = t.expand(first.shape[0])
-        if t.numel() != first.shape[0]:
-            raise ValueError(f"timesteps must be a scalar or [{first.shape[0]}], got shape {tuple(t.shape)}")
-        buffers = self.schedule.buffers(first.device)
-        return torch.ops.ddpm_fast.q_sample(first, t.contiguous(), buffers["sqrt_alphas_cumprod"],
-                                            buffers["sqrt_one_minus_alphas_cumprod"], second.to(first.dtype))
+            t = t.reshape(())
+        return q_sample(first, t, self.schedule, noise=second.to(first.dtype))[0]
 
 
 def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:

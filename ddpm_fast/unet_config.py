@@ -8,7 +8,6 @@ blocks run from the lowest resolution back up, as in diffusers).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -126,9 +125,6 @@ class UNetConfig:
             raise ValueError(f"unknown UNet config field(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def _ddpm_cifar10() -> UNetConfig:
