@@ -216,7 +216,8 @@ def config_from_diffusers(raw: dict) -> UNetConfig:
         dropout=float(cfg["dropout"]), resnet_time_scale_shift=cfg["resnet_time_scale_shift"],
         time_embedding_dim=cfg["time_embedding_dim"], flip_sin_to_cos=bool(cfg["flip_sin_to_cos"]),
         freq_shift=int(cfg["freq_shift"]), downsample_padding=cfg["downsample_padding"],
-        mid_block_scale_factor=float(cfg["mid_block_scale_factor"]), center_input_sample=bool(cfg["center_input_sample"]),
+        mid_block_scale_factor=float(cfg["mid_block_scale_factor"]),
+        center_input_sample=bool(cfg["center_input_sample"]),
         num_class_embeds=cfg["num_class_embeds"],
     )
 

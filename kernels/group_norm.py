@@ -59,14 +59,17 @@ def _tile_offsets(sample, group, c0, hw0, Cg, hw_end, stride_b, stride_c, stride
 
 
 @triton.jit
-def _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB: tl.constexpr,
-            ACC: tl.constexpr):
-    """z = x + emb in the accumulation dtype, 0 outside the mask."""
+def _load_z(x_ptr, emb_ptr, sample, group, c0, hw0, Cg, hw_end, x_sb, x_sc, x_shw, emb_sb, emb_sc,
+            HAS_EMB: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """(z, channel, mask, mask_c) of the tile at (c0, hw0): z = x + emb in the accumulation dtype, 0 outside the
+    mask; mask_c masks the [1, BLOCK_C] channel row (for per-channel loads)."""
+    offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, hw_end, x_sb, x_sc, x_shw, BLOCK_C, BLOCK_HW)
+    mask_c = channel < (group + 1) * Cg
     z = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     if HAS_EMB:
         emb = tl.load(emb_ptr + sample.to(tl.int64) * emb_sb + channel.to(tl.int64) * emb_sc, mask=mask_c, other=0.0)
         z = tl.where(mask, z + emb.to(ACC), 0.0)
-    return z
+    return z, channel, mask, mask_c
 
 
 @triton.jit
@@ -140,10 +143,8 @@ def group_norm_stats_kernel(
     m2 = tl.full([], 0.0, ACC)
     for hw0 in range(start, end, BLOCK_HW):
         for c0 in range(0, Cg, BLOCK_C):
-            offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
-                                                   BLOCK_C, BLOCK_HW)
-            z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, channel < (group + 1) * Cg,
-                        emb_sb, emb_sc, HAS_EMB, ACC)
+            z, _, mask, _ = _load_z(x_ptr, emb_ptr, sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
+                                    emb_sb, emb_sc, HAS_EMB, ACC, BLOCK_C, BLOCK_HW)
             tile_count = tl.sum(tl.sum(mask.to(ACC), 1), 0)
             tile_mean = tl.sum(tl.sum(z, 1), 0) / tile_count
             deviation = tl.where(mask, z - tile_mean, 0.0)
@@ -185,9 +186,8 @@ def group_norm_forward_kernel(
     sample = pair // G
     group = pair % G
     if SINGLE_TILE:
-        offsets, channel, mask = _tile_offsets(sample, group, 0, 0, Cg, HW, x_sb, x_sc, x_shw, BLOCK_C, BLOCK_HW)
-        mask_c = channel < (group + 1) * Cg
-        z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
+        z, channel, mask, mask_c = _load_z(x_ptr, emb_ptr, sample, group, 0, 0, Cg, HW, x_sb, x_sc, x_shw,
+                                           emb_sb, emb_sc, HAS_EMB, ACC, BLOCK_C, BLOCK_HW)
         count = Cg * 1.0 * HW
         mean = tl.sum(tl.sum(z, 1), 0) / count
         deviation = tl.where(mask, z - mean, 0.0)
@@ -214,10 +214,8 @@ def group_norm_forward_kernel(
         start, end = _split_range(split, hw_per_split, HW)
         for c0 in range(0, Cg, BLOCK_C):
             for hw0 in range(start, end, BLOCK_HW):
-                offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
-                                                       BLOCK_C, BLOCK_HW)
-                mask_c = channel < (group + 1) * Cg
-                z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
+                z, channel, mask, mask_c = _load_z(x_ptr, emb_ptr, sample, group, c0, hw0, Cg, end, x_sb, x_sc,
+                                                   x_shw, emb_sb, emb_sc, HAS_EMB, ACC, BLOCK_C, BLOCK_HW)
                 weight, bias, one_plus_scale, shift = _modulation(
                     weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c, scale_sb, scale_sc,
                     shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT, ACC)
@@ -276,10 +274,8 @@ def group_norm_backward_kernel(
         sum_gu_n = tl.zeros((BLOCK_C,), ACC)
         sum_n = tl.zeros((BLOCK_C,), ACC)
         for hw0 in range(start, end, BLOCK_HW):
-            offsets, channel, mask = _tile_offsets(sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
-                                                   BLOCK_C, BLOCK_HW)
-            mask_c = channel < (group + 1) * Cg
-            z = _load_z(x_ptr, emb_ptr, offsets, mask, sample, channel, mask_c, emb_sb, emb_sc, HAS_EMB, ACC)
+            z, channel, mask, mask_c = _load_z(x_ptr, emb_ptr, sample, group, c0, hw0, Cg, end, x_sb, x_sc, x_shw,
+                                               emb_sb, emb_sc, HAS_EMB, ACC, BLOCK_C, BLOCK_HW)
             weight, bias, one_plus_scale, shift = _modulation(
                 weight_ptr, bias_ptr, scale_ptr, shift_ptr, sample, channel, mask_c, scale_sb, scale_sc,
                 shift_sb, shift_sc, HAS_WEIGHT, HAS_BIAS, HAS_SCALE, HAS_SHIFT, ACC)
@@ -418,7 +414,8 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
         wrap_triton(group_norm_stats_kernel)[grid](
             x4, emb if emb is not None else dummy, *parts, spatial, per_group, num_groups,
             plan.hw_per_split, plan.num_splits, *x_strides, *_row_strides(emb),
-            HAS_EMB=emb is not None, ACC=_triton_dtype(x), BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, num_warps=plan.num_warps)
+            HAS_EMB=emb is not None, ACC=_triton_dtype(x), BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw,
+            num_warps=plan.num_warps)
     wrap_triton(group_norm_forward_kernel)[grid](
         x4, *(t if t is not None else dummy for t in (emb, weight, bias, scale, shift)), y, mean, rstd, *parts,
         spatial, per_group, num_groups, plan.hw_per_split, plan.num_splits, eps, *x_strides, *y_strides, *row_args,
@@ -467,7 +464,8 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
 
 
 def _modulation_rows(weight, scale, batch, channels, dtype, device):
-    w = weight.to(dtype).view(1, channels) if weight is not None else torch.ones(1, channels, dtype=dtype, device=device)
+    w = (weight.to(dtype).view(1, channels) if weight is not None
+         else torch.ones(1, channels, dtype=dtype, device=device))
     one_plus_scale = (1.0 + scale.to(dtype) if scale is not None
                       else torch.ones(batch, channels, dtype=dtype, device=device))
     return w, one_plus_scale
