@@ -21,6 +21,7 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")) and 
 from . import kernels, reference  # noqa: E402
 from .diffusers_scheduler import FastDDPMScheduler  # noqa: E402
 from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
+from .sampler import FastSampler  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
 from .unet import UNet  # noqa: E402
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FastDDPMScheduler",
+    "FastSampler",
     "NoiseSchedule",
     "UNet",
     "UNetConfig",

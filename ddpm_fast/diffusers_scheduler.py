@@ -29,6 +29,7 @@ from . import files
 from .diffusion import q_sample
 from .kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 from .schedule import NoiseSchedule
+from .timesteps import SPACINGS, respaced_coefficient_table, spaced_timesteps
 
 CONFIG_NAME = "scheduler_config.json"
 DEFAULT_CONFIG = {
@@ -37,9 +38,6 @@ DEFAULT_CONFIG = {
     "thresholding": False, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0,
     "timestep_spacing": "leading", "steps_offset": 0, "rescale_betas_zero_snr": False,
 }
-SPACINGS = ("leading", "trailing", "linspace")
-# diffusers' smallest variance (it clamps before the log and the square root).
-MIN_VARIANCE = 1e-20
 
 
 class SchedulerConfig(dict):
@@ -71,7 +69,7 @@ class FastDDPMScheduler:
         if unknown:  # diffusers ignores keys it does not know (with a warning); so do we
             warnings.warn(f"FastDDPMScheduler ignores unknown config keys: {', '.join(unknown)}", stacklevel=2)
         values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
-        _check_config(values)
+        check_scheduler_config(values)
         self.config = SchedulerConfig(values)
         self.schedule = NoiseSchedule.from_diffusers(values)
         self.betas = self.schedule.betas.float()
@@ -136,7 +134,7 @@ class FastDDPMScheduler:
             if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
                     or not 1 <= num_inference_steps <= total:
                 raise ValueError(f"num_inference_steps must be an int in [1, {total}], got {num_inference_steps!r}")
-            chain = _spaced_timesteps(total, num_inference_steps, self.config.timestep_spacing,
+            chain = spaced_timesteps(total, num_inference_steps, self.config.timestep_spacing,
                                       self.config.steps_offset)
             if chain[0] >= total or chain[-1] < 0:
                 raise ValueError(f"steps_offset={self.config.steps_offset} moves the timesteps out of [0, {total})")
@@ -200,8 +198,10 @@ class FastDDPMScheduler:
             if self._step_index is None:
                 self._tables[device] = self.schedule.coefficient_table(device)
             else:
-                chain = sorted(self._step_index)
-                self._tables[device] = respaced_coefficient_table(self.schedule.alphas_cumprod, chain).to(device)
+                # Column j + 1 for kept step j: column 0 is a dummy, so the kernel's "no noise at index 0" never
+                # hides the noise diffusers adds at a last kept step > 0 (`step` skips it where t == 0 itself).
+                table = respaced_coefficient_table(self.schedule.alphas_cumprod, sorted(self._step_index))
+                self._tables[device] = torch.cat([table[:, :1], table], dim=1).contiguous().to(device)
         return self._tables[device]
 
     def _pred_original_sample(self, model_output, x, table, column):
@@ -239,41 +239,6 @@ class FastDDPMScheduler:
         return q_sample(first, t, self.schedule, noise=second.to(first.dtype))[0]
 
 
-def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:
-    """float32 [rows, len(chain) + 1]: column j + 1 steps from chain[j] to chain[j - 1] (ascending chain; the first
-    kept step goes to ᾱ = 1). Column 0 is unused, so the kernels' 'no noise at index 0' never hides a real step;
-    `step` itself skips the noise where t == 0, as diffusers does. Computed in float64, variances clamped as
-    diffusers clamps them."""
-    a_t = alphas_cumprod[list(chain)].double()
-    a_prev = torch.cat([torch.ones(1, dtype=torch.float64), a_t[:-1]])
-    alpha = a_t / a_prev
-    beta = 1.0 - alpha
-    one_minus_t, one_minus_prev = 1.0 - a_t, 1.0 - a_prev
-    variance = (one_minus_prev / one_minus_t * beta).clamp(min=MIN_VARIANCE)
-    rows = {
-        "sqrt_recip_alphas": alpha.rsqrt(), "eps_coef": beta / one_minus_t.sqrt(),
-        "sqrt_recip_alphas_cumprod": a_t.rsqrt(), "sqrt_recipm1_alphas_cumprod": (one_minus_t / a_t).sqrt(),
-        "sqrt_alphas_cumprod": a_t.sqrt(), "sqrt_one_minus_alphas_cumprod": one_minus_t.sqrt(),
-        "posterior_mean_coef1": a_prev.sqrt() * beta / one_minus_t,
-        "posterior_mean_coef2": alpha.sqrt() * one_minus_prev / one_minus_t,
-        "posterior_std": variance.sqrt(), "sqrt_betas": beta.clamp(min=MIN_VARIANCE).sqrt(),
-        "posterior_log_variance_clipped": variance.log(), "log_betas": beta.clamp(min=MIN_VARIANCE).log(),
-    }
-    table = torch.stack([rows[name] for name in COEFFICIENT_ROWS])
-    return torch.cat([table[:, :1], table], dim=1).float().contiguous()
-
-
-def _spaced_timesteps(total: int, steps: int, spacing: str, offset: int) -> np.ndarray:
-    """diffusers' DDPMScheduler.set_timesteps spacing, descending int64."""
-    if spacing == "linspace":
-        return np.linspace(0, total - 1, steps).round()[::-1].astype(np.int64)
-    if spacing == "leading":
-        ratio = total // steps
-        return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + offset
-    ratio = total / steps  # trailing
-    return np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1
-
-
 def _host_timestep(timestep: Union[int, torch.Tensor]) -> int:
     """The step's timestep as a Python int. CPU tensors (what set_timesteps gives by default) cost no device sync;
     a CUDA tensor would, so keep `timesteps` on the CPU (the default) in sync-free loops."""
@@ -298,7 +263,8 @@ def _randn_like_diffusers(shape, generator, device, dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
 
 
-def _check_config(config: dict) -> None:
+def check_scheduler_config(config: dict) -> None:
+    """ValueError for every DDPMScheduler option FastDDPMScheduler (and FastSampler) cannot honour."""
     if config["thresholding"]:
         raise ValueError("thresholding=True (dynamic thresholding) is not supported by FastDDPMScheduler")
     if config["variance_type"] not in VARIANCE_TYPES:

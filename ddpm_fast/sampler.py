@@ -1,0 +1,433 @@
+"""FastSampler: DDPM / respaced DDPM / DDIM sampling with a compiled bf16 channels-last model and CUDA graphs.
+
+    sampler = ddpm_fast.FastSampler(model, ddpm_fast.NoiseSchedule.linear(1000), sample_shape=(3, 32, 32))
+    images = sampler.sample(16, seed=0)                          # float32 in [-1, 1]
+    images = sampler.sample(16, seed=0, num_inference_steps=50, method="ddim")
+
+On a GPU the model runs in bf16 and channels-last, compiled with torch.compile(fullgraph=True), and each reverse
+step — model, fused update, in-kernel noise — is captured in a CUDA graph on static buffers, then replayed T times
+with no host sync. x_t stays float32 between steps. On a CPU the same API runs the same steps eagerly.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from .diffusion import check_choice, check_positive_float, check_sample_offset, seed_tensor
+from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from .kernels.philox import STREAM_INITIAL
+from .sampling_loop import ChainBuffers, GraphedSteps, StepOptions, StepState, run_step
+from .sampling_plan import SamplingPlan, build_plan
+from .schedule import NoiseSchedule
+from .timesteps import SPACINGS
+
+OUTPUT_TYPES = ("tensor", "uint8", "pil")
+AUTO = "auto"
+
+
+@dataclass
+class SamplingReport:
+    """What the last `sample` call cost. setup_seconds: compile, warm-up and graph capture done by that call (0 when
+    its graphs were cached); sampling_seconds: the T-step loop alone."""
+
+    batch_size: int
+    num_steps: int
+    method: str
+    setup_seconds: float
+    _start: Any = None
+    _end: Any = None
+    _seconds: Optional[float] = None
+
+    @property
+    def sampling_seconds(self) -> float:
+        if self._seconds is None:  # CUDA events: read on first use, so sample() itself never waits for the GPU
+            self._end.synchronize()
+            self._seconds = self._start.elapsed_time(self._end) / 1e3
+        return self._seconds
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.sampling_seconds if self.sampling_seconds > 0 else float("inf")
+
+
+class FastSampler:
+    """Sample any ε-model (or x0- / v-model) fast. See the module docstring; arguments:
+
+    model: our UNet, a diffusers UNet2DModel (its `.sample` is unwrapped), or any `model(x_t, t)` returning a tensor
+        [B, C, H, W] ([B, 2C, H, W] with variance_type="learned_range"). The sampler works on its own converted copy
+        of an nn.Module; the model passed in is left as it was.
+    schedule: the NoiseSchedule the model was trained with.
+    sample_shape: (C, H, W); taken from the model's config (in_channels, sample_size) when omitted.
+    prediction_type, variance_type, clip_sample, clip_sample_range: as in `ddpm_fast.p_step`.
+    device: where to sample; default the model's device.
+    dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on CPU (bf16 gains little there).
+    channels_last: run the model NHWC; default True for modules.
+    compile: torch.compile(fullgraph=True) the model; default on CUDA only (on 2 CPU cores it did not pay).
+        Left to default, a model that fails to compile runs eagerly with a warning; compile=True raises.
+    cuda_graphs: capture the steps in CUDA graphs; default on CUDA.
+    steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
+    max_cached_graphs: how many (batch size, method, noise) graph sets to keep; the least recently used goes first.
+    timestep_spacing, steps_offset: how num_inference_steps < T picks timesteps ("linspace", "leading", "trailing").
+    """
+
+    def __init__(
+        self,
+        model: Union[nn.Module, Callable[[torch.Tensor, torch.Tensor], Any]],
+        schedule: NoiseSchedule,
+        sample_shape: Optional[tuple[int, int, int]] = None,
+        *,
+        prediction_type: str = "epsilon",
+        variance_type: str = "fixed_small",
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        device: Union[str, torch.device, None] = None,
+        dtype: Optional[torch.dtype] = None,
+        channels_last: Optional[bool] = None,
+        compile: Optional[bool] = None,
+        compile_mode: Optional[str] = None,
+        cuda_graphs: Optional[bool] = None,
+        steps_per_graph: int = 10,
+        max_cached_graphs: int = 4,
+        timestep_spacing: str = "linspace",
+        steps_offset: int = 0,
+    ):
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a callable model(x_t, t), got {type(model).__name__}")
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
+        for name, value in (("steps_per_graph", steps_per_graph), ("max_cached_graphs", max_cached_graphs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
+            raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
+        for name, value in (("clip_sample", clip_sample), ("compile", compile), ("cuda_graphs", cuda_graphs),
+                            ("channels_last", channels_last)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
+        if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+
+        self.schedule = schedule
+        self.device = _resolve_device(model, device)
+        is_cuda = self.device.type == "cuda"
+        self.sample_shape = _resolve_sample_shape(model, sample_shape)
+        self.dtype = dtype if dtype is not None else (torch.bfloat16 if is_cuda else torch.float32)
+        is_module = isinstance(model, nn.Module)
+        self.channels_last = channels_last if channels_last is not None else is_module
+        self.cuda_graphs = cuda_graphs if cuda_graphs is not None else is_cuda
+        if self.cuda_graphs and not is_cuda:
+            raise ValueError(f"cuda_graphs=True needs a CUDA device; this sampler runs on {self.device}")
+        self.prediction_type = prediction_type
+        self.variance_type = variance_type
+        self.clip_sample = bool(clip_sample)
+        self.clip_sample_range = check_positive_float("clip_sample_range", clip_sample_range)
+        self.steps_per_graph = steps_per_graph
+        self.max_cached_graphs = max_cached_graphs
+        self.timestep_spacing = timestep_spacing
+        self.steps_offset = steps_offset
+
+        self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
+        self._eager_denoise = _denoiser(self.model, self.dtype)
+        self._compile_requested = compile
+        self.compiled = compile if compile is not None else is_cuda
+        self._denoise = (torch.compile(self._eager_denoise, fullgraph=True, dynamic=False, mode=compile_mode)
+                         if self.compiled else self._eager_denoise)
+        self._chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
+        self._runners: collections.OrderedDict[tuple, _Runner] = collections.OrderedDict()
+        self.last_report: Optional[SamplingReport] = None
+
+    # ------------------------------------------------------------------------------------------------ builders
+
+    @classmethod
+    def from_diffusers(cls, pipeline_or_path: Any, **options: Any) -> "FastSampler":
+        """A whole diffusers DDPMPipeline — an instance or a local folder (unet/ + scheduler/) — as a FastSampler:
+        our UNet with its weights, the scheduler's schedule, prediction type, variance type, clipping and spacing.
+        Keyword arguments override (device=, dtype=, compile=, ...)."""
+        from .diffusers_pipeline import sampler_arguments_from_diffusers
+
+        arguments = sampler_arguments_from_diffusers(pipeline_or_path)
+        return cls(**{**arguments, **options})
+
+    # ---------------------------------------------------------------------------------------------- sampling
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch_size: int,
+        seed: Union[int, torch.Tensor, None] = None,
+        num_inference_steps: Optional[int] = None,
+        method: str = "ddpm",
+        eta: float = 0.0,
+        generator: Union[torch.Generator, None] = None,
+        progress: bool = False,
+        output_type: str = "tensor",
+        sample_offset: int = 0,
+    ):
+        """`batch_size` samples: float32 [B, C, H, W] in [-1, 1] ("tensor"), [B, H, W, C] uint8 ("uint8") or a
+        list of PIL images ("pil").
+
+        seed: per-sample in-kernel noise (Philox keyed by seed, sample index, step): the first k samples of a batch
+            of n equal a batch of k. generator: the noise is drawn with torch.randn from it instead, x_T first and
+            then one draw per step but the last, as the seed's reference loop draws it (for comparisons; a CPU
+            generator costs a host-to-device copy per step). Neither: a key drawn from torch's global generator.
+        num_inference_steps: None runs every timestep; fewer gives respaced DDPM or DDIM on spaced timesteps.
+        method: "ddpm" (ancestral) or "ddim" (eta=0 deterministic). progress: a tqdm bar of the steps launched.
+        sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if seed is not None and generator is not None:
+            raise ValueError("pass seed= or generator=, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        eta = check_positive_float("eta", eta, allow_zero=True)
+        if method == "ddpm" and eta != 0.0:
+            raise ValueError("eta applies to method='ddim' only")
+        sample_offset = check_sample_offset(sample_offset)
+        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
+        key = None if generator is not None else seed_tensor(seed, self.device)
+        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+
+    def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
+                     generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
+                     output_type: str = "tensor", sample_offset: int = 0):
+        """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
+        (None: torch's global generator on the sampler's device) in a reference loop's order."""
+        shape = (batch_size, *self.sample_shape)
+        if batch_size == 0:
+            self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, _seconds=0.0)
+            return _convert(torch.empty(shape, device=self.device), output_type)
+
+        options = StepOptions(plan.method, self.prediction_type, self.variance_type, self.clip_sample,
+                              self.clip_sample_range, eta, "philox" if key is not None else "given", sample_offset)
+        setup_start = time.perf_counter()
+        runner = self._runner(batch_size, options, plan)
+        setup_seconds = time.perf_counter() - setup_start
+
+        state = runner.state
+        self._chain.load(plan)
+        if key is not None:
+            state.seed.copy_(key)
+            starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+            x_T = torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False)
+        else:
+            x_T = _randn(shape, generator, self.device)
+        state.x.copy_(x_T)
+        state.step_index.zero_()
+
+        clock = _Clock(self.device)
+        bar = _progress_bar(progress, plan.num_steps, plan.method)
+        runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
+        images = state.x.clamp(-1.0, 1.0)  # a new tensor: state.x is reused by the next call
+        clock.stop()
+        if bar is not None:
+            bar.close()
+        self.last_report = SamplingReport(batch_size, plan.num_steps, plan.method, setup_seconds, *clock.parts())
+        return _convert(images, output_type)
+
+    def warm_up(self, batch_size: int, method: str = "ddpm", eta: float = 0.0,
+                num_inference_steps: Optional[int] = None, sample_offset: int = 0) -> float:
+        """Compile, warm up and capture for seeded sampling at this batch size now; returns the seconds it took
+        (0 when already cached). sample() does this itself on first use."""
+        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
+        options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
+                              self.clip_sample_range, float(eta), "philox", sample_offset)
+        start = time.perf_counter()
+        self._runner(batch_size, options, plan)
+        return time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _runner(self, batch_size: int, options: StepOptions, plan: SamplingPlan) -> "_Runner":
+        key = (batch_size, options)
+        runner = self._runners.get(key)
+        if runner is None:
+            self._chain.load(plan)
+            runner = self._new_runner(batch_size, options)
+            self._runners[key] = runner
+            while len(self._runners) > self.max_cached_graphs:
+                self._runners.popitem(last=False)
+        else:
+            self._runners.move_to_end(key)
+        if runner.graphs is not None:
+            runner.graphs.prepare(plan.num_steps)
+        return runner
+
+    def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
+        state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
+
+        def step(after_model=None):
+            run_step(self._denoise, self._chain, state, options, after_model)
+
+        self._check_compiles(step, state)
+        graphs = None
+        if self.cuda_graphs:
+            per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
+            graphs = GraphedSteps(step, state, per_graph)
+        return _Runner(state, step, graphs)
+
+    def _check_compiles(self, step: Callable, state: StepState) -> None:
+        """Run one step now (step 0, on the zero-filled buffers): a model that fails shows it here, not mid-run.
+        Left to default, compile falls back to eager when torch.compile cannot handle the model."""
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 — any compile failure; retried eagerly below
+            if not self.compiled or self._compile_requested is not None:
+                raise
+            warnings.warn(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
+                          "FastSampler runs it eagerly", RuntimeWarning, stacklevel=4)
+            self.compiled = False
+            self._denoise = self._eager_denoise
+            step()
+        state.step_index.zero_()
+
+
+class _Runner:
+    """The buffers of one (batch size, options) key and how its steps run: eagerly, or replayed CUDA graphs."""
+
+    def __init__(self, state: StepState, step: Callable, graphs: Optional[GraphedSteps]):
+        self.state, self.step, self.graphs = state, step, graphs
+
+    def run(self, num_steps: int, generator: Optional[torch.Generator], device: torch.device,
+            progress: Optional[Callable[[int], None]]) -> None:
+        noise = self.state.noise
+
+        def draw(step_index: int) -> None:
+            # The reference loop draws z for every step but the last (which adds none).
+            if noise is not None and step_index < num_steps - 1:
+                noise.copy_(_randn(tuple(noise.shape), generator, device))
+
+        if self.graphs is not None:
+            self.graphs.replay(num_steps, draw if noise is not None else None, progress)
+            return
+        for i in range(num_steps):
+            self.step((lambda i=i: draw(i)) if noise is not None else None)
+            if progress is not None:
+                progress(1)
+
+
+class _Clock:
+    """Wall time of the loop: CUDA events on a GPU (read lazily, no sync), perf_counter on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            self.end = time.perf_counter()
+
+    def parts(self) -> tuple:
+        return (self.start, self.end, None) if self.cuda else (None, None, self.end - self.start)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
+    if device is not None:
+        device = torch.device(device)
+    elif isinstance(model, nn.Module):
+        tensor = next(iter(model.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(model.buffers()), None)
+        device = tensor.device if tensor is not None else torch.device("cpu")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _resolve_sample_shape(model: Any, sample_shape: Optional[tuple]) -> tuple[int, int, int]:
+    if sample_shape is None:
+        config = getattr(model, "config", None)
+        channels, size = getattr(config, "in_channels", None), getattr(config, "sample_size", None)
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            size = tuple(size)
+        elif isinstance(size, int):
+            size = (size, size)
+        if not isinstance(channels, int) or size is None:
+            raise ValueError("sample_shape=(C, H, W) is required: the model has no config with in_channels and "
+                             "sample_size")
+        sample_shape = (channels, *size)
+    if not (isinstance(sample_shape, (tuple, list)) and len(sample_shape) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sample_shape)):
+        raise ValueError(f"sample_shape must be (C, H, W) of positive ints, got {sample_shape!r}")
+    return tuple(sample_shape)  # type: ignore[return-value]
+
+
+def _prepared_model(model: Any, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Any:
+    """A copy of an nn.Module on `device`, in `dtype` (and NHWC), in eval mode without gradients."""
+    if not isinstance(model, nn.Module):
+        return model
+    model = copy.deepcopy(model)
+    model = model.to(device=device, dtype=dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _denoiser(model: Any, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """x_t (float32) and t → the model's prediction, with x_t cast to the model's dtype and diffusers' output
+    (an object with .sample, or a tuple) unwrapped."""
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        output = model(x.to(dtype), t)
+        if isinstance(output, (tuple, list)):
+            return output[0]
+        if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
+            return output.sample
+        return output
+
+    return denoise
+
+
+def _randn(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """torch.randn on the generator's own device (the stream a reference loop with that generator would see), or
+    from the global generator of `device`."""
+    return torch.randn(shape, generator=generator, device=generator.device if generator is not None else device)
+
+
+def _progress_bar(enabled: bool, total: int, method: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"{method} steps", unit="step", disable=os.environ.get("TQDM_DISABLE") == "1")
+
+
+def _convert(images: torch.Tensor, output_type: str):
+    """[-1, 1] float32 → the requested output type."""
+    if output_type == "tensor":
+        return images
+    pixels = ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if output_type == "uint8":
+        return pixels
+    from PIL import Image
+
+    array = pixels.cpu().numpy()
+    return [Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image) for image in array]

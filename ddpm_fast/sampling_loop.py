@@ -1,0 +1,179 @@
+"""The T-step loop: one reverse step on static buffers, run eagerly or captured in CUDA graphs and replayed.
+
+Every tensor a step touches lives in a fixed buffer — x_t, the noise key, the step counter, the chain — so a step
+is position independent: it reads "which step am I" from the device-side counter, runs the model and the fused
+update, writes x_{t-1} back over x_t and bumps the counter. Replaying one captured step (or k of them) n times
+therefore runs an n-step chain with no host work beyond the replay calls, and no host sync at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from .sampling_plan import SamplingPlan
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """What a step computes; everything here is baked into a captured graph (part of its cache key)."""
+
+    method: str  # "ddpm" | "ddim"
+    prediction_type: str
+    variance_type: str
+    clip_sample: bool
+    clip_sample_range: float
+    eta: float  # DDIM only
+    noise: str  # "philox" (in-kernel, keyed by seed) | "given" (drawn by torch into a buffer between steps)
+    sample_offset: int  # global index of sample 0, for the Philox keys of a shard
+
+
+class ChainBuffers:
+    """The plan on the device, in buffers of fixed size [T] (a plan is copied in before each run)."""
+
+    def __init__(self, plan_like: SamplingPlan, alphas_cumprod: torch.Tensor, device: torch.device):
+        self.model_timesteps = torch.empty_like(plan_like.model_timesteps, device=device)
+        self.kernel_steps = torch.empty_like(plan_like.kernel_steps, device=device)
+        self.prev_timesteps = torch.empty_like(plan_like.prev_timesteps, device=device)
+        self.table = torch.empty_like(plan_like.table, device=device)
+        self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float64)  # DDIM's scalars need float64
+        self.load(plan_like)
+
+    def load(self, plan: SamplingPlan) -> None:
+        # Host-to-device copies, before the loop starts (stream-ordered after any run still in flight).
+        self.model_timesteps.copy_(plan.model_timesteps)
+        self.kernel_steps.copy_(plan.kernel_steps)
+        self.prev_timesteps.copy_(plan.prev_timesteps)
+        self.table.copy_(plan.table)
+
+
+@dataclass
+class StepState:
+    """Per-batch-size buffers: x_t (float32), the noise source and the device-side step counter."""
+
+    x: torch.Tensor  # float32 [B, C, H, W] in the model's memory format
+    seed: Optional[torch.Tensor]  # int64 [1] Philox key ("philox" noise)
+    noise: Optional[torch.Tensor]  # float32 [B, C, H, W] contiguous ("given" noise)
+    step_index: torch.Tensor = field(default=None)  # int64 [1]
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str) -> "StepState":
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return cls(
+            x=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout),
+            seed=torch.zeros(1, device=device, dtype=torch.int64) if noise == "philox" else None,
+            # NCHW whatever the model's layout: torch.randn fills it in the order a reference loop's randn does.
+            noise=torch.zeros(shape, device=device, dtype=torch.float32) if noise == "given" else None,
+            step_index=torch.zeros(1, device=device, dtype=torch.int64),
+        )
+
+
+def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) -> torch.Tensor:
+    """The model's output must be a float tensor shaped like x_t (2C channels with a learned variance)."""
+    channels = x.shape[1]
+    allowed = (channels, 2 * channels) if learned_variance else (channels,)
+    if (not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.dim() != x.dim()
+            or output.shape[0] != x.shape[0] or output.shape[2:] != x.shape[2:] or output.shape[1] not in allowed):
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"the model returned {got}; expected a float tensor of shape "
+                         f"[{x.shape[0]}, {' or '.join(map(str, allowed))}, {', '.join(map(str, x.shape[2:]))}]")
+    return output
+
+
+def run_step(denoise: Denoiser, chain: ChainBuffers, state: StepState, options: StepOptions,
+             after_model: Optional[Callable[[], None]] = None) -> None:
+    """One reverse step in place: x ← step(model(x, t), x), then step_index += 1. No host sync.
+
+    after_model runs between the model call and the update (an eager loop draws its torch noise there, in the order
+    a reference loop draws it).
+    """
+    batch = state.x.shape[0]
+    index = state.step_index.expand(batch)
+    t = chain.model_timesteps.index_select(0, index)
+    output = check_model_output(denoise(state.x, t), state.x, options.variance_type == "learned_range")
+    if after_model is not None:
+        after_model()
+    prediction = PREDICTION_TYPES[options.prediction_type]
+    if options.method == "ddpm":
+        x_prev = torch.ops.ddpm_fast.p_step(
+            output, chain.kernel_steps.index_select(0, index), state.x, chain.table, state.noise, state.seed,
+            options.sample_offset, prediction, VARIANCE_TYPES[options.variance_type], options.clip_sample,
+            options.clip_sample_range)
+    else:
+        x_prev = torch.ops.ddpm_fast.ddim_step(
+            output, t, chain.prev_timesteps.index_select(0, index), state.x, chain.alphas_cumprod, state.noise,
+            state.seed, options.sample_offset, prediction, options.eta, options.clip_sample,
+            options.clip_sample_range)
+    state.x.copy_(x_prev)
+    state.step_index.add_(1)
+
+
+class GraphedSteps:
+    """CUDA graphs of k consecutive steps and of one step on the same static buffers, sharing one memory pool.
+
+    Replaying them runs any number of steps: n // k replays of the k-step graph, then n % k of the one-step graph.
+    """
+
+    def __init__(self, step: Callable[[], None], state: StepState, steps_per_graph: int):
+        self.step = step
+        self.state = state
+        self.steps_per_graph = steps_per_graph
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.warm_up_seconds = 0.0
+        self.capture_seconds = 0.0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the step eagerly on a side stream first: compilation, autotuning and lazy initialisation must not
+        happen inside a capture (torch's documented recipe)."""
+        start = time.perf_counter()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.state.step_index.zero_()  # stay on step 0: a short chain has no step 2
+                self.step()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        self.warm_up_seconds = time.perf_counter() - start
+
+    def _graph(self, steps: int) -> torch.cuda.CUDAGraph:
+        graph = self.graphs.get(steps)
+        if graph is None:
+            start = time.perf_counter()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                for _ in range(steps):
+                    self.step()
+            torch.cuda.synchronize()
+            self.capture_seconds += time.perf_counter() - start
+            self.graphs[steps] = graph
+        return graph
+
+    def prepare(self, num_steps: int) -> None:
+        """Capture the graphs a chain of num_steps replays (before timing starts)."""
+        if num_steps >= self.steps_per_graph:
+            self._graph(self.steps_per_graph)
+        if num_steps % self.steps_per_graph:
+            self._graph(1)
+
+    def replay(self, num_steps: int, before_replay: Optional[Callable[[int], None]] = None,
+               progress: Optional[Callable[[int], None]] = None) -> None:
+        """num_steps steps from the state's current step. before_replay(i) runs before the replay that starts at
+        step i (torch-drawn noise needs one step per graph); progress(n) hears of every n steps launched."""
+        done = 0
+        while done < num_steps:
+            steps = self.steps_per_graph if num_steps - done >= self.steps_per_graph else 1
+            if before_replay is not None:
+                before_replay(done)
+            self._graph(steps).replay()
+            done += steps
+            if progress is not None:
+                progress(steps)

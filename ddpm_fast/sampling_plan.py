@@ -1,0 +1,79 @@
+"""A sampling run's chain as data: which timestep each step visits and which coefficients it reads.
+
+The loop copies a plan into fixed-size device buffers once per run and then indexes them with a device-side step
+counter, so one captured CUDA graph serves every chain of the same method, whatever its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import NoiseSchedule
+from .timesteps import respaced_coefficient_table, spaced_timesteps
+
+METHODS = ("ddpm", "ddim")
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """The n steps of one run (host tensors; every vector is padded to the schedule's T entries).
+
+    model_timesteps[i]: the t the model sees at step i (descending). kernel_steps[i]: the index the step kernel
+    reads: DDPM, the coefficient-table column (index 0 is the chain's last step, which adds no noise); DDIM, t
+    itself. prev_timesteps[i]: DDIM's target timestep (-1 after the last step ends the chain at ᾱ = 1).
+    """
+
+    method: str
+    num_steps: int
+    model_timesteps: torch.Tensor  # int64 [T]
+    kernel_steps: torch.Tensor  # int64 [T]
+    prev_timesteps: torch.Tensor  # int64 [T]
+    table: torch.Tensor  # float32 [rows, T], the DDPM step coefficients
+
+    @property
+    def timesteps(self) -> list[int]:
+        """The visited timesteps, in sampling order."""
+        return self.model_timesteps[: self.num_steps].tolist()
+
+
+def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
+               timestep_spacing: str = "linspace", steps_offset: int = 0) -> SamplingPlan:
+    """Every timestep T-1..0 (num_inference_steps None or T), or `num_inference_steps` of them spaced as asked.
+
+    A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
+    (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1.
+    """
+    total = schedule.num_timesteps
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if num_inference_steps is None:
+        num_inference_steps = total
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+        raise TypeError(f"num_inference_steps must be an int or None, got {type(num_inference_steps).__name__}")
+    if not 1 <= num_inference_steps <= total:
+        raise ValueError(f"num_inference_steps must lie in [1, {total}], got {num_inference_steps}")
+    if num_inference_steps == total:
+        chain = torch.arange(total - 1, -1, -1, dtype=torch.int64)
+    else:
+        chain = torch.from_numpy(spaced_timesteps(total, num_inference_steps, timestep_spacing, steps_offset).copy())
+        if int(chain[0]) >= total or int(chain[-1]) < 0 or bool((chain[1:] >= chain[:-1]).any()):
+            raise ValueError(f"timestep_spacing={timestep_spacing!r} with steps_offset={steps_offset} gives "
+                             f"timesteps outside [0, {total}) or repeated ones: {chain.tolist()}")
+    steps = chain.numel()
+
+    table = schedule.coefficient_table("cpu")
+    kernel_steps = chain
+    if method == "ddpm" and steps < total:
+        table = torch.zeros_like(table)
+        table[:, :steps] = respaced_coefficient_table(schedule.alphas_cumprod, chain.flip(0).tolist())
+        kernel_steps = torch.arange(steps - 1, -1, -1, dtype=torch.int64)
+    prev = torch.cat([chain[1:], torch.tensor([-1], dtype=torch.int64)])
+    return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
+                        table)
+
+
+def _padded(vector: torch.Tensor, length: int) -> torch.Tensor:
+    # Entries past the chain are never read; 0 keeps them inside every table should a kernel look.
+    return torch.cat([vector, torch.zeros(length - vector.numel(), dtype=vector.dtype)])

@@ -1,0 +1,60 @@
+"""Which timesteps a sampling chain visits, and the reverse-step coefficients between them.
+
+Shared by FastSampler and FastDDPMScheduler: diffusers' three timestep spacings, and the posterior of a respaced
+chain (Nichol & Dhariwal 2021, §4: step from each kept timestep to the next kept one, with β re-derived from ᾱ).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .kernels import COEFFICIENT_ROWS
+
+SPACINGS = ("leading", "trailing", "linspace")
+# diffusers' smallest variance (it clamps before the log and the square root).
+MIN_VARIANCE = 1e-20
+
+
+def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> np.ndarray:
+    """`steps` of the `total` training timesteps, descending int64, spaced as diffusers' DDPMScheduler spaces them.
+
+    "linspace" keeps T-1 and 0 (improved-diffusion's respacing); "leading" is range(0, T, T // steps) + offset
+    (the DDIM paper's); "trailing" ends at T-1.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if spacing == "linspace":
+        return np.linspace(0, total - 1, steps).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        ratio = total // steps
+        return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + offset
+    ratio = total / steps  # trailing
+    return np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1
+
+
+def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:
+    """float32 [len(COEFFICIENT_ROWS), len(chain)] for an ascending chain of kept timesteps: column j steps from
+    chain[j] to chain[j - 1], column 0 from chain[0] to ᾱ = 1 (the end of sampling).
+
+    The reverse-step kernel adds no noise at column 0, so the chain's last step gives the mean, as at t = 0 of a
+    full chain. Computed in float64; variances clamped as diffusers clamps them.
+    """
+    a_t = alphas_cumprod[list(chain)].double()
+    a_prev = torch.cat([torch.ones(1, dtype=torch.float64), a_t[:-1]])
+    alpha = a_t / a_prev
+    beta = 1.0 - alpha
+    one_minus_t, one_minus_prev = 1.0 - a_t, 1.0 - a_prev
+    variance = (one_minus_prev / one_minus_t * beta).clamp(min=MIN_VARIANCE)
+    rows = {
+        "sqrt_recip_alphas": alpha.rsqrt(), "eps_coef": beta / one_minus_t.sqrt(),
+        "sqrt_recip_alphas_cumprod": a_t.rsqrt(), "sqrt_recipm1_alphas_cumprod": (one_minus_t / a_t).sqrt(),
+        "sqrt_alphas_cumprod": a_t.sqrt(), "sqrt_one_minus_alphas_cumprod": one_minus_t.sqrt(),
+        "posterior_mean_coef1": a_prev.sqrt() * beta / one_minus_t,
+        "posterior_mean_coef2": alpha.sqrt() * one_minus_prev / one_minus_t,
+        "posterior_std": variance.sqrt(), "sqrt_betas": beta.clamp(min=MIN_VARIANCE).sqrt(),
+        "posterior_log_variance_clipped": variance.log(), "log_betas": beta.clamp(min=MIN_VARIANCE).log(),
+    }
+    return torch.stack([rows[name] for name in COEFFICIENT_ROWS]).float().contiguous()
