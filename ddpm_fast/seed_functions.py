@@ -7,6 +7,7 @@ generator), so under the same torch.manual_seed they return the reference's valu
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import torch
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
 from .kernels.philox import STREAM_INITIAL
 from .kernels.reverse_step import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
+from .sampler import FastSampler
+from .sampling_plan import build_plan
 from .schedule import NoiseSchedule
 
 
@@ -105,7 +108,9 @@ def sample(
     """Ancestral sampling like ``reference.sample``, each step one fused kernel; float32 in [-1, 1].
 
     With seed=None the noise is torch.randn / randn_like in the reference's order. With a seed, x_T and every z
-    are Philox noise keyed by (seed, sample index, t), so sample i does not depend on num_samples.
+    are Philox noise keyed by (seed, sample index, t), so sample i does not depend on num_samples; on a GPU the
+    steps then run as FastSampler runs them, replayed from CUDA graphs (the reference's RNG stream cannot be kept
+    inside a graph when the model itself draws random numbers, so seed=None stays an eager loop).
     """
     for name, value in (("num_samples", num_samples), ("timesteps", timesteps)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -121,6 +126,8 @@ def sample(
     table = _seed_coefficient_table(timesteps, betas, sqrt_recip_alphas, sqrt_one_minus_alphas_cumprod,
                                     posterior_variance, device)
     shape = [num_samples, channels, height, width]
+    if seed is not None and device.type == "cuda":
+        return sample_with_fast_sampler(model, shape, betas[:timesteps], table, seed_tensor(seed, device))
     key: Optional[torch.Tensor] = None
     if seed is None:
         img = torch.randn(shape, device=device)
@@ -140,3 +147,16 @@ def sample(
             eps, t, img, table, noise, key, 0, PREDICTION_TYPES["epsilon"], VARIANCE_TYPES["fixed_small"], False, 1.0,
         )
     return img.clamp(-1.0, 1.0)
+
+
+def sample_with_fast_sampler(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: list[int],
+                             betas: torch.Tensor, table: torch.Tensor, key: torch.Tensor,
+                             cuda_graphs: Optional[bool] = None) -> torch.Tensor:
+    """The seeded `sample` on FastSampler's machinery: the caller's model as it is (fp32, its own layout, not
+    compiled), the coefficient table built from the caller's vectors, CUDA graphs on a GPU. Same values as the eager
+    seeded loop."""
+    schedule = NoiseSchedule.from_betas(betas)
+    sampler = FastSampler(lambda x, t: model(x, t), schedule, tuple(shape[1:]), device=table.device,
+                          dtype=torch.float32, channels_last=False, compile=False, cuda_graphs=cuda_graphs)
+    plan = dataclasses.replace(build_plan(schedule), table=table)
+    return sampler._sample_plan(plan, shape[0], key, None)

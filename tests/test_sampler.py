@@ -1,0 +1,375 @@
+"""FastSampler: determinism, per-sample noise, parity with the naive reference and with diffusers (DDPMPipeline,
+respaced; DDIMScheduler), every model kind, options, the graph cache, errors; CUDA graphs on a GPU (marked `gpu`).
+
+Whole-U-Net runs take the GroupNorm references (`cpu_reference`): the interpreter runs Triton programs one at a time.
+The small conv model below runs the interpreted step and noise kernels themselves.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import ddpm_fast as df
+from ddpm_fast import reference
+from ddpm_fast.kernels import cpu_reference
+from ddpm_fast.seed_functions import _seed_coefficient_table, sample_with_fast_sampler
+
+T = 12
+
+
+class ConvEpsModel(nn.Module):
+    """A cheap ε(x, t) with a time embedding; out_channels=2C gives a learned-variance model."""
+
+    def __init__(self, channels=3, out_channels=None, width=8, num_timesteps=1000):
+        super().__init__()
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.out = nn.Conv2d(width, out_channels or channels, 3, padding=1)
+        self.time = nn.Embedding(num_timesteps, width)
+
+    def forward(self, x, t):
+        return self.out(torch.tanh(self.inp(x) + self.time(t)[:, :, None, None]))
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    return df.UNet.from_preset("tiny").eval()
+
+
+def schedule_terms(num_timesteps):
+    terms = reference.schedule_terms(reference.linear_beta_schedule(num_timesteps))
+    return (terms["betas"], terms["sqrt_recip_alphas"], terms["sqrt_one_minus_alphas_cumprod"],
+            terms["posterior_variance"])
+
+
+# ------------------------------------------------------------------------------------------ core properties
+
+
+def test_same_seed_same_images_and_prefix_invariance():
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8))
+    five = sampler.sample(5, seed=3)
+    assert torch.equal(five, sampler.sample(5, seed=3))
+    torch.testing.assert_close(sampler.sample(2, seed=3), five[:2], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(five, sampler.sample(5, seed=4))
+    assert five.dtype == torch.float32 and five.abs().max() <= 1
+
+
+def test_a_shard_draws_its_part_of_the_batch_noise():
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8))
+    whole = sampler.sample(4, seed=9)
+    torch.testing.assert_close(sampler.sample(2, seed=9, sample_offset=2), whole[2:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
+    # The interpreted p_step kernel on a small model; noise from one generator stream in the reference's order.
+    model = ConvEpsModel(num_timesteps=T).eval()
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), channels_last=channels_last)
+    got = sampler.sample(3, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(7)
+    with torch.no_grad():
+        expected = reference.sample(model, 3, (3, 6, 6), T, *schedule_terms(T))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_sampling_equals_the_naive_reference():
+    model = tiny_unet()
+    with cpu_reference():
+        got = df.FastSampler(model, df.NoiseSchedule.linear(T)).sample(2, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(1)
+        with torch.no_grad():
+            expected = reference.sample(model, 2, 32, T, *schedule_terms(T))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method,steps,eta", [("ddpm", 4, 0.0), ("ddim", 4, 0.0), ("ddim", 5, 1.0),
+                                              ("ddim", None, 0.5)])
+def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.cosine(T), (3, 5, 7))
+    images = sampler.sample(3, seed=2, num_inference_steps=steps, method=method, eta=eta)
+    assert images.shape == (3, 3, 5, 7) and torch.isfinite(images).all()
+    assert sampler.last_report.num_steps == (steps or T)
+    assert images.abs().max() <= 1
+
+
+def test_ddim_eta_zero_is_deterministic_given_x_T():
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6))
+    first = sampler.sample(2, seed=5, method="ddim", num_inference_steps=4)
+    assert torch.equal(first, sampler.sample(2, seed=5, method="ddim", num_inference_steps=4))
+
+
+def test_ddim_equals_diffusers_ddim_scheduler():
+    diffusers = pytest.importorskip("diffusers")
+    model = ConvEpsModel().eval()
+    steps, total = 5, 50
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(total), (3, 6, 6), timestep_spacing="leading")
+    got = sampler.sample(2, generator=torch.Generator().manual_seed(3), method="ddim", num_inference_steps=steps)
+
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=total, clip_sample=False, set_alpha_to_one=True)
+    scheduler.set_timesteps(steps)
+    x = torch.randn((2, 3, 6, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t.expand(2)), t, x, eta=0.0).prev_sample
+    assert sampler.last_report.num_steps == steps
+    torch.testing.assert_close(got, x.clamp(-1, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_learned_range_model():
+    sampler = df.FastSampler(ConvEpsModel(out_channels=6), df.NoiseSchedule.linear(T), (3, 6, 6),
+                             variance_type="learned_range")
+    for method in ("ddpm", "ddim"):
+        images = sampler.sample(2, seed=1, method=method, num_inference_steps=6)
+        assert images.shape == (2, 3, 6, 6) and torch.isfinite(images).all()
+
+
+def test_prediction_types_and_clipping():
+    for prediction_type in ("sample", "v_prediction"):
+        sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6),
+                                 prediction_type=prediction_type, clip_sample=True, variance_type="fixed_large")
+        assert torch.isfinite(sampler.sample(2, seed=0)).all()
+
+
+# ------------------------------------------------------------------------------------------------ diffusers
+
+
+def _pipeline(unet_config):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel.from_config(unet_config).eval()
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, clip_sample=True)
+    return diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
+
+
+TINY_DIFFUSERS = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": [16, 32],
+                  "layers_per_block": 1, "norm_num_groups": 8,
+                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+                  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+
+
+@pytest.mark.parametrize("steps", [T, 4])
+def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
+    pipe = _pipeline(TINY_DIFFUSERS)
+    expected = pipe(batch_size=2, generator=torch.Generator().manual_seed(4), num_inference_steps=steps,
+                    output_type="np").images
+    for source in (pipe, tmp_path):
+        if source is tmp_path:
+            pipe.save_pretrained(tmp_path)
+        sampler = df.FastSampler.from_diffusers(source, compile=False)
+        assert sampler.clip_sample and sampler.sample_shape == (3, 8, 8) and sampler.timestep_spacing == "leading"
+        with cpu_reference():
+            images = sampler.sample(2, generator=torch.Generator().manual_seed(4), num_inference_steps=steps)
+        got = (images / 2 + 0.5).permute(0, 2, 3, 1).numpy()
+        assert abs(got - expected).max() < 2e-4
+
+
+def test_a_diffusers_unet_directly_and_our_conversion_agree():
+    pipe = _pipeline(TINY_DIFFUSERS)
+    schedule = df.NoiseSchedule.linear(T)
+    theirs = df.FastSampler(pipe.unet, schedule)  # UNet2DModel: config gives the shape, .sample is unwrapped
+    ours = df.FastSampler(df.UNet.from_diffusers(pipe.unet), schedule)
+    with cpu_reference():
+        torch.testing.assert_close(theirs.sample(2, seed=1), ours.sample(2, seed=1), rtol=1e-4, atol=1e-4)
+
+
+def test_from_diffusers_refuses_what_it_cannot_sample(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such pipeline folder"):
+        df.FastSampler.from_diffusers(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="scheduler"):
+        df.FastSampler.from_diffusers(tmp_path)
+    with pytest.raises(TypeError, match="DDPMPipeline"):
+        df.FastSampler.from_diffusers(42)
+
+
+# ------------------------------------------------------------------------------------------ model kinds, options
+
+
+def test_model_kinds_give_the_same_images():
+    model = ConvEpsModel().eval()
+    schedule = df.NoiseSchedule.linear(T)
+    expected = df.FastSampler(model, schedule, (3, 6, 6), channels_last=False).sample(2, seed=8)
+
+    def function(x, t):
+        return model(x, t)
+
+    class TupleModel(nn.Module):  # diffusers' return_dict=False style
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x, t):
+            return (self.inner(x, t),)
+
+    for kind in (function, TupleModel()):
+        torch.testing.assert_close(df.FastSampler(kind, schedule, (3, 6, 6)).sample(2, seed=8), expected,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_the_model_passed_in_is_left_alone():
+    model = ConvEpsModel().train()
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), dtype=torch.bfloat16)
+    assert model.training and model.inp.weight.dtype == torch.float32 and model.inp.weight.requires_grad
+    assert model.inp.weight.is_contiguous()
+    assert sampler.model.inp.weight.dtype == torch.bfloat16 and not sampler.model.training
+    images = sampler.sample(2, seed=0)
+    assert images.dtype == torch.float32  # x_t stays float32 whatever the model computes in
+    fp32 = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6)).sample(2, seed=0)
+    assert (images - fp32).abs().max() < 0.1
+
+
+def test_compiled_model_matches_eager():
+    model = ConvEpsModel().eval()
+    schedule = df.NoiseSchedule.linear(4)
+    eager = df.FastSampler(model, schedule, (3, 6, 6), compile=False)
+    compiled = df.FastSampler(model, schedule, (3, 6, 6), compile=True)
+    assert compiled.compiled
+    torch.testing.assert_close(compiled.sample(2, seed=1), eager.sample(2, seed=1), rtol=1e-5, atol=1e-5)
+
+
+def test_sample_shape_from_the_model_config_and_defaults_on_cpu():
+    sampler = df.FastSampler(tiny_unet(), df.NoiseSchedule.linear(T))
+    assert sampler.sample_shape == (3, 32, 32)
+    assert sampler.device.type == "cpu" and sampler.dtype == torch.float32
+    assert sampler.channels_last and not sampler.compiled and not sampler.cuda_graphs
+
+
+def test_output_types():
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 5))
+    tensor = sampler.sample(2, seed=0)
+    pixels = sampler.sample(2, seed=0, output_type="uint8")
+    assert pixels.shape == (2, 6, 5, 3) and pixels.dtype == torch.uint8
+    assert torch.equal(pixels, ((tensor + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
+    images = sampler.sample(2, seed=0, output_type="pil", progress=True)
+    assert len(images) == 2 and images[0].size == (5, 6) and images[0].mode == "RGB"
+    assert sampler.sample(0, seed=0).shape == (0, 3, 6, 5)
+
+
+def test_the_runner_cache_is_bounded_and_reports_setup_separately():
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), max_cached_graphs=2)
+    for batch in (1, 2, 3, 2):
+        sampler.sample(batch, seed=0)
+    assert len(sampler._runners) == 2 and [key[0] for key in sampler._runners] == [3, 2]
+    report = sampler.last_report
+    assert report.batch_size == 2 and report.num_steps == T and report.sampling_seconds > 0
+    assert report.images_per_second > 0 and report.setup_seconds < report.sampling_seconds + 1.0
+    assert sampler.warm_up(2) >= 0
+
+
+def test_seed_sample_on_the_sampler_machinery_equals_the_eager_seeded_loop():
+    # What ddpm_fast.sample(seed=...) runs on a GPU, here without graphs.
+    model = ConvEpsModel(num_timesteps=T).eval()
+    vectors = schedule_terms(T)
+    expected = df.sample(model, 3, 6, T, *vectors, seed=21)
+    table = _seed_coefficient_table(T, *vectors, torch.device("cpu"))
+    got = sample_with_fast_sampler(model, [3, 3, 6, 6], vectors[0], table, torch.tensor([21]))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+def test_bad_arguments_are_clear_errors():
+    schedule = df.NoiseSchedule.linear(T)
+    model = ConvEpsModel()
+    with pytest.raises(TypeError, match="schedule"):
+        df.FastSampler(model, "linear", (3, 6, 6))
+    with pytest.raises(TypeError, match="model"):
+        df.FastSampler(3, schedule, (3, 6, 6))
+    with pytest.raises(ValueError, match="sample_shape"):
+        df.FastSampler(model, schedule)
+    with pytest.raises(ValueError, match="sample_shape"):
+        df.FastSampler(model, schedule, (3, 0, 6))
+    with pytest.raises(ValueError, match="prediction_type"):
+        df.FastSampler(model, schedule, (3, 6, 6), prediction_type="noise")
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        df.FastSampler(model, schedule, (3, 6, 6), cuda_graphs=True)
+    with pytest.raises(TypeError, match="dtype"):
+        df.FastSampler(model, schedule, (3, 6, 6), dtype=torch.int32)
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        df.FastSampler(model, schedule, (3, 6, 6), timestep_spacing="uniform")
+    sampler = df.FastSampler(model, schedule, (3, 6, 6))
+    with pytest.raises(ValueError, match="batch_size"):
+        sampler.sample(-1)
+    with pytest.raises(ValueError, match="output_type"):
+        sampler.sample(1, output_type="png")
+    with pytest.raises(ValueError, match="not both"):
+        sampler.sample(1, seed=0, generator=torch.Generator())
+    with pytest.raises(ValueError, match="eta"):
+        sampler.sample(1, eta=0.5)
+    with pytest.raises(ValueError, match="method"):
+        sampler.sample(1, method="plms")
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sampler.sample(1, num_inference_steps=T + 1)
+    with pytest.raises(ValueError, match="the model returned"):
+        df.FastSampler(lambda x, t: x[:, :1], schedule, (3, 6, 6)).sample(1, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method,steps", [("ddpm", None), ("ddpm", 7), ("ddim", 7)])
+def test_cuda_graphs_equal_the_eager_loop(method, steps):
+    model = ConvEpsModel().cuda()
+    schedule = df.NoiseSchedule.linear(40)
+    common = dict(dtype=torch.float32, compile=False)
+    eager = df.FastSampler(model, schedule, (3, 16, 16), cuda_graphs=False, **common)
+    for per_graph in (1, 8):
+        graphed = df.FastSampler(model, schedule, (3, 16, 16), cuda_graphs=True, steps_per_graph=per_graph, **common)
+        for _ in range(2):  # the second call replays cached graphs
+            torch.testing.assert_close(graphed.sample(3, seed=1, method=method, num_inference_steps=steps),
+                                       eager.sample(3, seed=1, method=method, num_inference_steps=steps),
+                                       rtol=1e-5, atol=1e-5)
+        assert graphed.last_report.setup_seconds < 0.5
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_with_generator_noise_equal_the_reference():
+    model = ConvEpsModel(num_timesteps=30).cuda()
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(30), (3, 8, 8), dtype=torch.float32, compile=False)
+    got = sampler.sample(2, generator=torch.Generator("cuda").manual_seed(3))
+    betas = reference.linear_beta_schedule(30).cuda()
+    terms = reference.schedule_terms(betas)
+    torch.cuda.manual_seed(3)
+    expected = reference.sample(model, 2, 8, 30, terms["betas"], terms["sqrt_recip_alphas"],
+                                terms["sqrt_one_minus_alphas_cumprod"], terms["posterior_variance"])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_the_graphed_loop_never_syncs_with_the_host():
+    sampler = df.FastSampler(ConvEpsModel().cuda(), df.NoiseSchedule.linear(50), (3, 16, 16), compile=False)
+    sampler.sample(4, seed=0)  # warm-up and capture
+    runner = next(iter(sampler._runners.values()))
+    runner.state.step_index.zero_()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        runner.run(50, None, sampler.device, None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(runner.state.x).all()
+
+
+@pytest.mark.gpu
+def test_compiled_bf16_unet_with_graphs_is_close_to_fp32():
+    model = tiny_unet().cuda()
+    schedule = df.NoiseSchedule.linear(20)
+    fast = df.FastSampler(model, schedule)
+    assert fast.compiled and fast.cuda_graphs and fast.dtype == torch.bfloat16
+    exact = df.FastSampler(model, schedule, dtype=torch.float32, compile=False, cuda_graphs=False)
+    got, expected = fast.sample(4, seed=0), exact.sample(4, seed=0)
+    assert ((got - expected).norm() / expected.norm()).item() < 5e-2
+    assert fast.last_report.setup_seconds > 0 and fast.last_report.sampling_seconds > 0
+
+
+@pytest.mark.gpu
+def test_seeded_sample_routes_through_cuda_graphs():
+    model = ConvEpsModel(num_timesteps=20).cuda()
+    terms = reference.schedule_terms(reference.linear_beta_schedule(20).cuda())
+    args = (terms["betas"], terms["sqrt_recip_alphas"], terms["sqrt_one_minus_alphas_cumprod"],
+            terms["posterior_variance"])
+    got = df.sample(model, 3, 8, 20, *args, seed=4)
+    table = _seed_coefficient_table(20, *args, torch.device("cuda"))
+    eager = sample_with_fast_sampler(model, [3, 3, 8, 8], args[0], table, torch.tensor([4], device="cuda"),
+                                     cuda_graphs=False)
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
