@@ -240,6 +240,7 @@ class FastSampler:
         self.last_report = SamplingReport(batch_size, plan.num_steps, plan.method, setup_seconds, *clock.parts())
         return _convert(images, output_type)
 
+    @torch.no_grad()
     def warm_up(self, batch_size: int, method: str = "ddpm", eta: float = 0.0,
                 num_inference_steps: Optional[int] = None, sample_offset: int = 0) -> float:
         """Compile, warm up and capture for seeded sampling at this batch size now; returns the seconds it took
