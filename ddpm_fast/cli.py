@@ -1,9 +1,23 @@
-"""Command line: `ddpm-fast <command>` (also `python -m ddpm_fast`)."""
+"""Command line: `ddpm-fast <command>` (also `python -m ddpm_fast`).
+
+    ddpm-fast sample --checkpoint ckpt/ --num-samples 64 --out grid.png
+    torchrun --nproc_per_node 4 -m ddpm_fast sample --diffusers ddpm-cifar10-32/ --out samples.safetensors
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import pathlib
 import sys
+import time
+
+SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+OUTPUT_SUFFIXES = (".png", ".safetensors")
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
 
 def _positive_int(text: str) -> int:
@@ -13,8 +27,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="time the fast sampler beside the naive reference")
     demo.add_argument("--num-samples", type=_positive_int, default=16)
@@ -22,16 +51,175 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timesteps", type=_positive_int, default=200)
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=int, default=0)
+    _add_sample_parser(commands)
     return parser
 
 
+def _add_sample_parser(commands) -> None:
+    sample = commands.add_parser(
+        "sample", help="sample images from a checkpoint (also across processes under torchrun)",
+        description="Sample from a UNet checkpoint or a diffusers DDPMPipeline folder and write a PNG grid or a "
+                    "safetensors tensor. Under `torchrun --nproc_per_node N -m ddpm_fast sample ...` the batch is "
+                    "split across the ranks (NCCL on GPUs, gloo on CPU) and rank 0 writes the whole of it: the "
+                    "same samples as one process draws.")
+    source = sample.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
+                        help="a UNet.save folder (config.json + model.safetensors)")
+    source.add_argument("--diffusers", type=pathlib.Path, metavar="DIR",
+                        help="a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
+    sample.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="the training schedule of a --checkpoint model (default linear)")
+    sample.add_argument("--train-timesteps", type=_positive_int, default=None,
+                        help="T of a --checkpoint model's schedule (default 1000)")
+    sample.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
+                        help="what the model predicts (default epsilon, or the pipeline's)")
+    sample.add_argument("--variance-type", choices=VARIANCE_TYPES, default=None,
+                        help="σ_t of the DDPM step (default fixed_small, or the pipeline's)")
+    sample.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="clamp the predicted x0 to [-1, 1] (default off, or the pipeline's)")
+    sample.add_argument("--num-samples", type=_positive_int, default=16)
+    sample.add_argument("--seed", type=_seed, default=0,
+                        help="the noise key; sample i draws the same noise at any batch size or world size")
+    sample.add_argument("--steps", type=_positive_int, default=None,
+                        help="num_inference_steps (default: every training timestep)")
+    sample.add_argument("--method", choices=("ddpm", "ddim"), default="ddpm")
+    sample.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
+                                                         "cuda:LOCAL_RANK)")
+    sample.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+    sample.add_argument("--no-compile", action="store_true", help="run the U-Net eagerly")
+    sample.add_argument("--no-cuda-graphs", action="store_true", help="launch every step instead of replaying graphs")
+    sample.add_argument("--out", type=pathlib.Path, default=pathlib.Path("samples.png"),
+                        help="a .png (an image grid) or a .safetensors file (float32 [N, C, H, W] under 'images')")
+    sample.add_argument("--progress", action="store_true", help="show a progress bar of the steps (rank 0)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         run_demo(args.num_samples, args.image_size, args.timesteps, args.device, args.seed)
+    elif args.command == "sample":
+        _check_sample_arguments(parser, args)
+        try:
+            return _run_sample(args)
+        except (ValueError, FileNotFoundError) as error:  # bad paths or options: a message, not a traceback
+            print(f"ddpm-fast sample: error: {error}", file=sys.stderr)
+            return 1
     return 0
+
+
+# ------------------------------------------------------------------------------------------------------ sample
+
+
+def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Path and option checks that need no model: they fail at once, on every rank alike."""
+    folder = args.checkpoint if args.checkpoint is not None else args.diffusers
+    flag = "--checkpoint" if args.checkpoint is not None else "--diffusers"
+    if not folder.is_dir():
+        parser.error(f"{flag} {folder}: no such folder")
+    if args.diffusers is not None and (args.schedule is not None or args.train_timesteps is not None):
+        parser.error("--schedule and --train-timesteps apply to --checkpoint; a --diffusers pipeline's scheduler "
+                     "config sets its schedule")
+    if args.out.suffix.lower() not in OUTPUT_SUFFIXES:
+        parser.error(f"--out {args.out}: expected a .png or .safetensors path")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out}: is a folder; expected a file path")
+    if args.method == "ddpm" and args.eta != 0.0:
+        parser.error("--eta applies to --method ddim only")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from .distributed_sampling import init_from_environment, sample_sharded, teardown
+
+    rank, world_size, device = init_from_environment(args.device)
+    try:
+        sampler = _build_sampler(args, device)
+        if args.out.suffix.lower() == ".png" and sampler.sample_shape[0] not in IMAGE_CHANNELS:
+            raise ValueError(f"--out {args.out}: a PNG holds 1, 3 or 4 channels; this model samples "
+                             f"{sampler.sample_shape[0]}, write a .safetensors file instead")
+        start = time.perf_counter()
+        images = sample_sharded(sampler, args.num_samples, seed=args.seed, num_inference_steps=args.steps,
+                                method=args.method, eta=args.eta, progress=args.progress and rank == 0)
+        if rank == 0:
+            images = images.cpu()  # also waits for the device: the wall time below is the whole job's
+            wall_seconds = time.perf_counter() - start
+            _write_samples(args.out, images, _metadata(args))
+            report = sampler.last_report
+            print(f"wrote {args.out}: {args.num_samples} samples {tuple(images.shape[1:])}, world size {world_size}, "
+                  f"{report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s on rank 0 "
+                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s), {wall_seconds:.2f} s in all",
+                  flush=True)
+    finally:
+        teardown()
+    return 0
+
+
+def _build_sampler(args: argparse.Namespace, device):
+    import torch
+
+    from .sampler import FastSampler
+
+    options = {
+        "device": device,
+        "dtype": None if args.dtype == "auto" else getattr(torch, args.dtype),
+        "compile": False if args.no_compile else None,
+        "cuda_graphs": False if args.no_cuda_graphs else None,
+    }
+    step_options = {"prediction_type": args.prediction_type, "variance_type": args.variance_type,
+                    "clip_sample": args.clip_sample}
+    if args.diffusers is not None:  # the pipeline's own options, overridden where a flag was given
+        overrides = {name: value for name, value in step_options.items() if value is not None}
+        return FastSampler.from_diffusers(args.diffusers, **options, **overrides)
+
+    from .schedule import NoiseSchedule
+    from .unet import UNet
+
+    model = UNet.load(args.checkpoint)
+    schedule = getattr(NoiseSchedule, args.schedule or "linear")(args.train_timesteps or 1000)
+    return FastSampler(model, schedule, prediction_type=args.prediction_type or "epsilon",
+                       variance_type=args.variance_type or "fixed_small", clip_sample=bool(args.clip_sample),
+                       **options)
+
+
+def _metadata(args: argparse.Namespace) -> dict[str, str]:
+    source = args.checkpoint if args.checkpoint is not None else args.diffusers
+    return {"format": "ddpm_fast.samples", "source": str(source), "seed": str(args.seed),
+            "method": args.method, "num_inference_steps": str(args.steps or "all"), "eta": str(args.eta)}
+
+
+def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None:
+    """float32 [N, C, H, W] in [-1, 1] → a PNG grid or a safetensors file, written atomically."""
+    from . import files
+
+    if path.suffix.lower() == ".safetensors":
+        files.save_tensors(path, {"images": images.float().contiguous()}, metadata=metadata)
+    else:
+        files.atomic_write_bytes(path, _png_grid(images))
+
+
+def _png_grid(images) -> bytes:
+    """The images as one PNG: ceil(sqrt(N)) columns, row by row, black where the last row runs short."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    count, channels, height, width = images.shape
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    pixels = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)  # as output_type="uint8"
+    tiles = torch.zeros((rows * columns, channels, height, width), dtype=torch.uint8)
+    tiles[:count] = pixels
+    grid = tiles.view(rows, columns, channels, height, width).permute(0, 3, 1, 4, 2)
+    array = grid.reshape(rows * height, columns * width, channels).numpy()
+    image = Image.fromarray(array[:, :, 0] if channels == 1 else array)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 if __name__ == "__main__":
