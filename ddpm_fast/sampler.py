@@ -56,7 +56,8 @@ class SamplingReport:
 
     @property
     def images_per_second(self) -> float:
-        return self.batch_size / self.sampling_seconds if self.sampling_seconds > 0 else float("inf")
+        seconds = self.sampling_seconds
+        return self.batch_size / seconds if self.batch_size and seconds > 0 else 0.0
 
 
 class FastSampler:
@@ -75,7 +76,8 @@ class FastSampler:
         Left to default, a model that fails to compile runs eagerly with a warning; compile=True raises.
     cuda_graphs: capture the steps in CUDA graphs; default on CUDA.
     steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
-    max_cached_graphs: how many (batch size, method, noise) graph sets to keep; the least recently used goes first.
+    max_cached_graphs: how many (batch size, method, noise, sample_offset) graph sets to keep; the least recently
+        used goes first.
     timestep_spacing, steps_offset: how num_inference_steps < T picks timesteps ("linspace", "leading", "trailing").
     """
 
@@ -198,7 +200,7 @@ class FastSampler:
         eta = check_positive_float("eta", eta, allow_zero=True)
         if method == "ddpm" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
-        sample_offset = check_sample_offset(sample_offset)
+        sample_offset = _check_offset(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
@@ -245,9 +247,13 @@ class FastSampler:
                 num_inference_steps: Optional[int] = None, sample_offset: int = 0) -> float:
         """Compile, warm up and capture for seeded sampling at this batch size now; returns the seconds it took
         (0 when already cached). sample() does this itself on first use."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        eta = check_positive_float("eta", eta, allow_zero=True)
+        sample_offset = _check_offset(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, float(eta), "philox", sample_offset)
+                              self.clip_sample_range, eta, "philox", sample_offset)
         start = time.perf_counter()
         self._runner(batch_size, options, plan)
         return time.perf_counter() - start
@@ -345,6 +351,14 @@ class _Clock:
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def _check_offset(sample_offset: object, batch_size: int) -> int:
+    """Sample indices (offset + i) are 31-bit Philox counter words in the kernels."""
+    sample_offset = check_sample_offset(sample_offset)
+    if sample_offset + batch_size > 2**31:
+        raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
+    return sample_offset
 
 
 def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
