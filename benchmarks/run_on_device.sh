@@ -4,6 +4,9 @@
 #   usage (from the device tool): bash benchmarks/run_on_device.sh <git commit of the work tree> [benchmark files...]
 # A device call may run 10 minutes: the whole suite compiles the U-Net once per batch size, so when time is short
 # pass a subset (e.g. benchmarks/test_unet_forward.py) and run the rest in a second call (SKIP_GPU_TESTS=1 there).
+# benchmarks/test_sampling.py alone compiles two U-Nets per batch size (~10 min for all four): split it by batch,
+# e.g. "benchmarks/test_sampling.py::test_sampling[1x3x32x32]" "benchmarks/test_sampling.py::test_sampling[16x3x32x32]"
+# in one call and the 128 and 512 cases in the next.
 set -u
 export DDPM_FAST_COMMIT="${1:-unknown}"
 shift || true

@@ -1,0 +1,377 @@
+"""End-to-end sampling throughput, the headline benchmark: images/s of a whole DDPM chain, every method in one run.
+
+Methods (per batch size, in the same process):
+  naive                     `ddpm_fast.reference.sample`: the seed's loop, fp32, eager, one op at a time.
+  diffusers_fp32            diffusers DDPMPipeline, UNet2DModel with the same weights, fp32 eager.
+  diffusers_fp16_compile    the same pipeline, UNet in fp16 under torch.compile (GPU; on a CPU: fp32 + compile).
+  fast                      ddpm_fast.FastSampler with its default options for the device (GPU: bf16,
+                            channels-last, torch.compile, CUDA graphs; CPU: fp32, channels-last, eager).
+  fast_*                    FastSampler with other options (GPU: without compile; CPU: bf16 / NCHW / compile), to
+                            show which settings pay on the device.
+
+GPU: ddpm-cifar10 (35.7M parameters, random seeded weights) at 32×32, T = 1000 linear schedule, batch 1, 16, 128,
+512. The slow peers would need minutes for 1000 steps at large batch, so every method runs the same number of
+steps, `steps_timed` (50), after a warm-up run: FastSampler as a respaced chain of the T = 1000 schedule
+(num_inference_steps=steps_timed), diffusers as DDPMPipeline(num_inference_steps=steps_timed) of its T = 1000
+scheduler, the naive loop on a steps_timed-step linear schedule. A step costs the same whichever timesteps the chain
+visits (one U-Net forward + one update), so the loop cost is linear in steps and images/s at T = 1000 is
+batch / (1000 × seconds per step). FastSampler also runs one full 1000-step chain per batch to confirm that.
+Setup (compile, warm-up, graph capture) is reported apart as setup_seconds and is never in a timing.
+Ceiling: one ddpm-cifar10 forward is 12.4 GFLOP per image (DESIGN §4), 12.4 TFLOP per image for T = 1000, over the
+bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
+
+CPU: the "tiny" preset at 32×32, batch 1 and 16, 20 steps; issue goal: FastSampler ≥ 2× the naive reference.
+Smoke mode (--benchmark-disable, CI under TRITON_INTERPRET=1): tiny at 16×16, batch 1, 4 steps, whole-model runs
+on the torch references (`cpu_reference`), no compile.
+
+Before timing, the three algorithms are checked against each other in fp32 on a tiny case (same torch noise:
+FastSampler with generator=, the pipeline with generator=, the naive loop on the seeded global generator), and
+every timed method's images must be finite and in range.
+
+A full GPU run compiles two models per batch size; when one device call cannot hold all four batches, select
+cases: `bash benchmarks/run_on_device.sh <commit> "benchmarks/test_sampling.py::test_sampling[1x3x32x32]"`, or
+set DDPM_FAST_SAMPLING_BATCHES=1,16 (and DDPM_FAST_SAMPLING_STEPS to change steps_timed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+
+import ddpm_fast as df
+from ddpm_fast import reference
+from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.unet_config import config_to_diffusers
+from test_unet_forward import CIFAR_GFLOP_PER_IMAGE, counted_gflop_per_image, matmul_tflops
+
+T_FULL = 1000  # the chain the images/s figures are stated for
+GPU_BATCHES = [1, 16, 128, 512]
+CPU_BATCHES = [1, 16]
+GPU_STEPS_TIMED = 50
+CPU_STEPS_TIMED = 20
+SMOKE_STEPS = 4
+GPU_REPEATS, CPU_REPEATS = 3, 5
+PARITY_TOLERANCE = 1e-4
+REQUIRED = ("naive", "diffusers_fp32", "fast")  # the others are reported as unavailable when they fail
+
+# The issue's goals for FastSampler (default options). GPU: ratio over naive by batch, ratio over diffusers fp16 +
+# compile by batch, images/s at batch 512 (T = 1000). CPU: ratio over naive at every batch.
+GPU_GOALS_VS_NAIVE = ((1, 10.0), (16, 5.0), (128, 3.0))  # (batch, factor); the last row holds for any batch ≥
+GPU_GOALS_VS_DIFFUSERS = ((1, 1.5), (128, 1.2))
+GPU_GOAL_IMAGES_PER_S = (512, 25.0)
+CPU_GOAL_VS_NAIVE = 2.0
+
+
+def _env_ints(name: str) -> Optional[list[int]]:
+    value = os.environ.get(name, "").strip()
+    return [int(v) for v in value.split(",") if v.strip()] if value else None
+
+
+def benchmark_shapes():
+    default = GPU_BATCHES if torch.cuda.is_available() else CPU_BATCHES
+    return [(batch, 3, 32, 32) for batch in (_env_ints("DDPM_FAST_SAMPLING_BATCHES") or default)]
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Method:
+    """A way to sample: run(steps) draws a batch through a chain of `steps` steps and returns (images in [-1, 1],
+    seconds of the loop alone)."""
+
+    def __init__(self, name: str, run: Callable[[int], tuple[torch.Tensor, float]], options: dict):
+        self.name, self.run, self.options = name, run, options
+        self.setup_seconds = 0.0
+        self.samples: list[float] = []
+
+
+def naive_method(model, batch: int, shape: tuple, device: torch.device) -> Method:
+    """The seed's loop, on a schedule of exactly `steps` linear steps (its vectors built before the clock starts)."""
+    terms_by_steps = {}
+
+    def run(steps: int):
+        if steps not in terms_by_steps:
+            terms = reference.schedule_terms(reference.linear_beta_schedule(steps))
+            terms_by_steps[steps] = [terms[k].to(device) for k in
+                                     ("betas", "sqrt_recip_alphas", "sqrt_one_minus_alphas_cumprod",
+                                      "posterior_variance")]
+        _sync(device)
+        start = time.perf_counter()
+        images = reference.sample(model, batch, shape, steps, *terms_by_steps[steps])
+        _sync(device)
+        return images, time.perf_counter() - start
+
+    return Method("naive", run, {"dtype": "float32", "eager": True})
+
+
+def diffusers_unet(model, device: torch.device, dtype: torch.dtype):
+    import diffusers
+
+    unet = diffusers.UNet2DModel.from_config(config_to_diffusers(model.config))
+    unet.load_state_dict(model.state_dict(), strict=True)  # our UNet keeps diffusers' parameter names
+    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def diffusers_pipeline(model, device: torch.device, dtype: torch.dtype, compile: bool, num_train_timesteps: int):
+    import diffusers
+
+    unet = diffusers_unet(model, device, dtype)
+    if compile:
+        unet = torch.compile(unet)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
+                                        beta_start=1e-4, beta_end=0.02, variance_type="fixed_small",
+                                        clip_sample=False)
+    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_images(pipe, batch: int, steps: int, generator=None) -> torch.Tensor:
+    """DDPMPipeline's own call (output_type="np": [B, H, W, C] in [0, 1]) mapped back to [-1, 1] NCHW."""
+    output = pipe(batch_size=batch, generator=generator, num_inference_steps=steps, output_type="np").images
+    return torch.from_numpy(output).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: torch.dtype, compile: bool) -> Method:
+    pipe = diffusers_pipeline(model, device, dtype, compile, T_FULL)
+
+    def run(steps: int):
+        _sync(device)
+        start = time.perf_counter()
+        images = pipeline_images(pipe, batch, steps)
+        _sync(device)
+        return images, time.perf_counter() - start
+
+    return Method(name, run, {"dtype": str(dtype).replace("torch.", ""), "compile": compile,
+                              "num_train_timesteps": T_FULL})
+
+
+def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device, **options) -> Method:
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T_FULL), sample_shape=shape, device=device, **options)
+
+    def run(steps: int):
+        images = sampler.sample(batch, seed=0, num_inference_steps=steps)
+        return images, sampler.last_report.sampling_seconds
+
+    method = Method(name, run, {"dtype": str(sampler.dtype).replace("torch.", ""),
+                                "channels_last": sampler.channels_last, "compile": sampler.compiled,
+                                "cuda_graphs": sampler.cuda_graphs, "steps_per_graph": sampler.steps_per_graph})
+    method.sampler = sampler
+    return method
+
+
+def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: bool) -> tuple[list[Method], dict]:
+    """Every method this device runs, and {name: reason} for the ones it cannot."""
+    methods = [naive_method(model, batch, shape, device)]
+    unavailable = {}
+    try:
+        import diffusers  # noqa: F401
+    except ImportError as error:
+        unavailable["diffusers_fp32"] = unavailable["diffusers_fp16_compile"] = f"unavailable: {error}"
+    else:
+        methods.append(diffusers_method("diffusers_fp32", model, batch, device, torch.float32, False))
+        if smoke:
+            unavailable["diffusers_fp16_compile"] = "skipped in smoke mode (compile takes minutes on a CI CPU)"
+        elif device.type == "cuda":
+            methods.append(diffusers_method("diffusers_fp16_compile", model, batch, device, torch.float16, True))
+        else:  # fp16 convolutions are not a CPU recipe; the compiled fp32 pipeline is the CPU's compiled peer
+            methods.append(diffusers_method("diffusers_fp32_compile", model, batch, device, torch.float32, True))
+    methods.append(fast_method("fast", model, batch, shape, device))
+    if smoke:
+        return methods, unavailable
+    if device.type == "cuda":
+        variants = {"fast_no_compile": dict(compile=False)}
+    else:
+        variants = {
+            "fast_fp32_nchw": dict(channels_last=False),
+            "fast_bf16": dict(dtype=torch.bfloat16),
+            "fast_bf16_nchw": dict(dtype=torch.bfloat16, channels_last=False),
+            "fast_fp32_compile": dict(compile=True),
+            "fast_bf16_compile": dict(dtype=torch.bfloat16, compile=True),
+        }
+    for name, options in variants.items():
+        methods.append(fast_method(name, model, batch, shape, device, **options))
+    return methods, unavailable
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def parity(device: torch.device) -> dict:
+    """FastSampler (fp32, eager, NCHW, generator=), the DDPMPipeline (fp32, generator=) and the naive loop (global
+    generator) from the same seed give the same images: the three run the same algorithm on the same noise."""
+    batch, size, steps, seed = 2, 16, 8, 1
+    torch.manual_seed(0)
+    model = df.UNet.from_preset("tiny", sample_size=size).eval().to(device)
+    terms = reference.schedule_terms(reference.linear_beta_schedule(steps))
+    vectors = [terms[k].to(device) for k in
+               ("betas", "sqrt_recip_alphas", "sqrt_one_minus_alphas_cumprod", "posterior_variance")]
+    with torch.no_grad(), _no_tf32():
+        torch.manual_seed(seed)
+        expected = reference.sample(model, batch, size, steps, *vectors)
+        sampler = df.FastSampler(model, df.NoiseSchedule.linear(steps), dtype=torch.float32, channels_last=False,
+                                 compile=False, cuda_graphs=False)
+        fast = sampler.sample(batch, generator=torch.Generator(device).manual_seed(seed))
+        result = {"fast_vs_naive_max_abs": (fast - expected).abs().max().item()}
+        try:
+            pipe = diffusers_pipeline(model, device, torch.float32, False, steps)
+        except ImportError:
+            pass
+        else:
+            theirs = pipeline_images(pipe, batch, steps, torch.Generator(device).manual_seed(seed))
+            result["diffusers_vs_naive_max_abs"] = (theirs.to(device) - expected).abs().max().item()
+    for name, error in result.items():
+        assert error < PARITY_TOLERANCE, f"parity: {name} = {error:.3g} (tolerance {PARITY_TOLERANCE})"
+    return result
+
+
+def check_images(name: str, images: torch.Tensor, batch: int, shape: tuple) -> None:
+    assert tuple(images.shape) == (batch, *shape), f"{name}: images of shape {tuple(images.shape)}"
+    assert torch.isfinite(images).all(), f"{name}: non-finite images"
+    assert images.min().item() >= -1.0 - 1e-3 and images.max().item() <= 1.0 + 1e-3, f"{name}: images outside [-1, 1]"
+
+
+# ------------------------------------------------------------------------------------------------ the benchmark
+
+
+def goals(batch: int, images_per_s: dict, device: torch.device) -> dict:
+    """{goal: met} for FastSampler (default options) at this batch, as the issue states them; on a CPU also for the
+    best FastSampler option setting measured."""
+    fast, naive = images_per_s["fast"], images_per_s["naive"]
+    met = {}
+    if device.type != "cuda":
+        met[f"fast >= {CPU_GOAL_VS_NAIVE:g}x naive"] = fast >= CPU_GOAL_VS_NAIVE * naive
+        best = max((name for name in images_per_s if name.startswith("fast")), key=images_per_s.get)
+        if best != "fast":
+            met[f"{best} >= {CPU_GOAL_VS_NAIVE:g}x naive"] = images_per_s[best] >= CPU_GOAL_VS_NAIVE * naive
+        return met
+    factor = dict(GPU_GOALS_VS_NAIVE).get(batch) or (GPU_GOALS_VS_NAIVE[-1][1] if batch >= 128 else None)
+    if factor:
+        met[f"fast >= {factor:g}x naive"] = fast >= factor * naive
+    peer = images_per_s.get("diffusers_fp16_compile")
+    factor = dict(GPU_GOALS_VS_DIFFUSERS).get(batch) or (GPU_GOALS_VS_DIFFUSERS[-1][1] if batch >= 128 else None)
+    if peer is not None and factor:
+        met[f"fast >= {factor:g}x diffusers fp16+compile"] = fast >= factor * peer
+    if batch >= GPU_GOAL_IMAGES_PER_S[0]:
+        met[f"fast >= {GPU_GOAL_IMAGES_PER_S[1]:g} img/s"] = fast >= GPU_GOAL_IMAGES_PER_S[1]
+    return met
+
+
+def test_sampling(benchmark, device, smoke, shape):
+    batch = shape[0]
+    on_gpu = device.type == "cuda"
+    preset = "ddpm-cifar10" if on_gpu and not smoke else "tiny"
+    size = 16 if smoke else shape[2]
+    sample_shape = (3, size, size)
+    steps = SMOKE_STEPS if smoke else (_env_ints("DDPM_FAST_SAMPLING_STEPS") or
+                                       [GPU_STEPS_TIMED if on_gpu else CPU_STEPS_TIMED])[0]
+    repeats = 1 if smoke else (GPU_REPEATS if on_gpu else CPU_REPEATS)
+    benchmark.group = f"sampling ({preset}, {size}x{size})"
+
+    # Whole-model runs take the torch references on CPU tensors even under the interpreter (minutes otherwise).
+    def guard():
+        return cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext()
+
+    if on_gpu:
+        torch._dynamo.reset()  # each batch compiles afresh: no recompile limit, honest setup_seconds
+
+    load_before = os.getloadavg()  # a shared CPU machine: the busier it is, the noisier the figures
+    with guard(), torch.no_grad():
+        checked = parity(device)
+        torch.manual_seed(0)
+        model = df.UNet.from_preset(preset, sample_size=size).eval()
+        counted = counted_gflop_per_image(model, (1, *sample_shape))
+        gflop = CIFAR_GFLOP_PER_IMAGE if preset == "ddpm-cifar10" and size == 32 else counted
+        model = model.to(device)
+        methods, unavailable = build_methods(model, batch, sample_shape, device, smoke)
+
+        warm_up = {}
+        for method in list(methods):  # warm-up: compile, capture, lazy init; then the images are checked
+            start = time.perf_counter()
+            try:
+                if hasattr(method, "sampler"):
+                    method.setup_seconds = method.sampler.warm_up(batch)
+                images, _ = method.run(steps)
+            except Exception as error:  # noqa: BLE001 — an optional variant this device cannot run is reported
+                if method.name in REQUIRED:
+                    raise
+                methods.remove(method)
+                unavailable[method.name] = f"failed: {type(error).__name__}: {str(error)[:200]}"
+                continue
+            warm_up[method.name] = time.perf_counter() - start
+            if hasattr(method, "sampler"):
+                method.setup_seconds += method.sampler.last_report.setup_seconds
+                method.options["compile"] = method.sampler.compiled  # a failed default compile runs eagerly
+            check_images(method.name, images, batch, sample_shape)
+        for _ in range(repeats):  # round-robin, so a slow patch of a shared machine hits every method alike
+            for method in methods:
+                method.samples.append(method.run(steps)[1])
+
+        full_chain = None
+        fast = next(m for m in methods if m.name == "fast")
+        if on_gpu and not smoke:  # the whole T = 1000 chain once, to confirm the extrapolation
+            images = fast.sampler.sample(batch, seed=0)
+            check_images("fast (T=1000)", images, batch, sample_shape)
+            report = fast.sampler.last_report
+            full_chain = {"seconds": report.sampling_seconds, "images_per_s": batch / report.sampling_seconds,
+                          "setup_seconds": report.setup_seconds}
+    ceiling = matmul_tflops(device, smoke)
+
+    per_step = {m.name: statistics.median(m.samples) / steps for m in methods}
+    for method in methods:  # a peer's setup: what its first (warm-up) chain took beyond a timed one
+        if not hasattr(method, "sampler"):
+            method.setup_seconds = max(0.0, warm_up[method.name] - statistics.median(method.samples))
+    images_per_s = {name: batch / (seconds * T_FULL) for name, seconds in per_step.items()}
+    tflops = {name: gflop * batch / seconds / 1e3 for name, seconds in per_step.items()}
+    diffusers_names = [name for name in images_per_s if name.startswith("diffusers")]
+    best_diffusers = max(diffusers_names, key=images_per_s.get) if diffusers_names else None
+    fast_names = [name for name in images_per_s if name.startswith("fast")]
+    best_fast = max(fast_names, key=images_per_s.get)
+    met = goals(batch, images_per_s, device)
+    benchmark.extra_info.update({
+        "kind": "sampling", "preset": preset, "batch": batch, "sample_shape": list(sample_shape),
+        "num_timesteps": T_FULL, "steps_timed": steps, "repeats": repeats,
+        "note": f"every method timed over {steps} steps after a warm-up (median of {repeats}); images/s are stated "
+                f"for a {T_FULL}-step chain, batch / ({T_FULL} x seconds per step): the loop cost is linear in steps",
+        "seconds_per_step": per_step, "chain_seconds": {m.name: m.samples for m in methods},
+        "images_per_s": images_per_s, "setup_seconds": {m.name: m.setup_seconds for m in methods},
+        "warm_up_seconds": warm_up,
+        "options": {m.name: m.options for m in methods}, "unavailable": unavailable,
+        "gflop_per_image_per_step": gflop, "counted_gflop_per_image_per_step": counted, "tflops": tflops,
+        "matmul_tflops": ceiling, "fraction_of_matmul": {name: v / ceiling for name, v in tflops.items()},
+        "ceiling_images_per_s": ceiling * 1e3 / (gflop * T_FULL),
+        "speedup_vs_naive": {name: v / images_per_s["naive"] for name, v in images_per_s.items()},
+        "speedup_vs_best_diffusers": ({name: v / images_per_s[best_diffusers] for name, v in images_per_s.items()}
+                                      if best_diffusers else None),
+        "best_diffusers": best_diffusers, "best_fast": best_fast, "goals": met, "fast_full_chain": full_chain,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "parity": checked, "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                    "cudnn": torch.backends.cudnn.allow_tf32} if on_gpu else None,
+    })
+
+    def timed():  # what pytest-benchmark records: one more FastSampler chain of steps_timed steps
+        with guard():
+            fast.run(steps)
+        _sync(device)
+
+    benchmark.pedantic(timed, rounds=1, warmup_rounds=0)
