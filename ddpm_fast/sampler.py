@@ -25,7 +25,7 @@ from torch import nn
 from .diffusion import check_choice, check_positive_float, check_sample_offset, seed_tensor
 from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from .kernels.philox import STREAM_INITIAL
-from .sampling_loop import ChainBuffers, GraphedSteps, StepOptions, StepState, run_step
+from .sampling_loop import ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, run_step
 from .sampling_plan import SamplingPlan, build_plan
 from .schedule import NoiseSchedule
 from .timesteps import SPACINGS
@@ -70,10 +70,11 @@ class FastSampler:
     sample_shape: (C, H, W); taken from the model's config (in_channels, sample_size) when omitted.
     prediction_type, variance_type, clip_sample, clip_sample_range: as in `ddpm_fast.p_step`.
     device: where to sample; default the model's device.
-    dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on CPU (bf16 gains little there).
+    dtype: the model's compute dtype; default bfloat16 on CUDA and on CPUs with native bf16, else float32.
     channels_last: run the model NHWC; default True for modules.
-    compile: torch.compile(fullgraph=True) the model; default on CUDA only (on 2 CPU cores it did not pay).
-        Left to default, a model that fails to compile runs eagerly with a warning; compile=True raises.
+    compile: torch.compile(fullgraph=True) each step — model and fused update — (default True; compile_mode is
+        torch.compile's mode). Left to default, a model that fails to compile runs eagerly with a warning;
+        compile=True raises.
     cuda_graphs: capture the steps in CUDA graphs; default on CUDA.
     steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
     max_cached_graphs: how many (batch size, method, noise, sample_offset) graph sets to keep; the least recently
@@ -126,7 +127,7 @@ class FastSampler:
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
         self.sample_shape = _resolve_sample_shape(model, sample_shape)
-        self.dtype = dtype if dtype is not None else (torch.bfloat16 if is_cuda else torch.float32)
+        self.dtype = dtype if dtype is not None else _default_dtype(self.device)
         is_module = isinstance(model, nn.Module)
         self.channels_last = channels_last if channels_last is not None else is_module
         self.cuda_graphs = cuda_graphs if cuda_graphs is not None else is_cuda
@@ -142,11 +143,10 @@ class FastSampler:
         self.steps_offset = steps_offset
 
         self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
-        self._eager_denoise = _denoiser(self.model, self.dtype)
+        self._denoise = _denoiser(self.model, self.dtype)
         self._compile_requested = compile
-        self.compiled = compile if compile is not None else is_cuda
-        self._denoise = (torch.compile(self._eager_denoise, fullgraph=True, dynamic=False, mode=compile_mode)
-                         if self.compiled else self._eager_denoise)
+        self.compiled = compile if compile is not None else True
+        self.compile_mode = compile_mode
         self._chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
         self._runners: collections.OrderedDict[tuple, _Runner] = collections.OrderedDict()
         self.last_report: Optional[SamplingReport] = None
@@ -277,53 +277,60 @@ class FastSampler:
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
-
-        def step(after_model=None):
-            run_step(self._denoise, self._chain, state, options, after_model)
-
-        self._check_compiles(step, state)
-        graphs = None
+        eager_core = make_step_core(self._denoise, options)
+        runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain)
+        self._check_compiles(runner, eager_core)
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
-            graphs = GraphedSteps(step, state, per_graph)
-        return _Runner(state, step, graphs)
+            runner.graphs = GraphedSteps(runner.step, state, per_graph)
+        return runner
 
-    def _check_compiles(self, step: Callable, state: StepState) -> None:
+    def _compiled(self, core: Callable) -> Callable:
+        return torch.compile(core, fullgraph=True, dynamic=False, mode=self.compile_mode)
+
+    def _check_compiles(self, runner: "_Runner", eager_core: Callable) -> None:
         """Run one step now (step 0, on the zero-filled buffers): a model that fails shows it here, not mid-run.
         Left to default, compile falls back to eager when torch.compile cannot handle the model."""
         try:
-            step()
+            runner.step()
         except Exception as error:  # noqa: BLE001 — any compile failure; retried eagerly below
             if not self.compiled or self._compile_requested is not None:
                 raise
             warnings.warn(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
                           "FastSampler runs it eagerly", RuntimeWarning, stacklevel=4)
             self.compiled = False
-            self._denoise = self._eager_denoise
-            step()
-        state.step_index.zero_()
+            runner.core = eager_core
+            runner.step()
+        runner.state.step_index.zero_()
 
 
 class _Runner:
     """The buffers of one (batch size, options) key and how its steps run: eagerly, or replayed CUDA graphs."""
 
-    def __init__(self, state: StepState, step: Callable, graphs: Optional[GraphedSteps]):
-        self.state, self.step, self.graphs = state, step, graphs
+    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers):
+        self.state, self.core, self.chain = state, core, chain
+        self.graphs: Optional[GraphedSteps] = None
+
+    def step(self) -> None:
+        run_step(self.core, self.chain, self.state)
 
     def run(self, num_steps: int, generator: Optional[torch.Generator], device: torch.device,
             progress: Optional[Callable[[int], None]]) -> None:
         noise = self.state.noise
 
         def draw(step_index: int) -> None:
-            # The reference loop draws z for every step but the last (which adds none).
-            if noise is not None and step_index < num_steps - 1:
+            # z for every step but the last (which adds none), drawn before the step as a reference loop would
+            # draw it after the model call: the same stream, unless the model itself draws random numbers.
+            if step_index < num_steps - 1:
                 noise.copy_(_randn(tuple(noise.shape), generator, device))
 
         if self.graphs is not None:
             self.graphs.replay(num_steps, draw if noise is not None else None, progress)
             return
         for i in range(num_steps):
-            self.step((lambda i=i: draw(i)) if noise is not None else None)
+            if noise is not None:
+                draw(i)
+            self.step()
             if progress is not None:
                 progress(1)
 
@@ -374,6 +381,15 @@ def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the device computes it natively (CUDA; CPUs with AVX-512 BF16 / AMX), else float32."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
 
 
 def _resolve_sample_shape(model: Any, sample_shape: Optional[tuple]) -> tuple[int, int, int]:

@@ -86,30 +86,35 @@ def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) 
     return output
 
 
-def run_step(denoise: Denoiser, chain: ChainBuffers, state: StepState, options: StepOptions,
-             after_model: Optional[Callable[[], None]] = None) -> None:
-    """One reverse step in place: x ← step(model(x, t), x), then step_index += 1. No host sync.
+StepCore = Callable[..., torch.Tensor]
 
-    after_model runs between the model call and the update (an eager loop draws its torch noise there, in the order
-    a reference loop draws it).
-    """
-    batch = state.x.shape[0]
-    index = state.step_index.expand(batch)
-    t = chain.model_timesteps.index_select(0, index)
-    output = check_model_output(denoise(state.x, t), state.x, options.variance_type == "learned_range")
-    if after_model is not None:
-        after_model()
+
+def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
+    """The pure part of a step — x_t, the step counter and the chain in, x_{t-1} out — as one function, so
+    torch.compile sees the model and the update together (on a CPU it then fuses the update's Philox noise too)."""
+    learned_variance = options.variance_type == "learned_range"
     prediction = PREDICTION_TYPES[options.prediction_type]
-    if options.method == "ddpm":
-        x_prev = torch.ops.ddpm_fast.p_step(
-            output, chain.kernel_steps.index_select(0, index), state.x, chain.table, state.noise, state.seed,
-            options.sample_offset, prediction, VARIANCE_TYPES[options.variance_type], options.clip_sample,
-            options.clip_sample_range)
-    else:
-        x_prev = torch.ops.ddpm_fast.ddim_step(
-            output, t, chain.prev_timesteps.index_select(0, index), state.x, chain.alphas_cumprod, state.noise,
-            state.seed, options.sample_offset, prediction, options.eta, options.clip_sample,
-            options.clip_sample_range)
+    variance = VARIANCE_TYPES[options.variance_type]
+
+    def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed):
+        index = step_index.expand(x.shape[0])
+        t = model_timesteps.index_select(0, index)
+        output = check_model_output(denoise(x, t), x, learned_variance)
+        if options.method == "ddpm":
+            return torch.ops.ddpm_fast.p_step(
+                output, kernel_steps.index_select(0, index), x, table, noise, seed, options.sample_offset,
+                prediction, variance, options.clip_sample, options.clip_sample_range)
+        return torch.ops.ddpm_fast.ddim_step(
+            output, t, prev_timesteps.index_select(0, index), x, alphas_cumprod, noise, seed, options.sample_offset,
+            prediction, options.eta, options.clip_sample, options.clip_sample_range)
+
+    return step_core
+
+
+def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
+    """One reverse step in place: x ← core(x, ...), then step_index += 1. No host sync."""
+    x_prev = core(state.x, state.step_index, chain.model_timesteps, chain.kernel_steps, chain.prev_timesteps,
+                  chain.table, chain.alphas_cumprod, state.noise, state.seed)
     state.x.copy_(x_prev)
     state.step_index.add_(1)
 

@@ -15,6 +15,7 @@ from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.seed_functions import _seed_coefficient_table, sample_with_fast_sampler
 
 T = 12
+FP32 = dict(dtype=torch.float32, compile=False)  # exact comparisons: no bf16, no compile time
 
 
 class ConvEpsModel(nn.Module):
@@ -45,7 +46,7 @@ def schedule_terms(num_timesteps):
 
 
 def test_same_seed_same_images_and_prefix_invariance():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8))
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8), **FP32)
     five = sampler.sample(5, seed=3)
     assert torch.equal(five, sampler.sample(5, seed=3))
     torch.testing.assert_close(sampler.sample(2, seed=3), five[:2], rtol=1e-5, atol=1e-5)
@@ -54,7 +55,7 @@ def test_same_seed_same_images_and_prefix_invariance():
 
 
 def test_a_shard_draws_its_part_of_the_batch_noise():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8))
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8), **FP32)
     whole = sampler.sample(4, seed=9)
     torch.testing.assert_close(sampler.sample(2, seed=9, sample_offset=2), whole[2:], rtol=1e-5, atol=1e-5)
 
@@ -63,7 +64,7 @@ def test_a_shard_draws_its_part_of_the_batch_noise():
 def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
     # The interpreted p_step kernel on a small model; noise from one generator stream in the reference's order.
     model = ConvEpsModel(num_timesteps=T).eval()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), channels_last=channels_last)
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), channels_last=channels_last, **FP32)
     got = sampler.sample(3, generator=torch.Generator().manual_seed(7))
     torch.manual_seed(7)
     with torch.no_grad():
@@ -74,7 +75,8 @@ def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
 def test_unet_sampling_equals_the_naive_reference():
     model = tiny_unet()
     with cpu_reference():
-        got = df.FastSampler(model, df.NoiseSchedule.linear(T)).sample(2, generator=torch.Generator().manual_seed(1))
+        sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), **FP32)
+        got = sampler.sample(2, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(1)
         with torch.no_grad():
             expected = reference.sample(model, 2, 32, T, *schedule_terms(T))
@@ -84,7 +86,7 @@ def test_unet_sampling_equals_the_naive_reference():
 @pytest.mark.parametrize("method,steps,eta", [("ddpm", 4, 0.0), ("ddim", 4, 0.0), ("ddim", 5, 1.0),
                                               ("ddim", None, 0.5)])
 def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.cosine(T), (3, 5, 7))
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.cosine(T), (3, 5, 7), **FP32)
     images = sampler.sample(3, seed=2, num_inference_steps=steps, method=method, eta=eta)
     assert images.shape == (3, 3, 5, 7) and torch.isfinite(images).all()
     assert sampler.last_report.num_steps == (steps or T)
@@ -92,7 +94,7 @@ def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
 
 
 def test_ddim_eta_zero_is_deterministic_given_x_T():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6))
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32)
     first = sampler.sample(2, seed=5, method="ddim", num_inference_steps=4)
     assert torch.equal(first, sampler.sample(2, seed=5, method="ddim", num_inference_steps=4))
 
@@ -101,7 +103,7 @@ def test_ddim_equals_diffusers_ddim_scheduler():
     diffusers = pytest.importorskip("diffusers")
     model = ConvEpsModel().eval()
     steps, total = 5, 50
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(total), (3, 6, 6), timestep_spacing="leading")
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(total), (3, 6, 6), timestep_spacing="leading", **FP32)
     got = sampler.sample(2, generator=torch.Generator().manual_seed(3), method="ddim", num_inference_steps=steps)
 
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=total, clip_sample=False, set_alpha_to_one=True)
@@ -115,7 +117,7 @@ def test_ddim_equals_diffusers_ddim_scheduler():
 
 
 def test_learned_range_model():
-    sampler = df.FastSampler(ConvEpsModel(out_channels=6), df.NoiseSchedule.linear(T), (3, 6, 6),
+    sampler = df.FastSampler(ConvEpsModel(out_channels=6), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32,
                              variance_type="learned_range")
     for method in ("ddpm", "ddim"):
         images = sampler.sample(2, seed=1, method=method, num_inference_steps=6)
@@ -124,7 +126,7 @@ def test_learned_range_model():
 
 def test_prediction_types_and_clipping():
     for prediction_type in ("sample", "v_prediction"):
-        sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6),
+        sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32,
                                  prediction_type=prediction_type, clip_sample=True, variance_type="fixed_large")
         assert torch.isfinite(sampler.sample(2, seed=0)).all()
 
@@ -154,7 +156,7 @@ def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
     for source in (pipe, tmp_path):
         if source is tmp_path:
             pipe.save_pretrained(tmp_path)
-        sampler = df.FastSampler.from_diffusers(source, compile=False)
+        sampler = df.FastSampler.from_diffusers(source, **FP32)
         assert sampler.clip_sample and sampler.sample_shape == (3, 8, 8) and sampler.timestep_spacing == "leading"
         with cpu_reference():
             images = sampler.sample(2, generator=torch.Generator().manual_seed(4), num_inference_steps=steps)
@@ -165,8 +167,8 @@ def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
 def test_a_diffusers_unet_directly_and_our_conversion_agree():
     pipe = _pipeline(TINY_DIFFUSERS)
     schedule = df.NoiseSchedule.linear(T)
-    theirs = df.FastSampler(pipe.unet, schedule)  # UNet2DModel: config gives the shape, .sample is unwrapped
-    ours = df.FastSampler(df.UNet.from_diffusers(pipe.unet), schedule)
+    theirs = df.FastSampler(pipe.unet, schedule, **FP32)  # UNet2DModel: config gives the shape, .sample is unwrapped
+    ours = df.FastSampler(df.UNet.from_diffusers(pipe.unet), schedule, **FP32)
     with cpu_reference():
         torch.testing.assert_close(theirs.sample(2, seed=1), ours.sample(2, seed=1), rtol=1e-4, atol=1e-4)
 
@@ -186,7 +188,7 @@ def test_from_diffusers_refuses_what_it_cannot_sample(tmp_path):
 def test_model_kinds_give_the_same_images():
     model = ConvEpsModel().eval()
     schedule = df.NoiseSchedule.linear(T)
-    expected = df.FastSampler(model, schedule, (3, 6, 6), channels_last=False).sample(2, seed=8)
+    expected = df.FastSampler(model, schedule, (3, 6, 6), channels_last=False, **FP32).sample(2, seed=8)
 
     def function(x, t):
         return model(x, t)
@@ -200,40 +202,59 @@ def test_model_kinds_give_the_same_images():
             return (self.inner(x, t),)
 
     for kind in (function, TupleModel()):
-        torch.testing.assert_close(df.FastSampler(kind, schedule, (3, 6, 6)).sample(2, seed=8), expected,
+        torch.testing.assert_close(df.FastSampler(kind, schedule, (3, 6, 6), **FP32).sample(2, seed=8), expected,
                                    rtol=1e-5, atol=1e-5)
 
 
 def test_the_model_passed_in_is_left_alone():
     model = ConvEpsModel().train()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), dtype=torch.bfloat16)
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), dtype=torch.bfloat16, compile=False)
     assert model.training and model.inp.weight.dtype == torch.float32 and model.inp.weight.requires_grad
     assert model.inp.weight.is_contiguous()
     assert sampler.model.inp.weight.dtype == torch.bfloat16 and not sampler.model.training
     images = sampler.sample(2, seed=0)
     assert images.dtype == torch.float32  # x_t stays float32 whatever the model computes in
-    fp32 = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6)).sample(2, seed=0)
+    fp32 = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), **FP32).sample(2, seed=0)
     assert (images - fp32).abs().max() < 0.1
 
 
 def test_compiled_model_matches_eager():
     model = ConvEpsModel().eval()
     schedule = df.NoiseSchedule.linear(4)
-    eager = df.FastSampler(model, schedule, (3, 6, 6), compile=False)
-    compiled = df.FastSampler(model, schedule, (3, 6, 6), compile=True)
+    eager = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
+    compiled = df.FastSampler(model, schedule, (3, 6, 6), dtype=torch.float32, compile=True)
     assert compiled.compiled
     torch.testing.assert_close(compiled.sample(2, seed=1), eager.sample(2, seed=1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
+    model = ConvEpsModel().eval()
+
+    def breaks_the_graph(x, t):
+        torch._dynamo.graph_break()
+        return model(x, t)
+
+    schedule = df.NoiseSchedule.linear(4)
+    sampler = df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="runs it eagerly"):
+        got = sampler.sample(2, seed=1)
+    assert not sampler.compiled
+    torch.testing.assert_close(got, df.FastSampler(model, schedule, (3, 6, 6), **FP32).sample(2, seed=1),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception):  # asked for explicitly, a compile failure is the caller's to see
+        df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32, compile=True).sample(2, seed=1)
 
 
 def test_sample_shape_from_the_model_config_and_defaults_on_cpu():
     sampler = df.FastSampler(tiny_unet(), df.NoiseSchedule.linear(T))
     assert sampler.sample_shape == (3, 32, 32)
-    assert sampler.device.type == "cpu" and sampler.dtype == torch.float32
-    assert sampler.channels_last and not sampler.compiled and not sampler.cuda_graphs
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert sampler.device.type == "cpu" and sampler.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert sampler.channels_last and sampler.compiled and not sampler.cuda_graphs
 
 
 def test_output_types():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 5))
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 5), **FP32)
     tensor = sampler.sample(2, seed=0)
     pixels = sampler.sample(2, seed=0, output_type="uint8")
     assert pixels.shape == (2, 6, 5, 3) and pixels.dtype == torch.uint8
@@ -244,7 +265,7 @@ def test_output_types():
 
 
 def test_the_runner_cache_is_bounded_and_reports_setup_separately():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), max_cached_graphs=2)
+    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), max_cached_graphs=2, **FP32)
     for batch in (1, 2, 3, 2):
         sampler.sample(batch, seed=0)
     assert len(sampler._runners) == 2 and [key[0] for key in sampler._runners] == [3, 2]
@@ -286,7 +307,7 @@ def test_bad_arguments_are_clear_errors():
         df.FastSampler(model, schedule, (3, 6, 6), dtype=torch.int32)
     with pytest.raises(ValueError, match="timestep_spacing"):
         df.FastSampler(model, schedule, (3, 6, 6), timestep_spacing="uniform")
-    sampler = df.FastSampler(model, schedule, (3, 6, 6))
+    sampler = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     with pytest.raises(ValueError, match="batch_size"):
         sampler.sample(-1)
     with pytest.raises(ValueError, match="output_type"):
@@ -300,7 +321,7 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="num_inference_steps"):
         sampler.sample(1, num_inference_steps=T + 1)
     with pytest.raises(ValueError, match="the model returned"):
-        df.FastSampler(lambda x, t: x[:, :1], schedule, (3, 6, 6)).sample(1, seed=0)
+        df.FastSampler(lambda x, t: x[:, :1], schedule, (3, 6, 6), **FP32).sample(1, seed=0)
 
 
 # ---------------------------------------------------------------------------------------------------- GPU
