@@ -87,8 +87,8 @@ def _add_sample_parser(commands) -> None:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
                                                          "cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    sample.add_argument("--no-compile", action="store_true", help="run the U-Net eagerly")
+                        help="the U-Net's compute dtype (auto: bfloat16 on CUDA and CPUs with native bf16, else float32)")
+    sample.add_argument("--no-compile", action="store_true", help="run each step eagerly (no torch.compile)")
     sample.add_argument("--no-cuda-graphs", action="store_true", help="launch every step instead of replaying graphs")
     sample.add_argument("--out", type=pathlib.Path, default=pathlib.Path("samples.png"),
                         help="a .png (an image grid) or a .safetensors file (float32 [N, C, H, W] under 'images')")

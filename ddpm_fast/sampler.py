@@ -130,6 +130,7 @@ class FastSampler:
         self.dtype = dtype if dtype is not None else _default_dtype(self.device)
         is_module = isinstance(model, nn.Module)
         self.channels_last = channels_last if channels_last is not None else is_module
+        self._graphs_requested = cuda_graphs
         self.cuda_graphs = cuda_graphs if cuda_graphs is not None else is_cuda
         if self.cuda_graphs and not is_cuda:
             raise ValueError(f"cuda_graphs=True needs a CUDA device; this sampler runs on {self.device}")
@@ -235,7 +236,8 @@ class FastSampler:
         clock = _Clock(self.device)
         bar = _progress_bar(progress, plan.num_steps, plan.method)
         runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
-        images = state.x.clamp(-1.0, 1.0)  # a new tensor: state.x is reused by the next call
+        # A new NCHW tensor: state.x (maybe channels-last) is reused by the next call.
+        images = state.x.clamp(-1.0, 1.0).contiguous()
         clock.stop()
         if bar is not None:
             bar.close()
@@ -272,7 +274,7 @@ class FastSampler:
         else:
             self._runners.move_to_end(key)
         if runner.graphs is not None:
-            runner.graphs.prepare(plan.num_steps)
+            self._capture(runner, plan.num_steps)
         return runner
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
@@ -284,6 +286,22 @@ class FastSampler:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
             runner.graphs = GraphedSteps(runner.step, state, per_graph)
         return runner
+
+    def _capture(self, runner: "_Runner", num_steps: int) -> None:
+        """Capture the graphs a chain of num_steps replays. Left to default, a step that cannot be captured (a model
+        that syncs with the host, say) runs without graphs, with a warning; cuda_graphs=True raises."""
+        try:
+            runner.graphs.prepare(num_steps)
+        except Exception as error:  # noqa: BLE001 — any capture failure
+            if self._graphs_requested is not None:
+                raise
+            warnings.warn(f"CUDA-graph capture failed ({type(error).__name__}: {error}); FastSampler runs the steps "
+                          "without graphs", RuntimeWarning, stacklevel=4)
+            torch.cuda.synchronize(self.device)
+            self.cuda_graphs = False
+            for cached in self._runners.values():
+                cached.graphs = None
+            runner.graphs = None
 
     def _compiled(self, core: Callable) -> Callable:
         return torch.compile(core, fullgraph=True, dynamic=False, mode=self.compile_mode)

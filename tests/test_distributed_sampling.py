@@ -25,6 +25,7 @@ from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
 
 T = 10  # training timesteps of the test checkpoints: short chains keep whole-model runs fast
 N = 5  # samples: uneven over two ranks (3 + 2)
+FP32_EAGER = ["--dtype", "float32", "--no-compile"]  # exact comparisons, and no compile time per CLI call
 
 
 def _subprocess_env():
@@ -92,7 +93,8 @@ def test_shard_bounds_errors(arguments, error, match):
 
 def _toy_sampler():
     """A sampler whose model is a cheap callable: only the step and noise kernels run."""
-    return df.FastSampler(lambda x, t: 0.1 * x, df.NoiseSchedule.linear(8), sample_shape=(2, 3, 5))
+    return df.FastSampler(lambda x, t: 0.1 * x, df.NoiseSchedule.linear(8), sample_shape=(2, 3, 5),
+                          dtype=torch.float32, compile=False)
 
 
 def test_without_a_process_group_it_is_sampler_sample():
@@ -142,7 +144,8 @@ from ddpm_fast.distributed_sampling import init_from_environment, sample_sharded
 
 rank, world_size, device = init_from_environment("cpu")
 assert (world_size, device, dist.get_backend()) == (2, torch.device("cpu"), "gloo")
-sampler = df.FastSampler(lambda x, t: 0.1 * x, df.NoiseSchedule.linear(8), sample_shape=(2, 3, 5))
+sampler = df.FastSampler(lambda x, t: 0.1 * x, df.NoiseSchedule.linear(8), sample_shape=(2, 3, 5),
+                         dtype=torch.float32, compile=False)
 torch.manual_seed(100 + rank)  # the ranks' global generators differ; a seed=None draw must still be shared
 seeds = [None, None]
 dist.all_gather_object(seeds, shared_seed(None))
@@ -189,7 +192,7 @@ def _sample(checkpoint, out, *extra):
     """`ddpm-fast sample` in this process (kernels on their torch references)."""
     with cpu_reference():
         return cli.main(["sample", "--checkpoint", str(checkpoint), "--train-timesteps", str(T),
-                         "--num-samples", str(N), "--seed", "3", "--out", str(out), *extra])
+                         "--num-samples", str(N), "--seed", "3", "--out", str(out), *FP32_EAGER, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,8 @@ def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
     assert images.dtype == torch.float32 and images.shape == (N, 3, 16, 16)
     with safe_open(str(one_process), "pt") as handle:
         assert handle.metadata()["seed"] == "3" and handle.metadata()["method"] == "ddpm"
-    sampler = df.FastSampler(df.UNet.load(checkpoint), df.NoiseSchedule.linear(T))
+    sampler = df.FastSampler(df.UNet.load(checkpoint), df.NoiseSchedule.linear(T), dtype=torch.float32,
+                             compile=False)
     with cpu_reference():
         torch.testing.assert_close(images, sampler.sample(N, seed=3), rtol=0, atol=1e-6)
 
@@ -234,7 +238,7 @@ def test_png_grid_of_one_channel_images():
 def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_process, tmp_path):
     out = tmp_path / "two.safetensors"
     result = _torchrun("-m", "ddpm_fast", "sample", "--checkpoint", str(checkpoint), "--train-timesteps", str(T),
-                       "--num-samples", str(N), "--seed", "3", "--out", str(out), cwd=tmp_path)
+                       "--num-samples", str(N), "--seed", "3", "--out", str(out), *FP32_EAGER, cwd=tmp_path)
     assert result.stdout.count("wrote") == 1 and "world size 2" in result.stdout  # rank 0 alone reports
     torch.testing.assert_close(_images(out), _images(one_process), rtol=0, atol=1e-5)
 
@@ -248,7 +252,7 @@ def test_sample_from_a_diffusers_pipeline_folder(tmp_path):
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, clip_sample=False, timestep_spacing="linspace")
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     df.UNet.from_diffusers(unet).save(tmp_path / "ours")
-    common = ["--num-samples", "3", "--seed", "1", "--method", "ddim", "--steps", "4"]
+    common = ["--num-samples", "3", "--seed", "1", "--method", "ddim", "--steps", "4", *FP32_EAGER]
     with cpu_reference():
         assert cli.main(["sample", "--diffusers", str(tmp_path / "pipe"), *common,
                          "--out", str(tmp_path / "a.safetensors")]) == 0

@@ -52,6 +52,7 @@ def test_same_seed_same_images_and_prefix_invariance():
     torch.testing.assert_close(sampler.sample(2, seed=3), five[:2], rtol=1e-5, atol=1e-5)
     assert not torch.equal(five, sampler.sample(5, seed=4))
     assert five.dtype == torch.float32 and five.abs().max() <= 1
+    assert five.is_contiguous()  # NCHW, whatever layout the model ran in
 
 
 def test_a_shard_draws_its_part_of_the_batch_noise():
@@ -395,3 +396,22 @@ def test_seeded_sample_routes_through_cuda_graphs():
     eager = sample_with_fast_sampler(model, [3, 3, 8, 8], args[0], table, torch.tensor([4], device="cuda"),
                                      cuda_graphs=False)
     torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_a_step_that_cannot_be_captured_runs_without_graphs():
+    model = ConvEpsModel().cuda()
+
+    def syncs(x, t):
+        if t[0].item() < 0:  # a host sync: illegal while a CUDA graph is being captured
+            raise AssertionError
+        return model(x, t)
+
+    schedule = df.NoiseSchedule.linear(10)
+    sampler = df.FastSampler(syncs, schedule, (3, 8, 8), dtype=torch.float32, compile=False)
+    with pytest.warns(RuntimeWarning, match="without graphs"):
+        got = sampler.sample(2, seed=0)
+    assert not sampler.cuda_graphs
+    expected = df.FastSampler(model, schedule, (3, 8, 8), dtype=torch.float32, compile=False, cuda_graphs=False,
+                              channels_last=False).sample(2, seed=0)  # the layout the function's sampler uses
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
