@@ -1,0 +1,245 @@
+"""export_onnx: a ddpm_fast / diffusers U-Net, or one whole reverse step, to an ONNX file ONNX Runtime runs.
+
+    from ddpm_fast.export import export_onnx
+    export_onnx(model, "unet.onnx", sample_shape=(3, 32, 32), schedule=schedule)            # ε-model
+    export_onnx(model, "step.onnx", sample_shape=(3, 32, 32), schedule=schedule, graph="ddpm_step")
+
+torch.onnx.export(dynamo=True) at a pinned opset. The fused GroupNorm custom op is decomposed into torch's own
+group norm first, which the exporter writes as Reshape → InstanceNormalization → Reshape → Mul → Add (the pattern
+ONNX Runtime's optimizers fuse), never as GroupNormalization-18, whose definition was wrong and which ONNX Runtime
+lacks at opset 21. The file is checked (onnx.checker, strict shape inference) and written atomically; the model's
+config, the schedule and the step's options travel in its metadata, so a sampler can be built from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from ddpm_fast import files
+from ddpm_fast.diffusion import check_choice, check_positive_float
+from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.kernels.group_norm import group_norm_act_reference
+from ddpm_fast.schedule import NoiseSchedule
+from ddpm_fast.unet import UNet
+
+from .step_graphs import DDIMStepGraph, DDPMStepGraph, ModelGraph
+
+OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
+GRAPHS = ("model", "ddpm_step", "ddim_step")
+DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+METADATA_KEY = "ddpm_fast"  # one JSON document in the model's metadata_props
+MAX_BATCH = 1 << 16
+
+# Inputs and outputs of each graph, in order (see step_graphs.py).
+INPUT_NAMES = {
+    "model": ("sample", "timestep"),
+    "ddpm_step": ("sample", "timestep", "noise"),
+    "ddim_step": ("sample", "timestep", "prev_timestep", "noise"),
+}
+OUTPUT_NAMES = {"model": ("model_output",), "ddpm_step": ("prev_sample",), "ddim_step": ("prev_sample",)}
+
+
+def export_onnx(
+    model: Union[nn.Module, str, os.PathLike],
+    path: Union[str, os.PathLike],
+    sample_shape: Optional[tuple[int, int, int]] = None,
+    *,
+    graph: str = "model",
+    schedule: Optional[NoiseSchedule] = None,
+    prediction_type: str = "epsilon",
+    variance_type: str = "fixed_small",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    eta: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    dynamic_spatial: Optional[bool] = None,
+    opset: int = OPSET,
+) -> pathlib.Path:
+    """Write `model` (our UNet, a diffusers UNet2DModel, a UNet.save folder or a diffusers model/pipeline folder) as
+    ONNX to `path`; returns the path.
+
+    graph: "model" — inputs sample [B, C, H, W] (dtype) and timestep [B] int64, output model_output (what the model
+        predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
+        (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
+        schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
+        int64 (-1 ends the chain) and bakes eta.
+    dtype: float32 or float16 weights (a step graph still takes and returns float32 x_t).
+    dynamic_spatial: H and W dynamic too (multiples of the U-Net's downsampling factor); default on for our UNet.
+    schedule: needed by the step graphs; for "model" it is stored in the metadata when given (a diffusers pipeline
+        folder brings its own).
+    """
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
+    if dtype not in DTYPES:
+        raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    check_choice("variance_type", variance_type, VARIANCE_TYPES)
+    clip_sample_range = check_positive_float("clip_sample_range", clip_sample_range)
+    eta = check_positive_float("eta", eta, allow_zero=True)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < OPSET:
+        raise ValueError(f"opset must be an int >= {OPSET}, got {opset!r}")
+    unet, source_schedule = _as_unet(model)
+    schedule = schedule if schedule is not None else source_schedule
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+    if graph != "model" and schedule is None:
+        raise ValueError(f"graph={graph!r} bakes the schedule into the file: pass schedule=")
+    sample_shape = _sample_shape(unet, sample_shape)
+    factor = _spatial_factor(unet)
+    if dynamic_spatial is None:
+        dynamic_spatial = factor is not None
+    if dynamic_spatial and factor is None:
+        raise ValueError("dynamic_spatial=True needs our UNet (its downsampling factor fixes the allowed sizes)")
+    if dynamic_spatial and (sample_shape[1] % factor or sample_shape[2] % factor):
+        raise ValueError(f"sample_shape {sample_shape}: H and W must be multiples of {factor}")
+
+    unet = _export_copy(unet, dtype)
+    module = _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, clip_sample,
+                           clip_sample_range, eta)
+    example = _example_inputs(graph, sample_shape, dtype)
+    program = _export_program(module, example, graph, dynamic_spatial, factor)
+    onnx_program = torch.onnx.export(program, example, dynamo=True, opset_version=opset,
+                                     input_names=list(INPUT_NAMES[graph]), output_names=list(OUTPUT_NAMES[graph]),
+                                     verbose=False)
+    proto = onnx_program.model_proto
+    metadata = {
+        "format": 1, "graph": graph, "opset": opset, "dtype": DTYPES[dtype], "sample_shape": list(sample_shape),
+        "dynamic_spatial": bool(dynamic_spatial), "spatial_factor": factor,
+        "unet_config": unet.config.to_dict() if isinstance(unet, UNet) else None,
+        "schedule": {"name": schedule.name, "betas": schedule.betas.tolist()} if schedule is not None else None,
+        "prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": bool(clip_sample),
+        "clip_sample_range": clip_sample_range, "eta": eta,
+        "inputs": list(INPUT_NAMES[graph]), "outputs": list(OUTPUT_NAMES[graph]),
+    }
+    _set_metadata(proto, metadata)
+    check_model(proto)
+    path = pathlib.Path(path)
+    files.atomic_write_bytes(path, proto.SerializeToString())
+    return path
+
+
+def read_metadata(proto) -> dict[str, Any]:
+    """The ddpm_fast metadata of a loaded ModelProto (ValueError when the file was not written by export_onnx)."""
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    raise ValueError("this ONNX file carries no ddpm_fast metadata (it was not written by export_onnx)")
+
+
+def check_model(proto) -> None:
+    """onnx.checker (full) and strict shape inference; no GroupNormalization node."""
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    group_norms = [node.name for node in proto.graph.node if node.op_type == "GroupNormalization"]
+    if group_norms:
+        raise RuntimeError(f"export produced GroupNormalization nodes {group_norms[:3]}; expected the "
+                           "InstanceNormalization decomposition")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_unet(model) -> tuple[nn.Module, Optional[NoiseSchedule]]:
+    """(the model, a schedule it brings). Folders: a UNet.save checkpoint, a diffusers UNet2DModel folder or a
+    DDPMPipeline folder (whose scheduler gives the schedule). A diffusers UNet2DModel becomes our UNet."""
+    if isinstance(model, (str, os.PathLike)):
+        folder = pathlib.Path(model)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such model folder")
+        meta_file = folder / "config.json"
+        if meta_file.exists() and files.read_json(meta_file).get("format") == "ddpm_fast.UNet":
+            return UNet.load(folder), None
+        if (folder / "scheduler" / "scheduler_config.json").exists():
+            from ddpm_fast.diffusers_pipeline import sampler_arguments_from_diffusers
+
+            arguments = sampler_arguments_from_diffusers(folder)
+            return arguments["model"], arguments["schedule"]
+        return UNet.from_diffusers(folder), None
+    if isinstance(model, UNet):
+        return model, None
+    if type(model).__name__ == "UNet2DModel" and hasattr(model, "config"):
+        return UNet.from_diffusers(model), None
+    if isinstance(model, nn.Module):
+        return model, None
+    raise TypeError(f"model must be an nn.Module or a model folder, got {type(model).__name__}")
+
+
+def _sample_shape(model: nn.Module, sample_shape) -> tuple[int, int, int]:
+    if sample_shape is None and isinstance(model, UNet):
+        size = model.config.sample_size
+        sample_shape = (model.config.in_channels, size, size)
+    if not (isinstance(sample_shape, (tuple, list)) and len(sample_shape) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sample_shape)):
+        raise ValueError(f"sample_shape must be (C, H, W) of positive ints, got {sample_shape!r}")
+    return tuple(sample_shape)  # type: ignore[return-value]
+
+
+def _spatial_factor(model: nn.Module) -> Optional[int]:
+    """What H and W must be multiples of: 2 per downsampling level of our UNet (None for other models)."""
+    if not isinstance(model, UNet):
+        return None
+    return 2 ** (len(model.config.block_out_channels) - 1)
+
+
+def _export_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A CPU copy in `dtype`, eval mode, NCHW (the exporter traces on the CPU; the file is device-neutral)."""
+    import copy
+
+    model = copy.deepcopy(model).to(device="cpu", dtype=dtype, memory_format=torch.contiguous_format)
+    return model.eval().requires_grad_(False)
+
+
+def _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, clip_sample, clip_sample_range,
+                  eta) -> nn.Module:
+    if graph == "model":
+        return ModelGraph(unet).eval()
+    if graph == "ddpm_step":
+        return DDPMStepGraph(unet, schedule, dtype, prediction_type, variance_type, clip_sample,
+                             clip_sample_range).eval()
+    return DDIMStepGraph(unet, schedule, dtype, prediction_type, eta, clip_sample, clip_sample_range).eval()
+
+
+def _example_inputs(graph: str, sample_shape: tuple[int, int, int], dtype: torch.dtype) -> tuple:
+    batch = 2  # not 1: torch.export specialises a dimension of size 1
+    x = torch.randn(batch, *sample_shape)
+    t = torch.tensor([1, 2], dtype=torch.int64)
+    if graph == "model":
+        return (x.to(dtype), t)
+    if graph == "ddpm_step":
+        return (x, t, torch.randn_like(x))
+    return (x, t, torch.tensor([0, -1], dtype=torch.int64), torch.randn_like(x))
+
+
+def _export_program(module: nn.Module, example: tuple, graph: str, dynamic_spatial: bool, factor: Optional[int]):
+    """torch.export with a dynamic batch (and H, W), then the fused GroupNorm op replaced by its torch reference."""
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    image = {0: batch}
+    if dynamic_spatial:
+        height, width = Dim("height_blocks", min=1, max=4096), Dim("width_blocks", min=1, max=4096)
+        image = {0: batch, 2: factor * height, 3: factor * width}
+    shapes = {"model": (image, {0: batch}), "ddpm_step": (image, {0: batch}, image),
+              "ddim_step": (image, {0: batch}, {0: batch}, image)}[graph]
+    with torch.no_grad():
+        program = torch.export.export(module, example, dynamic_shapes=shapes)
+    return program.run_decompositions({torch.ops.ddpm_fast.group_norm_act.default: group_norm_act_reference})
+
+
+def _set_metadata(proto, metadata: dict) -> None:
+    entry = next((prop for prop in proto.metadata_props if prop.key == METADATA_KEY), None)
+    if entry is None:
+        entry = proto.metadata_props.add()
+        entry.key = METADATA_KEY
+    entry.value = json.dumps(metadata)
+    proto.doc_string = ("ddpm_fast export: inputs " + ", ".join(metadata["inputs"]) + "; outputs "
+                        + ", ".join(metadata["outputs"]) + f" ({metadata['graph']} graph, {metadata['dtype']})")
