@@ -5,5 +5,6 @@
 """
 
 from .onnx_export import GRAPHS, OPSET, export_onnx, read_metadata
+from .onnx_sampler import OnnxSampler
 
-__all__ = ["GRAPHS", "OPSET", "export_onnx", "read_metadata"]
+__all__ = ["GRAPHS", "OPSET", "OnnxSampler", "export_onnx", "read_metadata"]

@@ -1,0 +1,276 @@
+"""OnnxSampler: the sampling loop in ONNX Runtime, from an export_onnx file alone.
+
+    sampler = OnnxSampler("step.onnx")                  # schedule and options from the file's metadata
+    images = sampler.sample(16, seed=0)                 # float32 [16, C, H, W] in [-1, 1], like FastSampler's
+
+A step graph runs the whole reverse step in ONNX Runtime (T calls of one graph); a model graph runs the U-Net there
+and the fused update in torch. Noise is drawn exactly as FastSampler draws it — Philox keyed by (seed, sample, step)
+with seed=, torch.randn in order with generator= — so both samplers give the same images from the same noise.
+
+With the CUDA provider every tensor stays on the GPU: inputs and outputs are bound to fixed torch buffers (I/O
+binding), ONNX Runtime runs on torch's current stream, and `cuda_graph=True` lets it replay a captured CUDA graph.
+Otherwise the CPU provider runs it, through the same bindings to CPU buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ddpm_fast.diffusion import seed_tensor
+from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.kernels.philox import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.sampling_plan import build_plan
+from ddpm_fast.schedule import NoiseSchedule
+
+from .onnx_export import METADATA_KEY
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+_TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int64)": torch.int64}
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class OnnxSampler:
+    """Sample with an ONNX file written by `export_onnx`.
+
+    schedule: overrides the schedule stored in the file (required when the file has none).
+    providers: ONNX Runtime providers; default the CUDA provider when onnxruntime has it and torch sees a GPU,
+        else the CPU provider.
+    cuda_graph: let the CUDA provider capture and replay the graph (static shapes: one batch size per sampler).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], schedule: Optional[NoiseSchedule] = None,
+                 providers: Optional[Sequence] = None, *, cuda_graph: bool = False, device_id: int = 0):
+        import onnxruntime as ort
+
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX file")
+        if providers is None:
+            providers = [CUDA, CPU] if CUDA in ort.get_available_providers() and torch.cuda.is_available() else [CPU]
+        providers = [self._with_options(p, cuda_graph, device_id) for p in providers]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+            raise ValueError(f"{path}: not a loadable ONNX model ({type(error).__name__}: {error})") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(f"{path}: no ddpm_fast metadata (export the model with ddpm_fast.export.export_onnx)")
+        self.metadata = json.loads(raw)
+        self.path = path
+        self.graph = self.metadata["graph"]
+        self.sample_shape = tuple(self.metadata["sample_shape"])
+        if schedule is None:
+            stored = self.metadata.get("schedule")
+            if stored is None:
+                raise ValueError(f"{path} stores no schedule: pass schedule=")
+            schedule = NoiseSchedule.from_betas(stored["betas"])
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.uses_cuda = self.session.get_providers()[0] == CUDA
+        self.device = torch.device("cuda", device_id) if self.uses_cuda else torch.device("cpu")
+        self.cuda_graph = bool(cuda_graph) and self.uses_cuda
+        self.inputs = {node.name: node for node in self.session.get_inputs()}
+        self.outputs = [node.name for node in self.session.get_outputs()]
+        self._buffers: dict[int, dict[str, torch.Tensor]] = {}
+
+    @staticmethod
+    def _with_options(provider, cuda_graph: bool, device_id: int):
+        if provider != CUDA:
+            return provider
+        options = {"device_id": str(device_id)}
+        if torch.cuda.is_available():  # run on torch's stream: no cross-stream syncs around the bound buffers
+            options["user_compute_stream"] = str(torch.cuda.current_stream(device_id).cuda_stream)
+        if cuda_graph:
+            options["enable_cuda_graph"] = "1"
+        return (CUDA, options)
+
+    # ------------------------------------------------------------------------------------------------- running
+
+    def run(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """One call of the graph on torch tensors (checked against the graph's inputs), returning its output."""
+        self._check_inputs(inputs)
+        batch, *spatial = inputs["sample"].shape[0], *inputs["sample"].shape[2:]
+        buffers = self._bind(batch, tuple(spatial))
+        for name, value in inputs.items():
+            buffers[name].copy_(value)
+        self._run(buffers)
+        return buffers[self.outputs[0]].clone()
+
+    def _check_inputs(self, inputs: dict) -> None:
+        missing, unknown = set(self.inputs) - set(inputs), set(inputs) - set(self.inputs)
+        if missing or unknown:
+            raise ValueError(f"{self.graph} graph inputs are {', '.join(self.inputs)}; missing "
+                             f"{sorted(missing) or 'none'}, unknown {sorted(unknown) or 'none'}")
+        batch = inputs["sample"].shape[0] if isinstance(inputs["sample"], torch.Tensor) else None
+        for name, node in self.inputs.items():
+            value = inputs[name]
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if value.dtype != _TORCH[node.type]:
+                raise TypeError(f"{name} must have dtype {_TORCH[node.type]}, got {value.dtype}")
+            if value.dim() != len(node.shape) or value.shape[0] != batch:
+                raise ValueError(f"{name} must have {len(node.shape)} dimensions and the batch size {batch} of "
+                                 f"sample, got shape {tuple(value.shape)}")
+            for axis, (size, expected) in enumerate(zip(value.shape, node.shape)):
+                if isinstance(expected, int) and size != expected:
+                    raise ValueError(f"{name} must have size {expected} in dimension {axis}, got {tuple(value.shape)}")
+        self._check_spatial(tuple(inputs["sample"].shape[2:]))
+
+    def _check_spatial(self, spatial: tuple[int, int]) -> None:
+        factor = self.metadata.get("spatial_factor") or 1
+        if not self.metadata.get("dynamic_spatial") and spatial != self.sample_shape[1:]:
+            raise ValueError(f"this file takes {self.sample_shape[1]}x{self.sample_shape[2]} images, got "
+                             f"{spatial[0]}x{spatial[1]}")
+        if spatial[0] % factor or spatial[1] % factor:
+            raise ValueError(f"image height and width must be multiples of {factor}, got {spatial[0]}x{spatial[1]}")
+
+    def _bind(self, batch: int, spatial: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Fixed torch buffers for every input and output at this batch size, bound once (ORT's CUDA graph needs
+        the same addresses on every run)."""
+        key = (batch, spatial)
+        buffers = self._buffers.get(key)
+        if buffers is not None:
+            return buffers
+        if self.cuda_graph and self._buffers:
+            raise ValueError("cuda_graph=True captures one shape: make another OnnxSampler for another batch size")
+        channels = self.sample_shape[0]
+        buffers = {}
+        for node in self.session.get_inputs():
+            shape = (batch,) if node.type == "tensor(int64)" else (batch, channels, *spatial)
+            buffers[node.name] = torch.zeros(shape, dtype=_TORCH[node.type], device=self.device)
+        for node in self.session.get_outputs():
+            out_channels = node.shape[1] if isinstance(node.shape[1], int) else channels
+            buffers[node.name] = torch.zeros((batch, out_channels, *spatial), dtype=_TORCH[node.type],
+                                             device=self.device)
+        binding = self.session.io_binding()
+        device_type = "cuda" if self.uses_cuda else "cpu"
+        index = self.device.index or 0
+        for node in self.session.get_inputs():
+            tensor = buffers[node.name]
+            binding.bind_input(node.name, device_type, index, _NUMPY[node.type], tuple(tensor.shape), tensor.data_ptr())
+        for node in self.session.get_outputs():
+            tensor = buffers[node.name]
+            binding.bind_output(node.name, device_type, index, _NUMPY[node.type], tuple(tensor.shape),
+                                tensor.data_ptr())
+        buffers["_binding"] = binding  # type: ignore[assignment]
+        self._buffers[key] = buffers
+        return buffers
+
+    def _run(self, buffers: dict) -> None:
+        self.session.run_with_iobinding(buffers["_binding"])
+
+    # ------------------------------------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
+               generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
+               method: Optional[str] = None, eta: Optional[float] = None, sample_offset: int = 0,
+               progress: bool = False) -> torch.Tensor:
+        """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
+        (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
+
+        method: "ddpm" or "ddim"; a step graph fixes it (a DDPM step graph runs the full chain only; a DDIM one any
+        num_inference_steps with its baked eta). A model graph runs either, with the update in torch.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if seed is not None and generator is not None:
+            raise ValueError("pass seed= or generator=, not both")
+        method, eta = self._method(method, eta, num_inference_steps)
+        plan = build_plan(self.schedule, method, num_inference_steps, "linspace")
+        shape = (batch_size, *self.sample_shape)
+        key = None if generator is not None else seed_tensor(seed, self.device)
+        buffers = self._bind(batch_size, self.sample_shape[1:])
+        x = torch.empty(shape, device=self.device)
+        if key is not None:
+            starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+            x.copy_(torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False))
+        else:
+            x.copy_(_randn(shape, generator, self.device))
+        steps = plan.num_steps
+        model_t = plan.model_timesteps[:steps].to(self.device)
+        kernel_t = plan.kernel_steps[:steps].to(self.device)
+        prev_t = plan.prev_timesteps[:steps].to(self.device)
+        table = plan.table.to(self.device)
+        alphas = self.schedule.alphas_cumprod.to(self.device)
+        bar = _progress_bar(progress, steps)
+        for i in range(steps):
+            t = model_t[i].expand(batch_size)
+            noise_t = kernel_t[i] if method == "ddpm" else model_t[i]  # the step index FastSampler keys z by
+            z = self._noise(shape, key, generator, noise_t.expand(batch_size), sample_offset, last=i == steps - 1)
+            if self.graph == "model":
+                x = self._model_step(buffers, x, t, kernel_t[i].expand(batch_size), prev_t[i].expand(batch_size), z,
+                                     table, alphas, method, eta)
+            else:
+                buffers["sample"].copy_(x)
+                buffers["timestep"].copy_(t)
+                buffers["noise"].copy_(z)
+                if self.graph == "ddim_step":
+                    buffers["prev_timestep"].copy_(prev_t[i].expand(batch_size))
+                self._run(buffers)
+                x.copy_(buffers["prev_sample"])
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return x.clamp(-1.0, 1.0)
+
+    def _method(self, method: Optional[str], eta: Optional[float], num_inference_steps: Optional[int]):
+        fixed = {"ddpm_step": "ddpm", "ddim_step": "ddim"}.get(self.graph)
+        if fixed is not None:
+            if method not in (None, fixed):
+                raise ValueError(f"this file is a {self.graph} graph: method={method!r} is not available")
+            if eta is not None and fixed == "ddim" and eta != self.metadata["eta"]:
+                raise ValueError(f"this DDIM step graph bakes eta={self.metadata['eta']}; export again for eta={eta}")
+            if fixed == "ddpm" and num_inference_steps not in (None, self.schedule.num_timesteps):
+                raise ValueError("a DDPM step graph bakes the full chain's coefficients: num_inference_steps must be "
+                                 "None (export a model graph to sample respaced chains)")
+            method = fixed
+        method = method or "ddpm"
+        eta = float(self.metadata["eta"] if self.graph == "ddim_step" else (eta or 0.0))
+        if method == "ddpm" and eta:
+            raise ValueError("eta applies to method='ddim' only")
+        return method, eta
+
+    def _noise(self, shape, key, generator, step, sample_offset: int, last: bool) -> torch.Tensor:
+        """z of one step: the Philox noise the fused kernels draw, or the generator's next draw (none after the
+        last step, which adds no noise)."""
+        if key is not None:
+            return torch.ops.ddpm_fast.philox_normal(key, step.contiguous(), list(shape), sample_offset,
+                                                     STREAM_REVERSE_STEP, False)
+        if last:
+            return torch.zeros(shape, device=self.device)
+        return _randn(shape, generator, self.device)
+
+    def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta) -> torch.Tensor:
+        buffers["sample"].copy_(x)
+        buffers["timestep"].copy_(t)
+        self._run(buffers)
+        output = buffers["model_output"]
+        prediction = PREDICTION_TYPES[self.metadata["prediction_type"]]
+        clip, clip_range = self.metadata["clip_sample"], self.metadata["clip_sample_range"]
+        if method == "ddpm":
+            return torch.ops.ddpm_fast.p_step(output, kernel_t.contiguous(), x, table, z, None, 0, prediction,
+                                              VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range)
+        return torch.ops.ddpm_fast.ddim_step(output, t.contiguous(), prev_t.contiguous(), x, alphas, z, None, 0,
+                                             prediction, eta, clip, clip_range)
+
+
+def _randn(shape, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator,
+                       device=generator.device if generator is not None else device).to(device)
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="onnx steps", unit="step")
