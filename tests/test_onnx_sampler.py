@@ -1,0 +1,179 @@
+"""OnnxSampler: the ONNX Runtime loop equals FastSampler on the same noise (every graph kind, seed= and generator=),
+what each graph can sample, and clear errors for bad files and bad inputs. CPU provider; CUDA marked `gpu`.
+
+Each export of the tiny U-Net costs ~20 s, so the files are exported once per module.
+"""
+
+import onnx
+import pytest
+import torch
+
+import ddpm_fast as df
+from ddpm_fast.export import OnnxSampler, export_onnx
+from ddpm_fast.export.onnx_export import METADATA_KEY
+from ddpm_fast.kernels import cpu_reference
+
+T = 20
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return df.UNet.from_preset("tiny", sample_size=SIZE).eval()
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return df.NoiseSchedule.cosine(T)
+
+
+@pytest.fixture(scope="module")
+def exported(unet, schedule, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    options = dict(schedule=schedule, prediction_type="v_prediction", clip_sample=True)
+    return {
+        "model": export_onnx(unet, folder / "model.onnx", graph="model", **options),
+        "ddpm_step": export_onnx(unet, folder / "ddpm.onnx", graph="ddpm_step", variance_type="fixed_large",
+                                 **options),
+        "ddim_step": export_onnx(unet, folder / "ddim.onnx", graph="ddim_step", eta=0.5, **options),
+    }
+
+
+def fast_sampler(unet, schedule, graph):
+    variance = "fixed_large" if graph == "ddpm_step" else "fixed_small"
+    return df.FastSampler(unet, schedule, prediction_type="v_prediction", clip_sample=True, variance_type=variance,
+                          dtype=torch.float32, compile=False)
+
+
+CASES = [("model", "ddpm", None, 0.0), ("model", "ddpm", 6, 0.0), ("model", "ddim", 5, 0.0),
+         ("ddpm_step", "ddpm", None, 0.0), ("ddim_step", "ddim", 5, 0.5), ("ddim_step", "ddim", None, 0.5)]
+
+
+@pytest.mark.parametrize("graph,method,steps,eta", CASES)
+@pytest.mark.parametrize("noise", ["seed", "generator"])
+def test_onnx_sampler_equals_fast_sampler(exported, unet, schedule, graph, method, steps, eta, noise):
+    onnx_sampler = OnnxSampler(exported[graph])
+    fast = fast_sampler(unet, schedule, graph)
+    kwargs = dict(method=method, num_inference_steps=steps, eta=eta)
+    with cpu_reference():
+        if noise == "seed":
+            got, expected = onnx_sampler.sample(3, seed=4, **kwargs), fast.sample(3, seed=4, **kwargs)
+        else:
+            got = onnx_sampler.sample(3, generator=torch.Generator().manual_seed(4), **kwargs)
+            expected = fast.sample(3, generator=torch.Generator().manual_seed(4), **kwargs)
+    assert got.shape == (3, 3, SIZE, SIZE) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_schedule_and_options_come_from_the_file(exported, schedule):
+    sampler = OnnxSampler(exported["ddpm_step"])
+    assert torch.equal(sampler.schedule.betas, schedule.betas)
+    assert sampler.sample_shape == (3, SIZE, SIZE) and sampler.graph == "ddpm_step"
+    assert sampler.device.type == "cpu" and not sampler.cuda_graph
+    assert sampler.metadata["variance_type"] == "fixed_large"
+
+
+def test_run_calls_the_graph_once_and_checks_its_inputs(exported, unet):
+    sampler = OnnxSampler(exported["model"])
+    x, t = torch.randn(2, 3, 8, 24), torch.tensor([0, 19])  # another resolution: the file's H and W are dynamic
+    with cpu_reference():
+        expected = unet(x, t)
+    torch.testing.assert_close(sampler.run(sample=x, timestep=t), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="timestep must have dtype torch.int64"):
+        sampler.run(sample=x, timestep=t.float())
+    with pytest.raises(TypeError, match="sample must have dtype torch.float32"):
+        sampler.run(sample=x.double(), timestep=t)
+    with pytest.raises(ValueError, match="sample must have size 3 in dimension 1"):
+        sampler.run(sample=torch.randn(2, 4, 8, 8), timestep=t)
+    with pytest.raises(ValueError, match="batch size"):
+        sampler.run(sample=x, timestep=torch.tensor([1]))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        sampler.run(sample=torch.randn(2, 3, 10, 8), timestep=t)
+    with pytest.raises(ValueError, match="missing"):
+        sampler.run(sample=x)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        sampler.run(sample=x, timestep=[0, 1])
+
+
+def test_what_each_graph_cannot_sample_is_a_clear_error(exported):
+    ddpm = OnnxSampler(exported["ddpm_step"])
+    with pytest.raises(ValueError, match="full chain"):
+        ddpm.sample(1, seed=0, num_inference_steps=5)
+    with pytest.raises(ValueError, match="method"):
+        ddpm.sample(1, seed=0, method="ddim")
+    with pytest.raises(ValueError, match="bakes eta"):
+        OnnxSampler(exported["ddim_step"]).sample(1, seed=0, eta=0.0)
+    model = OnnxSampler(exported["model"])
+    with pytest.raises(ValueError, match="eta"):
+        model.sample(1, seed=0, eta=0.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="not both"):
+        model.sample(1, seed=0, generator=torch.Generator())
+
+
+def _rewrite_metadata(source, target, change):
+    proto = onnx.load(source)
+    props = {p.key: p.value for p in proto.metadata_props}
+    del proto.metadata_props[:]
+    for key, value in change(props).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, target)
+    return target
+
+
+def test_bad_files_are_clear_errors(exported, schedule, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OnnxSampler(tmp_path / "missing.onnx")
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="notes.onnx: not a loadable ONNX model"):
+        OnnxSampler(text)
+    data = exported["model"].read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.onnx: not a loadable ONNX model"):
+        OnnxSampler(truncated)
+    bare = _rewrite_metadata(exported["model"], tmp_path / "bare.onnx", lambda props: {})
+    with pytest.raises(ValueError, match="no ddpm_fast metadata"):
+        OnnxSampler(bare)
+
+    import json
+
+    def without_schedule(props):
+        metadata = json.loads(props[METADATA_KEY])
+        metadata["schedule"] = None
+        return {METADATA_KEY: json.dumps(metadata)}
+
+    unscheduled = _rewrite_metadata(exported["model"], tmp_path / "unscheduled.onnx", without_schedule)
+    with pytest.raises(ValueError, match="stores no schedule"):
+        OnnxSampler(unscheduled)
+    assert OnnxSampler(unscheduled, schedule=schedule).schedule is schedule
+    with pytest.raises(TypeError, match="schedule"):
+        OnnxSampler(unscheduled, schedule="cosine")
+
+
+# ---------------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", ["model", "ddpm_step", "ddim_step"])
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_provider_with_io_binding_equals_fast_sampler(exported, unet, schedule, graph, cuda_graph):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    sampler = OnnxSampler(exported[graph], cuda_graph=cuda_graph)
+    assert sampler.uses_cuda and sampler.device.type == "cuda"
+    method = "ddim" if graph == "ddim_step" else "ddpm"
+    eta = 0.5 if graph == "ddim_step" else 0.0
+    fast = df.FastSampler(unet.cuda(), schedule, prediction_type="v_prediction", clip_sample=True,
+                          variance_type="fixed_large" if graph == "ddpm_step" else "fixed_small",
+                          dtype=torch.float32, compile=False, cuda_graphs=False, channels_last=False)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        got = sampler.sample(4, seed=2, method=method, eta=eta)
+        expected = fast.sample(4, seed=2, method=method, eta=eta)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
