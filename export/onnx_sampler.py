@@ -57,6 +57,9 @@ class OnnxSampler:
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+            if _uses_contrib_ops(path):
+                raise ValueError(f"{path} uses ONNX Runtime's CUDA contrib ops (GroupNorm, NhwcConv): run it with "
+                                 f"the CUDAExecutionProvider, or export without contrib_ops") from None
             raise ValueError(f"{path}: not a loadable ONNX model ({type(error).__name__}: {error})") from None
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
@@ -261,6 +264,17 @@ class OnnxSampler:
                                               VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range)
         return torch.ops.ddpm_fast.ddim_step(output, t.contiguous(), prev_t.contiguous(), x, alphas, z, None, 0,
                                              prediction, eta, clip, clip_range)
+
+
+def _uses_contrib_ops(path: pathlib.Path) -> bool:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 — not ONNX at all: the caller's message says so
+        return False
+    raw = {prop.key: prop.value for prop in proto.metadata_props}.get(METADATA_KEY)
+    return bool(raw) and bool(json.loads(raw).get("contrib_ops"))
 
 
 def _randn(shape, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:

@@ -177,3 +177,37 @@ def test_cuda_provider_with_io_binding_equals_fast_sampler(exported, unet, sched
         got = sampler.sample(4, seed=2, method=method, eta=eta)
         expected = fast.sample(4, seed=2, method=method, eta=eta)
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_contrib_op_fusion_rewrites_every_group_norm(exported, tmp_path):
+    import json
+
+    from ddpm_fast.export.contrib_ops import fuse_contrib_ops
+    from ddpm_fast.export.onnx_export import read_metadata
+
+    standard = onnx.load(exported["model"])
+    norms = sum(node.op_type == "InstanceNormalization" for node in standard.graph.node)
+    counts = fuse_contrib_ops(exported["model"], tmp_path / "contrib.onnx")
+    fused = onnx.load(tmp_path / "contrib.onnx")
+    assert counts["GroupNorm"] + counts["SkipGroupNorm"] == norms > 0
+    assert not any(node.op_type in ("InstanceNormalization", "GroupNormalization") for node in fused.graph.node)
+    assert read_metadata(fused)["contrib_ops"] is True
+    with pytest.raises(ValueError, match="CUDAExecutionProvider"):  # the contrib kernels are CUDA-only
+        OnnxSampler(tmp_path / "contrib.onnx", providers=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="already"):
+        fuse_contrib_ops(tmp_path / "contrib.onnx", tmp_path / "again.onnx")
+    assert json.loads({p.key: p.value for p in fused.metadata_props}["ddpm_fast"])["graph"] == "model"
+
+
+@pytest.mark.gpu
+def test_contrib_ops_on_the_cuda_provider_equal_the_standard_graph(exported, tmp_path):
+    import onnxruntime as ort
+
+    from ddpm_fast.export.contrib_ops import fuse_contrib_ops
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    fuse_contrib_ops(exported["ddpm_step"], tmp_path / "contrib.onnx")
+    got = OnnxSampler(tmp_path / "contrib.onnx").sample(2, seed=1)
+    expected = OnnxSampler(exported["ddpm_step"]).sample(2, seed=1)
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
