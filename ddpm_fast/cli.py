@@ -2,6 +2,7 @@
 
     ddpm-fast sample --checkpoint ckpt/ --num-samples 64 --out grid.png
     torchrun --nproc_per_node 4 -m ddpm_fast sample --diffusers ddpm-cifar10-32/ --out samples.safetensors
+    ddpm-fast export --diffusers ddpm-cifar10-32/ --graph ddpm_step --out step.onnx
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_SUFFIXES = (".png", ".safetensors")
+EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)
+EXPORT_DTYPES = ("float32", "float16")
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
 
@@ -52,7 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=int, default=0)
     _add_sample_parser(commands)
+    _add_export_parser(commands)
     return parser
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser, diffusers_help: str) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
+                        help="a UNet.save folder (config.json + model.safetensors)")
+    source.add_argument("--diffusers", type=pathlib.Path, metavar="DIR", help=diffusers_help)
+
+
+def _add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the model predicts and how the DDPM step uses it: None (not given) leaves a pipeline's own setting."""
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
+                        help="what the model predicts (default epsilon, or the pipeline's)")
+    parser.add_argument("--variance-type", choices=VARIANCE_TYPES, default=None,
+                        help="σ_t of the DDPM step (default fixed_small, or the pipeline's)")
+    parser.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="clamp the predicted x0 to [-1, 1] (default off, or the pipeline's)")
 
 
 def _add_sample_parser(commands) -> None:
@@ -62,21 +83,12 @@ def _add_sample_parser(commands) -> None:
                     "safetensors tensor. Under `torchrun --nproc_per_node N -m ddpm_fast sample ...` the batch is "
                     "split across the ranks (NCCL on GPUs, gloo on CPU) and rank 0 writes the whole of it: the "
                     "same samples as one process draws.")
-    source = sample.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
-                        help="a UNet.save folder (config.json + model.safetensors)")
-    source.add_argument("--diffusers", type=pathlib.Path, metavar="DIR",
-                        help="a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
+    _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
     sample.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="the training schedule of a --checkpoint model (default linear)")
     sample.add_argument("--train-timesteps", type=_positive_int, default=None,
                         help="T of a --checkpoint model's schedule (default 1000)")
-    sample.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
-                        help="what the model predicts (default epsilon, or the pipeline's)")
-    sample.add_argument("--variance-type", choices=VARIANCE_TYPES, default=None,
-                        help="σ_t of the DDPM step (default fixed_small, or the pipeline's)")
-    sample.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=None,
-                        help="clamp the predicted x0 to [-1, 1] (default off, or the pipeline's)")
+    _add_step_option_arguments(sample)
     sample.add_argument("--num-samples", type=_positive_int, default=16)
     sample.add_argument("--seed", type=_seed, default=0,
                         help="the noise key; sample i draws the same noise at any batch size or world size")
@@ -95,6 +107,33 @@ def _add_sample_parser(commands) -> None:
     sample.add_argument("--progress", action="store_true", help="show a progress bar of the steps (rank 0)")
 
 
+def _add_export_parser(commands) -> None:
+    export = commands.add_parser(
+        "export", help="write the U-Net, or one whole reverse step, as an ONNX file",
+        description="Export a UNet checkpoint or a diffusers model to ONNX (opset 18, dynamic batch and, unless "
+                    "--static-spatial, dynamic H and W in multiples of the U-Net's downsampling factor). --graph "
+                    "model: inputs sample [B, C, H, W] and timestep [B] int64, output model_output. ddpm_step: "
+                    "inputs sample (x_t), timestep, noise (float32), output prev_sample (x_{t-1}), the schedule "
+                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). The model's config, the "
+                    "schedule and the step options travel in the file's metadata.")
+    _add_source_arguments(export, "a DDPMPipeline folder (unet/ + scheduler/: its scheduler config sets the schedule "
+                                  "and the step options) or a UNet2DModel folder (config.json + weights)")
+    export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
+                        help="the ONNX file to write (atomically: an existing file is replaced whole)")
+    export.add_argument("--graph", choices=EXPORT_GRAPHS, default="model",
+                        help="model: the U-Net alone; ddpm_step / ddim_step: one reverse step (default model)")
+    export.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="the training schedule (default: a --diffusers pipeline's, else linear)")
+    export.add_argument("--train-timesteps", type=_positive_int, default=None,
+                        help="T of the schedule given by --schedule (default 1000)")
+    _add_step_option_arguments(export)
+    export.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
+    export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
+                        help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
+    export.add_argument("--static-spatial", action="store_true",
+                        help="fix H and W at the model's sample size (the batch stays dynamic)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -109,7 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as error:  # bad paths or options: a message, not a traceback
             print(f"ddpm-fast sample: error: {error}", file=sys.stderr)
             return 1
+    elif args.command == "export":
+        _check_export_arguments(parser, args)
+        try:
+            return _run_export(args)
+        except (ValueError, FileNotFoundError) as error:  # bad folders or options, as for sample
+            print(f"ddpm-fast export: error: {error}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pathlib.Path:
+    folder = args.checkpoint if args.checkpoint is not None else args.diffusers
+    flag = "--checkpoint" if args.checkpoint is not None else "--diffusers"
+    if not folder.is_dir():
+        parser.error(f"{flag} {folder}: no such folder")
+    return folder
 
 
 # ------------------------------------------------------------------------------------------------------ sample
@@ -117,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Path and option checks that need no model: they fail at once, on every rank alike."""
-    folder = args.checkpoint if args.checkpoint is not None else args.diffusers
-    flag = "--checkpoint" if args.checkpoint is not None else "--diffusers"
-    if not folder.is_dir():
-        parser.error(f"{flag} {folder}: no such folder")
+    _check_source_folder(parser, args)
     if args.diffusers is not None and (args.schedule is not None or args.train_timesteps is not None):
         parser.error("--schedule and --train-timesteps apply to --checkpoint; a --diffusers pipeline's scheduler "
                      "config sets its schedule")
@@ -175,14 +226,19 @@ def _build_sampler(args: argparse.Namespace, device):
         overrides = {name: value for name, value in step_options.items() if value is not None}
         return FastSampler.from_diffusers(args.diffusers, **options, **overrides)
 
-    from .schedule import NoiseSchedule
     from .unet import UNet
 
     model = UNet.load(args.checkpoint)
-    schedule = getattr(NoiseSchedule, args.schedule or "linear")(args.train_timesteps or 1000)
-    return FastSampler(model, schedule, prediction_type=args.prediction_type or "epsilon",
+    return FastSampler(model, _schedule_from_arguments(args), prediction_type=args.prediction_type or "epsilon",
                        variance_type=args.variance_type or "fixed_small", clip_sample=bool(args.clip_sample),
                        **options)
+
+
+def _schedule_from_arguments(args: argparse.Namespace):
+    """The NoiseSchedule that --schedule / --train-timesteps name (linear, T = 1000 where one is left out)."""
+    from .schedule import NoiseSchedule
+
+    return getattr(NoiseSchedule, args.schedule or "linear")(args.train_timesteps or 1000)
 
 
 def _metadata(args: argparse.Namespace) -> dict[str, str]:
@@ -220,6 +276,44 @@ def _png_grid(images) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+
+def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    folder = _check_source_folder(parser, args)
+    if args.out.suffix.lower() != ".onnx":
+        parser.error(f"--out {args.out}: expected a .onnx path")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out}: is a folder; expected a file path")
+    if args.graph != "ddim_step" and args.eta != 0.0:
+        parser.error("--eta applies to --graph ddim_step only")
+    own_schedule = args.schedule is not None or args.train_timesteps is not None
+    if (args.diffusers is not None and args.graph != "model" and not own_schedule
+            and not (folder / "scheduler" / "scheduler_config.json").is_file()):
+        parser.error(f"--graph {args.graph} bakes a schedule into the file: --diffusers {folder} has no "
+                     "scheduler/scheduler_config.json (not a DDPMPipeline folder); pass --schedule")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export import export_onnx
+    from .export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
+
+    # A checkpoint holds no schedule: --schedule's (linear by default). A pipeline folder brings its own, which
+    # --schedule / --train-timesteps override; so does every step-option flag given.
+    own_schedule = args.checkpoint is not None or args.schedule is not None or args.train_timesteps is not None
+    path = export_onnx(
+        args.checkpoint if args.checkpoint is not None else args.diffusers, args.out, graph=args.graph,
+        schedule=_schedule_from_arguments(args) if own_schedule else None, prediction_type=args.prediction_type,
+        variance_type=args.variance_type, clip_sample=args.clip_sample, eta=args.eta,
+        dtype=getattr(torch, args.dtype), dynamic_spatial=False if args.static_spatial else None)
+    spatial = "static H, W" if args.static_spatial else "dynamic H, W"
+    print(f"wrote {path}: {args.graph} graph ({', '.join(INPUT_NAMES[args.graph])} -> "
+          f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

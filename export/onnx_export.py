@@ -35,6 +35,9 @@ GRAPHS = ("model", "ddpm_step", "ddim_step")
 DTYPES = {torch.float32: "float32", torch.float16: "float16"}
 METADATA_KEY = "ddpm_fast"  # one JSON document in the model's metadata_props
 MAX_BATCH = 1 << 16
+# The step options when neither the call nor the source (a diffusers pipeline folder's scheduler) sets them.
+DEFAULT_OPTIONS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
+                   "clip_sample_range": 1.0}
 
 # Inputs and outputs of each graph, in order (see step_graphs.py).
 INPUT_NAMES = {
@@ -52,10 +55,10 @@ def export_onnx(
     *,
     graph: str = "model",
     schedule: Optional[NoiseSchedule] = None,
-    prediction_type: str = "epsilon",
-    variance_type: str = "fixed_small",
-    clip_sample: bool = False,
-    clip_sample_range: float = 1.0,
+    prediction_type: Optional[str] = None,
+    variance_type: Optional[str] = None,
+    clip_sample: Optional[bool] = None,
+    clip_sample_range: Optional[float] = None,
     eta: float = 0.0,
     dtype: torch.dtype = torch.float32,
     dynamic_spatial: Optional[bool] = None,
@@ -73,19 +76,25 @@ def export_onnx(
     dynamic_spatial: H and W dynamic too (multiples of the U-Net's downsampling factor); default on for our UNet.
     schedule: needed by the step graphs; for "model" it is stored in the metadata when given (a diffusers pipeline
         folder brings its own).
+    prediction_type, variance_type, clip_sample, clip_sample_range: None takes a diffusers pipeline folder's scheduler
+        config, else "epsilon", "fixed_small", False, 1.0 (DEFAULT_OPTIONS); a value given here overrides the folder's.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
     if dtype not in DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    check_choice("variance_type", variance_type, VARIANCE_TYPES)
-    clip_sample_range = check_positive_float("clip_sample_range", clip_sample_range)
+    given = {"prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": clip_sample,
+             "clip_sample_range": clip_sample_range}
+    _check_options(given)
     eta = check_positive_float("eta", eta, allow_zero=True)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < OPSET:
         raise ValueError(f"opset must be an int >= {OPSET}, got {opset!r}")
-    unet, source_schedule = _as_unet(model)
-    schedule = schedule if schedule is not None else source_schedule
+    unet, source = _as_unet(model)
+    schedule = schedule if schedule is not None else source.get("schedule")
+    options = {**DEFAULT_OPTIONS, **{name: source[name] for name in DEFAULT_OPTIONS if name in source},
+               **{name: value for name, value in given.items() if value is not None}}
+    prediction_type, variance_type = options["prediction_type"], options["variance_type"]
+    clip_sample, clip_sample_range = bool(options["clip_sample"]), float(options["clip_sample_range"])
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
     if graph != "model" and schedule is None:
@@ -148,28 +157,40 @@ def check_model(proto) -> None:
 # helpers
 
 
-def _as_unet(model) -> tuple[nn.Module, Optional[NoiseSchedule]]:
-    """(the model, a schedule it brings). Folders: a UNet.save checkpoint, a diffusers UNet2DModel folder or a
-    DDPMPipeline folder (whose scheduler gives the schedule). A diffusers UNet2DModel becomes our UNet."""
+def _check_options(options: dict) -> None:
+    """The step options that are set (not None): a known prediction/variance type, a positive clip range."""
+    for name, choices in (("prediction_type", PREDICTION_TYPES), ("variance_type", VARIANCE_TYPES)):
+        if options[name] is not None:
+            check_choice(name, options[name], choices)
+    if options["clip_sample"] is not None and not isinstance(options["clip_sample"], bool):
+        raise TypeError(f"clip_sample must be a bool, got {options['clip_sample']!r}")
+    if options["clip_sample_range"] is not None:
+        check_positive_float("clip_sample_range", options["clip_sample_range"])
+
+
+def _as_unet(model) -> tuple[nn.Module, dict[str, Any]]:
+    """(the model, what its source brings: a schedule and step options). Folders: a UNet.save checkpoint, a diffusers
+    UNet2DModel folder or a DDPMPipeline folder (whose scheduler config gives the schedule, prediction_type,
+    variance_type, clip_sample and clip_sample_range). A diffusers UNet2DModel becomes our UNet."""
     if isinstance(model, (str, os.PathLike)):
         folder = pathlib.Path(model)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such model folder")
         meta_file = folder / "config.json"
         if meta_file.exists() and files.read_json(meta_file).get("format") == "ddpm_fast.UNet":
-            return UNet.load(folder), None
+            return UNet.load(folder), {}
         if (folder / "scheduler" / "scheduler_config.json").exists():
             from ddpm_fast.diffusers_pipeline import sampler_arguments_from_diffusers
 
             arguments = sampler_arguments_from_diffusers(folder)
-            return arguments["model"], arguments["schedule"]
-        return UNet.from_diffusers(folder), None
+            return arguments["model"], {name: arguments[name] for name in ("schedule", *DEFAULT_OPTIONS)}
+        return UNet.from_diffusers(folder), {}
     if isinstance(model, UNet):
-        return model, None
+        return model, {}
     if type(model).__name__ == "UNet2DModel" and hasattr(model, "config"):
-        return UNet.from_diffusers(model), None
+        return UNet.from_diffusers(model), {}
     if isinstance(model, nn.Module):
-        return model, None
+        return model, {}
     raise TypeError(f"model must be an nn.Module or a model folder, got {type(model).__name__}")
 
 
