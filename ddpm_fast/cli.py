@@ -132,6 +132,9 @@ def _add_export_parser(commands) -> None:
                         help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
     export.add_argument("--static-spatial", action="store_true",
                         help="fix H and W at the model's sample size (the batch stays dynamic)")
+    export.add_argument("--contrib-ops", action="store_true",
+                        help="use ONNX Runtime's NHWC CUDA contrib ops (GroupNorm, SkipGroupNorm, NhwcConv): a file "
+                             "for the CUDA provider only")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,8 +312,11 @@ def _run_export(args: argparse.Namespace) -> int:
         args.checkpoint if args.checkpoint is not None else args.diffusers, args.out, graph=args.graph,
         schedule=_schedule_from_arguments(args) if own_schedule else None, prediction_type=args.prediction_type,
         variance_type=args.variance_type, clip_sample=args.clip_sample, eta=args.eta,
-        dtype=getattr(torch, args.dtype), dynamic_spatial=False if args.static_spatial else None)
+        dtype=getattr(torch, args.dtype), dynamic_spatial=False if args.static_spatial else None,
+        contrib_ops=args.contrib_ops)
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"
+    if args.contrib_ops:
+        spatial += ", CUDA contrib ops"
     print(f"wrote {path}: {args.graph} graph ({', '.join(INPUT_NAMES[args.graph])} -> "
           f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}", flush=True)
     return 0

@@ -63,6 +63,7 @@ def export_onnx(
     dtype: torch.dtype = torch.float32,
     dynamic_spatial: Optional[bool] = None,
     opset: int = OPSET,
+    contrib_ops: bool = False,
 ) -> pathlib.Path:
     """Write `model` (our UNet, a diffusers UNet2DModel, a UNet.save folder or a diffusers model/pipeline folder) as
     ONNX to `path`; returns the path.
@@ -76,6 +77,8 @@ def export_onnx(
     dynamic_spatial: H and W dynamic too (multiples of the U-Net's downsampling factor); default on for our UNet.
     schedule: needed by the step graphs; for "model" it is stored in the metadata when given (a diffusers pipeline
         folder brings its own).
+    contrib_ops: rewrite the GroupNorms and convolutions into ONNX Runtime's NHWC CUDA contrib ops (com.microsoft
+        GroupNorm / SkipGroupNorm, NhwcConv; see contrib_ops.py): a file for the CUDA provider only.
     prediction_type, variance_type, clip_sample, clip_sample_range: None takes a diffusers pipeline folder's scheduler
         config, else "epsilon", "fixed_small", False, 1.0 (DEFAULT_OPTIONS); a value given here overrides the folder's.
     """
@@ -129,7 +132,17 @@ def export_onnx(
     _set_metadata(proto, metadata)
     check_model(proto)
     path = pathlib.Path(path)
-    files.atomic_write_bytes(path, proto.SerializeToString())
+    if not contrib_ops:
+        files.atomic_write_bytes(path, proto.SerializeToString())
+        return path
+    from .contrib_ops import fuse_contrib_ops
+
+    standard = path.with_name(f".{path.name}.standard.onnx")  # the fusion reads a file; never left behind
+    try:
+        files.atomic_write_bytes(standard, proto.SerializeToString())
+        fuse_contrib_ops(standard, path)
+    finally:
+        standard.unlink(missing_ok=True)
     return path
 
 

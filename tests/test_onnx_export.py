@@ -478,8 +478,10 @@ def test_cli_flags_become_export_arguments(tmp_path, captured_export, capsys):
                      "--schedule", "cosine", "--train-timesteps", "20", "--variance-type", "fixed_large"]) == 0
     _, _, kwargs = captured_export[-1]
     assert kwargs["schedule"].name == "cosine" and kwargs["schedule"].num_timesteps == 20
-    assert kwargs["variance_type"] == "fixed_large"
+    assert kwargs["variance_type"] == "fixed_large" and kwargs["contrib_ops"] is False
     assert "ddpm_step graph (sample, timestep, noise -> prev_sample)" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", out, "--contrib-ops"]) == 0
+    assert captured_export[-1][2]["contrib_ops"] is True and "CUDA contrib ops" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("arguments, match", [
