@@ -25,8 +25,12 @@ def render(results: dict) -> str:
     kernel_rows = []
     unet_rows = []
     sampling = []
+    onnx = []
     for bench in results.get("benchmarks", []):
         info = bench.get("extra_info", {})
+        if info.get("kind") == "onnx_runtime":
+            onnx.append(info)
+            continue
         if info.get("kind") == "unet_forward":
             unet_rows.append(_unet_row(info))
             continue
@@ -61,6 +65,8 @@ def render(results: dict) -> str:
         ] + [row for rows in unet_rows for row in rows]
     if sampling:
         lines += _sampling_tables(sorted(sampling, key=lambda info: (info["preset"], info["batch"])))
+    if onnx:
+        lines += _onnx_tables(sorted(onnx, key=lambda info: (info["device"], info["batch"], info["preset"])))
     return "\n".join(lines) + "\n"
 
 
@@ -125,6 +131,107 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
         notes.append("- checked before timing (fp32, same noise, tiny model): "
                      + ", ".join(f"{name} {error:.1e}" for name, error in parity.items()))
     return lines + [""] + notes
+
+
+def _onnx_tables(infos: list[dict]) -> list[str]:
+    """ONNX Runtime vs PyTorch: a summary row per case, then every method's figures, then the notes."""
+    first = infos[0]
+    total = first["num_timesteps"]
+    lines = [
+        "",
+        f"ONNX Runtime vs PyTorch sampling: images/s for a {total}-step chain. Every method samples the same "
+        f"{first['steps_timed']}-step linear schedule (a DDPM step graph bakes its chain), the whole sample() call "
+        f"timed after a warm-up chain (median of {first['repeats']} runs, round-robin); images/s = batch / "
+        f"({total} x seconds per step). Setup (export, ORT session, compile, graph capture) is not in any timing. "
+        "FastSampler / ORT > 1 means FastSampler is faster; \"best runs\": the same ratio over each method's fastest "
+        "run (on a loaded shared CPU, torch's runs vary far more than ORT's).",
+        "",
+        "| model | batch | steps | naive img/s | PyTorch eager img/s | FastSampler img/s | best ORT img/s | "
+        "FastSampler / best ORT | best runs | PyTorch eager / best ORT | goals |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for info in infos:
+        ips = info["images_per_s"]
+        best = info.get("best_ort")
+        best_cell = f"{_rate(ips[best])} ({best})" if best else "unavailable"
+        fast_over = f"{info['fast_over'][best]:.2f}x" if best else "-"
+        best_runs = f"{info['fast_over_best_runs'][best]:.2f}x" if best and "fast_over_best_runs" in info else "-"
+        eager_over = f"{info['torch_eager_over'][best]:.2f}x" if best else "-"
+        goals = _goals(info.get("goals", {}))
+        if info.get("goals_unmeasured"):
+            goals = "; ".join(([] if goals == "-" else [goals]) +
+                              [f"unmeasured: {goal}" for goal in info["goals_unmeasured"]])
+        lines.append(
+            f"| {_model(info)} | {info['batch']} | {info['steps_timed']} | {_rate(ips['naive'])} | "
+            f"{_rate(ips['torch_eager'])} | {_rate(ips['fast'])} | {best_cell} | {fast_over} | {best_runs} | "
+            f"{eager_over} | {goals} |"
+        )
+    lines += [
+        "",
+        "| model | batch | method | runtime | ms/step | img/s | best-run img/s | vs naive | vs PyTorch eager | "
+        "FastSampler / this | setup s |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for info in infos:
+        fast_over = info.get("fast_over") or {}
+        for name, seconds in info["seconds_per_step"].items():
+            options = info["options"].get(name, {})
+            runtime = _ort_options(options) if "provider" in options else "PyTorch: " + _options(options)
+            ratio = f"{fast_over[name]:.2f}x" if name in fast_over else "-"
+            best_run = (info.get("best_images_per_s") or {}).get(name)
+            lines.append(
+                f"| {_model(info)} | {info['batch']} | {name} | {runtime} | {seconds * 1e3:.3f} | "
+                f"{_rate(info['images_per_s'][name])} | {_rate(best_run) if best_run else '-'} | "
+                f"{info['speedup_vs_naive'][name]:.2f}x | "
+                f"{info['speedup_vs_torch_eager'][name]:.2f}x | {ratio} | {info['setup_seconds'][name]:.1f} |"
+            )
+        case = f"{_model(info)}, batch {info['batch']}"
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in (info.get("unavailable") or {}).items():
+            by_reason.setdefault(reason, []).append(name)
+        for reason, names in by_reason.items():
+            notes.append(f"- {case}, {', '.join(names)}: {reason}")
+        exports = info.get("exports") or {}
+        if exports:
+            notes.append(f"- {case}, ONNX files: " + ", ".join(
+                f"{name} ({'reused, ' if used.get('reused') else ''}{used['seconds']:.1f} s to "
+                f"{'fuse' if used.get('fuse_contrib_ops') else 'export'}, {used['mb']:.1f} MiB)"
+                for name, used in exports.items()))
+        parity = info.get("parity") or {}
+        if parity:
+            notes.append(f"- {case}, checked before timing (same torch noise, tolerance "
+                         f"{info.get('parity_tolerance', 0):g} where asserted): "
+                         + ", ".join(f"{name} {error:.1e}" for name, error in parity.items()))
+        load = info.get("load_average") or {}
+        if load:
+            notes.append(f"- {case}, load average (1 min) before / after: {load['before'][0]:.2f} / "
+                         f"{load['after'][0]:.2f}")
+        if info.get("note"):
+            notes.append(f"- {case}: {info['note']}")
+    notes.append(f"- onnxruntime {first.get('onnxruntime')}, available providers: "
+                 f"{', '.join(first.get('providers') or [])}; CUDA provider with a GPU: "
+                 f"{'yes' if first.get('cuda_provider_usable') else 'no'}; torch threads {first.get('torch_threads')}, "
+                 f"ORT intra-op threads {first.get('ort_intra_op_threads')}")
+    return lines + [""] + notes
+
+
+def _model(info: dict) -> str:
+    params = info.get("parameters")
+    size = "x".join(map(str, info["sample_shape"][1:]))
+    return f"{info['preset']} {size}" + (f" ({params / 1e6:.1f}M)" if params else "")
+
+
+def _ort_options(options: dict) -> str:
+    parts = [f"ORT {str(options.get('provider', '?')).replace('ExecutionProvider', '')}",
+             str(options.get("dtype", "?")), f"{options.get('graph', '?')} graph"]
+    if options.get("cuda_graph"):
+        parts.append("CUDA graph")
+    if options.get("io_binding"):
+        parts.append("I/O binding")
+    if str(options.get("file", "")).endswith("-contrib.onnx"):
+        parts.append("contrib ops")
+    return ", ".join(parts)
 
 
 def _rate(value: float) -> str:
