@@ -14,6 +14,7 @@ Otherwise the CPU provider runs it, through the same bindings to CPU buffers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -42,10 +43,12 @@ class OnnxSampler:
     providers: ONNX Runtime providers; default the CUDA provider when onnxruntime has it and torch sees a GPU,
         else the CPU provider.
     cuda_graph: let the CUDA provider capture and replay the graph (static shapes: one batch size per sampler).
+    session_options: an onnxruntime.SessionOptions (threads, optimisation level, ...).
     """
 
     def __init__(self, path: Union[str, os.PathLike], schedule: Optional[NoiseSchedule] = None,
-                 providers: Optional[Sequence] = None, *, cuda_graph: bool = False, device_id: int = 0):
+                 providers: Optional[Sequence] = None, *, cuda_graph: bool = False, device_id: int = 0,
+                 session_options=None):
         import onnxruntime as ort
 
         path = pathlib.Path(path)
@@ -53,9 +56,12 @@ class OnnxSampler:
             raise FileNotFoundError(f"{path}: no such ONNX file")
         if providers is None:
             providers = [CUDA, CPU] if CUDA in ort.get_available_providers() and torch.cuda.is_available() else [CPU]
-        providers = [self._with_options(p, cuda_graph, device_id) for p in providers]
+        # ONNX Runtime and torch share one side stream: no cross-stream syncs around the bound buffers, and a CUDA
+        # graph can be captured (never on the legacy default stream, whose handle is 0).
+        self.stream = torch.cuda.Stream(device_id) if CUDA in providers and torch.cuda.is_available() else None
+        providers = [self._with_options(p, cuda_graph, device_id, self.stream) for p in providers]
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
             if _uses_contrib_ops(path):
                 raise ValueError(f"{path} uses ONNX Runtime's CUDA contrib ops (GroupNorm, NhwcConv): run it with "
@@ -84,12 +90,12 @@ class OnnxSampler:
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     @staticmethod
-    def _with_options(provider, cuda_graph: bool, device_id: int):
+    def _with_options(provider, cuda_graph: bool, device_id: int, stream):
         if provider != CUDA:
             return provider
         options = {"device_id": str(device_id)}
-        if torch.cuda.is_available():  # run on torch's stream: no cross-stream syncs around the bound buffers
-            options["user_compute_stream"] = str(torch.cuda.current_stream(device_id).cuda_stream)
+        if stream is not None:
+            options["user_compute_stream"] = str(stream.cuda_stream)
         if cuda_graph:
             options["enable_cuda_graph"] = "1"
         return (CUDA, options)
@@ -98,6 +104,10 @@ class OnnxSampler:
 
     def run(self, **inputs: torch.Tensor) -> torch.Tensor:
         """One call of the graph on torch tensors (checked against the graph's inputs), returning its output."""
+        with self._on_stream():
+            return self._handed_over(self._run_once(inputs))
+
+    def _run_once(self, inputs: dict) -> torch.Tensor:
         self._check_inputs(inputs)
         batch, *spatial = inputs["sample"].shape[0], *inputs["sample"].shape[2:]
         buffers = self._bind(batch, tuple(spatial))
@@ -171,6 +181,24 @@ class OnnxSampler:
 
     # ------------------------------------------------------------------------------------------------ sampling
 
+    @contextlib.contextmanager
+    def _on_stream(self):
+        """Run torch's side of the loop on the stream ONNX Runtime uses, after what the caller already queued."""
+        if self.stream is None:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        with torch.cuda.stream(self.stream):
+            yield
+
+    def _handed_over(self, result: torch.Tensor) -> torch.Tensor:
+        """Make the caller's stream wait for `result`, which was made on the sampler's stream."""
+        if self.stream is not None:
+            caller = torch.cuda.current_stream(self.stream.device)
+            caller.wait_stream(self.stream)
+            result.record_stream(caller)  # the allocator must not reuse it while the caller's work is queued
+        return result
+
     @torch.no_grad()
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
@@ -182,6 +210,11 @@ class OnnxSampler:
         method: "ddpm" or "ddim"; a step graph fixes it (a DDPM step graph runs the full chain only; a DDIM one any
         num_inference_steps with its baked eta). A model graph runs either, with the update in torch.
         """
+        with self._on_stream():
+            return self._handed_over(self._sample(batch_size, seed, generator, num_inference_steps, method, eta,
+                                                  sample_offset, progress))
+
+    def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if seed is not None and generator is not None:
