@@ -12,9 +12,12 @@ with no host sync. x_t stays float32 between steps. On a CPU the same API runs t
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
+import itertools
 import os
 import time
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -31,7 +34,7 @@ from .schedule import NoiseSchedule
 from .timesteps import SPACINGS
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
-AUTO = "auto"
+_RUNNER_IDS = itertools.count()
 
 
 @dataclass
@@ -49,7 +52,7 @@ class SamplingReport:
 
     @property
     def sampling_seconds(self) -> float:
-        if self._seconds is None:  # CUDA events: read on first use, so sample() itself never waits for the GPU
+        if self._seconds is None:  # CUDA events: read on first use, so the report adds no wait of its own
             self._end.synchronize()
             self._seconds = self._start.elapsed_time(self._end) / 1e3
         return self._seconds
@@ -147,6 +150,9 @@ class FastSampler:
         self._denoise = _denoiser(self.model, self.dtype)
         self._compile_requested = compile
         self.compiled = compile if compile is not None else True
+        if compile_mode in ("reduce-overhead", "max-autotune") and self.cuda_graphs:
+            raise ValueError(f"compile_mode={compile_mode!r} makes inductor capture CUDA graphs of its own inside "
+                             "FastSampler's; use 'max-autotune-no-cudagraphs' or cuda_graphs=False")
         self.compile_mode = compile_mode
         self._chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
         self._runners: collections.OrderedDict[tuple, _Runner] = collections.OrderedDict()
@@ -211,6 +217,14 @@ class FastSampler:
                      output_type: str = "tensor", sample_offset: int = 0):
         """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
         (None: torch's global generator on the sampler's device) in a reference loop's order."""
+        with self._on_device():
+            return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+
+    def _on_device(self):
+        """Streams, graph pools, events and syncs act on the current CUDA device: make it the sampler's."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset):
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
             self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, _seconds=0.0)
@@ -252,12 +266,15 @@ class FastSampler:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         eta = check_positive_float("eta", eta, allow_zero=True)
+        if method == "ddpm" and eta != 0.0:
+            raise ValueError("eta applies to method='ddim' only")
         sample_offset = _check_offset(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
                               self.clip_sample_range, eta, "philox", sample_offset)
         start = time.perf_counter()
-        self._runner(batch_size, options, plan)
+        with self._on_device():
+            self._runner(batch_size, options, plan)
         return time.perf_counter() - start
 
     # ------------------------------------------------------------------------------------------------ internals
@@ -304,7 +321,11 @@ class FastSampler:
             runner.graphs = None
 
     def _compiled(self, core: Callable) -> Callable:
-        return torch.compile(core, fullgraph=True, dynamic=False, mode=self.compile_mode)
+        # dynamo keeps its compiled entries on the code object, at most 8 per object; every runner's core shares one,
+        # so several batch sizes would exhaust it. A copy of the code object per runner gives each its own cache.
+        code = core.__code__.replace(co_name=f"{core.__code__.co_name}_{next(_RUNNER_IDS)}")
+        own = types.FunctionType(code, core.__globals__, code.co_name, core.__defaults__, core.__closure__)
+        return torch.compile(own, fullgraph=True, dynamic=False, mode=self.compile_mode)
 
     def _check_compiles(self, runner: "_Runner", eager_core: Callable) -> None:
         """Run one step now (step 0, on the zero-filled buffers): a model that fails shows it here, not mid-run.

@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ddpm_fast.diffusion import seed_tensor
+from ddpm_fast.diffusion import check_positive_float, check_sample_offset, seed_tensor
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels.philox import STREAM_INITIAL, STREAM_REVERSE_STEP
 from ddpm_fast.sampling_plan import build_plan
@@ -56,10 +56,15 @@ class OnnxSampler:
             raise FileNotFoundError(f"{path}: no such ONNX file")
         if providers is None:
             providers = [CUDA, CPU] if CUDA in ort.get_available_providers() and torch.cuda.is_available() else [CPU]
+        providers = [(p, {}) if isinstance(p, str) else (p[0], dict(p[1])) for p in providers]
+        cuda_options = next((options for name, options in providers if name == CUDA), None)
+        if cuda_options is not None:
+            device_id = int(cuda_options.get("device_id", device_id))
         # ONNX Runtime and torch share one side stream: no cross-stream syncs around the bound buffers, and a CUDA
         # graph can be captured (never on the legacy default stream, whose handle is 0).
-        self.stream = torch.cuda.Stream(device_id) if CUDA in providers and torch.cuda.is_available() else None
-        providers = [self._with_options(p, cuda_graph, device_id, self.stream) for p in providers]
+        self.stream = torch.cuda.Stream(device_id) if cuda_options is not None and torch.cuda.is_available() else None
+        providers = [self._with_options(name, options, cuda_graph, device_id, self.stream)
+                     for name, options in providers]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
@@ -81,8 +86,19 @@ class OnnxSampler:
             schedule = NoiseSchedule.from_betas(stored["betas"])
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+        stored = self.metadata.get("schedule")
+        if self.graph != "model" and stored is not None and not torch.equal(
+                schedule.betas, torch.tensor(stored["betas"], dtype=torch.float64)):
+            raise ValueError(f"{path} is a {self.graph} graph with its schedule baked in; schedule= must be that "
+                             "schedule (export again to sample another)")
         self.schedule = schedule
         self.uses_cuda = self.session.get_providers()[0] == CUDA
+        if not self.uses_cuda:  # ONNX Runtime fell back to the CPU (a CUDA provider that failed to load)
+            self.stream = None
+        # Without this, the CUDA provider synchronises the host with its stream after every run (every step).
+        self._run_options = ort.RunOptions()
+        if self.uses_cuda:
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self.device = torch.device("cuda", device_id) if self.uses_cuda else torch.device("cpu")
         self.cuda_graph = bool(cuda_graph) and self.uses_cuda
         self.inputs = {node.name: node for node in self.session.get_inputs()}
@@ -90,10 +106,10 @@ class OnnxSampler:
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     @staticmethod
-    def _with_options(provider, cuda_graph: bool, device_id: int, stream):
+    def _with_options(provider: str, options: dict, cuda_graph: bool, device_id: int, stream):
         if provider != CUDA:
-            return provider
-        options = {"device_id": str(device_id)}
+            return (provider, options) if options else provider
+        options = {**options, "device_id": str(device_id)}
         if stream is not None:
             options["user_compute_stream"] = str(stream.cuda_stream)
         if cuda_graph:
@@ -104,8 +120,10 @@ class OnnxSampler:
 
     def run(self, **inputs: torch.Tensor) -> torch.Tensor:
         """One call of the graph on torch tensors (checked against the graph's inputs), returning its output."""
-        with self._on_stream():
-            return self._handed_over(self._run_once(inputs))
+        result: list = []
+        with self._on_stream(result):
+            result.append(self._run_once(inputs))
+        return result[0]
 
     def _run_once(self, inputs: dict) -> torch.Tensor:
         self._check_inputs(inputs)
@@ -177,27 +195,24 @@ class OnnxSampler:
         return buffers
 
     def _run(self, buffers: dict) -> None:
-        self.session.run_with_iobinding(buffers["_binding"])
+        self.session.run_with_iobinding(buffers["_binding"], self._run_options)
 
     # ------------------------------------------------------------------------------------------------ sampling
 
     @contextlib.contextmanager
-    def _on_stream(self):
-        """Run torch's side of the loop on the stream ONNX Runtime uses, after what the caller already queued."""
+    def _on_stream(self, result: list):
+        """Run torch's side of the loop on the stream ONNX Runtime uses, after what the caller already queued; then
+        make the caller's stream wait for the result (result[0], set inside the block)."""
         if self.stream is None:
             yield
             return
-        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        caller = torch.cuda.current_stream(self.stream.device)
+        self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
             yield
-
-    def _handed_over(self, result: torch.Tensor) -> torch.Tensor:
-        """Make the caller's stream wait for `result`, which was made on the sampler's stream."""
-        if self.stream is not None:
-            caller = torch.cuda.current_stream(self.stream.device)
-            caller.wait_stream(self.stream)
-            result.record_stream(caller)  # the allocator must not reuse it while the caller's work is queued
-        return result
+        caller.wait_stream(self.stream)
+        if result:
+            result[0].record_stream(caller)  # the allocator must not reuse it while the caller's work is queued
 
     @torch.no_grad()
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
@@ -210,15 +225,24 @@ class OnnxSampler:
         method: "ddpm" or "ddim"; a step graph fixes it (a DDPM step graph runs the full chain only; a DDIM one any
         num_inference_steps with its baked eta). A model graph runs either, with the update in torch.
         """
-        with self._on_stream():
-            return self._handed_over(self._sample(batch_size, seed, generator, num_inference_steps, method, eta,
-                                                  sample_offset, progress))
+        result: list = []
+        with self._on_stream(result):
+            result.append(self._sample(batch_size, seed, generator, num_inference_steps, method, eta, sample_offset,
+                                       progress))
+        return result[0]
 
     def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if seed is not None and generator is not None:
             raise ValueError("pass seed= or generator=, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if eta is not None:
+            eta = check_positive_float("eta", eta, allow_zero=True)
+        sample_offset = check_sample_offset(sample_offset)
+        if sample_offset + batch_size > 2**31:
+            raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
         method, eta = self._method(method, eta, num_inference_steps)
         plan = build_plan(self.schedule, method, num_inference_steps, "linspace")
         shape = (batch_size, *self.sample_shape)

@@ -111,6 +111,14 @@ def test_what_each_graph_cannot_sample_is_a_clear_error(exported):
         model.sample(0)
     with pytest.raises(ValueError, match="not both"):
         model.sample(1, seed=0, generator=torch.Generator())
+    with pytest.raises(TypeError, match="generator"):
+        model.sample(1, generator=3)
+    with pytest.raises(ValueError, match="eta"):
+        model.sample(1, seed=0, method="ddim", eta=-1.0)
+    with pytest.raises(ValueError, match="sample_offset"):
+        model.sample(2, seed=0, sample_offset=2**31 - 1)
+    with pytest.raises(ValueError, match="schedule baked in"):
+        OnnxSampler(exported["ddpm_step"], schedule=df.NoiseSchedule.linear(T))
 
 
 def _rewrite_metadata(source, target, change):

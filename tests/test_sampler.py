@@ -321,6 +321,10 @@ def test_bad_arguments_are_clear_errors():
         sampler.sample(1, method="plms")
     with pytest.raises(ValueError, match="num_inference_steps"):
         sampler.sample(1, num_inference_steps=T + 1)
+    with pytest.raises(ValueError, match="eta"):
+        sampler.warm_up(1, eta=0.5)
+    with pytest.raises(ValueError, match="sample_offset"):
+        sampler.sample(2, seed=0, sample_offset=2**31 - 1)
     with pytest.raises(ValueError, match="the model returned"):
         df.FastSampler(lambda x, t: x[:, :1], schedule, (3, 6, 6), **FP32).sample(1, seed=0)
 
