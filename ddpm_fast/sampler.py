@@ -204,13 +204,18 @@ class FastSampler:
             raise ValueError("pass seed= or generator=, not both")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
+        key = None if generator is not None else seed_tensor(seed, self.device)
+        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+
+    def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
+                      sample_offset: int) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
         if method == "ddpm" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
         sample_offset = _check_offset(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
-        key = None if generator is not None else seed_tensor(seed, self.device)
-        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+        return plan, eta, sample_offset
 
     def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
                      generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
@@ -265,11 +270,7 @@ class FastSampler:
         (0 when already cached). sample() does this itself on first use."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        eta = check_positive_float("eta", eta, allow_zero=True)
-        if method == "ddpm" and eta != 0.0:
-            raise ValueError("eta applies to method='ddim' only")
-        sample_offset = _check_offset(sample_offset, batch_size)
-        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
+        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
                               self.clip_sample_range, eta, "philox", sample_offset)
         start = time.perf_counter()
