@@ -132,6 +132,14 @@ def check_sample_offset(sample_offset: object) -> int:
     return sample_offset
 
 
+def check_sample_range(sample_offset: object, batch_size: int) -> int:
+    """sample_offset, checked so that every global sample index offset + i (a 31-bit Philox counter word) fits."""
+    sample_offset = check_sample_offset(sample_offset)
+    if sample_offset + batch_size > 2**31:
+        raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
+    return sample_offset
+
+
 def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.distributed as dist
 
-from .diffusion import check_sample_offset
+from .diffusion import check_sample_offset, check_sample_range
 
 SEED_LIMIT = 2**62  # as FastSampler's own key draws; within the seed's [0, 2**63) range
 _OWNED_GROUP = False  # whether init_from_environment created the process group (teardown destroys only that one)
@@ -79,7 +79,7 @@ def sample_sharded(sampler: Any, num_samples: int, seed: Optional[int] = None, *
     seed = shared_seed(seed, sampler.device)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     start, stop = shard_bounds(num_samples, rank, world_size)
-    check_sample_offset(sample_offset + max(num_samples - 1, 0))  # the last global index, on every rank alike
+    check_sample_range(sample_offset, num_samples)  # the last global index, on every rank alike
     shard = sampler.sample(stop - start, seed=seed, sample_offset=sample_offset + start, **sample_kwargs)
     gathered = gather_shards(shard, num_samples)
     return gathered.to(sampler.device) if gathered is not None else None

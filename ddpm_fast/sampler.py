@@ -15,7 +15,6 @@ import collections
 import contextlib
 import copy
 import itertools
-import os
 import time
 import types
 import warnings
@@ -25,10 +24,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from .diffusion import check_choice, check_positive_float, check_sample_offset, seed_tensor
+from .diffusion import check_choice, check_positive_float, check_sample_range, seed_tensor
 from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from .kernels.philox import STREAM_INITIAL
-from .sampling_loop import ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, run_step
+from .sampling_loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
+                            torch_noise, unwrap_model_output)
 from .sampling_plan import SamplingPlan, build_plan
 from .schedule import NoiseSchedule
 from .timesteps import SPACINGS
@@ -213,7 +213,7 @@ class FastSampler:
         eta = check_positive_float("eta", eta, allow_zero=True)
         if method == "ddpm" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
-        sample_offset = _check_offset(sample_offset, batch_size)
+        sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
         return plan, eta, sample_offset
 
@@ -248,12 +248,12 @@ class FastSampler:
             starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
             x_T = torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False)
         else:
-            x_T = _randn(shape, generator, self.device)
+            x_T = torch_noise(shape, generator, self.device)
         state.x.copy_(x_T)
         state.step_index.zero_()
 
         clock = _Clock(self.device)
-        bar = _progress_bar(progress, plan.num_steps, plan.method)
+        bar = progress_bar(progress, plan.num_steps, f"{plan.method} steps")
         runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
         # A new NCHW tensor: state.x (maybe channels-last) is reused by the next call.
         images = state.x.clamp(-1.0, 1.0).contiguous()
@@ -362,7 +362,7 @@ class _Runner:
             # z for every step but the last (which adds none), drawn before the step as a reference loop would
             # draw it after the model call: the same stream, unless the model itself draws random numbers.
             if step_index < num_steps - 1:
-                noise.copy_(_randn(tuple(noise.shape), generator, device))
+                noise.copy_(torch_noise(tuple(noise.shape), generator, device))
 
         if self.graphs is not None:
             self.graphs.replay(num_steps, draw if noise is not None else None, progress)
@@ -398,14 +398,6 @@ class _Clock:
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_offset(sample_offset: object, batch_size: int) -> int:
-    """Sample indices (offset + i) are 31-bit Philox counter words in the kernels."""
-    sample_offset = check_sample_offset(sample_offset)
-    if sample_offset + batch_size > 2**31:
-        raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
-    return sample_offset
 
 
 def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
@@ -467,28 +459,9 @@ def _denoiser(model: Any, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.T
     (an object with .sample, or a tuple) unwrapped."""
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        output = model(x.to(dtype), t)
-        if isinstance(output, (tuple, list)):
-            return output[0]
-        if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
-            return output.sample
-        return output
+        return unwrap_model_output(model(x.to(dtype), t))
 
     return denoise
-
-
-def _randn(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    """torch.randn on the generator's own device (the stream a reference loop with that generator would see), or
-    from the global generator of `device`."""
-    return torch.randn(shape, generator=generator, device=generator.device if generator is not None else device)
-
-
-def _progress_bar(enabled: bool, total: int, method: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"{method} steps", unit="step", disable=os.environ.get("TQDM_DISABLE") == "1")
 
 
 def _convert(images: torch.Tensor, output_type: str):

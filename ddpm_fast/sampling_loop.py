@@ -74,6 +74,31 @@ class StepState:
         )
 
 
+def unwrap_model_output(output: object) -> object:
+    """What a model predicts: diffusers models return an object with .sample (or a tuple); ours a tensor."""
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
+        return output.sample
+    return output
+
+
+def torch_noise(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """torch.randn drawn on the generator's own device (the stream a reference loop with that generator would see),
+    or from the global generator of `device`; returned on `device`."""
+    return torch.randn(shape, generator=generator,
+                       device=generator.device if generator is not None else device).to(device)
+
+
+def progress_bar(enabled: bool, total: int, description: str):
+    """A tqdm bar of the steps launched, or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="step")
+
+
 def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) -> torch.Tensor:
     """The model's output must be a float tensor shaped like x_t (2C channels with a learned variance)."""
     channels = x.shape[1]

@@ -23,9 +23,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ddpm_fast.diffusion import check_positive_float, check_sample_offset, seed_tensor
+from ddpm_fast.diffusion import check_positive_float, check_sample_range, seed_tensor
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels.philox import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.sampling_loop import progress_bar, torch_noise
 from ddpm_fast.sampling_plan import build_plan
 from ddpm_fast.schedule import NoiseSchedule
 
@@ -240,9 +241,7 @@ class OnnxSampler:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if eta is not None:
             eta = check_positive_float("eta", eta, allow_zero=True)
-        sample_offset = check_sample_offset(sample_offset)
-        if sample_offset + batch_size > 2**31:
-            raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
+        sample_offset = check_sample_range(sample_offset, batch_size)
         method, eta = self._method(method, eta, num_inference_steps)
         plan = build_plan(self.schedule, method, num_inference_steps, "linspace")
         shape = (batch_size, *self.sample_shape)
@@ -253,14 +252,14 @@ class OnnxSampler:
             starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
             x.copy_(torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False))
         else:
-            x.copy_(_randn(shape, generator, self.device))
+            x.copy_(torch_noise(shape, generator, self.device))
         steps = plan.num_steps
         model_t = plan.model_timesteps[:steps].to(self.device)
         kernel_t = plan.kernel_steps[:steps].to(self.device)
         prev_t = plan.prev_timesteps[:steps].to(self.device)
         table = plan.table.to(self.device)
         alphas = self.schedule.alphas_cumprod.to(self.device)
-        bar = _progress_bar(progress, steps)
+        bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
             noise_t = kernel_t[i] if method == "ddpm" else model_t[i]  # the step index FastSampler keys z by
@@ -307,7 +306,7 @@ class OnnxSampler:
                                                      STREAM_REVERSE_STEP, False)
         if last:
             return torch.zeros(shape, device=self.device)
-        return _randn(shape, generator, self.device)
+        return torch_noise(shape, generator, self.device)
 
     def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta) -> torch.Tensor:
         buffers["sample"].copy_(x)
@@ -332,16 +331,3 @@ def _uses_contrib_ops(path: pathlib.Path) -> bool:
         return False
     raw = {prop.key: prop.value for prop in proto.metadata_props}.get(METADATA_KEY)
     return bool(raw) and bool(json.loads(raw).get("contrib_ops"))
-
-
-def _randn(shape, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    return torch.randn(shape, generator=generator,
-                       device=generator.device if generator is not None else device).to(device)
-
-
-def _progress_bar(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="onnx steps", unit="step")

@@ -11,16 +11,8 @@ import torch
 from torch import nn
 
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, p_step_reference
+from ddpm_fast.sampling_loop import unwrap_model_output
 from ddpm_fast.schedule import NoiseSchedule
-
-
-def _unwrapped(output):
-    """diffusers models return an object with .sample (or a tuple); ours a tensor."""
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
-        return output.sample
-    return output
 
 
 class ModelGraph(nn.Module):
@@ -31,7 +23,7 @@ class ModelGraph(nn.Module):
         self.model = model
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return _unwrapped(self.model(sample, timestep))
+        return unwrap_model_output(self.model(sample, timestep))
 
 
 class DDPMStepGraph(nn.Module):
@@ -48,7 +40,7 @@ class DDPMStepGraph(nn.Module):
         self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        output = _unwrapped(self.model(sample.to(self.dtype), timestep))
+        output = unwrap_model_output(self.model(sample.to(self.dtype), timestep))
         return p_step_reference(output, timestep, sample, self.table, noise, None, 0, self.prediction, self.variance,
                                 self.clip, self.clip_range)
 
@@ -68,6 +60,6 @@ class DDIMStepGraph(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, prev_timestep: torch.Tensor,
                 noise: torch.Tensor) -> torch.Tensor:
-        output = _unwrapped(self.model(sample.to(self.dtype), timestep))
+        output = unwrap_model_output(self.model(sample.to(self.dtype), timestep))
         return ddim_step_reference(output, timestep, prev_timestep, sample, self.alphas_cumprod, noise, None, 0,
                                    self.prediction, self.eta, self.clip, self.clip_range)
