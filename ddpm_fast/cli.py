@@ -13,6 +13,8 @@ import pathlib
 import sys
 import time
 
+from . import bench
+
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _add_sample_parser(commands)
     _add_export_parser(commands)
+    bench.add_bench_parser(commands)
     return parser
 
 
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as error:  # bad folders or options, as for sample
             print(f"ddpm-fast export: error: {error}", file=sys.stderr)
             return 1
+    elif args.command == "bench":
+        return bench.run_command(parser, args)
     return 0
 
 
@@ -253,32 +258,12 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
 def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None:
     """float32 [N, C, H, W] in [-1, 1] → a PNG grid or a safetensors file, written atomically."""
     from . import files
+    from .images import save_grid
 
     if path.suffix.lower() == ".safetensors":
         files.save_tensors(path, {"images": images.float().contiguous()}, metadata=metadata)
     else:
-        files.atomic_write_bytes(path, _png_grid(images))
-
-
-def _png_grid(images) -> bytes:
-    """The images as one PNG: ceil(sqrt(N)) columns, row by row, black where the last row runs short."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    count, channels, height, width = images.shape
-    columns = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    pixels = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)  # as output_type="uint8"
-    tiles = torch.zeros((rows * columns, channels, height, width), dtype=torch.uint8)
-    tiles[:count] = pixels
-    grid = tiles.view(rows, columns, channels, height, width).permute(0, 3, 1, 4, 2)
-    array = grid.reshape(rows * height, columns * width, channels).numpy()
-    image = Image.fromarray(array[:, :, 0] if channels == 1 else array)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+        save_grid(path, images)
 
 
 # ------------------------------------------------------------------------------------------------------ export

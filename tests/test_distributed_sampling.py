@@ -22,6 +22,7 @@ import ddpm_fast as df
 from ddpm_fast import cli, files
 from ddpm_fast.distributed_sampling import init_from_environment, sample_sharded, shard_bounds, teardown
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
+from ddpm_fast.images import png_grid
 
 T = 10  # training timesteps of the test checkpoints: short chains keep whole-model runs fast
 N = 5  # samples: uneven over two ranks (3 + 2)
@@ -231,7 +232,7 @@ def test_sample_writes_a_png_grid(checkpoint, one_process, tmp_path, capsys):
 
 def test_png_grid_of_one_channel_images():
     images = torch.linspace(-1, 1, 4 * 2 * 3).reshape(4, 1, 2, 3)
-    image = Image.open(io.BytesIO(cli._png_grid(images)))
+    image = Image.open(io.BytesIO(png_grid(images)))
     assert image.mode == "L" and image.size == (2 * 3, 2 * 2)
 
 

@@ -1,0 +1,247 @@
+"""Training checkpoints: one folder per step, written whole or not at all, verified before use. No pickle.
+
+    run/checkpoints/step-00001000/
+        config.json          the UNet config (so UNet.load and `ddpm-fast sample --checkpoint` read the folder)
+        model.safetensors    the trained weights
+        ema.safetensors      the EMA weights (what sampling uses by default)
+        optimizer.safetensors  AdamW's moment tensors
+        state.json           step, training config, schedule betas, optimizer hyper-parameters, RNG states, and the
+                             SHA-256 of every file above
+
+The folder is written under a temporary name, fsynced, then renamed: a crash mid-write leaves a stray temp folder
+(ignored, cleared on the next save), never a half checkpoint under a real name. Loading re-hashes every file, so a
+truncated or corrupted one is a ValueError naming it, and `latest_checkpoint` skips it for the last good one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+
+from . import files
+
+FORMAT = "ddpm_fast.TrainingCheckpoint"
+STATE_NAME = "state.json"
+CHECKPOINTS_DIR = "checkpoints"
+TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors")
+_STEP_NAME = re.compile(r"^step-(\d{8,})$")
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint, loaded on the CPU."""
+
+    path: pathlib.Path
+    step: int
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+
+
+def step_folder_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+
+def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_state: dict[str, torch.Tensor],
+                    ema_state: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor],
+                    state: dict[str, Any], keep: int = 2) -> pathlib.Path:
+    """Write run_dir/checkpoints/step-XXXXXXXX atomically, then delete all but the newest `keep` checkpoints.
+
+    state: JSON-ready facts (training config, schedule, optimizer hyper-parameters, RNG states...); `step`, the
+    format and the files' hashes are added here."""
+    root = pathlib.Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_folder_name(step)
+    temp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
+
+        blobs = {
+            "config.json": _json_bytes({"format": UNET_FORMAT, "config": unet_config}),
+            "model.safetensors": _safetensors_bytes(model_state),
+            "ema.safetensors": _safetensors_bytes(ema_state),
+            "optimizer.safetensors": _safetensors_bytes(optimizer_tensors),
+        }
+        hashes = {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}
+        blobs[STATE_NAME] = _json_bytes({**state, "format": FORMAT, "step": step, "sha256": hashes})
+        for name, data in blobs.items():
+            _write_synced(temp / name, data)
+        _fsync_dir(temp)
+        if final.exists():  # the same step saved again (e.g. at exit right after a periodic save): replace it
+            shutil.rmtree(final)
+        os.rename(temp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    _prune(root, keep)
+    return final
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()})
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _write_synced(path: pathlib.Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _prune(root: pathlib.Path, keep: int) -> None:
+    """Delete all but the newest `keep` step folders, and temp folders that a crashed save left behind."""
+    for stray in root.glob(".step-*.tmp"):
+        shutil.rmtree(stray, ignore_errors=True)
+    for _, folder in _step_folders(root)[:-keep]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+
+
+def _step_folders(root: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            match = _STEP_NAME.match(child.name)
+            if match and child.is_dir():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def is_training_checkpoint(path: PathLike) -> bool:
+    """Whether `path` is a checkpoint folder (has state.json) or a run folder (has checkpoints/)."""
+    path = pathlib.Path(path)
+    return (path / STATE_NAME).is_file() or (path / CHECKPOINTS_DIR).is_dir()
+
+
+def latest_checkpoint(run_dir: PathLike) -> Optional[Checkpoint]:
+    """The newest checkpoint of a run that verifies, or None when there is none. Newer ones that fail to verify
+    (truncated, corrupted) are skipped with a warning naming the file."""
+    root = pathlib.Path(run_dir) / CHECKPOINTS_DIR
+    for _, folder in reversed(_step_folders(root)):
+        try:
+            return load_checkpoint(folder)
+        except (ValueError, FileNotFoundError) as error:
+            warnings.warn(f"skipping unusable checkpoint: {error}", RuntimeWarning, stacklevel=2)
+    return None
+
+
+def resolve_checkpoint(path: PathLike) -> Checkpoint:
+    """A checkpoint folder, or a run folder's latest good checkpoint; a clear error when there is none."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or run folder")
+    if (path / STATE_NAME).is_file():
+        return load_checkpoint(path)
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{path}: no usable checkpoint (expected {path / CHECKPOINTS_DIR}/step-*/)")
+    return checkpoint
+
+
+def load_checkpoint(folder: PathLike) -> Checkpoint:
+    """Read and verify one checkpoint folder: every file present, its SHA-256 as recorded, safetensors readable."""
+    folder = pathlib.Path(folder)
+    state_path = folder / STATE_NAME
+    state = files.read_json(state_path)
+    if state.get("format") != FORMAT or not isinstance(state.get("step"), int) or not isinstance(
+            state.get("sha256"), dict):
+        raise ValueError(f"{state_path}: not a {FORMAT} state file")
+    tensors = {}
+    for name in ("config.json",) + TENSOR_FILES:
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"{path}: missing from the checkpoint") from None
+        if hashlib.sha256(data).hexdigest() != state["sha256"].get(name):
+            raise ValueError(f"{path}: corrupt or truncated (its SHA-256 differs from the one in {STATE_NAME})")
+        if name.endswith(".safetensors"):
+            tensors[name] = _read_safetensors(path, data)
+    return Checkpoint(folder, state["step"], state, tensors["model.safetensors"], tensors["ema.safetensors"],
+                      tensors["optimizer.safetensors"])
+
+
+def _read_safetensors(path: pathlib.Path, data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+# ------------------------------------------------------------------------------------- optimizer and RNG state
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state_dict split into flat tensors ("state.<param>.<name>") and JSON (param groups)."""
+    state_dict = optimizer.state_dict()
+    tensors = {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            tensors[f"state.{index}.{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    return tensors, {"param_groups": state_dict["param_groups"]}
+
+
+def optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of optimizer_tensors: a state_dict for optimizer.load_state_dict."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's CPU and CUDA generator states, base64 in JSON (restored on resume for models that draw randomness)."""
+    states = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    def tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    if "torch" in states:
+        torch.set_rng_state(tensor(states["torch"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensor(s) for s in states["cuda"]])

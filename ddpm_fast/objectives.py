@@ -1,0 +1,85 @@
+"""The training objective: noise x0 with the fused q-sample, predict ε, x0 or v, and take a (weighted) MSE.
+
+    loss = diffusion_loss(model, x0, t, schedule, seed=key)                      # the seed's objective: MSE on ε
+    loss = diffusion_loss(model, x0, t, schedule, seed=key, prediction_type="v_prediction", min_snr_gamma=5.0)
+
+ε is drawn in-kernel (Philox keyed by `seed` and the sample's global index `sample_offset + i`), so a sample gets
+the same noise whichever process or batch it lands in.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from .sampling_loop import unwrap_model_output
+from .schedule import NoiseSchedule
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def check_prediction_type(prediction_type: object) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
+    return prediction_type
+
+
+def check_min_snr_gamma(min_snr_gamma: object) -> Optional[float]:
+    if min_snr_gamma is None:
+        return None
+    if isinstance(min_snr_gamma, bool) or not isinstance(min_snr_gamma, (int, float)) or not min_snr_gamma > 0:
+        raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
+    return float(min_snr_gamma)
+
+
+def training_target(x0: torch.Tensor, eps: torch.Tensor, alphas_cumprod_t: torch.Tensor,
+                    prediction_type: str) -> torch.Tensor:
+    """What the model should output at x_t: ε, x0, or v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0 (float32)."""
+    if prediction_type == "epsilon":
+        return eps.float()
+    if prediction_type == "sample":
+        return x0.float()
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    alpha_bar = alphas_cumprod_t.view(shape)
+    return alpha_bar.sqrt() * eps.float() - (1 - alpha_bar).sqrt() * x0.float()
+
+
+def loss_weights(alphas_cumprod_t: torch.Tensor, prediction_type: str, min_snr_gamma: Optional[float]) -> torch.Tensor:
+    """Per-sample weights of Min-SNR-γ (Hang et al., 2023): the x0-space weight min(SNR, γ), expressed for the
+    target being regressed (÷SNR for ε, ÷(SNR+1) for v). All ones without γ."""
+    if min_snr_gamma is None:
+        return torch.ones_like(alphas_cumprod_t)
+    snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
+    clipped = snr.clamp(max=min_snr_gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def diffusion_loss(
+    model: Callable[[torch.Tensor, torch.Tensor], object],
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    seed: torch.Tensor,
+    sample_offset: int = 0,
+    prediction_type: str = "epsilon",
+    min_snr_gamma: Optional[float] = None,
+) -> torch.Tensor:
+    """Mean over the batch of the (weighted) per-sample MSE between model(x_t, t) and the target, in float32.
+
+    An inner-loop function: no host sync, so nothing checks t's values (kernels clamp it into [0, T)).
+    t: int64 [B] on x0's device, drawn in [0, T). seed: the Philox key of this step's noise, int64 [1] on the device.
+    """
+    buffers = schedule.buffers(x0.device)
+    x_t, eps = torch.ops.ddpm_fast.q_sample_philox(x0, t, buffers["sqrt_alphas_cumprod"],
+                                                   buffers["sqrt_one_minus_alphas_cumprod"], seed, sample_offset)
+    prediction = unwrap_model_output(model(x_t, t)).float()
+    alphas_cumprod_t = buffers["alphas_cumprod"][t]
+    target = training_target(x0, eps, alphas_cumprod_t, prediction_type)
+    per_sample = (prediction - target).pow(2).flatten(1).mean(dim=1)
+    return (loss_weights(alphas_cumprod_t, prediction_type, min_snr_gamma) * per_sample).mean()

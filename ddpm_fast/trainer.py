@@ -1,0 +1,389 @@
+"""ddpm_fast.Trainer: train a DDPM U-Net — fused q-sample, AdamW, EMA, checkpoints, resume, DDP under torchrun.
+
+    config = TrainingConfig(data="shapes", steps=2000, batch_size=64)
+    trainer = Trainer(config, "runs/shapes")            # Trainer(..., resume=True) continues the last checkpoint
+    summary = trainer.train()
+    images = trainer.sampler().sample(16, seed=0)       # the EMA weights, through FastSampler
+
+Every step's images, timesteps, flips and noise are functions of (seed, step) (global_batches.py), so a run killed
+and resumed from its checkpoint logs the same losses as one that ran through, and N processes under torchrun train
+on the same global batches as one. Rank 0 writes the checkpoints, the log and the pictures.
+
+Files in the run folder: log.jsonl (one record per log_every steps), loss.png, data.png (a grid of training
+images), samples/step-XXXXXXXX.png (EMA samples every sample_every steps), checkpoints/step-XXXXXXXX/ (checkpoints.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pathlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import checkpoints
+from .ema import EMA
+from .global_batches import GlobalBatchSampler, flip_horizontally, rank_slice, step_draws, step_key
+from .images import save_grid
+from .objectives import diffusion_loss
+from .schedule import NoiseSchedule
+from .training_config import TrainingConfig
+from .training_log import JsonlLog, plot_loss_curve
+from .unet import UNet
+
+# Settings a resumed run may change; any other difference from the checkpoint's config is refused.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "sample_count",
+                     "sample_steps", "num_workers", "compile")
+
+
+def build_schedule(config: TrainingConfig) -> NoiseSchedule:
+    """The config's schedule. Linear β scale by 1000/T (improved-diffusion's rule) so any T ends near pure noise."""
+    T = config.num_train_timesteps
+    if config.schedule == "linear":
+        scale = 1000 / T
+        return NoiseSchedule.linear(T, beta_start=scale * 1e-4, beta_end=min(scale * 0.02, 0.999))
+    return getattr(NoiseSchedule, config.schedule)(T)
+
+
+@dataclass
+class TrainingSummary:
+    step: int  # steps done in all (including those before a resume)
+    steps_this_run: int
+    seconds: float
+    images_per_second: float  # global images per second over this run's steps
+    final_loss: Optional[float]
+    checkpoint: Optional[pathlib.Path]
+    interrupted: bool
+
+
+class Trainer:
+    """See the module docstring. Arguments:
+
+    config: a TrainingConfig. run_dir: where the run's files go.
+    dataset: a Dataset of float [C, H, W] images in [-1, 1]; default open_dataset(config.data, config.image_size).
+    device: "auto" (cuda:LOCAL_RANK under torchrun, cuda, else cpu), or a device.
+    resume: continue from the run folder's last good checkpoint (a fresh start when it has none). Without it, a run
+        folder that already holds checkpoints is refused rather than overwritten.
+    progress: a tqdm bar on rank 0.
+    """
+
+    def __init__(self, config: TrainingConfig, run_dir: Union[str, os.PathLike], *, dataset=None,
+                 device: Union[str, torch.device, None] = "auto", resume: bool = False, progress: bool = True):
+        if not isinstance(config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+        self.run_dir = pathlib.Path(run_dir)
+        self.rank, self.world_size = _process_group()
+        self.device = _resolve_device(device)
+        self.progress = progress
+
+        checkpoint = checkpoints.latest_checkpoint(self.run_dir) if resume else None
+        if checkpoint is None and not resume and checkpoints._step_folders(self.run_dir / checkpoints.CHECKPOINTS_DIR):
+            raise ValueError(f"run_dir {self.run_dir} already holds checkpoints: pass resume=True (--resume) to "
+                             "continue it, or choose another folder")
+        if checkpoint is not None:
+            config = _resumed_config(checkpoint, config)
+        self.config = config
+        if config.batch_size % self.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
+                             f"{self.world_size}")
+
+        if dataset is None:
+            from .datasets import open_dataset
+
+            dataset = open_dataset(config.data, config.image_size)
+        self.dataset = dataset
+        channels = int(getattr(dataset, "channels", 3))
+        self.schedule = build_schedule(config)
+        self.sample_shape = (channels, config.image_size, config.image_size)
+
+        on_cuda = self.device.type == "cuda"
+        self.channels_last = config.channels_last if config.channels_last is not None else True
+        self.compiled = config.compile if config.compile is not None else on_cuda
+        self.autocast_dtype = (torch.bfloat16 if config.dtype == "bfloat16" or (config.dtype == "auto" and on_cuda)
+                               else None)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
+        with torch.random.fork_rng(devices=[]):  # the initial weights, the same on every rank; torch's RNG untouched
+            torch.manual_seed(config.seed)
+            self.model = UNet.from_preset(config.model, **{"sample_size": config.image_size, "in_channels": channels,
+                                                           "out_channels": channels, **config.model_overrides})
+        self.model = self.model.to(self.device, memory_format=memory_format)
+        self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+                                           betas=config.adam_betas, weight_decay=config.weight_decay)
+        self.step = 0
+        self._saved_step: Optional[int] = None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+        network: nn.Module = self.model
+        if self.world_size > 1:
+            network = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if on_cuda else None)
+        self.network = torch.compile(network) if self.compiled else network
+        self._memory_format = memory_format
+        self._sampler = None
+        self._stop_requested = False
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def train(self, steps: Optional[int] = None) -> TrainingSummary:
+        """Train up to step `steps` (default config.steps); checkpoint every checkpoint_every steps and at the end.
+
+        SIGINT / SIGTERM (Ctrl-C, torchrun shutting down) finish the current step, write a checkpoint and return
+        with interrupted=True."""
+        config = self.config
+        target = config.steps if steps is None else steps
+        if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        start_step = self.step
+        log = JsonlLog(self.run_dir / "log.jsonl") if self.rank == 0 else None
+        if log is not None:
+            log.truncate_after(start_step)
+            if start_step == 0:
+                self._write_data_grid()
+        loader = self._loader(start_step)
+        bar = self._progress_bar(start_step, target)
+        window_loss = torch.zeros((), device=self.device)
+        window_steps, window_start = 0, time.perf_counter()
+        run_start = time.perf_counter()
+        last_loss: Optional[float] = None
+        saved: Optional[pathlib.Path] = None
+        grad_norm = None
+        with self._stop_on_signals():
+            batches = iter(loader)
+            while self.step < target and not self._stop_requested:
+                loss, grad_norm = self._train_step(next(batches))
+                window_loss += loss
+                window_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                done = self.step
+                if done % config.log_every == 0 or done == target:
+                    last_loss = self._log(log, bar, window_loss / window_steps, grad_norm, window_steps,
+                                          time.perf_counter() - window_start)
+                    window_loss.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                    self._agree_on_stop()
+                if config.sample_every and done % config.sample_every == 0:
+                    self._write_sample_grid()
+                if done % config.checkpoint_every == 0:
+                    saved = self.save_checkpoint()
+            interrupted = self.step < target
+            if window_steps:
+                last_loss = self._log(log, bar, window_loss / window_steps, grad_norm, window_steps,
+                                      time.perf_counter() - window_start)
+            if self.step != self._saved_step:
+                saved = self.save_checkpoint()
+            if config.sample_every and self.step % config.sample_every and not interrupted:
+                self._write_sample_grid()
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+            plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+        seconds = time.perf_counter() - run_start
+        done = self.step - start_step
+        return TrainingSummary(self.step, done, seconds, done * config.batch_size / seconds if seconds > 0 else 0.0,
+                               last_loss, saved, interrupted)
+
+    def _train_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        config = self.config
+        t_global, flip_global = step_draws(config.seed, self.step, config.batch_size, config.num_train_timesteps)
+        part = rank_slice(config.batch_size, self.rank, self.world_size)
+        x0 = flip_horizontally(batch, flip_global[part])
+        x0 = x0.to(self.device, non_blocking=True).contiguous(memory_format=self._memory_format)
+        t = t_global[part].to(self.device, non_blocking=True)
+        key = torch.tensor([step_key(config.seed, self.step)], dtype=torch.int64).to(self.device, non_blocking=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            loss = diffusion_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
+                                  prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = None
+        if config.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return loss.detach(), grad_norm
+
+    def learning_rate(self, step: int) -> float:
+        """AdamW's rate at `step`: linear warm-up over warmup_steps, then constant."""
+        config = self.config
+        if config.warmup_steps and step < config.warmup_steps:
+            return config.learning_rate * (step + 1) / config.warmup_steps
+        return config.learning_rate
+
+    def _loader(self, start_step: int):
+        from torch.utils.data import DataLoader
+
+        batches = GlobalBatchSampler(len(self.dataset), self.config.batch_size, seed=self.config.seed,
+                                     rank=self.rank, world_size=self.world_size, start_step=start_step)
+        workers = self.config.num_workers
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=2 if workers else None)
+
+    # ----------------------------------------------------------------------------------------- log and files
+
+    def _log(self, log: Optional[JsonlLog], bar, mean_loss: torch.Tensor, grad_norm, steps: int,
+             seconds: float) -> float:
+        """Average the window's loss over the ranks (the global batch's loss) and write it on rank 0."""
+        if self.world_size > 1:
+            mean_loss = mean_loss.clone()
+            dist.all_reduce(mean_loss)
+            mean_loss /= self.world_size
+        loss = float(mean_loss)
+        if log is not None:
+            record = {"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1),
+                      "images_per_second": steps * self.config.batch_size / seconds if seconds > 0 else 0.0,
+                      "ema_decay": self.ema.decay_at(self.ema.num_updates - 1)}
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            log.write(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at step {self.step}; lower learning_rate or keep "
+                                     "grad_clip on (the last good checkpoint is untouched)")
+        return loss
+
+    def _progress_bar(self, start: int, target: int):
+        if not self.progress or self.rank != 0:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=target, initial=start, desc="training", unit="step", dynamic_ncols=True)
+
+    def _write_data_grid(self) -> None:
+        count = min(self.config.sample_count, len(self.dataset))
+        save_grid(self.run_dir / "data.png", torch.stack([self.dataset[i] for i in range(count)]))
+
+    def _write_sample_grid(self) -> None:
+        if self.rank == 0:
+            images = self.sample(self.config.sample_count, seed=self.config.seed,
+                                 num_inference_steps=self.config.sample_steps)
+            save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images)
+        if self.world_size > 1:
+            dist.barrier()
+
+    # --------------------------------------------------------------------------------------------- sampling
+
+    def sampler(self, **options: Any):
+        """A FastSampler of the current EMA weights (options as FastSampler's)."""
+        from .sampler import FastSampler
+
+        return FastSampler(self.ema.model, self.schedule, self.sample_shape,
+                           prediction_type=self.config.prediction_type, **options)
+
+    def sample(self, num_samples: int, seed: int = 0, num_inference_steps: Optional[int] = None) -> torch.Tensor:
+        """EMA samples for the periodic grids: one sampler kept (compiled on CUDA only), its weights refreshed."""
+        if self._sampler is None:
+            self._sampler = self.sampler(compile=None if self.device.type == "cuda" else False)
+        with torch.no_grad():
+            for own, ema in zip(self._sampler.model.parameters(), self.ema.model.parameters()):
+                own.copy_(ema)  # in place: captured CUDA graphs keep reading these buffers
+        return self._sampler.sample(num_samples, seed=seed, num_inference_steps=num_inference_steps)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> pathlib.Path:
+        """Write a checkpoint of the current step (rank 0; the other ranks wait for it). Returns its folder."""
+        folder = self.run_dir / checkpoints.CHECKPOINTS_DIR / checkpoints.step_folder_name(self.step)
+        if self.rank == 0:
+            tensors, optimizer_meta = checkpoints.optimizer_tensors(self.optimizer)
+            state = {"training_config": self.config.to_dict(), "optimizer": optimizer_meta,
+                     "ema_num_updates": self.ema.num_updates, "rng": checkpoints.rng_states(),
+                     "schedule": {"name": self.schedule.name, "betas": self.schedule.betas.tolist()},
+                     "world_size": self.world_size}
+            folder = checkpoints.save_checkpoint(
+                self.run_dir, self.step, unet_config=self.model.config.to_dict(), model_state=self.model.state_dict(),
+                ema_state=self.ema.state_dict(), optimizer_tensors=tensors, state=state,
+                keep=self.config.keep_checkpoints)
+            if (self.run_dir / "log.jsonl").exists():
+                plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+        if self.world_size > 1:
+            dist.barrier()
+        self._saved_step = self.step
+        return folder
+
+    def _restore(self, checkpoint: checkpoints.Checkpoint) -> None:
+        self.model.load_state_dict_checked(checkpoint.model, checkpoint.path / "model.safetensors")
+        self.ema.model.load_state_dict_checked(checkpoint.ema, checkpoint.path / "ema.safetensors")
+        self.ema.num_updates = int(checkpoint.state["ema_num_updates"])
+        self.optimizer.load_state_dict(
+            checkpoints.optimizer_state_dict(checkpoint.optimizer, checkpoint.state["optimizer"]))
+        checkpoints.restore_rng_states(checkpoint.state.get("rng", {}))
+        self.step = self._saved_step = checkpoint.step
+        self.resumed_from = checkpoint.path
+
+    # ------------------------------------------------------------------------------------------------ signals
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM set a flag that the loop reads between steps (a step is never cut in half)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self._stop_requested = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun, stop on every rank when one was signalled (at log steps, where ranks already sync)."""
+        if self.world_size > 1:
+            flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=_communication_device(self.device))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._stop_requested = bool(flag.item())
+
+
+def _resumed_config(checkpoint: checkpoints.Checkpoint, config: TrainingConfig) -> TrainingConfig:
+    """The checkpoint's config with the caller's changes to RESUMABLE_CHANGES; other differences are an error."""
+    saved = TrainingConfig.from_dict(checkpoint.state["training_config"])
+    wanted = config.to_dict()
+    differences = [f"{name}: checkpoint {value!r}, given {wanted[name]!r}" for name, value in saved.to_dict().items()
+                   if name not in RESUMABLE_CHANGES and wanted[name] != value]
+    if differences:
+        raise ValueError(f"cannot resume {checkpoint.path} with a different setup — " + "; ".join(differences))
+    return saved.replace(**{name: getattr(config, name) for name in RESUMABLE_CHANGES})
+
+
+def _process_group() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _communication_device(device: torch.device) -> torch.device:
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")

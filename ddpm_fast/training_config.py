@@ -1,0 +1,129 @@
+"""TrainingConfig: every setting of a training run, validated, and saved in each checkpoint as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .objectives import check_min_snr_gamma, check_prediction_type
+from .unet_config import PRESETS
+
+SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass
+class TrainingConfig:
+    """A run's settings. batch_size is the global batch: under torchrun each of N ranks takes batch_size / N.
+
+    model / model_overrides: a UNet preset and UNetConfig fields to change (sample_size follows image_size).
+    data: "shapes" (the embedded dataset), an image folder, a .npz file or a CIFAR-10 python folder.
+    schedule, num_train_timesteps: the noise schedule (linear with T ≠ 1000 scales β by 1000/T, as improved-diffusion
+        does, so ᾱ_T still reaches ~0).
+    prediction_type, min_snr_gamma: the objective (ε, x0 or v; optional Min-SNR-γ weighting).
+    learning_rate, weight_decay, adam_betas, warmup_steps, grad_clip: AdamW with a linear warm-up, then constant; the
+        global gradient norm is clipped to grad_clip (None: no clipping).
+    ema_decay, ema_warmup: the EMA of the weights (sampling uses it).
+    dtype: "auto" (bf16 autocast on CUDA, fp32 on CPU), "float32" or "bfloat16" (autocast). Weights stay fp32.
+    channels_last, compile: None picks the device's default (on for CUDA, off for CPU).
+    checkpoint_every, keep_checkpoints, log_every, sample_every, sample_count, sample_steps: what is written when.
+    """
+
+    model: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)
+    data: str = "shapes"
+    image_size: int = 32
+    num_workers: int = 0
+    schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"
+    min_snr_gamma: Optional[float] = None
+    steps: int = 10_000
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 500
+    grad_clip: Optional[float] = 1.0
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    seed: int = 0
+    dtype: str = "auto"
+    channels_last: Optional[bool] = None
+    compile: Optional[bool] = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    sample_every: int = 0
+    sample_count: int = 16
+    sample_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)
+        self.model_overrides = dict(self.model_overrides)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.model not in PRESETS:
+            raise ValueError(f"model must be one of the UNet presets {', '.join(PRESETS)}, got {self.model!r}")
+        if not isinstance(self.data, str) or not self.data:
+            raise TypeError(f"data must be 'shapes' or a path string, got {self.data!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_prediction_type(self.prediction_type)
+        check_min_snr_gamma(self.min_snr_gamma)
+        for name in ("image_size", "num_train_timesteps", "steps", "batch_size", "checkpoint_every",
+                     "keep_checkpoints", "log_every", "sample_count"):
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("num_workers", "warmup_steps", "sample_every", "seed"):
+            _check_int(name, getattr(self, name), low=0)
+        if self.sample_steps is not None:
+            _check_int("sample_steps", self.sample_steps, low=1)
+        for name in ("learning_rate", "weight_decay"):
+            _check_number(name, getattr(self, name), positive=name == "learning_rate")
+        if self.grad_clip is not None:
+            _check_number("grad_clip", self.grad_clip, positive=True)
+        if len(self.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        for name in ("ema_warmup",):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("channels_last", "compile"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be True, False or None (the device's default), got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainingConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def _check_number(name: str, value: object, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 if positive else value >= 0) or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
