@@ -1,0 +1,433 @@
+"""Training data: the built-in shapes dataset, image folders, ``.npz`` arrays and local CIFAR-10 batches.
+
+Every dataset yields one float32 tensor [C, H, W] in [-1, 1] per index (no labels: DDPM is unconditional) and
+carries ``image_size`` and ``channels`` so the trainer can size the model. Random horizontal flips are not done
+here: the trainer flips each batch with :func:`random_horizontal_flip` and its own seeded generator, so a run
+is reproducible and resumes exactly, whatever the number of loader workers.
+
+Rules, chosen once for all kinds:
+- uint8 pixels map to ``x / 127.5 - 1``; float arrays (``.npz`` only) must already lie in [-1, 1].
+- A dataset whose native size differs from ``image_size`` is resized: image folders with Pillow (shorter side
+  to ``image_size``, bicubic, then a centre crop), ``.npz`` arrays and CIFAR-10 once at load time with
+  ``torch.nn.functional.interpolate`` (bicubic, antialiased). Arrays must hold square images.
+- Nothing a user hands over is unpickled with plain ``pickle``: ``.npz`` files load with ``allow_pickle=False``
+  and CIFAR-10 batches with an unpickler that builds numpy arrays and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import zipfile
+import zlib
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from .diffusion import check_choice
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+SHAPES_SPLITS = {"train": 0, "held_out": 1}  # the value keys the random stream, so the splits never share images
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def random_horizontal_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each sample of ``batch`` [B, C, H, W] left-right with probability 1/2, drawn from ``generator``.
+
+    The coin flips are drawn on the CPU (one ``torch.rand(B)``) so a seeded generator gives the same flips on any
+    device and the trainer can save and restore the generator to resume a run exactly.
+    """
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
+    if batch.dim() != 4:
+        raise ValueError(f"batch must be 4-D [B, C, H, W], got shape {tuple(batch.shape)}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
+    flip = torch.rand(batch.shape[0], generator=generator) < 0.5
+    return torch.where(flip.to(batch.device).view(-1, 1, 1, 1), batch.flip(-1), batch)
+
+
+def describe(dataset: torch.utils.data.Dataset) -> str:
+    """One line for logs: kind, where from, how many images and their size."""
+    kind = type(dataset).__name__
+    source = getattr(dataset, "source", None)
+    size = f"{getattr(dataset, 'channels', '?')}x{getattr(dataset, 'image_size', '?')}x" \
+           f"{getattr(dataset, 'image_size', '?')}"
+    return f"{kind}{f' ({source})' if source else ''}: {len(dataset)} images of {size}"
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [-1, 1] (0 → -1 and 255 → 1 exactly); float tensors pass through as float32."""
+    if pixels.dtype == torch.uint8:
+        return pixels.to(torch.float32).div_(127.5).sub_(1.0)
+    return pixels.to(torch.float32)
+
+
+def _resize_square(images: torch.Tensor, image_size: int, chunk: int = 1024) -> torch.Tensor:
+    """Resize [N, C, S, S] images to image_size², keeping the dtype (uint8 stays uint8 so memory stays small)."""
+    if images.shape[-1] == image_size:
+        return images
+    out = torch.empty((*images.shape[:2], image_size, image_size), dtype=images.dtype)
+    low, high = (0.0, 255.0) if images.dtype == torch.uint8 else (-1.0, 1.0)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start:start + chunk].to(torch.float32)
+        part = F.interpolate(part, size=(image_size, image_size), mode="bicubic", antialias=True,
+                             align_corners=False).clamp_(low, high)  # bicubic overshoots; keep the value range
+        out[start:start + chunk] = part.round_() if images.dtype == torch.uint8 else part
+    return out
+
+
+def _existing_path(path: PathLike, name: str) -> pathlib.Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path, got {type(path).__name__}")
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{name} {path}: no such file or folder")
+    return path
+
+
+class InMemoryImages(torch.utils.data.Dataset):
+    """Images held in one [N, C, S, S] tensor (uint8 pixels, or float32 already in [-1, 1]), served as [-1, 1].
+
+    Kept as uint8 where possible: a quarter of the memory of float32, and DataLoader workers share it.
+    """
+
+    images: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return _to_unit_range(self.images[index])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the built-in dataset: coloured shapes on plain backgrounds
+
+# Eight saturated shape colours; the backgrounds are these plus near-black and near-white. A shape takes only a
+# colour at least _MIN_CONTRAST away (RGB distance) from its background, so every shape stands out.
+_SHAPE_COLOURS = np.array([(220, 40, 40), (245, 140, 20), (240, 220, 40), (40, 180, 70),
+                           (40, 200, 220), (40, 80, 220), (140, 60, 200), (230, 60, 170)], dtype=np.uint8)
+_BACKGROUNDS = np.concatenate([_SHAPE_COLOURS, np.array([(20, 20, 20), (240, 240, 240)], dtype=np.uint8)])
+_MIN_CONTRAST = 170
+
+
+def _contrasting_colours() -> tuple[np.ndarray, np.ndarray]:
+    """For each background: the shape colours far enough from it (padded table) and how many there are."""
+    squared_distance = ((_BACKGROUNDS[:, None].astype(np.int64) - _SHAPE_COLOURS[None]) ** 2).sum(-1)  # exact
+    allowed = [np.flatnonzero(row >= _MIN_CONTRAST ** 2) for row in squared_distance]
+    table = np.zeros((len(allowed), max(map(len, allowed))), dtype=np.int64)
+    for row, colours in zip(table, allowed):
+        row[:len(colours)] = colours
+    return table, np.array([len(colours) for colours in allowed])
+
+
+_ALLOWED_COLOURS, _ALLOWED_COUNTS = _contrasting_colours()
+_SHAPE_KINDS = 3  # filled circle, square, upward triangle
+_DRAWS_PER_IMAGE = 12  # background, has-second-shape, and (kind, colour, size, x, y) per shape
+
+
+class ShapesDataset(InMemoryImages):
+    """1–2 filled circles, squares or triangles in solid colours on a plain background, generated on the spot.
+
+    The default dataset, so training runs on a fresh machine with no downloads. Simple enough that a tiny DDPM
+    trained for minutes on a CPU draws recognisable shapes: 8 saturated colours, 3 shape kinds, each shape 30–70%
+    of the image wide. Bit-identical on every machine for a given seed: the only randomness is
+    ``np.random.default_rng`` uniform doubles, and the drawing uses exact float64 arithmetic (+, -, *, abs and
+    comparisons; no transcendental functions, no reductions), so neither the CPU nor threading can change a pixel.
+    Image i does not depend on ``num_images``. ``split="held_out"`` draws from another stream of the same seed.
+    """
+
+    def __init__(self, num_images: int = 4096, image_size: int = 32, seed: int = 0, split: str = "train"):
+        self.num_images = _check_int("num_images", num_images, 1)
+        self.image_size = _check_int("image_size", image_size, 4)
+        self.seed = _check_int("seed", seed, 0)
+        stream = check_choice("split", split, SHAPES_SPLITS)
+        self.split, self.channels = split, 3
+        self.source = f"generated, seed {self.seed}, {split}"
+        rng = np.random.default_rng([self.seed, stream])
+        self.images = torch.from_numpy(_draw_shapes(rng.random((self.num_images, _DRAWS_PER_IMAGE)),
+                                                    self.image_size))
+
+    @classmethod
+    def held_out(cls, num_images: int = 1024, image_size: int = 32, seed: int = 0) -> "ShapesDataset":
+        """Images from the held-out stream: same distribution as training, never the same images."""
+        return cls(num_images, image_size, seed, split="held_out")
+
+
+def _draw_shapes(draws: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
+    """Render images from uniform draws [N, _DRAWS_PER_IMAGE] into uint8 [N, 3, size, size]."""
+    count = draws.shape[0]
+    background = np.minimum((draws[:, 0] * len(_BACKGROUNDS)).astype(np.int64), len(_BACKGROUNDS) - 1)
+    has_second = draws[:, 1] < 0.5
+    allowed = _ALLOWED_COUNTS[background]
+    # First colour: any contrasting one. Second: any contrasting one except the first, so overlaps stay visible.
+    first = np.minimum((draws[:, 3] * allowed).astype(np.int64), allowed - 1)
+    second = np.minimum((draws[:, 8] * (allowed - 1)).astype(np.int64), allowed - 2)
+    second += second >= first
+    colours = [_SHAPE_COLOURS[_ALLOWED_COLOURS[background, first]],
+               _SHAPE_COLOURS[_ALLOWED_COLOURS[background, second]]]
+
+    centres = np.arange(size, dtype=np.float64) + 0.5  # pixel centres
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    for start in range(0, count, chunk):
+        part = slice(start, min(start + chunk, count))
+        image = np.broadcast_to(_BACKGROUNDS[background[part], None, None, :], images[part].shape).copy()
+        for shape, offset in enumerate((2, 7)):
+            d = draws[part, offset:offset + 5]
+            kind = np.minimum((d[:, 0] * _SHAPE_KINDS).astype(np.int64), _SHAPE_KINDS - 1)
+            extent = (0.3 + 0.4 * d[:, 2]) * size  # bounding-box side, 30–70% of the image
+            half = (extent * 0.5)[:, None, None]
+            dx = centres[None, None, :] - (extent * 0.5 + d[:, 3] * (size - extent))[:, None, None]
+            dy = centres[None, :, None] - (extent * 0.5 + d[:, 4] * (size - extent))[:, None, None]
+            circle = dx * dx + dy * dy <= half * half
+            square = (np.abs(dx) <= half) & (np.abs(dy) <= half)
+            triangle = (dy <= half) & (np.abs(dx) <= (dy + half) * 0.5)  # apex up, base as wide as it is tall
+            kind = kind[:, None, None]
+            mask = np.where(kind == 0, circle, np.where(kind == 1, square, triangle))
+            if shape == 1:
+                mask &= has_second[part, None, None]
+            image = np.where(mask[..., None], colours[shape][part, None, None, :], image)
+        images[part] = image
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image folders
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Every PNG/JPEG under ``root`` (recursive, case-insensitive suffix, sorted by relative path), as RGB.
+
+    Images are read lazily in ``__getitem__`` (so DataLoader workers share the decoding), turned upright by their
+    EXIF orientation, converted to RGB (greyscale is replicated, alpha is dropped), resized so the shorter side is
+    ``image_size`` (bicubic) and centre-cropped to a square.
+    """
+
+    def __init__(self, root: PathLike, image_size: int):
+        self.root = _existing_path(root, "root")
+        if not self.root.is_dir():
+            raise ValueError(f"root {self.root}: not a folder")
+        self.image_size = _check_int("image_size", image_size, 1)
+        self.channels = 3
+        self.source = str(self.root)
+        self.files = sorted((path for path in self.root.rglob("*")
+                             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
+                            key=lambda path: path.relative_to(self.root).as_posix())
+        if not self.files:
+            raise ValueError(f"root {self.root}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB")
+                image = ImageOps.fit(image, (self.image_size, self.image_size), method=Image.Resampling.BICUBIC)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{path}: cannot read this image ({error})") from None
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return _to_unit_range(pixels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# .npz arrays
+
+
+class NpzDataset(InMemoryImages):
+    """Square images stored in one array of an ``.npz`` file: [N, H, W, C] or [N, C, H, W] with C in 1, 3, 4.
+
+    The array is the file's only one, or the one named by ``key``. uint8 pixels map to [-1, 1]; a float array
+    must already lie in [-1, 1] (a [0, 1] array is refused rather than guessed at). The layout is read from where
+    the channel axis is (channels-last wins if both fit, e.g. [N, 3, 3, 3]). Channels are kept as stored.
+    With ``image_size`` the images are resized once, at load time; by default they keep their stored size.
+    """
+
+    def __init__(self, path: PathLike, image_size: Optional[int] = None, key: Optional[str] = None):
+        self.path = _existing_path(path, "path")
+        self.source = str(self.path) + (f"[{key}]" if key is not None else "")
+        array = _load_npz_array(self.path, key)
+        images = torch.from_numpy(_channels_first(array, self.path))
+        self.channels = images.shape[1]
+        self.image_size = images.shape[-1] if image_size is None else _check_int("image_size", image_size, 1)
+        self.images = _resize_square(images, self.image_size)
+
+
+def _load_npz_array(path: pathlib.Path, key: Optional[str]) -> np.ndarray:
+    """The chosen array of an .npz file, read without unpickling anything; every failure names the file."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive")
+    with archive:
+        names = list(archive.files)
+        if key is None:
+            if len(names) != 1:
+                raise ValueError(f"{path}: holds {len(names)} arrays {names}; pass key= to choose one"
+                                 if names else f"{path}: empty .npz file (no arrays)")
+            key = names[0]
+        elif key not in names:
+            raise ValueError(f"{path}: no array named {key!r} (arrays: {names})")
+        try:
+            array = archive[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # object arrays need pickle
+            raise ValueError(f"{path}: cannot read array {key!r} ({error})") from None
+
+    if array.dtype == np.uint8:
+        pass
+    elif array.dtype.kind == "f":
+        if array.size and not (np.isfinite(array).all() and array.min() >= -1 and array.max() <= 1):
+            raise ValueError(f"{path}: float images must lie in [-1, 1], got values in "
+                             f"[{array.min()}, {array.max()}] (store uint8 pixels, or rescale)")
+        array = array.astype(np.float32)
+    else:
+        raise ValueError(f"{path}: array {key!r} has dtype {array.dtype}; expected uint8 or float in [-1, 1]")
+    if array.ndim != 4:
+        raise ValueError(f"{path}: array {key!r} has shape {array.shape}; expected 4-D [N, H, W, C] or [N, C, H, W]")
+    if array.shape[0] == 0:
+        raise ValueError(f"{path}: array {key!r} holds no images (shape {array.shape})")
+    return array
+
+
+def _channels_first(array: np.ndarray, path: pathlib.Path) -> np.ndarray:
+    n, a, b, c = array.shape
+    if c in (1, 3, 4) and a == b:
+        return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+    if a in (1, 3, 4) and b == c:
+        return np.ascontiguousarray(array)
+    raise ValueError(f"{path}: shape {array.shape} is neither [N, S, S, C] nor [N, C, S, S] "
+                     f"with C in 1, 3, 4 and square S×S images")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR-10 python batches
+
+
+class Cifar10Dataset(InMemoryImages):
+    """The CIFAR-10 "python version" batches from a local folder (``cifar-10-batches-py`` or its parent).
+
+    ``split="train"`` reads data_batch_1..5 (all five must be there), ``split="test"`` reads test_batch. The
+    batches are pickles, read by :class:`_ArrayUnpickler`, which builds numpy arrays and nothing else. Native size
+    is 32; another ``image_size`` resizes once at load time.
+    """
+
+    def __init__(self, root: PathLike, split: str = "train", image_size: int = 32):
+        root = _existing_path(root, "root")
+        folder = root / CIFAR10_FOLDER if (root / CIFAR10_FOLDER).is_dir() else root
+        if not folder.is_dir():
+            raise ValueError(f"root {root}: not a folder")
+        check_choice("split", split, CIFAR10_FILES)
+        self.folder, self.split, self.channels = folder, split, 3
+        self.image_size = _check_int("image_size", image_size, 1)
+        self.source = f"{folder}, {split}"
+        images = torch.cat([torch.from_numpy(_read_cifar_batch(folder / name)) for name in CIFAR10_FILES[split]])
+        self.images = _resize_square(images, self.image_size)
+
+
+def _read_cifar_batch(path: pathlib.Path) -> np.ndarray:
+    """uint8 [N, 3, 32, 32] from one CIFAR-10 batch file (a dict whose b"data" is uint8 [N, 3072], RGB planes)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such CIFAR-10 batch file")
+    try:
+        with open(path, "rb") as handle:
+            batch = _ArrayUnpickler(handle, path).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError, KeyError) as error:
+        raise ValueError(f"{path}: not a CIFAR-10 batch ({type(error).__name__}: {error})") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
+            or data.shape[0] == 0:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{path}: expected a dict with b'data' uint8 [N, 3072], N > 0; got {found}")
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32))
+
+
+try:  # numpy >= 2 pickles arrays under numpy._core, older numpy (and the CIFAR files) under numpy.core
+    from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
+except ImportError:  # pragma: no cover - numpy < 1.26
+    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """What Python 3 protocol-2 pickles call to rebuild bytes; only the latin-1 form it writes is accepted."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed only for latin1 strings, got {encoding!r}")
+    return text.encode("latin1")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that can build numpy arrays (and dicts, lists, strings) and refuses every other global.
+
+    Plain ``pickle.load`` runs whatever callable a file names (``os.system``...); here ``find_class`` is the only
+    way a pickle reaches a callable, and it hands out just numpy's array reconstruction and, for pickles written
+    by Python 3 with protocol 2, a latin-1-only stand-in for ``_codecs.encode`` (how that protocol stores bytes).
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+    def __init__(self, handle, path: pathlib.Path):
+        super().__init__(handle, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        allowed = self._ALLOWED.get((module, name))
+        if allowed is None:
+            raise ValueError(f"{self.path}: refused to unpickle {module}.{name}; CIFAR-10 batches hold only "
+                             f"numpy arrays, lists and bytes")
+        return allowed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one front door
+
+
+def open_dataset(source: Union[PathLike, None], image_size: int = 32, **options) -> torch.utils.data.Dataset:
+    """The dataset ``source`` names, at ``image_size``; ``options`` go to its class.
+
+    ``None`` or ``"shapes"`` → :class:`ShapesDataset` (num_images, seed, split); a ``.npz`` file →
+    :class:`NpzDataset` (key); a folder holding data_batch_1 or test_batch, directly or in cifar-10-batches-py/ →
+    :class:`Cifar10Dataset` (split); any other folder → :class:`ImageFolderDataset`. The word ``"shapes"`` wins
+    over a folder of that name (write ``./shapes`` for the folder).
+    """
+    if source is None or (isinstance(source, str) and source == "shapes"):
+        return ShapesDataset(image_size=image_size, **options)
+    path = _existing_path(source, "source")
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return NpzDataset(path, image_size=image_size, **options)
+        raise ValueError(f"source {path}: not a dataset; expected 'shapes', a .npz file or a folder of images "
+                         f"or CIFAR-10 batches")
+    if any((folder / name).is_file() for folder in (path, path / CIFAR10_FOLDER)
+           for name in ("data_batch_1", "test_batch")):
+        return Cifar10Dataset(path, image_size=image_size, **options)
+    return ImageFolderDataset(path, image_size, **options)
