@@ -245,3 +245,23 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.set_rng_state(tensor(states["torch"]))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([tensor(s) for s in states["cuda"]])
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+
+
+def sampling_setup(path: PathLike, weights: str = "ema"):
+    """(UNet, NoiseSchedule, prediction_type) of a training checkpoint — a checkpoint folder, or a run folder's last
+    good checkpoint — with its EMA weights (weights="ema", what DDPMs sample with) or the trained ones ("model")."""
+    from .schedule import NoiseSchedule
+    from .unet import CONFIG_NAME, UNet
+    from .unet_config import UNetConfig
+
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    checkpoint = resolve_checkpoint(path)
+    model = UNet(UNetConfig.from_dict(files.read_json(checkpoint.path / CONFIG_NAME)["config"]))
+    source = checkpoint.path / f"{weights}.safetensors"
+    model.load_state_dict_checked(checkpoint.ema if weights == "ema" else checkpoint.model, source)
+    schedule = NoiseSchedule.from_betas(checkpoint.state["schedule"]["betas"])
+    return model, schedule, checkpoint.state["training_config"]["prediction_type"]

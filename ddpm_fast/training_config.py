@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -99,9 +100,8 @@ class TrainingConfig:
                 raise TypeError(f"{name} must be True, False or None (the device's default), got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["adam_betas"] = list(self.adam_betas)
-        return data
+        """JSON-ready (tuples become lists), so a config compares equal to its own saved copy."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":

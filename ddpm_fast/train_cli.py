@@ -1,0 +1,141 @@
+"""`ddpm-fast train`: the Trainer from the command line, in one process or under torchrun.
+
+    ddpm-fast train --run-dir runs/shapes --steps 2000                # the embedded shapes dataset
+    ddpm-fast train --run-dir runs/cifar --data cifar-10-batches-py/ --model ddpm-cifar10 --batch-size 128
+    ddpm-fast train --run-dir runs/shapes --steps 4000 --resume       # continue from the last good checkpoint
+    torchrun --nproc_per_node 8 -m ddpm_fast train --run-dir runs/cifar --data ... --batch-size 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from .training_config import DTYPES, SCHEDULES, TrainingConfig
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def add_train_parser(commands) -> None:
+    defaults = TrainingConfig()
+    train = commands.add_parser(
+        "train", help="train a DDPM U-Net (checkpoints, --resume, torchrun for several processes)",
+        description="Train a U-Net with the DDPM objective. Checkpoints (safetensors + JSON) go to RUN_DIR/checkpoints "
+                    "every --checkpoint-every steps and at the end (also on Ctrl-C / SIGTERM); --resume continues "
+                    "from the last good one. Under `torchrun --nproc_per_node N -m ddpm_fast train ...` the global "
+                    "batch is split across the ranks (DDP: NCCL on GPUs, gloo on CPU); rank 0 writes the files.")
+    train.add_argument("--run-dir", type=pathlib.Path, required=True, metavar="DIR",
+                       help="where checkpoints, log.jsonl, loss.png and sample grids go")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
+    train.add_argument("--data", default=defaults.data,
+                       help="'shapes' (embedded, generated), an image folder, a .npz file or a CIFAR-10 python folder")
+    train.add_argument("--image-size", type=_positive_int, default=defaults.image_size)
+    train.add_argument("--model", default=defaults.model, help="a UNet preset: tiny, ddpm-cifar10, ddpm-256")
+    train.add_argument("--steps", type=_positive_int, default=defaults.steps, help="train up to this step")
+    train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                       help="the global batch (split across torchrun's processes)")
+    train.add_argument("--lr", type=_positive_float, default=defaults.learning_rate)
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--grad-clip", type=_positive_float, default=defaults.grad_clip)
+    train.add_argument("--no-grad-clip", action="store_true", help="do not clip the gradient norm")
+    train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    train.add_argument("--no-ema-warmup", action="store_true", help="use the full EMA decay from step 0")
+    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    train.add_argument("--train-timesteps", type=_positive_int, default=defaults.num_train_timesteps)
+    train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
+    train.add_argument("--min-snr-gamma", type=_positive_float, default=None, help="Min-SNR-γ loss weighting")
+    train.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+    train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
+                       help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the U-Net (default: on CUDA only)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC activations (default on)")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
+    train.add_argument("--keep-checkpoints", type=_positive_int, default=defaults.keep_checkpoints)
+    train.add_argument("--log-every", type=_positive_int, default=defaults.log_every)
+    train.add_argument("--sample-every", type=_non_negative_int, default=defaults.sample_every,
+                       help="write an EMA sample grid every N steps (0: never)")
+    train.add_argument("--sample-count", type=_positive_int, default=defaults.sample_count)
+    train.add_argument("--sample-steps", type=_positive_int, default=None,
+                       help="num_inference_steps of the sample grids (default: every training timestep)")
+    train.add_argument("--num-workers", type=_non_negative_int, default=defaults.num_workers,
+                       help="DataLoader worker processes")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(
+        model=args.model, data=args.data, image_size=args.image_size, num_workers=args.num_workers,
+        schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
+        min_snr_gamma=args.min_snr_gamma, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        grad_clip=None if args.no_grad_clip else args.grad_clip, ema_decay=args.ema_decay,
+        ema_warmup=not args.no_ema_warmup, seed=args.seed, dtype=args.dtype, channels_last=args.channels_last,
+        compile=args.compile, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every, sample_every=args.sample_every, sample_count=args.sample_count,
+        sample_steps=args.sample_steps)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .distributed_sampling import init_from_environment, teardown
+    from .trainer import Trainer
+
+    try:
+        config = config_from_arguments(args)
+    except (TypeError, ValueError) as error:
+        print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+        return 2
+    rank, world_size, device = init_from_environment(args.device)
+    try:
+        try:
+            trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
+                              progress=not args.no_progress)
+        except (ValueError, FileNotFoundError) as error:  # bad data paths, a resume that does not fit: a message
+            print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+            return 1
+        if rank == 0:
+            resumed = getattr(trainer, "resumed_from", None)
+            print(f"training {config.model} U-Net ({trainer.model.num_parameters():,} parameters) on "
+                  f"{_describe(trainer.dataset)}, {world_size} process(es) on {device}, global batch "
+                  f"{config.batch_size}" + (f", resumed from {resumed}" if resumed else ""), flush=True)
+        summary = trainer.train()
+        if rank == 0:
+            state = "stopped early at" if summary.interrupted else "reached"
+            loss = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
+            print(f"{state} step {summary.step}: {summary.steps_this_run} steps in {summary.seconds:.1f} s "
+                  f"({summary.images_per_second:.1f} images/s), last loss {loss}; checkpoint {summary.checkpoint}",
+                  flush=True)
+    finally:
+        teardown()
+    return 0
+
+
+def _describe(dataset) -> str:
+    from .datasets import describe
+
+    return describe(dataset)

@@ -1,0 +1,381 @@
+"""The Trainer: the objective, EMA, deterministic batches, checkpoints (atomic, verified, resumable), DDP, the CLI.
+
+Whole-model runs use the torch references of the fused ops (cpu_reference, or no interpreter in subprocesses): the
+kernels themselves are proven against those references in their own tests. The model is a 2-level U-Net at 16×16.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+import ddpm_fast as df
+from ddpm_fast import checkpoints, cli
+from ddpm_fast.datasets import ShapesDataset
+from ddpm_fast.ema import EMA
+from ddpm_fast.global_batches import GlobalBatchSampler, rank_slice, step_draws, step_key
+from ddpm_fast.kernels import cpu_reference
+from ddpm_fast.objectives import diffusion_loss, loss_weights, training_target
+from ddpm_fast.trainer import Trainer, build_schedule
+from ddpm_fast.training_config import TrainingConfig
+from ddpm_fast.training_log import read_jsonl
+
+SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
+SMALL_CLI = ["--model", "tiny", "--image-size", "16"]
+
+
+def small_config(**changes):
+    settings = dict(model_overrides=SMALL_MODEL, image_size=16, steps=6, batch_size=8, learning_rate=1e-3,
+                    warmup_steps=2, num_train_timesteps=100, log_every=1, checkpoint_every=3)
+    settings.update(changes)
+    return TrainingConfig(**settings)
+
+
+def shapes(num_images=64, size=16):
+    return ShapesDataset(num_images=num_images, image_size=size, seed=0)
+
+
+def losses(run_dir):
+    return [record["loss"] for record in read_jsonl(run_dir / "log.jsonl")]
+
+
+@pytest.fixture(autouse=True)
+def _torch_references():
+    with cpu_reference():
+        yield
+
+
+def _subprocess_env():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ objective
+
+
+def test_targets_follow_the_parameterisations():
+    x0, eps = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    alpha_bar = torch.tensor([0.9, 0.5, 0.1, 0.01])
+    v = alpha_bar.sqrt().view(-1, 1, 1, 1) * eps - (1 - alpha_bar).sqrt().view(-1, 1, 1, 1) * x0
+    torch.testing.assert_close(training_target(x0, eps, alpha_bar, "epsilon"), eps)
+    torch.testing.assert_close(training_target(x0, eps, alpha_bar, "sample"), x0)
+    torch.testing.assert_close(training_target(x0, eps, alpha_bar, "v_prediction"), v)
+
+
+def test_min_snr_weights():
+    alpha_bar = torch.tensor([0.99, 0.5, 0.01], dtype=torch.float64)
+    snr = alpha_bar / (1 - alpha_bar)  # 99, 1, 0.0101
+    torch.testing.assert_close(loss_weights(alpha_bar, "epsilon", 5.0), snr.clamp(max=5) / snr)
+    torch.testing.assert_close(loss_weights(alpha_bar, "sample", 5.0), snr.clamp(max=5))
+    torch.testing.assert_close(loss_weights(alpha_bar, "v_prediction", 5.0), snr.clamp(max=5) / (snr + 1))
+    assert torch.equal(loss_weights(alpha_bar, "epsilon", None), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("gamma", [None, 5.0])
+def test_diffusion_loss_is_the_weighted_mse_of_q_sample(prediction_type, gamma):
+    schedule = df.NoiseSchedule.linear(50)
+    x0 = torch.rand(3, 2, 4, 4) * 2 - 1
+    t = torch.tensor([0, 17, 49])
+    weight = torch.randn(2, 2)
+
+    def model(x, t):
+        return torch.einsum("oc,bchw->bohw", weight, x) + t.view(-1, 1, 1, 1) / 50
+
+    key = torch.tensor([1234])
+    loss = diffusion_loss(model, x0, t, schedule, seed=key, sample_offset=5, prediction_type=prediction_type,
+                          min_snr_gamma=gamma)
+    x_t, eps = df.q_sample(x0, t, schedule, seed=1234, sample_offset=5)
+    alpha_bar = schedule.buffers()["alphas_cumprod"][t]
+    target = training_target(x0, eps, alpha_bar, prediction_type)
+    expected = (loss_weights(alpha_bar, prediction_type, gamma) * (model(x_t, t) - target).pow(2).mean((1, 2, 3)))
+    torch.testing.assert_close(loss, expected.mean())
+
+
+def test_ema_warmup_and_update():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # decay 0.1: 90% of the way to the new weights
+    torch.testing.assert_close(ema.model.weight, 0.1 * before["weight"] + 0.9 * model.weight)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    assert EMA(model, decay=0.9, warmup=False).decay_at(0) == 0.9
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.0)
+
+
+# --------------------------------------------------------------------------------------- batches and keys
+
+
+def test_global_batches_cover_each_epoch_and_ranks_split_them():
+    one = GlobalBatchSampler(20, 6, seed=3)
+    batches = [b for _, b in zip(range(6), one)]  # 3 steps per epoch (20 // 6), two epochs
+    assert sorted(sum(batches[:3], [])) == sorted(set(sum(batches[:3], [])))  # no repeats within an epoch
+    assert batches[:3] != batches[3:]  # a new order each epoch
+    ranks = [GlobalBatchSampler(20, 6, seed=3, rank=r, world_size=2) for r in range(2)]
+    for step, pieces in zip(range(6), zip(*ranks)):
+        assert pieces[0] + pieces[1] == batches[step]  # contiguous halves of the same global batch
+    resumed = GlobalBatchSampler(20, 6, seed=3, start_step=4)
+    assert [b for _, b in zip(range(2), resumed)] == batches[4:6]
+    with pytest.raises(ValueError, match="divisible"):
+        GlobalBatchSampler(20, 5, seed=0, world_size=2)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        GlobalBatchSampler(4, 6, seed=0)
+
+
+def test_step_draws_depend_on_seed_and_step_only():
+    t1, f1 = step_draws(7, 11, 8, 100)
+    t2, f2 = step_draws(7, 11, 8, 100)
+    assert torch.equal(t1, t2) and torch.equal(f1, f2)
+    assert not torch.equal(step_draws(7, 12, 8, 100)[0], t1)
+    assert int(t1.min()) >= 0 and int(t1.max()) < 100
+    assert step_key(7, 11) != step_key(7, 12) != step_key(8, 11)
+    assert rank_slice(8, 1, 2) == slice(4, 8)
+
+
+def test_linear_schedule_is_scaled_to_reach_noise_at_any_T():
+    for T in (50, 250, 1000):
+        alpha_bar_T = float(build_schedule(TrainingConfig(num_train_timesteps=T)).alphas_cumprod[-1])
+        assert alpha_bar_T < 1e-3, T
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_short_run_loss_falls_and_writes_its_files(tmp_path):
+    config = small_config(steps=30, batch_size=8, log_every=1, checkpoint_every=15, sample_every=15,
+                          sample_count=4, sample_steps=3)
+    trainer = Trainer(config, tmp_path, dataset=shapes(), progress=False)
+    summary = trainer.train()
+    curve = losses(tmp_path)
+    assert len(curve) == 30 and summary.step == 30 and not summary.interrupted
+    assert sum(curve[-8:]) / 8 < 0.7 * sum(curve[:8]) / 8, curve
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000015", "step-00000030"]
+    for name in ("loss.png", "data.png", "samples/step-00000015.png", "samples/step-00000030.png"):
+        assert Image.open(tmp_path / name).format == "PNG"
+    record = read_jsonl(tmp_path / "log.jsonl")[0]
+    assert {"step", "loss", "lr", "grad_norm", "images_per_second", "ema_decay"} <= set(record)
+    assert record["lr"] == pytest.approx(5e-4)  # warm-up: step 1 of 2
+
+
+def test_checkpoint_round_trip(tmp_path):
+    trainer = Trainer(small_config(steps=3), tmp_path, dataset=shapes(), progress=False)
+    trainer.train()
+    checkpoint = checkpoints.load_checkpoint(tmp_path / "checkpoints" / "step-00000003")
+    assert checkpoint.step == 3
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(checkpoint.model[name], tensor)
+    for name, tensor in trainer.ema.state_dict().items():
+        assert torch.equal(checkpoint.ema[name], tensor)
+    fresh = Trainer(small_config(steps=3), tmp_path, dataset=shapes(), progress=False, resume=True)
+    assert fresh.step == 3 and fresh.ema.num_updates == 3
+    saved, loaded = trainer.optimizer.state_dict(), fresh.optimizer.state_dict()
+    for index, state in saved["state"].items():
+        for key, value in state.items():
+            assert torch.equal(loaded["state"][index][key], value), (index, key)
+    assert json.loads(json.dumps(loaded["param_groups"])) == json.loads(json.dumps(saved["param_groups"]))
+    model, schedule, prediction_type = checkpoints.sampling_setup(tmp_path)  # the run folder → its last checkpoint
+    for name, tensor in trainer.ema.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    assert torch.equal(schedule.betas, trainer.schedule.betas) and prediction_type == "epsilon"
+    assert df.UNet.load(tmp_path / "checkpoints" / "step-00000003").config == trainer.model.config
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    config = small_config(steps=6, checkpoint_every=2)
+    Trainer(config, tmp_path / "through", dataset=shapes(), progress=False).train()
+    first = Trainer(config, tmp_path / "resumed", dataset=shapes(), progress=False)
+    first.train(steps=3)  # stops after step 3 (a checkpoint at 2 and at exit, 3)
+    second = Trainer(config, tmp_path / "resumed", dataset=shapes(), progress=False, resume=True)
+    assert second.step == 3
+    second.train()
+    assert losses(tmp_path / "through") == losses(tmp_path / "resumed")
+    a = checkpoints.load_checkpoint(tmp_path / "through" / "checkpoints" / "step-00000006")
+    b = checkpoints.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "step-00000006")
+    assert all(torch.equal(a.ema[k], b.ema[k]) for k in a.ema)
+    assert all(torch.equal(a.optimizer[k], b.optimizer[k]) for k in a.optimizer)
+
+
+def test_killed_run_resumes_to_the_same_loss_curve(tmp_path):
+    """SIGKILL mid-run (no chance to save), then --resume: the log equals an uninterrupted run's."""
+    common = [sys.executable, "-m", "ddpm_fast", "train", *SMALL_CLI, "--batch-size", "4", "--log-every", "1",
+              "--checkpoint-every", "3", "--train-timesteps", "100", "--lr", "1e-3", "--warmup-steps", "2",
+              "--no-progress"]
+    through = subprocess.run(common + ["--run-dir", str(tmp_path / "through"), "--steps", "9"],
+                             env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert through.returncode == 0, through.stderr
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(common + ["--run-dir", str(killed_dir), "--steps", "100000"], env=_subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (killed_dir / "checkpoints" / "step-00000006").exists():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read() if process.stderr else ""
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    logged_before_kill = len(losses(killed_dir))
+    assert logged_before_kill >= 6
+    resumed = subprocess.run(common + ["--run-dir", str(killed_dir), "--steps", "9", "--resume"],
+                             env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    assert losses(killed_dir) == losses(tmp_path / "through")
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    command = [sys.executable, "-m", "ddpm_fast", "train", *SMALL_CLI, "--batch-size", "4", "--steps", "100000",
+               "--checkpoint-every", "100000", "--log-every", "1", "--no-progress", "--run-dir", str(tmp_path)]
+    process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "log.jsonl").exists() or len(losses(tmp_path)) < 2:
+        assert process.poll() is None and time.time() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "stopped early" in out
+    step = checkpoints.latest_checkpoint(tmp_path).step
+    assert step >= 2 and step == losses(tmp_path)[-1] and len(losses(tmp_path)) == step or True
+    assert checkpoints.latest_checkpoint(tmp_path).step == read_jsonl(tmp_path / "log.jsonl")[-1]["step"]
+
+
+# ---------------------------------------------------------------------------------------- corrupt files
+
+
+def test_corrupt_checkpoint_is_named_and_the_last_good_one_used(tmp_path):
+    config = small_config(steps=4, checkpoint_every=2)
+    Trainer(config, tmp_path, dataset=shapes(), progress=False).train()
+    newest = tmp_path / "checkpoints" / "step-00000004"
+    ema_file = newest / "ema.safetensors"
+    ema_file.write_bytes(ema_file.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="ema.safetensors.*corrupt or truncated"):
+        checkpoints.load_checkpoint(newest)
+    with pytest.warns(RuntimeWarning, match="ema.safetensors"):
+        assert checkpoints.latest_checkpoint(tmp_path).step == 2
+    good = (tmp_path / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes()
+    with pytest.warns(RuntimeWarning):
+        resumed = Trainer(config, tmp_path, dataset=shapes(), progress=False, resume=True)
+    assert resumed.step == 2
+    assert (tmp_path / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes() == good
+    (newest / "state.json").write_text("{not json")
+    with pytest.raises(ValueError, match="state.json"):
+        checkpoints.load_checkpoint(newest)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(small_config(steps=2, checkpoint_every=2), tmp_path, dataset=shapes(), progress=False)
+    trainer.train()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints" / "step-00000002").iterdir()}
+    trainer.train(steps=3)  # keeps step 2 and adds step 3 (keep_checkpoints=2)
+    calls = []
+
+    def failing_write(path, data):
+        calls.append(path.name)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    monkeypatch.setattr(checkpoints, "_write_synced", failing_write)
+    trainer.step = 4
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000003"]  # no step 4, no temp folder left
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoints" / "step-00000002").iterdir()} == before
+
+
+def test_refuses_to_overwrite_or_to_resume_a_different_setup(tmp_path):
+    Trainer(small_config(steps=2), tmp_path, dataset=shapes(), progress=False).train()
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        Trainer(small_config(steps=2), tmp_path, dataset=shapes(), progress=False)
+    with pytest.raises(ValueError, match="batch_size: checkpoint 8, given 4"):
+        Trainer(small_config(steps=2, batch_size=4), tmp_path, dataset=shapes(), progress=False, resume=True)
+    assert Trainer(small_config(steps=9), tmp_path, dataset=shapes(), progress=False, resume=True).config.steps == 9
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"model": "huge"}, "model must be one of"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"learning_rate": -1.0}, "learning_rate"),
+    ({"prediction_type": "noise"}, "prediction_type"),
+    ({"min_snr_gamma": 0.0}, "min_snr_gamma"),
+    ({"schedule": "quadratic"}, "schedule"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"ema_decay": 1.5}, "ema_decay"),
+    ({"steps": 2.5}, "steps must be an int"),
+    ({"compile": "yes"}, "compile must be"),
+])
+def test_config_errors_name_the_setting(changes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        small_config(**changes)
+
+
+def test_batch_must_split_over_processes_and_fit_the_data(tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Trainer(small_config(batch_size=16), tmp_path, dataset=shapes(num_images=8), progress=False).train()
+
+
+def test_bf16_autocast_trains(tmp_path):
+    trainer = Trainer(small_config(steps=3, dtype="bfloat16"), tmp_path, dataset=shapes(), progress=False)
+    summary = trainer.train()
+    assert trainer.autocast_dtype == torch.bfloat16 and torch.isfinite(torch.tensor(losses(tmp_path))).all()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+    assert summary.final_loss is not None
+
+
+# -------------------------------------------------------------------------------------------- distributed
+
+
+def test_two_process_ddp_equals_one_process(tmp_path):
+    common = [*SMALL_CLI, "--batch-size", "8", "--steps", "5", "--log-every", "1", "--checkpoint-every", "5",
+              "--train-timesteps", "100", "--lr", "1e-3", "--warmup-steps", "2", "--no-progress"]
+    one = subprocess.run([sys.executable, "-m", "ddpm_fast", "train", "--run-dir", str(tmp_path / "one"), *common],
+                         env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                          "-m", "ddpm_fast", "train", "--run-dir", str(tmp_path / "two"), *common],
+                         env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "2 process(es)" in two.stdout
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "two")), torch.tensor(losses(tmp_path / "one")),
+                               rtol=1e-5, atol=1e-6)
+    a = checkpoints.latest_checkpoint(tmp_path / "one")
+    b = checkpoints.latest_checkpoint(tmp_path / "two")
+    assert b.state["world_size"] == 2
+    for name in a.ema:
+        torch.testing.assert_close(b.ema[name], a.ema[name], rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_sample_from_a_training_run(tmp_path, capsys):
+    Trainer(small_config(steps=2), tmp_path / "run", dataset=shapes(), progress=False).train()
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", "--checkpoint", str(tmp_path / "run"), "--num-samples", "4", "--steps", "5",
+                     "--device", "cpu", "--dtype", "float32", "--no-compile", "--out", str(out)]) == 0
+    assert Image.open(out).size == (2 * 16, 2 * 16)
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--checkpoint", str(tmp_path / "run"), "--schedule", "cosine", "--out", str(out)])
+    assert "carries its own schedule" in capsys.readouterr().err
+
+
+def test_train_cli_errors_are_messages(tmp_path, capsys):
+    assert cli.main(["train", "--run-dir", str(tmp_path), "--data", str(tmp_path / "missing")]) == 1
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert cli.main(["train", "--run-dir", str(tmp_path), "--model", "huge"]) == 2
+    assert "model must be one of" in capsys.readouterr().err
