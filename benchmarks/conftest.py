@@ -1,45 +1,50 @@
-"""Benchmark setup: device, smoke mode, and the facts every results file must carry (device, versions)."""
+"""Benchmark setup: device, modes, the ceilings measured once per session, and the facts every results file must
+carry (device, versions, commit, mode).
+
+Modes: smoke (--benchmark-disable; CI runs every case once at its smallest size), quick (DDPM_FAST_BENCH_QUICK=1, set by
+`ddpm-fast bench --quick`: real timings at a module's `quick_shapes()`, or its first size, with shorter budgets) and
+full (every size of `benchmark_shapes()`).
+"""
 
 import os
-import platform
-import subprocess
 
 import pytest
 import torch
-import triton
+
+from ddpm_fast.bench import device_name, git_commit, package_versions
+from timing import matmul_tflops, quick_mode
+
+CEILINGS: dict = {}  # measured during the session, written into machine_info when the JSON is saved
+LOAD_AT_START = os.getloadavg()  # a shared CPU machine: the busier it is, the noisier the figures
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+def _mode(config) -> str:
+    return "smoke" if _smoke(config) else ("quick" if quick_mode() else "full")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    if torch.cuda.is_available():
-        machine_info["device"] = torch.cuda.get_device_name()
-    else:
-        machine_info["device"] = f"CPU: {_cpu_name()}, {torch.get_num_threads()} threads"
+    import triton
+
+    from ddpm_fast.kernels import _launch
+
+    machine_info["device"], machine_info["device_type"] = device_name()
     machine_info["torch"] = torch.__version__
     machine_info["triton"] = triton.__version__
     machine_info["cuda"] = torch.version.cuda
-    from ddpm_fast.kernels import _launch
-
     machine_info["triton_interpreter"] = _launch.TRITON_INTERPRETED
-    machine_info["commit"] = os.environ.get("DDPM_FAST_COMMIT") or _git_commit()
-
-
-def _git_commit() -> str:
     # The GPU machine gets a copy of the work tree without .git: run_on_device.sh passes DDPM_FAST_COMMIT instead.
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    machine_info["commit"] = os.environ.get("DDPM_FAST_COMMIT") or git_commit()
+    machine_info["mode"] = _mode(config)
+    machine_info["ceilings"] = dict(CEILINGS)
+    machine_info["load_average"] = {"start": LOAD_AT_START, "end": os.getloadavg()}
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    # The facts a reader looks for first, at the top level beside pytest-benchmark's own keys.
+    machine = output_json["machine_info"]
+    output_json.update({"device": machine["device"], "device_type": machine["device_type"],
+                        "versions": package_versions(), "commit": machine["commit"], "mode": machine["mode"],
+                        "ceilings": machine["ceilings"]})
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +62,28 @@ def smoke(request):
     return _smoke(request.config)
 
 
+@pytest.fixture(scope="session")
+def quick(request):
+    """`ddpm-fast bench --quick`: real timings, fewer sizes and rounds (never true together with smoke)."""
+    return quick_mode() and not _smoke(request.config)
+
+
+@pytest.fixture(scope="session")
+def bf16_matmul_tflops(device, smoke):
+    """The device's dense bf16 matmul rate in TFLOP/s, measured once per session: every U-Net figure's ceiling."""
+    if "bf16_matmul_tflops" not in CEILINGS:
+        CEILINGS["bf16_matmul_tflops"] = matmul_tflops(device, smoke)
+    return CEILINGS["bf16_matmul_tflops"]
+
+
 def pytest_generate_tests(metafunc):
-    # A module's `benchmark_shapes()` gives the sizes for its `shape` argument; smoke mode keeps the smallest.
+    # A module's `benchmark_shapes()` gives the sizes for its `shape` argument; smoke mode keeps the smallest, quick
+    # mode the module's `quick_shapes()` (or the smallest).
     if "shape" in metafunc.fixturenames and hasattr(metafunc.module, "benchmark_shapes"):
         shapes = metafunc.module.benchmark_shapes()
         if _smoke(metafunc.config):
             shapes = shapes[:1]
+        elif quick_mode():
+            quick_shapes = getattr(metafunc.module, "quick_shapes", None)
+            shapes = quick_shapes() if quick_shapes else shapes[:1]
         metafunc.parametrize("shape", shapes, ids=["x".join(map(str, s)) for s in shapes])

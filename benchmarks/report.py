@@ -1,73 +1,241 @@
-"""Turn a pytest-benchmark JSON of benchmarks/ into a Markdown table of ratios.
+"""Turn a pytest-benchmark JSON of benchmarks/ into Markdown: a summary of ratios, then each group's tables.
 
     python benchmarks/report.py results.json > results.md
+    python benchmarks/report.py --readme benchmarks/results [--write README.md]   # the README's Benchmarks section
+
+Kinds (each case's extra_info["kind"]): kernel (q-sample, reverse step, fused GroupNorm: GB/s over the copy rate),
+unet_forward, training_step, sampling, onnx_runtime (images/s, over the bf16 matmul rate where it applies).
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
+import textwrap
+
+KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "onnx_runtime")
+README_HEADING = "## Benchmarks"
+
+
+def kind_of(bench: dict) -> str | None:
+    info = bench.get("extra_info", {})
+    if "kind" in info:
+        return info["kind"]
+    return "kernel" if "seconds" in info and "gbps" in info else None  # result sets from before "kind" existed
+
+
+def by_kind(results: dict) -> dict[str, list[dict]]:
+    """{kind: [(benchmark group, extra_info) ...]} in KIND_ORDER, each sorted by case."""
+    grouped: dict[str, list] = {kind: [] for kind in KIND_ORDER}
+    for bench in results.get("benchmarks", []):
+        kind = kind_of(bench)
+        if kind in grouped:
+            grouped[kind].append((bench.get("group") or bench.get("name", "?"), bench["extra_info"]))
+    return {kind: cases for kind, cases in grouped.items() if cases}
+
+
+# ------------------------------------------------------------------------------------------------ whole reports
 
 
 def render(results: dict) -> str:
     machine = results.get("machine_info", {})
     commit = results.get("commit_info", {})
+    versions = results.get("versions") or {"torch": machine.get("torch"), "triton": machine.get("triton")}
     lines = [
-        f"Device: **{machine.get('device', '?')}** · torch {machine.get('torch', '?')} · "
-        f"triton {machine.get('triton', '?')} · CUDA {machine.get('cuda')} · "
-        f"interpreter {machine.get('triton_interpreter')} · "
-        f"commit {str(commit.get('id') or machine.get('commit', '?'))[:10]}"
+        f"Device: **{results.get('device') or machine.get('device', '?')}** · "
+        + " · ".join(f"{name} {version}" for name, version in versions.items() if version) + " · "
+        f"CUDA {machine.get('cuda')} · interpreter {machine.get('triton_interpreter')} · "
+        f"commit {str(results.get('commit') or commit.get('id') or machine.get('commit', '?'))[:10]}"
         f"{' (dirty)' if commit.get('dirty') else ''} · {results.get('datetime', '')}",
-        "",
-        "Medians after warm-up. GB/s counts the bytes each call must move (in the case's dtype); the copy rate is a "
-        "device-to-device copy of one tensor of the same size, measured in the same run.",
     ]
-    kernel_rows = []
-    unet_rows = []
-    sampling = []
-    onnx = []
-    for bench in results.get("benchmarks", []):
-        info = bench.get("extra_info", {})
-        if info.get("kind") == "onnx_runtime":
-            onnx.append(info)
-            continue
-        if info.get("kind") == "unet_forward":
-            unet_rows.append(_unet_row(info))
-            continue
-        if info.get("kind") == "sampling":
-            sampling.append(info)
-            continue
-        if "seconds" not in info:
-            continue
-        seconds = info["seconds"]
-        kernel_rows.append(
-            f"| {bench.get('group', bench['name'])} | {'x'.join(map(str, info['shape']))} | "
-            f"{info.get('dtype', 'float32')} | {seconds['naive_eager'] * 1e3:.4f} | {seconds['torch_compile'] * 1e3:.4f} | "
-            f"{seconds['ddpm_fast'] * 1e3:.4f} | {info['gbps']['ddpm_fast']:.1f} | {info['copy_gbps']:.1f} | "
-            f"{info['fraction_of_copy_rate']:.0%} | {info['speedup_vs_naive']:.2f}x | "
-            f"{info['speedup_vs_compile']:.2f}x |"
-        )
-    if kernel_rows:
-        lines += [
-            "",
-            "| case | shape | dtype | naive eager ms | torch.compile ms | ddpm_fast ms | ddpm_fast GB/s | copy GB/s | "
-            "of copy rate | vs naive | vs compile |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ] + kernel_rows
-    if unet_rows:
-        lines += [
-            "",
-            "U-Net forward: images/s, achieved TFLOP/s (GFLOP per image as shown) and its fraction of the bf16 matmul "
-            "rate measured in the same run.",
-            "",
-            "| model | shape | variant | ms | images/s | TFLOP/s | of matmul rate | vs fp32 eager | matmul TFLOP/s |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
-        ] + [row for rows in unet_rows for row in rows]
-    if sampling:
-        lines += _sampling_tables(sorted(sampling, key=lambda info: (info["preset"], info["batch"])))
-    if onnx:
-        lines += _onnx_tables(sorted(onnx, key=lambda info: (info["device"], info["batch"], info["preset"])))
+    if results.get("command"):
+        lines += ["", f"Mode: {results.get('mode') or machine.get('mode', 'full')} · command: `{results['command']}`"
+                  + (f" · {results['wall_seconds']:.0f} s" if results.get("wall_seconds") else "")]
+    lines += ["", "Medians after warm-up. GB/s counts the bytes each call must move (in the case's dtype); the copy "
+              "rate is a device-to-device copy of one tensor of the same size, measured in the same run; the matmul "
+              "rate is a dense bf16 matmul measured in the same run."]
+    rows = summary_rows(results)
+    if rows:
+        lines += ["", "Summary (ours: the fast path of each group; the best peer: the fastest other method measured):",
+                  ""] + summary_table(rows)
+    cases = by_kind(results)
+    if "kernel" in cases:
+        lines += _kernel_table(cases["kernel"])
+    if "unet_forward" in cases:
+        lines += _unet_table([info for _, info in cases["unet_forward"]])
+    if "training_step" in cases:
+        lines += _training_tables(sorted((info for _, info in cases["training_step"]),
+                                         key=lambda info: (info["preset"], info["image_size"], info["batch"])))
+    if "sampling" in cases:
+        lines += _sampling_tables(sorted((info for _, info in cases["sampling"]),
+                                         key=lambda info: (info["preset"], info["batch"])))
+    if "onnx_runtime" in cases:
+        lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
+                                     key=lambda info: (info["device"], info["batch"], info["preset"])))
+    notes = [f"- suite {suite}: {reason}, skipped" for suite, reason in (results.get("suites_missing") or {}).items()]
+    if results.get("pytest_exit_code"):
+        notes.append(f"- pytest exit status {results['pytest_exit_code']}: some cases failed (see pytest.log); "
+                     "only the cases that passed are here")
+    if results.get("plots_skipped"):
+        notes.append(f"- {results['plots_skipped']}")
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+def summary_rows(results: dict) -> list[tuple]:
+    """(group, case, ours, vs naive, vs best peer, of ceiling) per case: the headline of every group."""
+    rows = []
+    for kind, cases in by_kind(results).items():
+        for group, info in cases:
+            rows.append(_SUMMARY[kind](group, info))
+    return rows
+
+
+def summary_table(rows: list[tuple]) -> list[str]:
+    lines = ["| group | case | ours | vs naive | vs best peer | of ceiling |", "|---|---|---|---:|---:|---:|"]
+    return lines + [f"| {' | '.join(row)} |" for row in rows]
+
+
+def _summary_kernel(group: str, info: dict) -> tuple:
+    seconds = info["seconds"]["ddpm_fast"]
+    return (group, f"{_shape(info['shape'])} {info.get('dtype', 'float32')}",
+            f"{seconds * 1e3:.3g} ms, {info['gbps']['ddpm_fast']:.3g} GB/s", f"{info['speedup_vs_naive']:.2f}x",
+            f"{info['speedup_vs_compile']:.2f}x (torch.compile)", f"{fraction_of_copy(info)['ddpm_fast']:.1%} of copy")
+
+
+def _summary_unet(group: str, info: dict) -> tuple:
+    ours = _unet_ours(info)
+    peer = info.get("best_peer")
+    vs_peer = f"{info['speedup_vs_best_peer']:.2f}x ({peer})" if peer else "-"
+    return (f"U-Net forward ({info['preset']})", f"batch {info['shape'][0]}, {_shape(info['shape'][1:])}",
+            f"{_rate(info['images_per_s'][ours])} img/s ({ours})", f"{info['speedup_vs_fp32_eager'][ours]:.2f}x",
+            vs_peer, f"{info['fraction_of_matmul'][ours]:.1%} of matmul")
+
+
+def _summary_training(group: str, info: dict) -> tuple:
+    ips = info["images_per_second"]
+    peer = info.get("best_peer")
+    vs_peer = f"{info['speedup_vs_best_peer']:.2f}x ({peer})" if peer and info.get("speedup_vs_best_peer") else "-"
+    return (f"training step ({info['preset']})", f"batch {info['batch']}, {info['image_size']}², {info['dtype']}",
+            f"{_rate(ips['ddpm_fast'])} img/s", f"{info['speedup_vs_naive']:.2f}x", vs_peer,
+            f"{info['fraction_of_matmul_rate']:.1%} of matmul")
+
+
+def _summary_sampling(group: str, info: dict) -> tuple:
+    best = info.get("best_diffusers")
+    vs_peer = f"{info['speedup_vs_best_diffusers']['fast']:.2f}x ({best})" if best else "-"
+    return (f"sampling ({info['preset']})", f"batch {info['batch']}, {_shape(info['sample_shape'])}",
+            f"{_rate(info['images_per_s']['fast'])} img/s ({info['num_timesteps']} steps)",
+            f"{info['speedup_vs_naive']['fast']:.2f}x", vs_peer, f"{info['fraction_of_matmul']['fast']:.1%} of matmul")
+
+
+def _summary_onnx(group: str, info: dict) -> tuple:
+    best = info.get("best_ort")
+    vs_peer = f"{info['fast_over'][best]:.2f}x ({best})" if best else "-"
+    return (f"ONNX Runtime ({info['device'].upper()})", f"{info['preset']}, batch {info['batch']}",
+            f"{_rate(info['images_per_s']['fast'])} img/s ({info['num_timesteps']} steps)",
+            f"{info['speedup_vs_naive']['fast']:.2f}x", vs_peer, "-")
+
+
+_SUMMARY = {"kernel": _summary_kernel, "unet_forward": _summary_unet, "training_step": _summary_training,
+            "sampling": _summary_sampling, "onnx_runtime": _summary_onnx}
+
+
+# ------------------------------------------------------------------------------------------------ group tables
+
+
+def fraction_of_copy(info: dict) -> dict:
+    """Every method's GB/s over the copy rate (older result sets stored ours alone: derive the rest)."""
+    return info.get("fraction_of_copy") or {name: gbps / info["copy_gbps"] for name, gbps in info["gbps"].items()}
+
+
+def _kernel_table(cases: list[tuple]) -> list[str]:
+    lines = [
+        "",
+        "Memory-bound kernels: the naive eager ops, torch.compile of the same math and ours, with each one's GB/s as a "
+        "fraction of the copy rate.",
+        "",
+        "| case | shape | dtype | naive eager ms | torch.compile ms | ddpm_fast ms | ddpm_fast GB/s | copy GB/s | "
+        "of copy rate: naive / compile / ours | vs naive | vs compile |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for group, info in cases:
+        seconds, fraction = info["seconds"], fraction_of_copy(info)
+        lines.append(
+            f"| {group} | {_shape(info['shape'])} | {info.get('dtype', 'float32')} | "
+            f"{seconds['naive_eager'] * 1e3:.4f} | {seconds['torch_compile'] * 1e3:.4f} | "
+            f"{seconds['ddpm_fast'] * 1e3:.4f} | {info['gbps']['ddpm_fast']:.1f} | {info['copy_gbps']:.1f} | "
+            f"{fraction['naive_eager']:.1%} / {fraction['torch_compile']:.1%} / {fraction['ddpm_fast']:.1%} | "
+            f"{info['speedup_vs_naive']:.2f}x | {info['speedup_vs_compile']:.2f}x |"
+        )
+    return lines
+
+
+def _unet_ours(info: dict) -> str:
+    return info.get("ours") or ("bf16_cl_compiled" if "bf16_cl_compiled" in info["seconds"] else "bf16_cl_eager")
+
+
+def _unet_table(infos: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "U-Net forward: images/s, achieved TFLOP/s (GFLOP per image as shown) and its fraction of the bf16 matmul "
+        "rate measured in the same run; role: naive (fp32 eager), ours, or peer (diffusers' UNet2DModel, same "
+        "weights).",
+        "",
+        "| model | shape | variant | role | ms | images/s | TFLOP/s | of matmul rate | vs fp32 eager | vs best peer | "
+        "matmul TFLOP/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for info in sorted(infos, key=lambda info: (info["preset"], info["shape"])):
+        roles = info.get("roles") or {}
+        peer = info.get("best_peer")
+        for variant, seconds in info["seconds"].items():
+            vs_peer = f"{info['seconds'][peer] / seconds:.2f}x" if peer else "-"
+            lines.append(
+                f"| {info['preset']} ({info['gflop_per_image']:.2f} GFLOP/img) | {_shape(info['shape'])} | "
+                f"{variant} | {roles.get(variant, '-')} | {seconds * 1e3:.3f} | {info['images_per_s'][variant]:.1f} | "
+                f"{info['tflops'][variant]:.2f} | {info['fraction_of_matmul'][variant]:.0%} | "
+                f"{info['speedup_vs_fp32_eager'][variant]:.2f}x | {vs_peer} | {info['matmul_tflops']:.1f} |"
+            )
+        for name, reason in (info.get("unavailable") or {}).items():
+            notes.append(f"- {_shape(info['shape'])}, {name}: {reason}")
+    return lines + ([""] + sorted(set(notes)) if notes else [])
+
+
+def _training_tables(infos: list[dict]) -> list[str]:
+    """Training step: a summary row per case, then every method's images/s and setup."""
+    lines = [
+        "",
+        "Training step (forward + loss + backward + optimizer step): images/s; achieved TFLOP/s of ours over the bf16 "
+        "matmul rate measured in the same run.",
+        "",
+        "| model | image | batch | dtype | device | ddpm_fast img/s | vs naive | vs best peer | GFLOP/img | TFLOP/s | "
+        "of matmul rate | matmul TFLOP/s |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for info in infos:
+        peer = info.get("best_peer")
+        vs_peer = f"{info['speedup_vs_best_peer']:.2f}x ({peer})" if peer and info.get("speedup_vs_best_peer") else "-"
+        lines.append(
+            f"| {info['preset']} | {info['image_size']} | {info['batch']} | {info['dtype']} | {info['device']} | "
+            f"{_rate(info['images_per_second']['ddpm_fast'])} | {info['speedup_vs_naive']:.2f}x | {vs_peer} | "
+            f"{info['gflop_per_image']:.3g} | {info['achieved_tflops']:.3g} | {info['fraction_of_matmul_rate']:.1%} | "
+            f"{info['matmul_tflops']:.3g} |"
+        )
+    lines += ["", "| model | image | batch | method | img/s | vs naive | setup s |",
+              "|---|---:|---:|---|---:|---:|---:|"]
+    for info in infos:
+        ips = info["images_per_second"]
+        naive = ips.get("naive_fp32_eager")
+        for name, value in ips.items():
+            setup = (info.get("setup_seconds") or {}).get(name)
+            lines.append(f"| {info['preset']} | {info['image_size']} | {info['batch']} | {name} | {_rate(value)} | "
+                         f"{f'{value / naive:.2f}x' if naive else '-'} | "
+                         f"{'-' if setup is None else f'{setup:.1f}'} |")
+    return lines
 
 
 def _sampling_tables(infos: list[dict]) -> list[str]:
@@ -216,6 +384,10 @@ def _onnx_tables(infos: list[dict]) -> list[str]:
     return lines + [""] + notes
 
 
+def _shape(shape) -> str:
+    return "x".join(map(str, shape))
+
+
 def _model(info: dict) -> str:
     params = info.get("parameters")
     size = "x".join(map(str, info["sample_shape"][1:]))
@@ -257,25 +429,138 @@ def _goals(goals: dict) -> str:
     return "; ".join(f"{'met' if met else 'NOT met'}: {goal}" for goal, met in goals.items()) or "-"
 
 
-def _unet_row(info: dict) -> list[str]:
-    rows = []
-    for variant, seconds in info["seconds"].items():
-        rows.append(
-            f"| {info['preset']} ({info['gflop_per_image']:.2f} GFLOP/img) | {'x'.join(map(str, info['shape']))} | "
-            f"{variant} | {seconds * 1e3:.3f} | {info['images_per_s'][variant]:.1f} | {info['tflops'][variant]:.2f} | "
-            f"{info['fraction_of_matmul'][variant]:.0%} | {info['speedup_vs_fp32_eager'][variant]:.2f}x | "
-            f"{info['matmul_tflops']:.1f} |"
-        )
-    return rows
+# ------------------------------------------------------------------------------------------------ the README
+
+
+README_INTRO = """\
+```bash
+pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime, matplotlib
+ddpm-fast bench --quick                           # every group at its smallest sizes: minutes on 2 CPU cores
+ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
+                                                  # sampling, onnx (default all)
+```
+
+`ddpm-fast bench` runs `benchmarks/` (one pytest-benchmark suite; `pytest benchmarks/` runs it too) on whatever
+device is present and writes `results.json` (pytest-benchmark's JSON plus device, versions, commit, mode and
+command), `results.md` (the tables of ratios), `speedup_vs_batch.png` (speed-up over the naive reference vs batch
+size, per method: U-Net forward, training step, sampling) and `fraction_of_ceiling.png` (each kernel's GB/s over the
+copy rate, each U-Net variant's TFLOP/s over the matmul rate). The plots need matplotlib (in the `bench` extra);
+without it they are skipped with a message. The suite ships with the repository, not the wheel: run it from a
+checkout. Every case times our path beside its peers in the same process, after checking the fast output against
+the reference:
+
+- **kernels**: q-sample and the reverse step (given and drawn noise), the fused GroupNorm + time embedding + SiLU
+  forward and forward + backward — the seed's eager ops, `torch.compile` of the same math, ours; inputs rotate so
+  caches do not flatter; GB/s of every method as a fraction of the device-to-device copy rate.
+- **unet**: ddpm-cifar10 forward — fp32 eager (naive), ours in bf16 channels-last eager and compiled, diffusers'
+  UNet2DModel fp32 and fp16 + `torch.compile` (fp32 + compile on a CPU).
+- **training**: one training step — naive fp32 eager, compiled, diffusers bf16 + compile, ours.
+- **sampling**: whole DDPM chains — the seed's loop, diffusers' DDPMPipeline (fp32; fp16 + compile), FastSampler.
+- **onnx**: OnnxSampler on ONNX Runtime (CPU; CUDA fp16/fp32, CUDA graph, contrib ops on a GPU) vs PyTorch.
+
+Ceilings are measured in the same run: the device-to-device copy rate (GB/s) and the dense bf16 matmul rate
+(TFLOP/s); every U-Net, training and sampling figure is also a fraction of the matmul rate (one ddpm-cifar10 forward
+at 32×32 is 12.4 GFLOP per image). GPU timings are `triton.testing.do_bench` medians (CUDA events) after warm-up;
+CPU timings are wall-clock medians. Quick mode (`--quick`, `DDPM_FAST_BENCH_QUICK=1`) still measures, with fewer
+sizes and rounds and the tiny U-Net on a CPU; CI runs the suite in smoke mode (`--benchmark-disable`: every case once
+at its smallest size) so it never rots. On a lent GPU machine, `bash benchmarks/run_on_device.sh <commit> <suite>`
+runs one group per device call; `ddpm-fast bench --merge part1/ part2/ --out DIR` joins the calls into one set.
+Committed result sets live in `benchmarks/results/<device>-<date>[-…]/`, as the runs wrote them, never edited by
+hand. This section is generated from the latest of them (`python benchmarks/report.py --readme benchmarks/results
+--write README.md`; a test checks it matches).
+"""
+
+CPU_CAVEAT = (
+    "These are CPU figures, not GPU figures: on a CPU the Triton kernels run their plain-PyTorch fallbacks, and a "
+    "2-core machine shared with other jobs makes torch's timings wander widely with its load. They show that the suite works and how the paths compare on that CPU; they say nothing about a "
+    "GPU."
+)
+
+
+def result_sets(root: pathlib.Path) -> list[tuple[pathlib.Path, dict]]:
+    """Every committed result set under `root`: (folder, results), oldest first (by the run's own datetime)."""
+    sets = []
+    for path in sorted(root.glob("*/results.json")):
+        with open(path, encoding="utf-8") as handle:
+            sets.append((path.parent, json.load(handle)))
+    return sorted(sets, key=lambda item: item[1].get("datetime", ""))
+
+
+def is_gpu(results: dict) -> bool:
+    machine = results.get("machine_info", {})
+    kind = results.get("device_type") or machine.get("device_type")
+    if kind:
+        return kind == "cuda"
+    return not str(machine.get("device", "CPU")).startswith("CPU")
+
+
+def readme_section(root: pathlib.Path) -> str:
+    """The README's Benchmarks section: how to run the suite, then the summary of the latest GPU result set; with no
+    GPU set, says so and shows the latest CPU set, labelled as CPU figures."""
+    sets = result_sets(root)
+    gpu = [item for item in sets if is_gpu(item[1])]
+    lines = [README_HEADING, "", README_INTRO.rstrip("\n"), ""]
+    if gpu:
+        folder, results = gpu[-1]
+        lines += [_wrap(f"Latest GPU result set: **{_device(results)}**, {_where(root, folder, results)}."), ""]
+    elif sets:
+        folder, results = sets[-1]
+        lines += [_wrap("**No GPU result set has been committed yet**, so this README quotes no GPU figure. The latest "
+                        f"result set is a CPU one: **{_device(results)}**, {_where(root, folder, results)}. "
+                        f"{CPU_CAVEAT}"), ""]
+    else:
+        return "\n".join(lines + ["No result set has been committed yet."]) + "\n"
+    rows = summary_rows(results)
+    lines += summary_table(rows) if rows else ["(this set holds no case the summary covers)"]
+    return "\n".join(lines) + "\n"
+
+
+def _wrap(paragraph: str) -> str:
+    return textwrap.fill(paragraph, width=118, break_long_words=False, break_on_hyphens=False)
+
+
+def _device(results: dict) -> str:
+    return results.get("device") or results.get("machine_info", {}).get("device", "?")
+
+
+def _where(root: pathlib.Path, folder: pathlib.Path, results: dict) -> str:
+    commit = str(results.get("commit") or results.get("commit_info", {}).get("id", "?"))[:10]
+    mode = results.get("mode") or results.get("machine_info", {}).get("mode") or "full"
+    quick = ": fewer sizes and rounds, the tiny U-Net on a CPU" if mode == "quick" else ""
+    return (f"`{root.parent.name}/{root.name}/{folder.name}/` ({mode} mode{quick}; commit {commit}, "
+            f"{str(results.get('datetime', '?'))[:10]}; every table in its `results.md`)")
+
+
+def replace_readme_section(readme: str, section: str) -> str:
+    """`readme` with its Benchmarks section (the heading up to the next "## " heading or the end) replaced."""
+    start = readme.index(README_HEADING + "\n")
+    end = readme.find("\n## ", start + len(README_HEADING))
+    tail = readme[end + 1:] if end != -1 else ""
+    return readme[:start] + section + ("\n" + tail if tail else "")
+
+
+def readme_benchmarks_section(readme: str) -> str:
+    """The Benchmarks section as it stands in `readme`."""
+    start = readme.index(README_HEADING + "\n")
+    end = readme.find("\n## ", start + len(README_HEADING))
+    return readme[start:end] if end != -1 else readme[start:]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    with open(argv[1], encoding="utf-8") as handle:
-        sys.stdout.write(render(json.load(handle)))
-    return 0
+    if len(argv) == 2 and not argv[1].startswith("-"):
+        with open(argv[1], encoding="utf-8") as handle:
+            sys.stdout.write(render(json.load(handle)))
+        return 0
+    if len(argv) in (3, 5) and argv[1] == "--readme" and (len(argv) == 3 or argv[3] == "--write"):
+        section = readme_section(pathlib.Path(argv[2]))
+        if len(argv) == 3:
+            sys.stdout.write(section)
+            return 0
+        readme = pathlib.Path(argv[4])
+        readme.write_text(replace_readme_section(readme.read_text(encoding="utf-8"), section), encoding="utf-8")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# One full call on the lent GPU machine (run from the repository root): GPU tests, then the benchmark suite.
-# Everything lands in $OUT; copy it to benchmarks/results/<device>-<date>/ and commit it.
-#   usage (from the device tool): bash benchmarks/run_on_device.sh <git commit of the work tree> [benchmark files...]
-# A device call may run 10 minutes: the whole suite compiles the U-Net once per batch size, so when time is short
-# pass a subset (e.g. benchmarks/test_unet_forward.py) and run the rest in a second call (SKIP_GPU_TESTS=1 there).
-# benchmarks/test_sampling.py alone compiles two U-Nets per batch size (~10 min for all four): split it by batch,
-# e.g. "benchmarks/test_sampling.py::test_sampling[1x3x32x32]" "benchmarks/test_sampling.py::test_sampling[16x3x32x32]"
-# in one call and the 128 and 512 cases in the next.
-# benchmarks/test_onnx_runtime.py (ORT CUDA vs FastSampler) exports ddpm-cifar10 twice on the CPU (~1 min each) and
-# compiles FastSampler per batch: run it in a call of its own. It needs the [onnx] extra (onnx, onnxscript,
-# onnxruntime-gpu); versions.txt records whether onnxruntime is there and has the CUDA provider.
+# One call on the lent GPU machine (run from the repository root): the `gpu`-marked tests, then benchmark suites
+# through `ddpm-fast bench` (full mode). Everything lands in $OUT (bench/ holds results.json, results.md, plots).
+#   usage (from the device tool): bash benchmarks/run_on_device.sh <git commit of the work tree> [suite ...]
+#   suites: kernels unet training sampling onnx (default: all); BENCH_ARGS="--quick" or BENCH_ARGS="-k EXPR" pass more.
+#
+# A device call runs at most 10 minutes and a session has 30 minutes of device time, and a full run does not fit in
+# one call: split it by suite, SKIP_GPU_TESTS=1 on every call after the first:
+#   1. bash benchmarks/run_on_device.sh <commit> kernels unet            (unet compiles ours and diffusers' U-Net)
+#   2. DDPM_FAST_SAMPLING_BATCHES=1,16 ... sampling                    (two compiled U-Nets per batch size)
+#   3. DDPM_FAST_SAMPLING_BATCHES=128,512 ... sampling
+#   4. ... training
+#   5. ... onnx   (exports ddpm-cifar10 on the CPU, ~1 min per file; needs onnx, onnxscript and onnxruntime-gpu;
+#                  versions.txt records whether onnxruntime is there and has the CUDA provider)
+# Then, on this machine, one result set from the calls (never edited by hand afterwards):
+#   ddpm-fast bench --merge call1/bench call2/bench ... --out benchmarks/results/<device>-<date>/
+#   python benchmarks/report.py --readme benchmarks/results --write README.md
 set -u
 export DDPM_FAST_COMMIT="${1:-unknown}"
 shift || true
-selection=("${@:-benchmarks}")
+suites=("$@")
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 out="${OUT:-/tmp/ddpm_fast_out}"
 mkdir -p "$out"
@@ -25,6 +30,12 @@ python3 -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort
 if [ -z "${SKIP_GPU_TESTS:-}" ]; then
   python3 -m pytest tests -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log" | tail -n 15
 fi
-python3 -m pytest "${selection[@]}" -q -p no:cacheprovider --benchmark-json="$out/results.json" > "$out/bench.log" 2>&1
-tail -n 3 "$out/bench.log"
-python3 benchmarks/report.py "$out/results.json" | tee "$out/results.md"
+args=(--out "$out/bench")
+if [ "${#suites[@]}" -gt 0 ]; then
+  args+=(--suite "${suites[@]}")
+fi
+# shellcheck disable=SC2086  # BENCH_ARGS is split into arguments on purpose
+python3 -m ddpm_fast bench "${args[@]}" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1
+echo "ddpm-fast bench exit status $?"
+tail -n 8 "$out/bench.log"
+head -n 40 "$out/bench/results.md" 2>/dev/null

@@ -12,7 +12,7 @@ import torch
 
 import ddpm_fast as df
 from ddpm_fast import reference
-from timing import Rotating, copy_gbps, median_seconds
+from timing import Rotating, kernel_figures, kernel_times
 
 CIFAR = (3, 32, 32)
 # CIFAR-sized batches, then a ≥ 256 MB case on a GPU (67M float32 elements per tensor).
@@ -26,6 +26,11 @@ TERMS = reference.schedule_terms(reference.linear_beta_schedule(T))
 def benchmark_shapes():
     """The sizes this device runs (conftest parametrizes `shape` with them; smoke mode keeps the first)."""
     return GPU_SHAPES if torch.cuda.is_available() else CPU_SHAPES
+
+
+def quick_shapes():
+    """`ddpm-fast bench --quick`: one CIFAR batch (128 images on a GPU, 16 on a CPU)."""
+    return [(128 if torch.cuda.is_available() else 16, *CIFAR)]
 
 
 def _naive_q_sample(x0, t, noise, sqrt_ac, sqrt_1m_ac):
@@ -61,7 +66,7 @@ def _compiled(fn):
     return _COMPILED[fn]
 
 
-def _run_case(benchmark, device, smoke, shape, tensors_per_call, make_inputs, naive, fast, check):
+def _run_case(benchmark, device, smoke, quick, shape, tensors_per_call, make_inputs, naive, fast, check):
     numel = 1
     for size in shape:
         numel *= size
@@ -69,31 +74,23 @@ def _run_case(benchmark, device, smoke, shape, tensors_per_call, make_inputs, na
     rotating = Rotating(make_inputs, bytes_per_call, cap=1 if smoke else 16)
     check(*rotating.sets[0])
     compiled = _compiled(naive)
-    times = {
-        "naive_eager": median_seconds(lambda: naive(*rotating.next()), device, smoke),
-        "torch_compile": median_seconds(lambda: compiled(*rotating.next()), device, smoke),
-        "ddpm_fast": median_seconds(lambda: fast(*rotating.next()), device, smoke),
-    }
-    copy_rate = copy_gbps(numel * 4, device, smoke)
-    ours_gbps = bytes_per_call / times["ddpm_fast"] / 1e9
-    benchmark.extra_info.update({
-        "shape": list(shape), "dtype": "float32", "bytes_per_call": bytes_per_call,
-        "seconds": times, "gbps": {k: bytes_per_call / v / 1e9 for k, v in times.items()},
-        "copy_gbps": copy_rate, "fraction_of_copy_rate": ours_gbps / copy_rate,
-        "speedup_vs_naive": times["naive_eager"] / times["ddpm_fast"],
-        "speedup_vs_compile": times["torch_compile"] / times["ddpm_fast"],
-    })
+    times, copy_rate = kernel_times({
+        "naive_eager": lambda: naive(*rotating.next()),
+        "torch_compile": lambda: compiled(*rotating.next()),
+        "ddpm_fast": lambda: fast(*rotating.next()),
+    }, numel * 4, device, smoke)
+    benchmark.extra_info.update(kernel_figures(shape, "float32", bytes_per_call, times, copy_rate))
 
     def timed_fast():
         fast(*rotating.next())
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    benchmark.pedantic(timed_fast, rounds=1 if smoke else 20, warmup_rounds=0 if smoke else 3)
+    benchmark.pedantic(timed_fast, rounds=1 if smoke else (5 if quick else 20), warmup_rounds=0 if smoke else 3)
 
 
 @pytest.mark.parametrize("noise", ["given", "drawn"])
-def test_q_sample(benchmark, device, smoke, shape, noise):
+def test_q_sample(benchmark, device, smoke, quick, shape, noise):
     benchmark.group = f"q_sample ({noise} noise)"
     buffers = SCHEDULE.buffers(device)
     sqrt_ac, sqrt_1m_ac = buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"]
@@ -125,11 +122,11 @@ def test_q_sample(benchmark, device, smoke, shape, noise):
             torch.testing.assert_close(x_t, _naive_q_sample(x0, t, eps, sqrt_ac, sqrt_1m_ac), rtol=1e-5, atol=1e-5)
 
     # given: read x0 and ε, write x_t; drawn: read x0, write x_t and ε.
-    _run_case(benchmark, device, smoke, shape, 3, make, naive, fast, check)
+    _run_case(benchmark, device, smoke, quick, shape, 3, make, naive, fast, check)
 
 
 @pytest.mark.parametrize("noise", ["given", "drawn"])
-def test_p_step(benchmark, device, smoke, shape, noise):
+def test_p_step(benchmark, device, smoke, quick, shape, noise):
     benchmark.group = f"p_step ({noise} noise)"
     table = SCHEDULE.coefficient_table(device)
     terms = tuple(TERMS[k].to(device) for k in
@@ -165,4 +162,4 @@ def test_p_step(benchmark, device, smoke, shape, noise):
             assert torch.isfinite(fast(eps, t, x)).all()
 
     # given: read x_t, ε_θ and z, write x_{t-1}; drawn: read x_t and ε_θ, write x_{t-1}.
-    _run_case(benchmark, device, smoke, shape, 4 if noise == "given" else 3, make, naive, fast, check)
+    _run_case(benchmark, device, smoke, quick, shape, 4 if noise == "given" else 3, make, naive, fast, check)

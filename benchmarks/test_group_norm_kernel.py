@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_fast.kernels.group_norm import group_norm_act_op
-from timing import Rotating, copy_gbps, median_seconds
+from timing import Rotating, kernel_figures, kernel_times
 
 GROUPS = 32
 EPS = 1e-6
@@ -25,6 +25,11 @@ DTYPE = torch.bfloat16
 
 def benchmark_shapes():
     return GPU_SHAPES if torch.cuda.is_available() else CPU_SHAPES
+
+
+def quick_shapes():
+    """`ddpm-fast bench --quick`: ddpm-cifar10's first norm shape, batch 128 on a GPU, 1 on a CPU."""
+    return [(128, 128, 32, 32)] if torch.cuda.is_available() else CPU_SHAPES[:1]
 
 
 def eager_sequence(x, emb, weight, bias):
@@ -53,7 +58,7 @@ def with_backward(fn):
 
 
 @pytest.mark.parametrize("passes", ["forward", "forward_backward"])
-def test_group_norm_silu(benchmark, device, smoke, shape, passes):
+def test_group_norm_silu(benchmark, device, smoke, quick, shape, passes):
     benchmark.group = f"group_norm+emb+silu {passes} (bf16 channels-last)"
     numel = shape[0] * shape[1] * shape[2] * shape[3]
     tensors_moved = 2 if passes == "forward" else 5
@@ -81,20 +86,14 @@ def test_group_norm_silu(benchmark, device, smoke, shape, passes):
         scale = e.float().abs().max().item()
         torch.testing.assert_close(a.float(), e.float(), rtol=3e-2, atol=3e-2 * max(scale, 1.0))
 
-    times = {name: median_seconds(lambda fn=fn: fn(*rotating.next()), device, smoke) for name, fn in methods.items()}
-    copy_rate = copy_gbps(numel * DTYPE.itemsize, device, smoke)
-    ours = bytes_per_call / times["ddpm_fast"] / 1e9
-    benchmark.extra_info.update({
-        "shape": list(shape), "dtype": "bfloat16", "memory_format": "channels_last", "bytes_per_call": bytes_per_call,
-        "seconds": times, "gbps": {k: bytes_per_call / v / 1e9 for k, v in times.items()},
-        "copy_gbps": copy_rate, "fraction_of_copy_rate": ours / copy_rate,
-        "speedup_vs_naive": times["naive_eager"] / times["ddpm_fast"],
-        "speedup_vs_compile": times["torch_compile"] / times["ddpm_fast"],
-    })
+    times, copy_rate = kernel_times({name: lambda fn=fn: fn(*rotating.next()) for name, fn in methods.items()},
+                                    numel * DTYPE.itemsize, device, smoke)
+    benchmark.extra_info.update(kernel_figures(shape, "bfloat16", bytes_per_call, times, copy_rate))
+    benchmark.extra_info["memory_format"] = "channels_last"
 
     def timed():
         methods["ddpm_fast"](*rotating.next())
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    benchmark.pedantic(timed, rounds=1 if smoke else 20, warmup_rounds=0 if smoke else 3)
+    benchmark.pedantic(timed, rounds=1 if smoke else (5 if quick else 20), warmup_rounds=0 if smoke else 3)

@@ -42,6 +42,8 @@ warm-up plus 7 repeats of 5 methods at 3 steps would be ~10 min for that case al
 the tiny preset; DDPM_FAST_ONNX_PRESET=ddpm-cifar10 forces one preset for every batch.
 Smoke mode (--benchmark-disable, CI under TRITON_INTERPRET=1): tiny at 16x16, batch 1, 2 steps, one export (the
 fp32 ddpm_step graph), whole-model runs on the torch references (`cpu_reference`), FastSampler not compiled.
+Quick mode (`ddpm-fast bench --quick`): batch 1, 3 repeats; on a CPU the tiny preset at 32x32 and the step graph only
+(no model-graph export).
 
 Correctness before timing: the ORT CPU fp32 step graph with generator noise equals FastSampler fp32 eager within 1e-4
 (on the timed case on a CPU; at batch 1 on a CPU copy of the model on a GPU machine); on a GPU, every ORT CUDA
@@ -68,8 +70,9 @@ from ddpm_fast.kernels import _launch, cpu_reference
 
 T_FULL = sampling.T_FULL
 BATCHES = [1, 64]
+QUICK_BATCHES = [1]
 GPU_STEPS_TIMED, CPU_STEPS_TIMED, SMOKE_STEPS = 50, 3, 2
-GPU_REPEATS, CPU_REPEATS = 5, 7
+GPU_REPEATS, CPU_REPEATS, QUICK_REPEATS = 5, 7, 3
 GPU_PRESET = "ddpm-cifar10"
 CPU_PRESETS = {1: "ddpm-cifar10"}  # any other batch: "tiny" (ddpm-cifar10 at batch 64 is minutes per method)
 PARITY_TOLERANCE = 1e-4
@@ -87,6 +90,10 @@ _EXPORTS: dict[tuple, dict] = {}  # (preset, size, graph, dtype, steps) -> {"pat
 
 def benchmark_shapes():
     return [(batch, 3, 32, 32) for batch in (sampling._env_ints("DDPM_FAST_ONNX_BATCHES") or BATCHES)]
+
+
+def quick_shapes():
+    return [(batch, 3, 32, 32) for batch in (sampling._env_ints("DDPM_FAST_ONNX_BATCHES") or QUICK_BATCHES)]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +220,8 @@ def _optional(methods: list, unavailable: dict, name: str, build: Callable[[], M
 
 
 def build_methods(model, schedule, batch: int, shape: tuple, device: torch.device, smoke: bool,
-                  exports: Exports, providers: list, no_ort: Optional[str]) -> tuple[list[Method], dict]:
+                  exports: Exports, providers: list, no_ort: Optional[str],
+                  quick: bool = False) -> tuple[list[Method], dict]:
     """Every method this machine runs, and {name: reason} for the ones it cannot (no_ort: why there is no
     onnxruntime at all, if so: then the torch methods alone are measured)."""
     methods = [sampling.naive_method(model, batch, shape, device),
@@ -229,8 +237,9 @@ def build_methods(model, schedule, batch: int, shape: tuple, device: torch.devic
         return methods, unavailable
     if device.type != "cuda":
         methods.append(ort_method("ort_cpu_step_fp32", exports.path("ddpm_step", torch.float32), batch, [CPU]))
-        if smoke:
-            unavailable["ort_cpu_model_fp32"] = "skipped in smoke mode (one more export, ~20 s on a CI CPU)"
+        if smoke or quick:
+            unavailable["ort_cpu_model_fp32"] = (f"skipped in {'smoke' if smoke else 'quick'} mode (one more export, "
+                                                 "~20 s on a 2-core CPU)")
         else:
             _optional(methods, unavailable, "ort_cpu_model_fp32",
                       lambda: ort_method("ort_cpu_model_fp32", exports.path("model", torch.float32), batch, [CPU]))
@@ -336,7 +345,7 @@ def goals(batch: int, images_per_s: dict, device: torch.device) -> tuple[dict, l
     return met, unmeasured
 
 
-def test_onnx_runtime(benchmark, device, smoke, shape, export_dir):
+def test_onnx_runtime(benchmark, device, smoke, quick, shape, export_dir):
     try:
         import onnxruntime as ort
     except ImportError as error:  # the GPU machine may lack the [onnx] extra: measure the torch methods alone
@@ -349,11 +358,12 @@ def test_onnx_runtime(benchmark, device, smoke, shape, export_dir):
     if smoke:
         preset, size = "tiny", 16
     else:
-        preset, size = forced or (GPU_PRESET if on_gpu else CPU_PRESETS.get(batch, "tiny")), shape[2]
+        cpu_preset = "tiny" if quick else CPU_PRESETS.get(batch, "tiny")
+        preset, size = forced or (GPU_PRESET if on_gpu else cpu_preset), shape[2]
     sample_shape = (3, size, size)
     steps = SMOKE_STEPS if smoke else (sampling._env_ints("DDPM_FAST_ONNX_STEPS") or
                                        [GPU_STEPS_TIMED if on_gpu else CPU_STEPS_TIMED])[0]
-    repeats = 1 if smoke else (GPU_REPEATS if on_gpu else CPU_REPEATS)
+    repeats = 1 if smoke else (QUICK_REPEATS if quick else (GPU_REPEATS if on_gpu else CPU_REPEATS))
     providers = ort.get_available_providers() if ort is not None else []
     benchmark.group = f"onnx runtime ({'GPU' if on_gpu else 'CPU'})"
     if not smoke:
@@ -368,7 +378,7 @@ def test_onnx_runtime(benchmark, device, smoke, shape, export_dir):
     model = model.to(device)
     with torch.no_grad():
         methods, unavailable = build_methods(model, schedule, batch, sample_shape, device, smoke, exports, providers,
-                                             no_ort)
+                                             no_ort, quick)
         checked = parity(methods, model, schedule, batch, sample_shape, device, exports, ort is not None,
                          unavailable)
 
@@ -415,9 +425,10 @@ def test_onnx_runtime(benchmark, device, smoke, shape, export_dir):
         "note": f"every method samples the same {steps}-step linear schedule (the step graphs bake it) after a "
                 f"warm-up chain; the whole sample() call is timed, median of {repeats} round-robin runs; images/s "
                 f"are stated for a {T_FULL}-step chain, batch / ({T_FULL} x seconds per step)"
-                + ("" if on_gpu or smoke or batch in CPU_PRESETS or forced else
-                   f"; CPU batch {batch} uses the tiny preset (ddpm-cifar10 at batch 64 is ~5-6 s per forward on two "
-                   "quiet cores, ~10 min for this case's runs)"),
+                + ("" if on_gpu or smoke or forced or preset != "tiny" else
+                   "; quick mode: the tiny preset on a CPU (a ddpm-cifar10 export and its runs take minutes)" if quick
+                   else f"; CPU batch {batch} uses the tiny preset (ddpm-cifar10 at batch 64 is ~5-6 s per forward on "
+                   "two quiet cores, ~10 min for this case's runs)"),
         "seconds_per_step": per_step, "chain_seconds": {m.name: m.samples for m in methods},
         "images_per_s": images_per_s, "setup_seconds": {m.name: m.setup_seconds for m in methods},
         "warm_up_seconds": warm_up, "options": {m.name: m.options for m in methods}, "unavailable": unavailable,

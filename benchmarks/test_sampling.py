@@ -23,14 +23,16 @@ bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
 CPU: the "tiny" preset at 32×32, batch 1 and 16, 20 steps; issue goal: FastSampler ≥ 2× the naive reference.
 Smoke mode (--benchmark-disable, CI under TRITON_INTERPRET=1): tiny at 16×16, batch 1, 4 steps, whole-model runs
 on the torch references (`cpu_reference`), FastSampler not compiled.
+Quick mode (`ddpm-fast bench --quick`): batch 1 (1 and 16 on a GPU), FastSampler's defaults without the fast_*
+variants, 3 repeats, 10 steps on a CPU, no full-chain confirmation run.
 
 Before timing, the three algorithms are checked against each other in fp32 on a tiny case (same torch noise:
 FastSampler with generator=, the pipeline with generator=, the naive loop on the seeded global generator), and
 every timed method's images must be finite and in range.
 
 A full GPU run compiles two models per batch size; when one device call cannot hold all four batches, select
-cases: `bash benchmarks/run_on_device.sh <commit> "benchmarks/test_sampling.py::test_sampling[1x3x32x32]"`, or
-set DDPM_FAST_SAMPLING_BATCHES=1,16 (and DDPM_FAST_SAMPLING_STEPS to change steps_timed).
+cases: `DDPM_FAST_SAMPLING_BATCHES=1,16 bash benchmarks/run_on_device.sh <commit> sampling`, then 128,512 (and
+DDPM_FAST_SAMPLING_STEPS to change steps_timed).
 """
 
 from __future__ import annotations
@@ -46,16 +48,17 @@ import torch
 import ddpm_fast as df
 from ddpm_fast import reference
 from ddpm_fast.kernels import _launch, cpu_reference
-from ddpm_fast.unet_config import config_to_diffusers
-from test_unet_forward import CIFAR_GFLOP_PER_IMAGE, counted_gflop_per_image, matmul_tflops
+from models import diffusers_pipeline, gflop_per_image, pipeline_images
 
 T_FULL = 1000  # the chain the images/s figures are stated for
 GPU_BATCHES = [1, 16, 128, 512]
 CPU_BATCHES = [1, 16]
+QUICK_GPU_BATCHES, QUICK_CPU_BATCHES = [1, 16], [1]
 GPU_STEPS_TIMED = 50
 CPU_STEPS_TIMED = 20
+QUICK_CPU_STEPS_TIMED = 10
 SMOKE_STEPS = 4
-GPU_REPEATS, CPU_REPEATS = 3, 5
+GPU_REPEATS, CPU_REPEATS, QUICK_REPEATS = 3, 5, 3
 PARITY_TOLERANCE = 1e-4
 REQUIRED = ("naive", "diffusers_fp32", "fast")  # the others are reported as unavailable when they fail
 
@@ -74,6 +77,11 @@ def _env_ints(name: str) -> Optional[list[int]]:
 
 def benchmark_shapes():
     default = GPU_BATCHES if torch.cuda.is_available() else CPU_BATCHES
+    return [(batch, 3, 32, 32) for batch in (_env_ints("DDPM_FAST_SAMPLING_BATCHES") or default)]
+
+
+def quick_shapes():
+    default = QUICK_GPU_BATCHES if torch.cuda.is_available() else QUICK_CPU_BATCHES
     return [(batch, 3, 32, 32) for batch in (_env_ints("DDPM_FAST_SAMPLING_BATCHES") or default)]
 
 
@@ -114,34 +122,6 @@ def naive_method(model, batch: int, shape: tuple, device: torch.device) -> Metho
     return Method("naive", run, {"dtype": "float32", "eager": True})
 
 
-def diffusers_unet(model, device: torch.device, dtype: torch.dtype):
-    import diffusers
-
-    unet = diffusers.UNet2DModel.from_config(config_to_diffusers(model.config))
-    unet.load_state_dict(model.state_dict(), strict=True)  # our UNet keeps diffusers' parameter names
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def diffusers_pipeline(model, device: torch.device, dtype: torch.dtype, compile: bool, num_train_timesteps: int):
-    import diffusers
-
-    unet = diffusers_unet(model, device, dtype)
-    if compile:
-        unet = torch.compile(unet)
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
-                                        beta_start=1e-4, beta_end=0.02, variance_type="fixed_small",
-                                        clip_sample=False)
-    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def pipeline_images(pipe, batch: int, steps: int, generator=None) -> torch.Tensor:
-    """DDPMPipeline's own call (output_type="np": [B, H, W, C] in [0, 1]) mapped back to [-1, 1] NCHW."""
-    output = pipe(batch_size=batch, generator=generator, num_inference_steps=steps, output_type="np").images
-    return torch.from_numpy(output).permute(0, 3, 1, 2) * 2.0 - 1.0
-
-
 def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: torch.dtype, compile: bool) -> Method:
     pipe = diffusers_pipeline(model, device, dtype, compile, T_FULL)
 
@@ -170,8 +150,10 @@ def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device
     return method
 
 
-def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: bool) -> tuple[list[Method], dict]:
-    """Every method this device runs, and {name: reason} for the ones it cannot."""
+def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: bool,
+                  quick: bool = False) -> tuple[list[Method], dict]:
+    """Every method this device runs, and {name: reason} for the ones it cannot (quick mode: FastSampler's
+    defaults only, not its variants with parts turned off)."""
     methods = [naive_method(model, batch, shape, device)]
     unavailable = {}
     try:
@@ -190,6 +172,8 @@ def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: 
         methods.append(fast_method("fast", model, batch, shape, device, compile=False))
         return methods, unavailable
     methods.append(fast_method("fast", model, batch, shape, device))
+    if quick:
+        return methods, unavailable
     if device.type == "cuda":
         variants = {"fast_no_compile": dict(compile=False)}
     else:
@@ -276,15 +260,16 @@ def goals(batch: int, images_per_s: dict, device: torch.device) -> dict:
     return met
 
 
-def test_sampling(benchmark, device, smoke, shape):
+def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
     batch = shape[0]
     on_gpu = device.type == "cuda"
     preset = "ddpm-cifar10" if on_gpu and not smoke else "tiny"
     size = 16 if smoke else shape[2]
     sample_shape = (3, size, size)
+    cpu_steps = QUICK_CPU_STEPS_TIMED if quick else CPU_STEPS_TIMED
     steps = SMOKE_STEPS if smoke else (_env_ints("DDPM_FAST_SAMPLING_STEPS") or
-                                       [GPU_STEPS_TIMED if on_gpu else CPU_STEPS_TIMED])[0]
-    repeats = 1 if smoke else (GPU_REPEATS if on_gpu else CPU_REPEATS)
+                                       [GPU_STEPS_TIMED if on_gpu else cpu_steps])[0]
+    repeats = 1 if smoke else (QUICK_REPEATS if quick else (GPU_REPEATS if on_gpu else CPU_REPEATS))
     benchmark.group = f"sampling ({preset}, {size}x{size})"
 
     # Whole-model runs take the torch references on CPU tensors even under the interpreter (minutes otherwise).
@@ -299,10 +284,9 @@ def test_sampling(benchmark, device, smoke, shape):
         checked = parity(device)
         torch.manual_seed(0)
         model = df.UNet.from_preset(preset, sample_size=size).eval()
-        counted = counted_gflop_per_image(model, (1, *sample_shape))
-        gflop = CIFAR_GFLOP_PER_IMAGE if preset == "ddpm-cifar10" and size == 32 else counted
+        gflop, counted = gflop_per_image(model, preset, sample_shape)
         model = model.to(device)
-        methods, unavailable = build_methods(model, batch, sample_shape, device, smoke)
+        methods, unavailable = build_methods(model, batch, sample_shape, device, smoke, quick)
 
         warm_up = {}
         for method in list(methods):  # warm-up: compile, capture, lazy init; then the images are checked
@@ -328,13 +312,13 @@ def test_sampling(benchmark, device, smoke, shape):
 
         full_chain = None
         fast = next(m for m in methods if m.name == "fast")
-        if on_gpu and not smoke:  # the whole T = 1000 chain once, to confirm the extrapolation
+        if on_gpu and not smoke and not quick:  # the whole T = 1000 chain once, to confirm the extrapolation
             images = fast.sampler.sample(batch, seed=0)
             check_images("fast (T=1000)", images, batch, sample_shape)
             report = fast.sampler.last_report
             full_chain = {"seconds": report.sampling_seconds, "images_per_s": batch / report.sampling_seconds,
                           "setup_seconds": report.setup_seconds}
-    ceiling = matmul_tflops(device, smoke)
+    ceiling = bf16_matmul_tflops
 
     per_step = {m.name: statistics.median(m.samples) / steps for m in methods}
     for method in methods:  # a peer's setup: what its first (warm-up) chain took beyond a timed one

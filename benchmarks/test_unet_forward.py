@@ -1,22 +1,30 @@
-"""U-Net forward throughput: fp32 eager vs bf16 channels-last eager vs bf16 channels-last torch.compile.
+"""U-Net forward throughput: our UNet (bf16 channels-last, eager and torch.compile) vs fp32 eager and diffusers.
 
-Images/s, and achieved TFLOP/s over the bf16 matmul rate measured in the same run (DESIGN §4: one ddpm-cifar10
-forward at 32×32 is 12.4 GFLOP per image). In smoke mode (CI, the interpreter) the tiny preset at 16×16 runs the two
-eager variants once, to prove the suite works; its FLOPs come from torch's FlopCounterMode.
+Variants, in one run per batch size, same weights:
+  fp32_eager               our UNet in fp32, NCHW, eager: the naive reference.
+  bf16_cl_eager            our UNet in bf16 channels-last, eager (fused GroupNorm kernels).
+  bf16_cl_compiled         the same under torch.compile(fullgraph=True): ours, the headline.
+  diffusers_fp32_eager     diffusers' UNet2DModel with the same weights, fp32 eager.
+  diffusers_fp16_compile   the same in fp16 under torch.compile (GPU; on a CPU fp32 + compile:
+                           diffusers_fp32_compile).
+Images/s, and achieved TFLOP/s over the bf16 matmul rate measured once in the same session (DESIGN §4: one
+ddpm-cifar10 forward at 32x32 is 12.4 GFLOP per image; other presets are counted by torch's FlopCounterMode). Every
+variant's output is checked against fp32 eager before it is timed; inputs rotate through several sets.
+GPU and full CPU runs: ddpm-cifar10 at 32x32. Quick CPU runs (`ddpm-fast bench --quick`): the tiny preset at 32x32,
+batch 1 and 8. Smoke mode (CI, the interpreter): tiny at 16x16, batch 1, the eager variants once.
 """
 
 from __future__ import annotations
 
-import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import ddpm_fast as df
-from timing import median_seconds
+from models import diffusers_compiled_dtype, diffusers_unet, dtype_name, gflop_per_image
+from timing import Rotating, compare_seconds
 
-CIFAR_GFLOP_PER_IMAGE = 12.4
 GPU_BATCHES = [1, 16, 64, 256, 512]
 CPU_BATCHES = [1, 8]
+RELATIVE_TOLERANCE = 3e-2  # bf16 / fp16 against fp32, relative L2 error of the output
 
 
 def benchmark_shapes():
@@ -24,63 +32,86 @@ def benchmark_shapes():
     return [(batch, 3, 32, 32) for batch in batches]
 
 
-def matmul_tflops(device: torch.device, smoke: bool) -> float:
-    """The device's dense bf16 matmul rate, measured now (the ceiling the U-Net's convolutions aim at)."""
-    size = 8192 if device.type == "cuda" else (256 if smoke else 1024)
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    return 2 * size ** 3 / median_seconds(lambda: a @ b, device, smoke) / 1e12
+def quick_shapes():
+    return [(1, 3, 32, 32), (16 if torch.cuda.is_available() else 8, 3, 32, 32)]
 
 
-def counted_gflop_per_image(model, shape) -> float:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, *shape[1:]), torch.tensor([1]))
-    return counter.get_total_flops() / 1e9
+def build_variants(reference, device: torch.device, smoke: bool, unavailable: dict) -> dict:
+    """{name: (role, run(x, x_channels_last, t))}: role is "naive", "ours" or "peer"."""
+    fast = type(reference)(reference.config).eval().to(device)
+    fast.load_state_dict(reference.state_dict())
+    fast = fast.to(torch.bfloat16, memory_format=torch.channels_last)
+    variants = {"fp32_eager": ("naive", lambda x, x_cl, t: reference(x, t)),
+                "bf16_cl_eager": ("ours", lambda x, x_cl, t: fast(x_cl, t))}
+    if not smoke:  # compiling a whole model on a CI CPU takes minutes; tests/test_unet.py covers compile
+        compiled = torch.compile(fast, fullgraph=True)
+        variants["bf16_cl_compiled"] = ("ours", lambda x, x_cl, t: compiled(x_cl, t))
+    try:
+        theirs = diffusers_unet(reference, device, torch.float32)
+    except ImportError as error:
+        unavailable["diffusers"] = f"unavailable: {error}"
+        return variants
+    variants["diffusers_fp32_eager"] = ("peer", lambda x, x_cl, t: theirs(x, t).sample)
+    if smoke:
+        unavailable["diffusers compile"] = "skipped in smoke mode (compile takes minutes on a CI CPU)"
+        return variants
+    dtype = diffusers_compiled_dtype(device)
+    theirs_compiled = torch.compile(diffusers_unet(reference, device, dtype))
+    variants[f"diffusers_{dtype_name(dtype)}_compile"] = (
+        "peer", lambda x, x_cl, t: theirs_compiled(x.to(dtype), t).sample)
+    return variants
 
 
-def test_unet_forward(benchmark, device, smoke, shape):
-    preset = "tiny" if smoke else "ddpm-cifar10"
+def test_unet_forward(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
+    on_gpu = device.type == "cuda"
+    preset = "tiny" if smoke or (quick and not on_gpu) else "ddpm-cifar10"
     shape = (shape[0], 3, 16, 16) if smoke else shape
     benchmark.group = f"unet forward ({preset})"
     torch.manual_seed(0)
-    reference = df.UNet.from_preset(preset).eval()
-    counted = counted_gflop_per_image(reference, shape)
-    gflop_per_image = CIFAR_GFLOP_PER_IMAGE if preset == "ddpm-cifar10" and shape[2:] == (32, 32) else counted
+    reference = df.UNet.from_preset(preset, sample_size=shape[2]).eval()
+    gflop, counted = gflop_per_image(reference, preset, shape)
     reference = reference.to(device)
-    fast = df.UNet.from_preset(preset).eval().to(device)
-    fast.load_state_dict(reference.state_dict())
-    fast = fast.to(torch.bfloat16, memory_format=torch.channels_last)
+    unavailable = {}
+    variants = build_variants(reference, device, smoke, unavailable)
 
-    x = torch.randn(shape, device=device)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    t = torch.randint(0, 1000, (shape[0],), device=device)
-    variants = {"fp32_eager": lambda: reference(x, t), "bf16_cl_eager": lambda: fast(x_cl, t)}
-    if not smoke:  # compiling the full model on a CI CPU takes minutes; tests/test_unet.py covers compile
-        compiled = torch.compile(fast, fullgraph=True)
-        variants["bf16_cl_compiled"] = lambda: compiled(x_cl, t)
+    def make():
+        x = torch.randn(shape, device=device)
+        return x, x.contiguous(memory_format=torch.channels_last), torch.randint(0, 1000, (shape[0],), device=device)
 
+    rotating = Rotating(make, 3 * x_bytes(shape), budget_bytes=64 << 20, cap=1 if smoke else 8)
     with torch.no_grad():
-        expected = variants["fp32_eager"]()
-        for name, run in variants.items():
-            relative = ((run().float() - expected).norm() / expected.norm()).item()
-            assert relative < 3e-2, f"{name}: relative error {relative:.3g} against fp32"
-        times = {name: median_seconds(run, device, smoke) for name, run in variants.items()}
-    ceiling = matmul_tflops(device, smoke)
-    tflops = {name: gflop_per_image * shape[0] / seconds / 1e3 for name, seconds in times.items()}
-    best = min(times, key=times.get)
+        first = rotating.sets[0]
+        expected = variants["fp32_eager"][1](*first)
+        for name, (_, run) in variants.items():  # each output checked before anything is timed
+            relative = ((run(*first).float() - expected).norm() / expected.norm()).item()
+            assert relative < RELATIVE_TOLERANCE, f"{name}: relative error {relative:.3g} against fp32 eager"
+        times = compare_seconds({name: lambda run=run: run(*rotating.next()) for name, (_, run) in variants.items()},
+                                device, smoke)
+    ceiling = bf16_matmul_tflops
+    tflops = {name: gflop * shape[0] / seconds / 1e3 for name, seconds in times.items()}
+    roles = {name: role for name, (role, _) in variants.items()}
+    ours = "bf16_cl_compiled" if "bf16_cl_compiled" in times else "bf16_cl_eager"
+    peers = [name for name, role in roles.items() if role == "peer"]
+    best_peer = min(peers, key=times.get) if peers else None
     benchmark.extra_info.update({
-        "kind": "unet_forward", "preset": preset, "shape": list(shape), "seconds": times,
-        "images_per_s": {name: shape[0] / seconds for name, seconds in times.items()},
-        "gflop_per_image": gflop_per_image, "counted_gflop_per_image": counted, "tflops": tflops,
+        "kind": "unet_forward", "preset": preset, "shape": list(shape), "batch": shape[0], "seconds": times,
+        "roles": roles, "images_per_s": {name: shape[0] / seconds for name, seconds in times.items()},
+        "gflop_per_image": gflop, "counted_gflop_per_image": counted, "tflops": tflops,
         "matmul_tflops": ceiling, "fraction_of_matmul": {name: v / ceiling for name, v in tflops.items()},
         "speedup_vs_fp32_eager": {name: times["fp32_eager"] / seconds for name, seconds in times.items()},
-        "best": best,
+        "ours": ours, "best_peer": best_peer,
+        "speedup_vs_best_peer": times[best_peer] / times[ours] if best_peer else None,
+        "best": min(times, key=times.get), "unavailable": unavailable,
     })
 
-    def timed():
+    def timed():  # what pytest-benchmark records: our headline variant
         with torch.no_grad():
-            variants[best]()
-        if device.type == "cuda":
+            variants[ours][1](*rotating.next())
+        if on_gpu:
             torch.cuda.synchronize()
 
-    benchmark.pedantic(timed, rounds=1 if smoke else 10, warmup_rounds=0 if smoke else 2)
+    benchmark.pedantic(timed, rounds=1 if smoke else (3 if quick else 10), warmup_rounds=0 if smoke else 1)
+
+
+def x_bytes(shape) -> int:
+    return shape[0] * shape[1] * shape[2] * shape[3] * 4

@@ -1,0 +1,397 @@
+"""`ddpm-fast bench`: arguments, the pytest selection per suite, results.json's fields, the report of every kind, the
+plots, result-set merging and the README's generated Benchmarks section. Synthetic results; no benchmark is timed."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+from PIL import Image
+
+from ddpm_fast import bench
+from ddpm_fast.cli import build_parser, main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+report = bench.load_suite_module(BENCHMARKS, "report")
+plots = bench.load_suite_module(BENCHMARKS, "plots")
+timing = bench.load_suite_module(BENCHMARKS, "timing")
+
+
+# ------------------------------------------------------------------------------------------------ synthetic results
+
+
+def kernel_info(naive=2e-4, compiled=1e-4, ours=5e-5, copy=4e-5, shape=(16, 3, 32, 32)):
+    numel = shape[0] * shape[1] * shape[2] * shape[3]
+    moved = 3 * numel * 4
+    times = {"naive_eager": naive, "torch_compile": compiled, "ddpm_fast": ours}
+    return timing.kernel_figures(shape, "float32", moved, times, moved / copy / 1e9)
+
+
+def unet_info(batch):
+    seconds = {"fp32_eager": 0.1 * batch, "bf16_cl_eager": 0.06 * batch, "bf16_cl_compiled": 0.03 * batch,
+               "diffusers_fp32_eager": 0.09 * batch, "diffusers_fp32_compile": 0.05 * batch}
+    tflops = {name: 0.5 * batch / value / 1e3 for name, value in seconds.items()}
+    return {"kind": "unet_forward", "preset": "tiny", "shape": [batch, 3, 32, 32], "batch": batch, "seconds": seconds,
+            "roles": {"fp32_eager": "naive", "bf16_cl_eager": "ours", "bf16_cl_compiled": "ours",
+                      "diffusers_fp32_eager": "peer", "diffusers_fp32_compile": "peer"},
+            "images_per_s": {name: batch / value for name, value in seconds.items()}, "gflop_per_image": 0.5,
+            "counted_gflop_per_image": 0.5, "tflops": tflops, "matmul_tflops": 0.4,
+            "fraction_of_matmul": {name: value / 0.4 for name, value in tflops.items()},
+            "speedup_vs_fp32_eager": {name: seconds["fp32_eager"] / value for name, value in seconds.items()},
+            "ours": "bf16_cl_compiled", "best_peer": "diffusers_fp32_compile",
+            "speedup_vs_best_peer": seconds["diffusers_fp32_compile"] / seconds["bf16_cl_compiled"],
+            "best": "bf16_cl_compiled", "unavailable": {}}
+
+
+def training_info(batch):
+    ips = {"naive_fp32_eager": 10.0 * batch, "naive_compiled": 14.0 * batch, "diffusers_bf16_compile": 16.0 * batch,
+           "ddpm_fast": 25.0 * batch}
+    return {"kind": "training_step", "preset": "tiny", "batch": batch, "image_size": 32, "dtype": "bfloat16",
+            "device": "cpu", "images_per_second": ips, "speedup_vs_naive": 2.5, "speedup_vs_best_peer": 25 / 16,
+            "best_peer": "diffusers_bf16_compile", "gflop_per_image": 1.5, "achieved_tflops": 0.04,
+            "matmul_tflops": 0.4, "fraction_of_matmul_rate": 0.1,
+            "setup_seconds": {"naive_fp32_eager": 0.0, "naive_compiled": 20.0, "diffusers_bf16_compile": 30.0,
+                              "ddpm_fast": 25.0}}
+
+
+def sampling_info(batch):
+    per_step = {"naive": 0.012 * batch, "diffusers_fp32": 0.010 * batch, "diffusers_fp32_compile": 0.008 * batch,
+                "fast": 0.005 * batch}
+    ips = {name: batch / (value * 1000) for name, value in per_step.items()}
+    tflops = {name: 0.5 * batch / value / 1e3 for name, value in per_step.items()}
+    return {"kind": "sampling", "preset": "tiny", "batch": batch, "sample_shape": [3, 32, 32], "num_timesteps": 1000,
+            "steps_timed": 20, "repeats": 3, "seconds_per_step": per_step, "images_per_s": ips,
+            "setup_seconds": {name: 1.0 for name in per_step},
+            "options": {"naive": {"dtype": "float32", "eager": True},
+                        "fast": {"dtype": "bfloat16", "channels_last": True, "compile": True}},
+            "unavailable": {"fast_fp32": "skipped"}, "gflop_per_image_per_step": 0.5, "tflops": tflops,
+            "matmul_tflops": 0.4, "fraction_of_matmul": {name: value / 0.4 for name, value in tflops.items()},
+            "ceiling_images_per_s": 0.8,
+            "speedup_vs_naive": {name: value / ips["naive"] for name, value in ips.items()},
+            "speedup_vs_best_diffusers": {name: value / ips["diffusers_fp32_compile"] for name, value in ips.items()},
+            "best_diffusers": "diffusers_fp32_compile", "best_fast": "fast", "goals": {"fast >= 2x naive": True},
+            "fast_full_chain": None, "parity": {"fast_vs_naive_max_abs": 3e-6}}
+
+
+def onnx_info(batch):
+    per_step = {"naive": 0.02, "torch_eager": 0.015, "fast": 0.008, "ort_cpu_step_fp32": 0.012}
+    ips = {name: batch / (value * 1000) for name, value in per_step.items()}
+    ort = ["ort_cpu_step_fp32"]
+    return {"kind": "onnx_runtime", "preset": "tiny", "parameters": 1_500_000, "batch": batch,
+            "sample_shape": [3, 32, 32], "device": "cpu", "num_timesteps": 1000, "steps_timed": 3, "repeats": 3,
+            "seconds_per_step": per_step, "images_per_s": ips, "setup_seconds": {name: 0.5 for name in per_step},
+            "options": {"fast": {"dtype": "bfloat16", "compile": True},
+                        "ort_cpu_step_fp32": {"dtype": "float32", "graph": "ddpm_step",
+                                              "provider": "CPUExecutionProvider", "io_binding": True,
+                                              "file": "tiny.onnx"}},
+            "unavailable": {"ort_cuda_step_fp16": "no CUDA device in this run (CPU machine)"},
+            "speedup_vs_naive": {name: value / ips["naive"] for name, value in ips.items()},
+            "speedup_vs_torch_eager": {name: value / ips["torch_eager"] for name, value in ips.items()},
+            "fast_over": {name: ips["fast"] / ips[name] for name in ort},
+            "best_images_per_s": ips, "fast_over_best_runs": {name: ips["fast"] / ips[name] for name in ort},
+            "torch_eager_over": {name: ips["torch_eager"] / ips[name] for name in ort}, "best_ort": ort[0],
+            "goals": {}, "goals_unmeasured": [], "onnxruntime": "1.31.1", "providers": ["CPUExecutionProvider"],
+            "cuda_provider_usable": False, "ort_intra_op_threads": "default", "torch_threads": 2,
+            "exports": {"tiny.onnx": {"seconds": 5.0, "reused": False, "mb": 6.0}},
+            "parity": {"ort_cpu_step_fp32_vs_torch_eager_max_abs": 1e-6}, "parity_tolerance": 1e-4,
+            "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.5, 1.0, 1.0]}, "note": "synthetic"}
+
+
+def results_json(infos, device="CPU: Test CPU, 2 threads", device_type="cpu", when="2026-11-22T10:00:00+00:00"):
+    benchmarks = [{"group": f"group {index}", "name": f"test_{info.get('kind', 'kernel')}[{index}]",
+                   "fullname": f"benchmarks/x.py::test[{index}]", "extra_info": info,
+                   "stats": {"median": 0.01, "rounds": 1}} for index, info in enumerate(infos)]
+    return {"machine_info": {"device": device, "device_type": device_type, "torch": "2.13.0", "triton": "3.9.0",
+                             "cuda": None if device_type == "cpu" else "12.8", "triton_interpreter": False,
+                             "commit": "abc123", "mode": "quick"},
+            "commit_info": {"id": "abc123", "dirty": False}, "benchmarks": benchmarks, "datetime": when,
+            "version": "5.3.1"}
+
+
+EVERY_KIND = [kernel_info(), unet_info(1), unet_info(8), training_info(1), training_info(16), sampling_info(1),
+              sampling_info(16), onnx_info(1)]
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+
+
+def test_bench_arguments():
+    args = build_parser().parse_args(["bench"])
+    assert (args.suites, args.quick, args.out, args.keyword, args.merge) == (None, False, None, None, None)
+    args = build_parser().parse_args(["bench", "--suite", "kernels", "unet", "--quick", "--out", "some/dir"])
+    assert args.suites == ["kernels", "unet"] and args.quick and args.out == pathlib.Path("some/dir")
+    args = build_parser().parse_args(["bench", "--suite", "kernels,onnx", "--suite", "training", "kernels"])
+    assert args.suites == ["kernels", "onnx", "training"]
+
+
+@pytest.mark.parametrize("suite", ["gpus", "kernels,fast", ","])
+def test_bench_rejects_an_unknown_suite_by_name(suite, capsys):
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(["bench", "--suite", suite])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown suite" in error and "choose from kernels, unet, training, sampling, onnx" in error
+    assert repr(suite.split(",")[-1] or suite) in error
+
+
+def test_bench_merge_excludes_run_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--merge", str(tmp_path), "--quick"])
+    assert "--merge renders existing results" in capsys.readouterr().err
+
+
+def test_bench_out_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["bench", "--out", str(tmp_path / "file")])
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_bench_without_a_suite_folder_says_where_it_lives(tmp_path, capsys):
+    assert main(["bench", "--benchmarks", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "not a benchmark suite folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+@pytest.mark.parametrize("suite, files", [
+    ("kernels", ["benchmarks/test_elementwise_kernels.py", "benchmarks/test_group_norm_kernel.py"]),
+    ("unet", ["benchmarks/test_unet_forward.py"]),
+    ("sampling", ["benchmarks/test_sampling.py"]),
+    ("onnx", ["benchmarks/test_onnx_runtime.py"]),
+])
+def test_each_suite_selects_its_files(suite, files):
+    selected, missing = bench.select(BENCHMARKS, [suite])
+    assert selected == files and missing == {}
+
+
+def test_training_suite_maps_to_its_file_and_copes_when_it_is_absent(tmp_path):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    for name in ("test_unet_forward.py", "test_sampling.py"):
+        (folder / name).write_text("")
+    selected, missing = bench.select(folder, ["training", "unet", "sampling"])
+    assert selected == ["benchmarks/test_unet_forward.py", "benchmarks/test_sampling.py"]
+    assert missing == {"training": "not in this checkout: test_training_step.py"}
+    (folder / "test_training_step.py").write_text("")
+    selected, missing = bench.select(folder, list(bench.SUITES))
+    assert "benchmarks/test_training_step.py" in selected and "training" not in missing
+    assert list(missing) == ["kernels", "onnx"]
+
+
+def test_every_suite_in_order_by_default():
+    selected, _ = bench.select(BENCHMARKS, list(bench.SUITES))
+    order = [name for files in bench.SUITES.values() for name in files]
+    names = [path.split("/")[-1] for path in selected]
+    assert names == [name for name in order if name in names]
+    assert set(names) >= {"test_elementwise_kernels.py", "test_group_norm_kernel.py", "test_unet_forward.py",
+                          "test_sampling.py", "test_onnx_runtime.py"}
+
+
+def test_pytest_command(tmp_path):
+    command = bench.pytest_command(["benchmarks/test_sampling.py"], tmp_path / "raw.json", keyword="1x3x32x32")
+    assert command[1:4] == ["-m", "pytest", "benchmarks/test_sampling.py"]
+    assert f"--benchmark-json={tmp_path / 'raw.json'}" in command
+    assert command[-2:] == ["-k", "1x3x32x32"]
+    assert "--benchmark-disable" not in command  # quick mode measures; only CI's smoke mode disables timing
+
+
+# ------------------------------------------------------------------------------------------------ results.json
+
+
+def test_augment_adds_the_facts_a_results_file_carries():
+    results = bench.augment(results_json([kernel_info()]), command="ddpm-fast bench --quick", suites=["kernels"])
+    assert results["device"] == "CPU: Test CPU, 2 threads" and results["device_type"] == "cpu"
+    assert results["commit"] == "abc123" and results["mode"] == "quick"
+    assert results["command"] == "ddpm-fast bench --quick" and results["suites"] == ["kernels"]
+    assert {"python", "torch", "triton", "onnxruntime", "diffusers"} <= set(results["versions"])
+    assert results["benchmarks"] and results["machine_info"] and results["version"]  # still pytest-benchmark's
+
+
+FAKE_SUITE = '''
+import os
+
+def test_kernel(benchmark):
+    benchmark.group = "fake kernel"
+    benchmark.extra_info.update({EXTRA})
+    benchmark.extra_info["quick_env"] = os.environ.get("DDPM_FAST_BENCH_QUICK")
+    benchmark.pedantic(lambda: None, rounds=2)
+'''
+
+
+def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys):
+    folder = tmp_path / "repo" / "benchmarks"
+    folder.mkdir(parents=True)
+    for name in ("report.py", "plots.py"):
+        shutil.copy(BENCHMARKS / name, folder / name)
+    (folder / "conftest.py").write_text("")
+    (folder / "test_elementwise_kernels.py").write_text(FAKE_SUITE.replace("{EXTRA}", repr(kernel_info())))
+    out = tmp_path / "out"
+    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--quick", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["suites"] == ["kernels"]
+    assert results["suites_missing"] == {"kernels": "not in this checkout: test_group_norm_kernel.py"}
+    assert results["command"] == f"ddpm-fast bench --suite kernels --quick --benchmarks {folder} --out {out}"
+    assert results["pytest_exit_code"] == 0 and results["wall_seconds"] >= 0
+    for key in ("device", "device_type", "versions", "commit", "mode", "machine_info", "commit_info", "datetime"):
+        assert key in results, key
+    (case,) = results["benchmarks"]
+    assert case["extra_info"]["quick_env"] == "1" and case["stats"]["rounds"] == 2
+    markdown = (out / "results.md").read_text()
+    assert "| fake kernel | 16x3x32x32 |" in markdown
+    assert "suite kernels: not in this checkout: test_group_norm_kernel.py, skipped" in markdown
+    assert results["plots"] == ["fraction_of_ceiling.png"]
+    assert_png(out / "fraction_of_ceiling.png")
+    assert not (out / bench.RAW_JSON).exists() and (out / "pytest.log").is_file()
+    assert f"wrote {out / 'results.md'}" in capsys.readouterr().out
+
+
+def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    for name in ("report.py", "plots.py"):
+        shutil.copy(BENCHMARKS / name, folder / name)
+    (folder / "conftest.py").write_text("")
+    suite = FAKE_SUITE.replace("{EXTRA}", repr(kernel_info())) + "\n\ndef test_broken():\n    raise RuntimeError\n"
+    (folder / "test_elementwise_kernels.py").write_text(suite)
+    out = tmp_path / "out"
+    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--out", str(out)]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["pytest_exit_code"] == 1 and len(results["benchmarks"]) == 1
+    assert "some cases failed" in (out / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ report and plots
+
+
+def test_report_renders_every_kind():
+    markdown = report.render(bench.augment(results_json(EVERY_KIND), command="ddpm-fast bench --quick"))
+    summary = markdown.split("Summary", 1)[1]
+    for row in ("| group 0 | 16x3x32x32 float32 |", "| U-Net forward (tiny) | batch 8, 3x32x32 |",
+                "| training step (tiny) | batch 16, 32², bfloat16 |", "| sampling (tiny) | batch 1, 3x32x32 |",
+                "| ONNX Runtime (CPU) | tiny, batch 1 |"):
+        assert row in summary, row
+    assert "of copy rate: naive / compile / ours" in markdown and "20.0% / 40.0% / 80.0%" in markdown  # every method
+    assert "| 2.50x | 1.56x (diffusers_bf16_compile) |" in markdown  # training: vs naive, vs best peer
+    assert "| tiny | 32 | 16 | diffusers_bf16_compile |" in markdown
+    assert "| tiny (0.50 GFLOP/img) | 8x3x32x32 | bf16_cl_compiled | ours |" in markdown
+    assert "End-to-end sampling" in markdown and "ONNX Runtime vs PyTorch sampling" in markdown
+    assert "Mode: quick · command: `ddpm-fast bench --quick`" in markdown
+
+
+def test_report_renders_every_committed_result_set():
+    for folder, results in report.result_sets(BENCHMARKS / "results"):
+        markdown = report.render(results)
+        assert markdown.startswith("Device: **"), folder
+        assert report.summary_rows(results), folder
+
+
+def assert_png(path: pathlib.Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+        image.verify()
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = results_json(EVERY_KIND)
+    written = plots.write_plots(results, tmp_path)
+    assert [path.name for path in written] == ["speedup_vs_batch.png", "fraction_of_ceiling.png"]
+    for path in written:
+        assert_png(path)
+    series = plots.speedup_series(results)
+    assert series["U-Net forward (tiny, 32x32)"]["bf16_cl_compiled"] == [(1, pytest.approx(10 / 3)),
+                                                                        (8, pytest.approx(10 / 3))]
+    assert series["training step (tiny, 32px, bfloat16)"]["ddpm_fast"] == [(1, 2.5), (16, 2.5)]
+    panels = plots.ceiling_panels(results)
+    assert panels["memory-bound kernels: GB/s / copy rate"]["group 0\n16x3x32x32"]["ddpm_fast"] == pytest.approx(0.8)
+
+
+def test_plots_skip_with_a_message_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib -> ImportError
+    written = bench.write_report(bench.augment(results_json([kernel_info()])), tmp_path, BENCHMARKS)
+    assert [path.name for path in written] == ["results.json", "results.md"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["plots"] == [] and "pip install matplotlib" in results["plots_skipped"]
+    assert "no plots" in capsys.readouterr().err and "no plots" in (tmp_path / "results.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ merging
+
+
+def write_set(folder: pathlib.Path, results: dict) -> pathlib.Path:
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_merge_joins_runs_of_one_device(tmp_path):
+    first = write_set(tmp_path / "a", bench.augment(results_json([kernel_info()]), suites=["kernels"]))
+    second = write_set(tmp_path / "b", bench.augment(
+        results_json([sampling_info(1)], when="2026-11-23T10:00:00+00:00"), suites=["sampling"]))
+    out = tmp_path / "merged"
+    assert main(["bench", "--merge", str(first), str(second), "--out", str(out), "--benchmarks", str(BENCHMARKS)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert [case["extra_info"]["kind"] for case in merged["benchmarks"]] == ["kernel", "sampling"]
+    assert merged["suites"] == ["kernels", "sampling"] and merged["datetime"].startswith("2026-11-23")
+    assert [part["folder"] for part in merged["merged_from"]] == [str(first), str(second)]
+    assert merged["command"].startswith("ddpm-fast bench --merge")
+
+
+def test_merge_refuses_two_devices(tmp_path, capsys):
+    first = write_set(tmp_path / "a", results_json([kernel_info()]))
+    second = write_set(tmp_path / "b", results_json([kernel_info()], device="NVIDIA H100", device_type="cuda"))
+    assert main(["bench", "--merge", str(first), str(second), "--out", str(tmp_path / "m"),
+                 "--benchmarks", str(BENCHMARKS)]) == 2
+    assert "different devices" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ the README
+
+
+def test_readme_benchmarks_section_is_generated_from_the_committed_results():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    expected = report.readme_section(BENCHMARKS / "results")
+    assert report.readme_benchmarks_section(readme) == expected, (
+        "README.md's Benchmarks section is stale: python benchmarks/report.py --readme benchmarks/results "
+        "--write README.md")
+
+
+def test_readme_section_without_a_gpu_set_says_so_and_labels_the_cpu_set(tmp_path):
+    root = tmp_path / "results"
+    write_set(root / "cpu-old", results_json([kernel_info()], when="2026-11-20T00:00:00+00:00"))
+    write_set(root / "cpu-new", results_json([unet_info(1)], when="2026-11-21T00:00:00+00:00"))
+    section = report.readme_section(root)
+    assert section.startswith("## Benchmarks\n")
+    words = " ".join(section.split())  # the paragraphs are wrapped
+    assert "**No GPU result set has been committed yet**" in words
+    assert f"CPU one: **CPU: Test CPU, 2 threads**, `{tmp_path.name}/results/cpu-new/` (quick mode" in words
+    assert "These are CPU figures, not GPU figures" in words
+    assert "U-Net forward (tiny)" in section and "group 0" not in section
+
+
+def test_readme_section_shows_the_latest_gpu_set_and_names_its_device(tmp_path):
+    root = tmp_path / "results"
+    write_set(root / "h100-a", results_json([unet_info(1)], device="NVIDIA H100 80GB HBM3", device_type="cuda",
+                                            when="2026-11-21T00:00:00+00:00"))
+    write_set(root / "h200-b", results_json([sampling_info(16)], device="NVIDIA H200", device_type="cuda",
+                                            when="2026-11-22T00:00:00+00:00"))
+    write_set(root / "cpu-c", results_json([kernel_info()], when="2026-11-23T00:00:00+00:00"))  # newer, but a CPU
+    section = report.readme_section(root)
+    assert "Latest GPU result set: **NVIDIA H200**" in " ".join(section.split()) and "h200-b" in section
+    assert "No GPU" not in section and "CPU figures" not in section
+    assert "| sampling (tiny) | batch 16, 3x32x32 |" in section
+
+
+def test_replace_readme_section_keeps_the_rest():
+    readme = "# x\n\nintro\n\n## Benchmarks\n\nold\n\n## Later\n\ntail\n"
+    updated = report.replace_readme_section(readme, "## Benchmarks\n\nnew\n")
+    assert updated == "# x\n\nintro\n\n## Benchmarks\n\nnew\n\n## Later\n\ntail\n"
+    assert report.readme_benchmarks_section(updated) == "## Benchmarks\n\nnew\n"
+    at_end = report.replace_readme_section("# x\n\n## Benchmarks\n\nold\n", "## Benchmarks\n\nnew\n")
+    assert at_end == "# x\n\n## Benchmarks\n\nnew\n"
+    assert report.readme_benchmarks_section(at_end) == "## Benchmarks\n\nnew\n"
