@@ -9,6 +9,7 @@ fraction_of_ceiling.png  each kernel's GB/s as a fraction of the copy rate, per 
 from __future__ import annotations
 
 import pathlib
+import textwrap
 
 # The suite folder is on sys.path under pytest, and ddpm_fast.bench puts it there before loading this file.
 from report import by_kind, fraction_of_copy
@@ -43,7 +44,14 @@ def speedup_series(results: dict) -> dict[str, dict[str, list[tuple[int, float]]
     for panel in panels.values():
         for points in panel.values():
             points.sort()
-    return panels
+    return {title: {method: panel[method] for method in sorted(panel, key=method_rank)} for title, panel in panels.items()}
+
+
+def method_rank(name: str) -> int:
+    """Legend order: the naive reference first, then the peers, ours last."""
+    if "naive" in name or name == "fp32_eager":
+        return 0
+    return 2 if name in ("ddpm_fast", "fast") or name.startswith(("fast_", "bf16_cl_")) else 1
 
 
 def ceiling_panels(results: dict) -> dict[str, dict[str, dict[str, float]]]:
@@ -94,7 +102,8 @@ def write_plots(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
         written.append(_save(figure, out / SPEEDUP_PLOT, plt))
     panels = ceiling_panels(results)
     if panels:
-        figure, axes = plt.subplots(len(panels), 1, figsize=(10, 4.2 * len(panels)), squeeze=False)
+        widest = max(len(cases) for cases in panels.values())
+        figure, axes = plt.subplots(len(panels), 1, figsize=(max(10, 1.9 * widest), 4.4 * len(panels)), squeeze=False)
         for axis, (title, cases) in zip(axes[:, 0], panels.items()):
             _grouped_bars(axis, cases)
             axis.set_ylabel("fraction of ceiling")
@@ -106,14 +115,14 @@ def write_plots(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _grouped_bars(axis, cases: dict[str, dict[str, float]]) -> None:
-    methods = list(dict.fromkeys(method for fractions in cases.values() for method in fractions))
+    methods = sorted(dict.fromkeys(method for fractions in cases.values() for method in fractions), key=method_rank)
     width = 0.8 / len(methods)
     for index, method in enumerate(methods):
         positions = [case + (index - (len(methods) - 1) / 2) * width for case in range(len(cases))]
         values = [fractions.get(method, 0.0) for fractions in cases.values()]
         axis.bar(positions, values, width=width, label=method)
     axis.set_xticks(range(len(cases)))
-    axis.set_xticklabels(list(cases), fontsize=7)
+    axis.set_xticklabels([textwrap.fill(label, 22) for label in cases], fontsize=7)
     axis.yaxis.set_major_formatter(_percent())
     axis.legend(fontsize=7, loc="best")
 
