@@ -52,6 +52,10 @@ def render(results: dict) -> str:
     if results.get("command"):
         lines += ["", f"Mode: {results.get('mode') or machine.get('mode', 'full')} · command: `{results['command']}`"
                   + (f" · {results['wall_seconds']:.0f} s" if results.get("wall_seconds") else "")]
+    load = machine.get("load_average")
+    if load:
+        lines += ["", f"Load average (1 min) at the start / end of the run: {load['start'][0]:.2f} / "
+                      f"{load['end'][0]:.2f} ({machine.get('cpu', {}).get('count', '?')} CPUs)"]
     lines += ["", "Medians after warm-up. GB/s counts the bytes each call must move (in the case's dtype); the copy "
               "rate is a device-to-device copy of one tensor of the same size, measured in the same run; the matmul "
               "rate is a dense bf16 matmul measured in the same run."]
@@ -471,8 +475,10 @@ hand. This section is generated from the latest of them (`python benchmarks/repo
 """
 
 CPU_CAVEAT = (
-    "These are CPU figures, not GPU figures: on a CPU the Triton kernels run their plain-PyTorch fallbacks, and a "
-    "2-core machine shared with other jobs makes torch's timings wander widely with its load. They show that the suite works and how the paths compare on that CPU; they say nothing about a "
+    "These are CPU figures, not GPU figures: on a CPU the Triton kernels run their plain-PyTorch fallbacks, and on a "
+    "2-core machine shared with other jobs torch's timings wander widely with the load: while another process holds a "
+    "core, torch's two threads wait on each other and a small call can take tens of times longer (each set records "
+    "the load average at its start and end). They show that the suite works and how the paths compare on that CPU; they say nothing about a "
     "GPU."
 )
 

@@ -251,7 +251,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["-k", repr(args.keyword)]
     if args.benchmarks:
         parts += ["--benchmarks", str(args.benchmarks)]
-    parts += ["--out", str(args.out)]
+    if getattr(args, "out_given", True):
+        parts += ["--out", str(args.out)]
     return " ".join(parts)
 
 
@@ -267,6 +268,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     benchmarks = find_benchmarks(args.benchmarks)
+    args.out_given = args.out is not None
     if args.out is None:
         args.out = default_out(benchmarks, args.quick)
     out = args.out
