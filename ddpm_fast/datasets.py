@@ -2,8 +2,8 @@
 
 Every dataset yields one float32 tensor [C, H, W] in [-1, 1] per index (no labels: DDPM is unconditional) and
 carries ``image_size`` and ``channels`` so the trainer can size the model. Random horizontal flips are not done
-here: the trainer flips each batch with :func:`random_horizontal_flip` and its own seeded generator, so a run
-is reproducible and resumes exactly, whatever the number of loader workers.
+here: the trainer flips each global batch with flips drawn from (seed, step) (``global_batches.py``), so a run is
+reproducible, resumes exactly, and is the same under torchrun, whatever the number of loader workers.
 
 Rules, chosen once for all kinds:
 - uint8 pixels map to ``x / 127.5 - 1``; float arrays (``.npz`` only) must already lie in [-1, 1].
@@ -40,24 +40,6 @@ SHAPES_SPLITS = {"train": 0, "held_out": 1}  # the value keys the random stream,
 
 # ---------------------------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def random_horizontal_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each sample of ``batch`` [B, C, H, W] left-right with probability 1/2, drawn from ``generator``.
-
-    The coin flips are drawn on the CPU (one ``torch.rand(B)``) so a seeded generator gives the same flips on any
-    device and the trainer can save and restore the generator to resume a run exactly.
-    """
-    if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
-    if batch.dim() != 4:
-        raise ValueError(f"batch must be 4-D [B, C, H, W], got shape {tuple(batch.shape)}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
-    flip = torch.rand(batch.shape[0], generator=generator) < 0.5
-    return torch.where(flip.to(batch.device).view(-1, 1, 1, 1), batch.flip(-1), batch)
 
 
 def describe(dataset: torch.utils.data.Dataset) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from . import reference
 from .images import save_grid
+from .objectives import AsEpsilonModel
 from .sampler import FastSampler
 from .schedule import NoiseSchedule
 from .training_config import TrainingConfig
@@ -37,6 +38,11 @@ class DemoPlan:
     num_samples: int
     learning_rate: float = 1e-3
     warmup_steps: int = 50
+    # What the U-Net predicts. Early in training an ε-model's small errors at high noise are amplified along the
+    # chain (samples saturate); predicting v keeps the chain stable after a few hundred steps. The seed's loop, which
+    # knows only ε, samples the same model through AsEpsilonModel (the same step, written in ε).
+    prediction_type: str = "v_prediction"
+    min_snr_gamma: Optional[float] = 5.0
 
 
 CPU_PLAN = DemoPlan(steps=400, batch_size=32, timesteps=250, num_samples=16)
@@ -67,15 +73,17 @@ def _naive_samples(model, schedule: NoiseSchedule, num_samples: int, image_size:
     return images, time.perf_counter() - start
 
 
-def _max_difference(model, num_samples: int, image_size: int, device: torch.device, seed: int) -> float:
+def _max_difference(model, prediction_type: str, num_samples: int, image_size: int, device: torch.device,
+                    seed: int) -> float:
     """max |FastSampler − reference| over a short chain, both in fp32 and drawing their noise from one torch stream."""
     schedule = NoiseSchedule.linear(CHECK_STEPS)
-    sampler = FastSampler(model, schedule, (3, image_size, image_size), dtype=torch.float32, compile=False,
-                          cuda_graphs=False)
+    sampler = FastSampler(model, schedule, (3, image_size, image_size), prediction_type=prediction_type,
+                          dtype=torch.float32, compile=False, cuda_graphs=False)
     generator = torch.Generator(device).manual_seed(seed)
     fast = sampler.sample(num_samples, generator=generator)
     torch.manual_seed(seed)
-    naive = reference.sample(model, num_samples, image_size, CHECK_STEPS, *_seed_arguments(schedule, device))
+    naive = reference.sample(AsEpsilonModel(model, schedule, prediction_type), num_samples, image_size, CHECK_STEPS,
+                             *_seed_arguments(schedule, device))
     return (fast - naive).abs().max().item()
 
 
@@ -107,7 +115,8 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
     config = TrainingConfig(data="shapes", image_size=32, steps=steps, batch_size=batch_size,
                             num_train_timesteps=timesteps, learning_rate=plan.learning_rate,
                             warmup_steps=min(plan.warmup_steps, steps), checkpoint_every=max(steps // 2, 1),
-                            log_every=max(min(25, steps // 4), 1), seed=seed, sample_count=num_samples)
+                            log_every=max(min(25, steps // 4), 1), seed=seed, sample_count=num_samples,
+                            prediction_type=plan.prediction_type, min_snr_gamma=plan.min_snr_gamma)
     trainer = Trainer(config, run_dir, device=dev, resume=True, progress=progress)
     print(f"ddpm_fast demo on {dev}: tiny U-Net ({trainer.model.num_parameters():,} parameters), "
           f"{len(trainer.dataset)} generated 32x32 shapes, T={timesteps}, global batch {batch_size}", flush=True)
@@ -120,13 +129,15 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
 
     model = trainer.ema.model.eval()
     schedule = trainer.schedule
+    epsilon_model = AsEpsilonModel(model, schedule, trainer.config.prediction_type)
     with torch.no_grad():
         torch.manual_seed(seed)
-        naive, naive_s = _naive_samples(model, schedule, num_samples, 32, dev)
+        naive, naive_s = _naive_samples(epsilon_model, schedule, num_samples, 32, dev)
         print(f"  naive reference (the seed's loop, fp32 eager), {num_samples} samples x {timesteps} steps: "
               f"{naive_s:8.2f} s", flush=True)
 
-        sampler = FastSampler(model, schedule, trainer.sample_shape, compile=compile)
+        sampler = FastSampler(model, schedule, trainer.sample_shape, prediction_type=trainer.config.prediction_type,
+                              compile=compile)
         setup_s = sampler.warm_up(num_samples)
         fast = sampler.sample(num_samples, seed=seed)
         fast_s = sampler.last_report.sampling_seconds
@@ -136,7 +147,7 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
                    f"{'CUDA graphs' if sampler.cuda_graphs else 'no graphs'}")
         print(f"  FastSampler ({options}): {fast_s:8.2f} s   speed-up {naive_s / fast_s:.2f}x   "
               f"(setup, once per batch size: {setup_s:.1f} s)", flush=True)
-        difference = _max_difference(model, min(num_samples, 4), 32, dev, seed + 1)
+        difference = _max_difference(model, trainer.config.prediction_type, min(num_samples, 4), 32, dev, seed + 1)
         print(f"  same noise, fp32, {CHECK_STEPS}-step chain: max |fast - naive| = {difference:.1e}")
 
     held_out = torch.stack(list(ShapesDataset.held_out(HELD_OUT_IMAGES, 32, seed)))

@@ -83,3 +83,31 @@ def diffusion_loss(
     target = training_target(x0, eps, alphas_cumprod_t, prediction_type)
     per_sample = (prediction - target).pow(2).flatten(1).mean(dim=1)
     return (loss_weights(alphas_cumprod_t, prediction_type, min_snr_gamma) * per_sample).mean()
+
+
+def epsilon_from_prediction(output: torch.Tensor, x_t: torch.Tensor, alphas_cumprod_t: torch.Tensor,
+                            prediction_type: str) -> torch.Tensor:
+    """The ε that an x0- or v-prediction implies at x_t (float32): lets an ε-only sampling loop (the seed's) run
+    any model with the same result, since the ε-form reverse step is the posterior mean written in ε."""
+    if prediction_type == "epsilon":
+        return output.float()
+    shape = (-1,) + (1,) * (x_t.dim() - 1)
+    alpha_bar = alphas_cumprod_t.view(shape)
+    if prediction_type == "sample":
+        return (x_t.float() - alpha_bar.sqrt() * output.float()) / (1 - alpha_bar).sqrt()
+    return alpha_bar.sqrt() * output.float() + (1 - alpha_bar).sqrt() * x_t.float()
+
+
+class AsEpsilonModel(torch.nn.Module):
+    """model(x_t, t) presented as an ε-model (see epsilon_from_prediction)."""
+
+    def __init__(self, model: torch.nn.Module, schedule: NoiseSchedule, prediction_type: str):
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+        self.prediction_type = check_prediction_type(prediction_type)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alphas_cumprod_t = self.schedule.buffers(x_t.device)["alphas_cumprod"][t]
+        output = unwrap_model_output(self.model(x_t, t))
+        return epsilon_from_prediction(output, x_t, alphas_cumprod_t, self.prediction_type)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ddpm_fast.datasets import (Cifar10Dataset, ImageFolderDataset, NpzDataset, ShapesDataset, describe,
-                                open_dataset, random_horizontal_flip)
+                                open_dataset)
 
 
 def names(path) -> str:
@@ -97,47 +97,6 @@ def test_shapes_bad_arguments(kwargs, error):
     name = next(iter(kwargs))
     with pytest.raises(error, match=name):
         ShapesDataset(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# random_horizontal_flip
-
-
-def test_flip_flips_exactly_the_drawn_samples():
-    batch = torch.randn(64, 3, 5, 7)
-    out = random_horizontal_flip(batch, torch.Generator().manual_seed(11))
-    chosen = torch.rand(64, generator=torch.Generator().manual_seed(11)) < 0.5
-    assert 10 < int(chosen.sum()) < 54  # both outcomes occur, so the check below can fail either way
-    for sample, result, flipped in zip(batch, out, chosen):
-        assert torch.equal(result, sample.flip(-1) if flipped else sample)
-    assert torch.equal(out, random_horizontal_flip(batch, torch.Generator().manual_seed(11)))
-    assert not torch.equal(out, random_horizontal_flip(batch, torch.Generator().manual_seed(12)))
-
-
-def test_flip_advances_the_generator_by_one_draw_per_sample():
-    generator, reference = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    random_horizontal_flip(torch.zeros(6, 1, 2, 2), generator)
-    torch.rand(6, generator=reference)
-    assert torch.equal(torch.rand(4, generator=generator), torch.rand(4, generator=reference))
-
-
-def test_flip_bad_arguments():
-    with pytest.raises(ValueError, match="batch"):
-        random_horizontal_flip(torch.zeros(3, 4, 4), torch.Generator())
-    with pytest.raises(TypeError, match="generator"):
-        random_horizontal_flip(torch.zeros(1, 3, 4, 4), 0)
-    with pytest.raises(TypeError, match="batch"):
-        random_horizontal_flip(np.zeros((1, 3, 4, 4)), torch.Generator())
-
-
-@pytest.mark.gpu
-def test_flip_cuda_batch_cpu_generator():
-    batch = torch.randn(8, 3, 4, 4, device="cuda")
-    out = random_horizontal_flip(batch, torch.Generator().manual_seed(0))
-    assert out.device == batch.device
-    assert torch.equal(out.cpu(), random_horizontal_flip(batch.cpu(), torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError, match="CPU generator"):
-        random_horizontal_flip(batch, torch.Generator(device="cuda"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -379,3 +379,27 @@ def test_train_cli_errors_are_messages(tmp_path, capsys):
     assert str(tmp_path / "missing") in capsys.readouterr().err
     assert cli.main(["train", "--run-dir", str(tmp_path), "--model", "huge"]) == 2
     assert "model must be one of" in capsys.readouterr().err
+
+
+def test_flip_horizontally_mirrors_exactly_the_chosen_samples():
+    from ddpm_fast.global_batches import flip_horizontally
+
+    batch = torch.randn(4, 3, 5, 7)
+    flip = torch.tensor([True, False, False, True])
+    out = flip_horizontally(batch, flip)
+    for sample, result, flipped in zip(batch, out, flip):
+        assert torch.equal(result, sample.flip(-1) if flipped else sample)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_epsilon_view_inverts_each_target(prediction_type):
+    from ddpm_fast.objectives import AsEpsilonModel
+
+    schedule = df.NoiseSchedule.linear(50)
+    x0 = torch.rand(3, 2, 4, 4) * 2 - 1
+    t = torch.tensor([1, 25, 49])
+    x_t, eps = df.q_sample(x0, t, schedule, seed=9)
+    alpha_bar = schedule.buffers()["alphas_cumprod"][t]
+    oracle = training_target(x0, eps, alpha_bar, prediction_type)  # a perfect model of this target
+    view = AsEpsilonModel(lambda x, t: oracle, schedule, prediction_type)
+    torch.testing.assert_close(view(x_t, t), eps, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,57 @@
+"""The main job end to end in a reduced mode, and the quality metric on a model trained on the embedded shapes."""
+
+import pytest
+import torch
+from PIL import Image
+
+from ddpm_fast import cli
+from ddpm_fast.datasets import ShapesDataset
+from ddpm_fast.demo import run_demo
+from ddpm_fast.kernels import cpu_reference
+from ddpm_fast.metrics import quality_report
+from ddpm_fast.trainer import Trainer
+from ddpm_fast.training_config import TrainingConfig
+
+
+@pytest.fixture(autouse=True)
+def _torch_references():
+    with cpu_reference():  # whole-model runs: the fused ops' torch references (the kernels are proven elsewhere)
+        yield
+
+
+def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys):
+    result = run_demo(tmp_path, steps=12, batch_size=8, timesteps=20, num_samples=4, device="cpu", progress=False,
+                      compile=False)
+    out = capsys.readouterr().out
+    assert result["train_steps"] == 12 and result["speedup"] > 0
+    assert result["max_abs_difference"] < 1e-4  # same noise, fp32: the same chain as the seed's loop
+    for line in ("trained 12 steps", "naive reference", "FastSampler", "speed-up", "Sample quality", "rf_kid"):
+        assert line in out, line
+    for name in ("samples.png", "naive_samples.png", "data.png", "loss.png"):
+        assert Image.open(tmp_path / name).format == "PNG", name
+    assert set(result["quality"]["figures"]) == {"samples", "real", "noise"}
+    again = run_demo(tmp_path, steps=12, batch_size=8, timesteps=20, num_samples=4, device="cpu", progress=False,
+                     compile=False)  # a second run reuses the trained checkpoint
+    assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out
+
+
+def test_demo_command_line(tmp_path, capsys):
+    assert cli.main(["demo", "--run-dir", str(tmp_path), "--steps", "2", "--batch-size", "4", "--timesteps", "5",
+                     "--num-samples", "2", "--device", "cpu", "--no-compile", "--no-progress"]) == 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_metric_ranks_real_below_trained_samples_below_noise(tmp_path):
+    config = TrainingConfig(model_overrides={"block_out_channels": (16, 32), "down_attention": (False, False),
+                                             "up_attention": (False, True)},
+                            image_size=16, steps=150, batch_size=16, learning_rate=1e-3, warmup_steps=10,
+                            num_train_timesteps=100, log_every=50, checkpoint_every=150,
+                            prediction_type="v_prediction", min_snr_gamma=5.0)  # the demo's objective
+    trainer = Trainer(config, tmp_path, dataset=ShapesDataset(512, 16, seed=0), progress=False)
+    trainer.train()
+    samples = trainer.sampler(dtype=torch.float32, compile=False).sample(64, seed=0)  # v-prediction, from config
+    report = quality_report(samples, torch.stack(list(ShapesDataset.held_out(256, 16, seed=0))), seed=0)
+    floor, ceiling = report.figures["real"]["rf_kid"], report.figures["noise"]["rf_kid"]
+    assert floor < report.primary < ceiling, report.format()
+    assert report.figures["real"]["pixel_sw"] < report.figures["samples"]["pixel_sw"] < report.figures["noise"][
+        "pixel_sw"], report.format()
