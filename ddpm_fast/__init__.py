@@ -24,6 +24,8 @@ from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
 from .sampler import FastSampler  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
+from .trainer import Trainer  # noqa: E402
+from .training_config import TrainingConfig  # noqa: E402
 from .unet import UNet  # noqa: E402
 from .unet_config import UNetConfig  # noqa: E402
 
@@ -33,6 +35,8 @@ __all__ = [
     "FastDDPMScheduler",
     "FastSampler",
     "NoiseSchedule",
+    "Trainer",
+    "TrainingConfig",
     "UNet",
     "UNetConfig",
     "ddim_step",

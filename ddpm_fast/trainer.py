@@ -161,7 +161,7 @@ class Trainer:
         with self._stop_on_signals():
             batches = iter(loader)
             while self.step < target and not self._stop_requested:
-                loss, grad_norm = self._train_step(next(batches))
+                loss, grad_norm = self.train_step(next(batches))
                 window_loss += loss
                 window_steps += 1
                 if bar is not None:
@@ -195,7 +195,9 @@ class Trainer:
         return TrainingSummary(self.step, done, seconds, done * config.batch_size / seconds if seconds > 0 else 0.0,
                                last_loss, saved, interrupted)
 
-    def _train_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def train_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One optimisation step on this rank's part of the global batch of step self.step (float [B, C, H, W] in
+        [-1, 1], before flips): returns (loss, gradient norm) as device tensors, without a host sync."""
         config = self.config
         t_global, flip_global = step_draws(config.seed, self.step, config.batch_size, config.num_train_timesteps)
         part = rank_slice(config.batch_size, self.rank, self.world_size)

@@ -4,7 +4,6 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_fast import cli
 from ddpm_fast.datasets import ShapesDataset
 from ddpm_fast.demo import run_demo
 from ddpm_fast.kernels import cpu_reference
@@ -33,12 +32,6 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     again = run_demo(tmp_path, steps=12, batch_size=8, timesteps=20, num_samples=4, device="cpu", progress=False,
                      compile=False)  # a second run reuses the trained checkpoint
     assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out
-
-
-def test_demo_command_line(tmp_path, capsys):
-    assert cli.main(["demo", "--run-dir", str(tmp_path), "--steps", "2", "--batch-size", "4", "--timesteps", "5",
-                     "--num-samples", "2", "--device", "cpu", "--no-compile", "--no-progress"]) == 0
-    assert "speed-up" in capsys.readouterr().out
 
 
 def test_metric_ranks_real_below_trained_samples_below_noise(tmp_path):

@@ -43,11 +43,12 @@ def test_public_api_names():
         assert hasattr(ddpm_fast.reference, name), name
 
 
-def test_cli_demo_runs(capsys):
+def test_cli_demo_runs(capsys, tmp_path):
     from ddpm_fast.cli import main
     from ddpm_fast.kernels import cpu_reference
 
     with cpu_reference():  # a whole U-Net: the interpreter would run its norm programs one at a time
-        assert main(["demo", "--num-samples", "2", "--image-size", "8", "--timesteps", "5", "--device", "cpu"]) == 0
+        assert main(["demo", "--run-dir", str(tmp_path), "--steps", "2", "--batch-size", "4", "--timesteps", "5",
+                     "--num-samples", "2", "--device", "cpu", "--no-compile", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "naive reference" in out and "speed-up" in out

@@ -403,3 +403,20 @@ def test_epsilon_view_inverts_each_target(prediction_type):
     oracle = training_target(x0, eps, alpha_bar, prediction_type)  # a perfect model of this target
     view = AsEpsilonModel(lambda x, t: oracle, schedule, prediction_type)
     torch.testing.assert_close(view(x_t, t), eps, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_defaults_match_fp32_and_train(tmp_path):
+    """On a GPU the defaults are bf16 autocast, channels-last and torch.compile with the Triton kernels."""
+    x0 = torch.stack([shapes()[i] for i in range(8)])
+    fast = Trainer(small_config(steps=5), tmp_path / "fast", dataset=shapes(), device="cuda", progress=False)
+    fp32 = Trainer(small_config(steps=5, dtype="float32", compile=False, channels_last=False), tmp_path / "fp32",
+                   dataset=shapes(), device="cuda", progress=False)
+    assert fast.compiled and fast.channels_last and fast.autocast_dtype == torch.bfloat16
+    got, expected = float(fast.train_step(x0)[0]), float(fp32.train_step(x0)[0])
+    assert abs(got - expected) <= 5e-2 * expected, (got, expected)
+    fast.step = 0
+    summary = fast.train()
+    assert summary.step == 5 and torch.isfinite(torch.tensor(losses(tmp_path / "fast"))).all()
+    images = fast.sample(4, seed=0, num_inference_steps=5)
+    assert images.shape == (4, 3, 16, 16) and torch.isfinite(images).all()
