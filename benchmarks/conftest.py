@@ -11,8 +11,11 @@ import os
 import pytest
 import torch
 
-from ddpm_fast.bench import device_name, git_commit, package_versions
+from ddpm_fast.bench import THREADS_ENV, device_name, git_commit, package_versions
 from timing import matmul_tflops, quick_mode
+
+if os.environ.get(THREADS_ENV):  # `ddpm-fast bench --threads N`; the device's name records the count
+    torch.set_num_threads(int(os.environ[THREADS_ENV]))
 
 CEILINGS: dict = {}  # measured during the session, written into machine_info when the JSON is saved
 LOAD_AT_START = os.getloadavg()  # a shared CPU machine: the busier it is, the noisier the figures

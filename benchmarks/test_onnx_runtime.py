@@ -66,6 +66,7 @@ import torch
 
 import ddpm_fast as df
 import test_sampling as sampling  # the end-to-end benchmark's helpers (its test function is not collected here)
+from ddpm_fast.bench import THREADS_ENV
 from ddpm_fast.kernels import _launch, cpu_reference
 
 T_FULL = sampling.T_FULL
@@ -176,6 +177,22 @@ def fast_method(name: str, model, schedule, batch: int, shape: tuple, device: to
     return method
 
 
+def session_options():
+    """ONNX Runtime's options: its default thread pool, or as many intra-op threads as torch has under
+    `ddpm-fast bench --threads N`, so neither runtime gets more cores than the other."""
+    if not os.environ.get(THREADS_ENV):
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return options
+
+
+def ort_threads() -> str:
+    return str(torch.get_num_threads()) if os.environ.get(THREADS_ENV) else "default (one per physical core)"
+
+
 def ort_method(name: str, path, batch: int, providers: list, *, cuda_graph: bool = False,
                stream: Optional["torch.cuda.Stream"] = None) -> Method:
     """OnnxSampler from an export_onnx file, seeded like FastSampler; the whole sample() call is timed. On the CUDA
@@ -187,7 +204,7 @@ def ort_method(name: str, path, batch: int, providers: list, *, cuda_graph: bool
 
     start = time.perf_counter()
     with on_stream():
-        sampler = OnnxSampler(path, providers=providers, cuda_graph=cuda_graph)
+        sampler = OnnxSampler(path, providers=providers, cuda_graph=cuda_graph, session_options=session_options())
     session_seconds = time.perf_counter() - start
     if CUDA in providers and not sampler.uses_cuda:
         raise RuntimeError(f"the session took {sampler.session.get_providers()}, not the CUDA provider")
@@ -441,7 +458,7 @@ def test_onnx_runtime(benchmark, device, smoke, quick, shape, export_dir):
         "best_ort": best_ort, "goals": met, "goals_unmeasured": unmeasured,
         "onnxruntime": ort.__version__ if ort is not None else no_ort, "providers": providers,
         "cuda_provider_usable": on_gpu and CUDA in providers,
-        "ort_intra_op_threads": "default (one per physical core)", "torch_threads": torch.get_num_threads(),
+        "ort_intra_op_threads": ort_threads(), "torch_threads": torch.get_num_threads(),
         "export_seconds": {name: used["seconds"] for name, used in exports.used.items()}, "exports": exports.used,
         "parity": checked, "parity_tolerance": PARITY_TOLERANCE,
         "load_average": {"before": load_before, "after": os.getloadavg()},

@@ -35,6 +35,7 @@ SUITES = {
     "onnx": ("test_onnx_runtime.py",),
 }
 QUICK_ENV = "DDPM_FAST_BENCH_QUICK"  # read by benchmarks/timing.py: real timings, fewer sizes and rounds
+THREADS_ENV = "DDPM_FAST_BENCH_THREADS"  # read by benchmarks/conftest.py: torch's (and ONNX Runtime's) CPU threads
 RAW_JSON = ".pytest-benchmark.json"  # pytest-benchmark's own file, folded into results.json
 # (version key, distributions that provide it): recorded in every results file.
 VERSIONED = (("ddpm_fast", ("ddpm-fast",)), ("torch", ("torch",)), ("triton", ("triton",)),
@@ -148,9 +149,12 @@ def pytest_command(files: list[str], raw_json: pathlib.Path, keyword: str | None
     return command
 
 
-def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path) -> int:
+def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path, threads: int | None = None) -> int:
     """Run the suite, its output both on the console and in `log`; pytest's exit status."""
     env = dict(os.environ, **{QUICK_ENV: "1" if quick else "0"})
+    env.pop(THREADS_ENV, None)
+    if threads:
+        env[THREADS_ENV] = str(threads)
     with open(log, "w", encoding="utf-8") as handle:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1)
@@ -227,10 +231,12 @@ def write_report(results: dict, out: pathlib.Path, benchmarks: pathlib.Path) -> 
     return [out / "results.json", out / "results.md", *images]
 
 
-def default_out(benchmarks: pathlib.Path, quick: bool) -> pathlib.Path:
-    """benchmarks/results/<device>-<date>[-quick][-N]/: where committed result sets live, a new folder every run."""
+def default_out(benchmarks: pathlib.Path, quick: bool, threads: int | None = None) -> pathlib.Path:
+    """benchmarks/results/<device>[-<threads>-thread]-<date>[-quick][-N]/: where committed result sets live, a new
+    folder every run."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    base = benchmarks / "results" / f"{device_slug()}-{date}{'-quick' if quick else ''}"
+    device = device_slug() + (f"-{threads}-thread" if threads else "")
+    base = benchmarks / "results" / f"{device}-{date}{'-quick' if quick else ''}"
     out, number = base, 1
     while out.exists():
         number += 1
@@ -247,6 +253,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--suite", *args.suites]
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "threads", None):
+        parts += ["--threads", str(args.threads)]
     if args.keyword:
         parts += ["-k", repr(args.keyword)]
     if args.benchmarks:
@@ -270,7 +278,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     benchmarks = find_benchmarks(args.benchmarks)
     args.out_given = args.out is not None
     if args.out is None:
-        args.out = default_out(benchmarks, args.quick)
+        args.out = default_out(benchmarks, args.quick, args.threads)
     out = args.out
     if args.merge:
         results = merge(args.merge)
@@ -291,7 +299,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     raw.unlink(missing_ok=True)
     command = pytest_command(files, raw, args.keyword)
     start = time.perf_counter()
-    status = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log")
+    status = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log", args.threads)
     wall = time.perf_counter() - start
     if not raw.is_file():
         print(f"ddpm-fast bench: error: pytest (exit status {status}) recorded no benchmark; see {out / 'pytest.log'}",
@@ -329,6 +337,13 @@ def _suite_names(text: str) -> list[str]:
     return names
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 class _ExtendSuites(argparse.Action):
     """--suite kernels unet, --suite kernels,unet and --suite kernels --suite unet all select both."""
 
@@ -350,6 +365,9 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     bench.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                        help="where results.json, results.md and the plots go (default: a new "
                             "benchmarks/results/<device>-<date>[-quick] folder)")
+    bench.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="CPU threads for torch and ONNX Runtime (default: theirs). On a CPU shared with other "
+                            "jobs, 1 keeps torch's threads from waiting on each other")
     bench.add_argument("-k", "--keyword", default=None, metavar="EXPR",
                        help="pytest -k expression to select cases (e.g. a batch size), for runs split over calls")
     bench.add_argument("--benchmarks", type=pathlib.Path, default=None, metavar="DIR",
@@ -360,8 +378,8 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
 
 
 def check_bench_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.merge and (args.suites or args.quick or args.keyword):
-        parser.error("--merge renders existing results; --suite, --quick and -k apply to a run")
+    if args.merge and (args.suites or args.quick or args.keyword or args.threads):
+        parser.error("--merge renders existing results; --suite, --quick, --threads and -k apply to a run")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: is a file; expected a folder")
 

@@ -125,6 +125,13 @@ def test_bench_arguments():
     assert args.suites == ["kernels", "unet"] and args.quick and args.out == pathlib.Path("some/dir")
     args = build_parser().parse_args(["bench", "--suite", "kernels,onnx", "--suite", "training", "kernels"])
     assert args.suites == ["kernels", "onnx", "training"]
+    assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
+
+
+def test_bench_threads_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--threads", "0"])
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suite", ["gpus", "kernels,fast", ","])
@@ -219,6 +226,7 @@ def test_kernel(benchmark):
     benchmark.group = "fake kernel"
     benchmark.extra_info.update({EXTRA})
     benchmark.extra_info["quick_env"] = os.environ.get("DDPM_FAST_BENCH_QUICK")
+    benchmark.extra_info["threads_env"] = os.environ.get("DDPM_FAST_BENCH_THREADS")
     benchmark.pedantic(lambda: None, rounds=2)
 '''
 
@@ -231,16 +239,19 @@ def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys
     (folder / "conftest.py").write_text("")
     (folder / "test_elementwise_kernels.py").write_text(FAKE_SUITE.replace("{EXTRA}", repr(kernel_info())))
     out = tmp_path / "out"
-    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--quick", "--out", str(out)]) == 0
+    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--quick", "--threads", "1",
+                 "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["suites"] == ["kernels"]
     assert results["suites_missing"] == {"kernels": "not in this checkout: test_group_norm_kernel.py"}
-    assert results["command"] == f"ddpm-fast bench --suite kernels --quick --benchmarks {folder} --out {out}"
+    assert results["command"] == (f"ddpm-fast bench --suite kernels --quick --threads 1 --benchmarks {folder} "
+                                  f"--out {out}")
     assert results["pytest_exit_code"] == 0 and results["wall_seconds"] >= 0
     for key in ("device", "device_type", "versions", "commit", "mode", "machine_info", "commit_info", "datetime"):
         assert key in results, key
     (case,) = results["benchmarks"]
-    assert case["extra_info"]["quick_env"] == "1" and case["stats"]["rounds"] == 2
+    assert case["extra_info"]["quick_env"] == "1" and case["extra_info"]["threads_env"] == "1"
+    assert case["stats"]["rounds"] == 2
     markdown = (out / "results.md").read_text()
     assert "| fake kernel | 16x3x32x32 |" in markdown
     assert "suite kernels: not in this checkout: test_group_norm_kernel.py, skipped" in markdown
@@ -262,6 +273,8 @@ def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
     assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--out", str(out)]) == 1
     results = json.loads((out / "results.json").read_text())
     assert results["pytest_exit_code"] == 1 and len(results["benchmarks"]) == 1
+    (case,) = results["benchmarks"]
+    assert case["extra_info"]["quick_env"] == "0" and case["extra_info"]["threads_env"] is None  # full mode
     assert "some cases failed" in (out / "results.md").read_text()
 
 
