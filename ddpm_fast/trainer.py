@@ -131,7 +131,8 @@ class Trainer:
         self.network = torch.compile(network) if self.compiled else network
         self._memory_format = memory_format
         self._sampler = None
-        self._stop_requested = False
+        self._stop_signalled = False  # set by SIGINT / SIGTERM
+        self._stop = False  # acted on: at once in one process, at the next log step on every rank under torchrun
 
     # ---------------------------------------------------------------------------------------------- training
 
@@ -158,38 +159,43 @@ class Trainer:
         last_loss: Optional[float] = None
         saved: Optional[pathlib.Path] = None
         grad_norm = None
-        with self._stop_on_signals():
-            batches = iter(loader)
-            while self.step < target and not self._stop_requested:
-                loss, grad_norm = self.train_step(next(batches))
-                window_loss += loss
-                window_steps += 1
-                if bar is not None:
-                    bar.update(1)
-                done = self.step
-                if done % config.log_every == 0 or done == target:
+        try:
+            with self._stop_on_signals():
+                batches = iter(loader)
+                while self.step < target and not self._stop:
+                    loss, grad_norm = self.train_step(next(batches))
+                    window_loss += loss
+                    window_steps += 1
+                    if bar is not None:
+                        bar.update(1)
+                    done = self.step
+                    if done % config.log_every == 0 or done == target:
+                        last_loss = self._log(log, bar, window_loss / window_steps, grad_norm, window_steps,
+                                              time.perf_counter() - window_start)
+                        window_loss.zero_()
+                        window_steps, window_start = 0, time.perf_counter()
+                    self._check_stop(at_log_step=done % config.log_every == 0)
+                    if config.sample_every and done % config.sample_every == 0:
+                        self._write_sample_grid()
+                    if done % config.checkpoint_every == 0:
+                        saved = self.save_checkpoint()
+                interrupted = self.step < target
+                if window_steps:
                     last_loss = self._log(log, bar, window_loss / window_steps, grad_norm, window_steps,
                                           time.perf_counter() - window_start)
-                    window_loss.zero_()
-                    window_steps, window_start = 0, time.perf_counter()
-                    self._agree_on_stop()
-                if config.sample_every and done % config.sample_every == 0:
-                    self._write_sample_grid()
-                if done % config.checkpoint_every == 0:
+                if self.step != self._saved_step:
                     saved = self.save_checkpoint()
-            interrupted = self.step < target
-            if window_steps:
-                last_loss = self._log(log, bar, window_loss / window_steps, grad_norm, window_steps,
-                                      time.perf_counter() - window_start)
-            if self.step != self._saved_step:
-                saved = self.save_checkpoint()
-            if config.sample_every and self.step % config.sample_every and not interrupted:
-                self._write_sample_grid()
-        if bar is not None:
-            bar.close()
+                if config.sample_every and self.step % config.sample_every and not interrupted:
+                    self._write_sample_grid()
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
         if log is not None:
-            log.close()
             plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+        if saved is None and self._saved_step == self.step:  # nothing to do: the checkpoint already there
+            saved = self.run_dir / checkpoints.CHECKPOINTS_DIR / checkpoints.step_folder_name(self.step)
         seconds = time.perf_counter() - run_start
         done = self.step - start_step
         return TrainingSummary(self.step, done, seconds, done * config.batch_size / seconds if seconds > 0 else 0.0,
@@ -342,7 +348,7 @@ class Trainer:
             return
 
         def request_stop(signum, frame):
-            self._stop_requested = True
+            self._stop_signalled = True
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -351,12 +357,15 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _agree_on_stop(self) -> None:
-        """Under torchrun, stop on every rank when one was signalled (at log steps, where ranks already sync)."""
-        if self.world_size > 1:
-            flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=_communication_device(self.device))
+    def _check_stop(self, at_log_step: bool) -> None:
+        """Stop after this step when signalled. Under torchrun every rank must stop at the same step (a rank that
+        left early would hang the others in DDP's all-reduce), so the ranks agree at log steps, where they sync."""
+        if self.world_size == 1:
+            self._stop = self._stop_signalled
+        elif at_log_step:
+            flag = torch.tensor([1.0 if self._stop_signalled else 0.0], device=_communication_device(self.device))
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self._stop_requested = bool(flag.item())
+            self._stop = bool(flag.item())
 
 
 def _resumed_config(checkpoint: checkpoints.Checkpoint, config: TrainingConfig) -> TrainingConfig:
