@@ -438,7 +438,7 @@ def _goals(goals: dict) -> str:
 
 README_INTRO = """\
 ```bash
-pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime, matplotlib
+pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime
 ddpm-fast bench --quick                           # every group at its smallest sizes: minutes on 2 CPU cores
 ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
                                                   # sampling, onnx (default all)
@@ -449,10 +449,10 @@ ddpm-fast bench --quick --threads 1               # a CPU shared with other jobs
 device is present and writes `results.json` (pytest-benchmark's JSON plus device, versions, commit, mode and
 command), `results.md` (the tables of ratios), `speedup_vs_batch.png` (speed-up over the naive reference vs batch
 size, per method: U-Net forward, training step, sampling) and `fraction_of_ceiling.png` (each kernel's GB/s over the
-copy rate, each U-Net variant's TFLOP/s over the matmul rate). The plots need matplotlib (in the `bench` extra);
-without it they are skipped with a message. The suite ships with the repository, not the wheel: run it from a
-checkout (by default a run writes a new `benchmarks/results/<device>-<date>[-quick]/` folder). Every case times our
-path beside its peers in the same process, after checking the fast output against the reference:
+copy rate, each U-Net variant's TFLOP/s over the matmul rate); the plots use matplotlib, a dependency of the
+package, and are skipped with a message where it is missing. The suite ships with the repository, not the wheel:
+run it from a checkout (by default a run writes a new `benchmarks/results/<device>-<date>[-quick]/` folder). Every
+case times our path beside its peers in the same process, after checking the fast output against the reference:
 
 - **kernels**: q-sample and the reverse step (given and drawn noise), the fused GroupNorm + time embedding + SiLU
   forward and forward + backward — the seed's eager ops, `torch.compile` of the same math, ours; inputs rotate so

@@ -221,7 +221,7 @@ def write_report(results: dict, out: pathlib.Path, benchmarks: pathlib.Path) -> 
         images = plots.write_plots(results, out)
     except ImportError as error:
         images = []
-        results["plots_skipped"] = f"no plots: {error} (pip install matplotlib, or the [bench] extra)"
+        results["plots_skipped"] = f"no plots: {error} (pip install matplotlib)"
         print(f"ddpm-fast bench: {results['plots_skipped']}", file=sys.stderr)
     results["plots"] = [path.name for path in images]
     # Not sorted: each case's methods keep the order the suite measured them in (naive first, ours last).
