@@ -86,7 +86,8 @@ def write_plots(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
     written = []
     series = speedup_series(results)
     if series:
-        figure, axes = plt.subplots(len(series), 1, figsize=(8, 3.6 * len(series)), squeeze=False)
+        figure, axes = plt.subplots(len(series), 1, figsize=(8, 3.6 * len(series)), squeeze=False,
+                                    layout="constrained")  # leaves room for the suptitle
         for axis, (title, methods) in zip(axes[:, 0], series.items()):
             for method, points in methods.items():
                 batches, speedups = zip(*points)
@@ -98,18 +99,17 @@ def write_plots(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
             axis.set_title(title)
             axis.legend(fontsize=7, loc="best")
         figure.suptitle(f"{device} ({mode} mode)", fontsize=10)
-        figure.tight_layout()
         written.append(_save(figure, out / SPEEDUP_PLOT, plt))
     panels = ceiling_panels(results)
     if panels:
         widest = max(len(cases) for cases in panels.values())
-        figure, axes = plt.subplots(len(panels), 1, figsize=(max(10, 1.9 * widest), 4.4 * len(panels)), squeeze=False)
+        figure, axes = plt.subplots(len(panels), 1, figsize=(max(10, 1.9 * widest), 4.4 * len(panels)), squeeze=False,
+                                    layout="constrained")
         for axis, (title, cases) in zip(axes[:, 0], panels.items()):
             _grouped_bars(axis, cases)
             axis.set_ylabel("fraction of ceiling")
             axis.set_title(title)
         figure.suptitle(f"{device} ({mode} mode): ceilings measured in the same run", fontsize=10)
-        figure.tight_layout()
         written.append(_save(figure, out / CEILING_PLOT, plt))
     return written
 
