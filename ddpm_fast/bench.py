@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from . import cli_arguments as arguments
+
 # Suite name -> its files in benchmarks/, in the order a run takes them (cheap ones first).
 SUITES = {
     "kernels": ("test_elementwise_kernels.py", "test_group_norm_kernel.py"),
@@ -337,13 +339,6 @@ def _suite_names(text: str) -> list[str]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 class _ExtendSuites(argparse.Action):
     """--suite kernels unet, --suite kernels,unet and --suite kernels --suite unet all select both."""
 
@@ -365,7 +360,7 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     bench.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                        help="where results.json, results.md and the plots go (default: a new "
                             "benchmarks/results/<device>-<date>[-quick] folder)")
-    bench.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    bench.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                        help="CPU threads for torch and ONNX Runtime (default: theirs). On a CPU shared with other "
                             "jobs, 1 keeps torch's threads from waiting on each other")
     bench.add_argument("-k", "--keyword", default=None, metavar="EXPR",

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import pathlib
 import sys
 import time
 
 from . import bench
+from . import cli_arguments as arguments
 from .train_cli import add_train_parser, run_train
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
@@ -25,27 +25,6 @@ OUTPUT_SUFFIXES = (".png", ".safetensors")
 EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)
 EXPORT_DTYPES = ("float32", "float16")
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "naive loop, prints both times, the ratio and a quality figure, and writes PNG grids of samples "
                     "and training data into --run-dir. A second run reuses the trained checkpoint there.")
     demo.add_argument("--run-dir", type=pathlib.Path, default=pathlib.Path("runs/demo"), metavar="DIR")
-    demo.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the device's plan)")
-    demo.add_argument("--batch-size", type=_positive_int, default=None)
-    demo.add_argument("--timesteps", type=_positive_int, default=None, help="T, the length of the sampling chain")
-    demo.add_argument("--num-samples", type=_positive_int, default=None)
+    demo.add_argument("--steps", type=arguments.positive_int, default=None,
+                      help="training steps (default: the device's plan)")
+    demo.add_argument("--batch-size", type=arguments.positive_int, default=None)
+    demo.add_argument("--timesteps", type=arguments.positive_int, default=None,
+                      help="T, the length of the sampling chain")
+    demo.add_argument("--num-samples", type=arguments.positive_int, default=None)
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    demo.add_argument("--seed", type=_seed, default=0)
+    demo.add_argument("--seed", type=arguments.seed, default=0)
     demo.add_argument("--no-compile", action="store_true", help="FastSampler without torch.compile")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_train_parser(commands)
@@ -102,18 +83,18 @@ def _add_sample_parser(commands) -> None:
     _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
     sample.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="the training schedule of a --checkpoint model (default linear)")
-    sample.add_argument("--train-timesteps", type=_positive_int, default=None,
+    sample.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
                         help="T of a --checkpoint model's schedule (default 1000)")
     sample.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="a training checkpoint's EMA weights (default) or its trained weights")
     _add_step_option_arguments(sample)
-    sample.add_argument("--num-samples", type=_positive_int, default=16)
-    sample.add_argument("--seed", type=_seed, default=0,
+    sample.add_argument("--num-samples", type=arguments.positive_int, default=16)
+    sample.add_argument("--seed", type=arguments.seed, default=0,
                         help="the noise key; sample i draws the same noise at any batch size or world size")
-    sample.add_argument("--steps", type=_positive_int, default=None,
+    sample.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="num_inference_steps (default: every training timestep)")
     sample.add_argument("--method", choices=("ddpm", "ddim"), default="ddpm")
-    sample.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
+    sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
                                                          "cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=DTYPES, default="auto",
@@ -142,10 +123,10 @@ def _add_export_parser(commands) -> None:
                         help="model: the U-Net alone; ddpm_step / ddim_step: one reverse step (default model)")
     export.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="the training schedule (default: a --diffusers pipeline's, else linear)")
-    export.add_argument("--train-timesteps", type=_positive_int, default=None,
+    export.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
                         help="T of the schedule given by --schedule (default 1000)")
     _add_step_option_arguments(export)
-    export.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
+    export.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
                         help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
     export.add_argument("--static-spatial", action="store_true",

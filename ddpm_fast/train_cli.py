@@ -12,30 +12,10 @@ import argparse
 import pathlib
 import sys
 
+from . import cli_arguments as arguments
 from .training_config import DTYPES, SCHEDULES, TrainingConfig
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
 
 
 def add_train_parser(commands) -> None:
@@ -51,38 +31,38 @@ def add_train_parser(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
     train.add_argument("--data", default=defaults.data,
                        help="'shapes' (embedded, generated), an image folder, a .npz file or a CIFAR-10 python folder")
-    train.add_argument("--image-size", type=_positive_int, default=defaults.image_size)
+    train.add_argument("--image-size", type=arguments.positive_int, default=defaults.image_size)
     train.add_argument("--model", default=defaults.model, help="a UNet preset: tiny, ddpm-cifar10, ddpm-256")
-    train.add_argument("--steps", type=_positive_int, default=defaults.steps, help="train up to this step")
-    train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+    train.add_argument("--steps", type=arguments.positive_int, default=defaults.steps, help="train up to this step")
+    train.add_argument("--batch-size", type=arguments.positive_int, default=defaults.batch_size,
                        help="the global batch (split across torchrun's processes)")
-    train.add_argument("--lr", type=_positive_float, default=defaults.learning_rate)
-    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps)
+    train.add_argument("--lr", type=arguments.positive_float, default=defaults.learning_rate)
+    train.add_argument("--warmup-steps", type=arguments.non_negative_int, default=defaults.warmup_steps)
     train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--grad-clip", type=_positive_float, default=defaults.grad_clip)
+    train.add_argument("--grad-clip", type=arguments.positive_float, default=defaults.grad_clip)
     train.add_argument("--no-grad-clip", action="store_true", help="do not clip the gradient norm")
     train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     train.add_argument("--no-ema-warmup", action="store_true", help="use the full EMA decay from step 0")
     train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    train.add_argument("--train-timesteps", type=_positive_int, default=defaults.num_train_timesteps)
+    train.add_argument("--train-timesteps", type=arguments.positive_int, default=defaults.num_train_timesteps)
     train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
-    train.add_argument("--min-snr-gamma", type=_positive_float, default=None, help="Min-SNR-γ loss weighting")
-    train.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+    train.add_argument("--min-snr-gamma", type=arguments.positive_float, default=None, help="Min-SNR-γ loss weighting")
+    train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the U-Net (default: on CUDA only)")
     train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC activations (default on)")
-    train.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
-    train.add_argument("--keep-checkpoints", type=_positive_int, default=defaults.keep_checkpoints)
-    train.add_argument("--log-every", type=_positive_int, default=defaults.log_every)
-    train.add_argument("--sample-every", type=_non_negative_int, default=defaults.sample_every,
+    train.add_argument("--checkpoint-every", type=arguments.positive_int, default=defaults.checkpoint_every)
+    train.add_argument("--keep-checkpoints", type=arguments.positive_int, default=defaults.keep_checkpoints)
+    train.add_argument("--log-every", type=arguments.positive_int, default=defaults.log_every)
+    train.add_argument("--sample-every", type=arguments.non_negative_int, default=defaults.sample_every,
                        help="write an EMA sample grid every N steps (0: never)")
-    train.add_argument("--sample-count", type=_positive_int, default=defaults.sample_count)
-    train.add_argument("--sample-steps", type=_positive_int, default=None,
+    train.add_argument("--sample-count", type=arguments.positive_int, default=defaults.sample_count)
+    train.add_argument("--sample-steps", type=arguments.positive_int, default=None,
                        help="num_inference_steps of the sample grids (default: every training timestep)")
-    train.add_argument("--num-workers", type=_non_negative_int, default=defaults.num_workers,
+    train.add_argument("--num-workers", type=arguments.non_negative_int, default=defaults.num_workers,
                        help="DataLoader worker processes")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
