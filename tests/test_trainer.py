@@ -248,8 +248,8 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     assert process.returncode == 0, err
     assert "stopped early" in out
     step = checkpoints.latest_checkpoint(tmp_path).step
-    assert step >= 2 and step == losses(tmp_path)[-1] and len(losses(tmp_path)) == step or True
-    assert checkpoints.latest_checkpoint(tmp_path).step == read_jsonl(tmp_path / "log.jsonl")[-1]["step"]
+    assert step >= 2  # the signal stopped the run between steps and wrote a checkpoint of the last one
+    assert [record["step"] for record in read_jsonl(tmp_path / "log.jsonl")] == list(range(1, step + 1))
 
 
 # ---------------------------------------------------------------------------------------- corrupt files
