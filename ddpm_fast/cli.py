@@ -142,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.run_dir, steps=args.steps, batch_size=args.batch_size, timesteps=args.timesteps,
-                 num_samples=args.num_samples, device=args.device, seed=args.seed, progress=not args.no_progress,
-                 compile=False if args.no_compile else None)
+        try:
+            run_demo(args.run_dir, steps=args.steps, batch_size=args.batch_size, timesteps=args.timesteps,
+                     num_samples=args.num_samples, device=args.device, seed=args.seed,
+                     progress=not args.no_progress, compile=False if args.no_compile else None)
+        except ValueError as error:  # e.g. --run-dir holds a demo run of another setup (another device's plan)
+            print(f"ddpm-fast demo: error: {error} (pass another --run-dir, or delete that folder)", file=sys.stderr)
+            return 1
     elif args.command == "train":
         return run_train(args)
     elif args.command == "sample":

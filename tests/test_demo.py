@@ -34,6 +34,16 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out
 
 
+def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
+    from ddpm_fast import cli
+
+    arguments = ["demo", "--run-dir", str(tmp_path), "--steps", "2", "--timesteps", "5", "--num-samples", "2",
+                 "--device", "cpu", "--no-compile", "--no-progress"]
+    assert cli.main(arguments + ["--batch-size", "4"]) == 0
+    assert cli.main(arguments + ["--batch-size", "8"]) == 1
+    assert "batch_size: checkpoint 4, given 8" in capsys.readouterr().err
+
+
 def test_metric_ranks_real_below_trained_samples_below_noise(tmp_path):
     config = TrainingConfig(model_overrides={"block_out_channels": (16, 32), "down_attention": (False, False),
                                              "up_attention": (False, True)},
