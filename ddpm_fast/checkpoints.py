@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import pathlib
 import re
@@ -73,20 +72,20 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
         from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
 
         blobs = {
-            "config.json": _json_bytes({"format": UNET_FORMAT, "config": unet_config}),
-            "model.safetensors": _safetensors_bytes(model_state),
-            "ema.safetensors": _safetensors_bytes(ema_state),
-            "optimizer.safetensors": _safetensors_bytes(optimizer_tensors),
+            "config.json": files.json_bytes({"format": UNET_FORMAT, "config": unet_config}),
+            "model.safetensors": files.safetensors_bytes(model_state),
+            "ema.safetensors": files.safetensors_bytes(ema_state),
+            "optimizer.safetensors": files.safetensors_bytes(optimizer_tensors),
         }
         hashes = {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}
-        blobs[STATE_NAME] = _json_bytes({**state, "format": FORMAT, "step": step, "sha256": hashes})
+        blobs[STATE_NAME] = files.json_bytes({**state, "format": FORMAT, "step": step, "sha256": hashes})
         for name, data in blobs.items():
             _write_synced(temp / name, data)
-        _fsync_dir(temp)
+        files.fsync_directory(temp)
         if final.exists():  # the same step saved again (e.g. at exit right after a periodic save): replace it
             shutil.rmtree(final)
         os.rename(temp, final)
-        _fsync_dir(root)
+        files.fsync_directory(root)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -94,32 +93,11 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
     return final
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()})
-
-
-def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
 def _write_synced(path: pathlib.Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _prune(root: pathlib.Path, keep: int) -> None:
@@ -141,6 +119,11 @@ def _step_folders(root: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
             if match and child.is_dir():
                 found.append((int(match.group(1)), child))
     return sorted(found)
+
+
+def has_checkpoints(run_dir: PathLike) -> bool:
+    """Whether a run folder holds any step folder (good or not)."""
+    return bool(_step_folders(pathlib.Path(run_dir) / CHECKPOINTS_DIR))
 
 
 def is_training_checkpoint(path: PathLike) -> bool:
@@ -192,19 +175,9 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
         if hashlib.sha256(data).hexdigest() != state["sha256"].get(name):
             raise ValueError(f"{path}: corrupt or truncated (its SHA-256 differs from the one in {STATE_NAME})")
         if name.endswith(".safetensors"):
-            tensors[name] = _read_safetensors(path, data)
+            tensors[name] = files.parse_safetensors(path, data)
     return Checkpoint(folder, state["step"], state, tensors["model.safetensors"], tensors["ema.safetensors"],
                       tensors["optimizer.safetensors"])
-
-
-def _read_safetensors(path: pathlib.Path, data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        return load(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
 
 
 # ------------------------------------------------------------------------------------- optimizer and RNG state

@@ -15,10 +15,10 @@ import time
 
 from . import bench
 from . import cli_arguments as arguments
+from .kernels import PREDICTION_TYPES
 from .train_cli import add_train_parser, run_train
+from .training_config import SCHEDULES
 
-SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_SUFFIXES = (".png", ".safetensors")

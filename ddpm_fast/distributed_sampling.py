@@ -142,7 +142,7 @@ def init_from_environment(device: Union[str, torch.device, None] = None) -> tupl
     """
     world_size = _environment_int("WORLD_SIZE", 1)
     local_rank = _environment_int("LOCAL_RANK", 0)
-    device = _resolve_device(device, local_rank if world_size > 1 else None)
+    device = resolve_device(device, local_rank if world_size > 1 else None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
@@ -178,7 +178,9 @@ def _environment_int(name: str, default: int) -> int:
     return value
 
 
-def _resolve_device(device: Union[str, torch.device, None], local_rank: Optional[int]) -> torch.device:
+def resolve_device(device: Union[str, torch.device, None], local_rank: Optional[int] = None) -> torch.device:
+    """auto / None → cuda when available, else cpu; "cuda" without an index → cuda:local_rank (or the current
+    device). A ValueError for anything else that is not a usable device."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

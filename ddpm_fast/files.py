@@ -37,8 +37,13 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_directory(path.parent)  # make the rename itself durable
+
+
+def fsync_directory(path: PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where the platform cannot."""
+    try:
+        dir_fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
@@ -53,8 +58,12 @@ def _current_umask() -> int:
     return mask
 
 
+def json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: PathLike, data: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(data))
 
 
 def read_json(path: PathLike) -> dict:
@@ -73,8 +82,13 @@ def read_json(path: PathLike) -> dict:
 
 def save_tensors(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Atomically write a safetensors file (dense CPU copies; channels-last weights are stored in standard order)."""
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes (dense CPU copies; channels-last weights are stored in standard order)."""
     dense = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    atomic_write_bytes(path, save_safetensors_bytes(dense, metadata=metadata))
+    return save_safetensors_bytes(dense, metadata=metadata)
 
 
 def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
@@ -84,6 +98,11 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    return parse_safetensors(path, data)
+
+
+def parse_safetensors(path: PathLike, data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors in `data`, the bytes read from `path`; a truncated or corrupt file is a ValueError naming it."""
     try:
         return load_safetensors_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as error:

@@ -13,8 +13,8 @@ from . import files
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats → uint8 [N, C, H, W] (as FastSampler's output_type="uint8", before its NHWC permute)."""
-    return ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    """[-1, 1] floats → uint8 [N, C, H, W], on the images' device (FastSampler's output_type="uint8" is this, NHWC)."""
+    return ((images.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def png_grid(images: torch.Tensor) -> bytes:
@@ -25,7 +25,7 @@ def png_grid(images: torch.Tensor) -> bytes:
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     tiles = torch.zeros((rows * columns, channels, height, width), dtype=torch.uint8)
-    tiles[:count] = to_uint8(images)
+    tiles[:count] = to_uint8(images).cpu()
     grid = tiles.view(rows, columns, channels, height, width).permute(0, 3, 1, 4, 2)
     array = grid.reshape(rows * height, columns * width, channels).numpy()
     image = Image.fromarray(array[:, :, 0] if channels == 1 else array)

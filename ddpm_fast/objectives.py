@@ -13,15 +13,13 @@ from typing import Callable, Optional
 
 import torch
 
+from .diffusion import check_choice
+from .kernels import PREDICTION_TYPES
 from .sampling_loop import unwrap_model_output
 from .schedule import NoiseSchedule
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
 def check_prediction_type(prediction_type: object) -> str:
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     return prediction_type
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .diffusion import check_choice, check_positive_float, check_sample_range, seed_tensor
+from .images import to_uint8
 from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from .kernels.philox import STREAM_INITIAL
 from .sampling_loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
@@ -468,7 +469,7 @@ def _convert(images: torch.Tensor, output_type: str):
     """[-1, 1] float32 → the requested output type."""
     if output_type == "tensor":
         return images
-    pixels = ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    pixels = to_uint8(images).permute(0, 2, 3, 1).contiguous()
     if output_type == "uint8":
         return pixels
     from PIL import Image

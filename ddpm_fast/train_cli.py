@@ -13,9 +13,8 @@ import pathlib
 import sys
 
 from . import cli_arguments as arguments
+from .kernels import PREDICTION_TYPES
 from .training_config import DTYPES, SCHEDULES, TrainingConfig
-
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 def add_train_parser(commands) -> None:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoints
+from .distributed_sampling import communication_device, resolve_device
 from .ema import EMA
 from .global_batches import GlobalBatchSampler, flip_horizontally, rank_slice, step_draws, step_key
 from .images import save_grid
@@ -81,11 +82,11 @@ class Trainer:
             raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
         self.run_dir = pathlib.Path(run_dir)
         self.rank, self.world_size = _process_group()
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.progress = progress
 
         checkpoint = checkpoints.latest_checkpoint(self.run_dir) if resume else None
-        if checkpoint is None and not resume and checkpoints._step_folders(self.run_dir / checkpoints.CHECKPOINTS_DIR):
+        if checkpoint is None and not resume and checkpoints.has_checkpoints(self.run_dir):
             raise ValueError(f"run_dir {self.run_dir} already holds checkpoints: pass resume=True (--resume) to "
                              "continue it, or choose another folder")
         if checkpoint is not None:
@@ -363,7 +364,7 @@ class Trainer:
         if self.world_size == 1:
             self._stop = self._stop_signalled
         elif at_log_step:
-            flag = torch.tensor([1.0 if self._stop_signalled else 0.0], device=_communication_device(self.device))
+            flag = torch.tensor([1.0 if self._stop_signalled else 0.0], device=communication_device(self.device))
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             self._stop = bool(flag.item())
 
@@ -383,18 +384,3 @@ def _process_group() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def _communication_device(device: torch.device) -> torch.device:
-    return device if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -7,7 +7,6 @@ images up to the last bits of batch-size-dependent convolutions.
 """
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -23,26 +22,16 @@ from ddpm_fast import cli, files
 from ddpm_fast.distributed_sampling import init_from_environment, sample_sharded, shard_bounds, teardown
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
 from ddpm_fast.images import png_grid
+from subprocess_env import subprocess_env
 
 T = 10  # training timesteps of the test checkpoints: short chains keep whole-model runs fast
 N = 5  # samples: uneven over two ranks (3 + 2)
 FP32_EAGER = ["--dtype", "float32", "--no-compile"]  # exact comparisons, and no compile time per CLI call
 
 
-def _subprocess_env():
-    """The test's environment without the interpreter (the subprocess's CPU tensors take the torch references),
-    one thread per process (two ranks share two cores)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["OMP_NUM_THREADS"] = "1"
-    env["TQDM_DISABLE"] = "1"
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return env
-
-
 def _torchrun(*arguments, cwd):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", *arguments]
-    result = subprocess.run(command, env=_subprocess_env(), cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=subprocess_env(), cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

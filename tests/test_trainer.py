@@ -5,7 +5,6 @@ kernels themselves are proven against those references in their own tests. The m
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from ddpm_fast.objectives import diffusion_loss, loss_weights, training_target
 from ddpm_fast.trainer import Trainer, build_schedule
 from ddpm_fast.training_config import TrainingConfig
 from ddpm_fast.training_log import read_jsonl
+from subprocess_env import subprocess_env
 
 SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
 SMALL_CLI = ["--model", "tiny", "--image-size", "16"]
@@ -49,14 +49,6 @@ def losses(run_dir):
 def _torch_references():
     with cpu_reference():
         yield
-
-
-def _subprocess_env():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return env
 
 
 # ------------------------------------------------------------------------------------------------ objective
@@ -214,10 +206,10 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path):
               "--checkpoint-every", "3", "--train-timesteps", "100", "--lr", "1e-3", "--warmup-steps", "2",
               "--no-progress"]
     through = subprocess.run(common + ["--run-dir", str(tmp_path / "through"), "--steps", "9"],
-                             env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert through.returncode == 0, through.stderr
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(common + ["--run-dir", str(killed_dir), "--steps", "100000"], env=_subprocess_env(),
+    process = subprocess.Popen(common + ["--run-dir", str(killed_dir), "--steps", "100000"], env=subprocess_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (killed_dir / "checkpoints" / "step-00000006").exists():
@@ -228,7 +220,7 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path):
     logged_before_kill = len(losses(killed_dir))
     assert logged_before_kill >= 6
     resumed = subprocess.run(common + ["--run-dir", str(killed_dir), "--steps", "9", "--resume"],
-                             env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
     assert losses(killed_dir) == losses(tmp_path / "through")
@@ -237,7 +229,7 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path):
 def test_sigterm_checkpoints_and_stops(tmp_path):
     command = [sys.executable, "-m", "ddpm_fast", "train", *SMALL_CLI, "--batch-size", "4", "--steps", "100000",
                "--checkpoint-every", "100000", "--log-every", "1", "--no-progress", "--run-dir", str(tmp_path)]
-    process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.time() + 240
     while not (tmp_path / "log.jsonl").exists() or len(losses(tmp_path)) < 2:
@@ -344,11 +336,11 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     common = [*SMALL_CLI, "--batch-size", "8", "--steps", "5", "--log-every", "1", "--checkpoint-every", "5",
               "--train-timesteps", "100", "--lr", "1e-3", "--warmup-steps", "2", "--no-progress"]
     one = subprocess.run([sys.executable, "-m", "ddpm_fast", "train", "--run-dir", str(tmp_path / "one"), *common],
-                         env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                           "-m", "ddpm_fast", "train", "--run-dir", str(tmp_path / "two"), *common],
-                         env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 process(es)" in two.stdout
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "two")), torch.tensor(losses(tmp_path / "one")),
