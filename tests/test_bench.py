@@ -310,7 +310,6 @@ def assert_png(path: pathlib.Path) -> None:
 
 
 def test_plots_are_valid_pngs(tmp_path):
-    pytest.importorskip("matplotlib")
     results = results_json(EVERY_KIND)
     written = plots.write_plots(results, tmp_path)
     assert [path.name for path in written] == ["speedup_vs_batch.png", "fraction_of_ceiling.png"]
