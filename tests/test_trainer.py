@@ -348,8 +348,19 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     a = checkpoints.latest_checkpoint(tmp_path / "one")
     b = checkpoints.latest_checkpoint(tmp_path / "two")
     assert b.state["world_size"] == 2
+    # The two runs sum float32 gradients in a different order (two half-batch sums all-reduced vs one sum, and each
+    # CPU's own kernels), so each gradient differs by rounding, ~1e-7 relative: the weights agree to rtol 1e-4.
+    # Except attention's key bias: softmax is invariant to adding q·b to every score of a query, so its true gradient
+    # is exactly 0 and what each run computes is rounding noise alone. Adam divides that noise by its own RMS and moves
+    # those weights by up to about lr per step in either direction whatever the noise's size (seen: 1.7e-6 apart on an
+    # Intel CPU, 1.06e-5 on an AMD EPYC). Their bound is therefore 2 * lr * steps, not a rounding tolerance.
+    noise_only = [name for name in a.ema if name.endswith("to_k.bias")]
+    assert noise_only, "the tiny U-Net has attention key biases; this test's bound assumes it"
     for name in a.ema:
-        torch.testing.assert_close(b.ema[name], a.ema[name], rtol=1e-4, atol=1e-5)
+        if name in noise_only:
+            torch.testing.assert_close(b.ema[name], a.ema[name], rtol=0, atol=2 * 1e-3 * 5)
+        else:
+            torch.testing.assert_close(b.ema[name], a.ema[name], rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
