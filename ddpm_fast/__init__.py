@@ -19,15 +19,15 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")) and 
     __path__.append(_repo_root)  # type: ignore[name-defined]
 
 from . import kernels, reference  # noqa: E402
-from .diffusers_scheduler import FastDDPMScheduler  # noqa: E402
 from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
-from .sampler import FastSampler  # noqa: E402
+from .interop.diffusers_scheduler import FastDDPMScheduler  # noqa: E402
+from .models.config import UNetConfig  # noqa: E402
+from .models.unet import UNet  # noqa: E402
+from .sampling.sampler import FastSampler  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
-from .trainer import Trainer  # noqa: E402
-from .training_config import TrainingConfig  # noqa: E402
-from .unet import UNet  # noqa: E402
-from .unet_config import UNetConfig  # noqa: E402
+from .training.config import TrainingConfig  # noqa: E402
+from .training.trainer import Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 

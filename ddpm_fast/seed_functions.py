@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
 from .kernels.philox import STREAM_INITIAL
 from .kernels.reverse_step import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
-from .sampler import FastSampler
-from .sampling_plan import build_plan
+from .sampling.plan import build_plan
+from .sampling.sampler import FastSampler
 from .schedule import NoiseSchedule
 
 

@@ -19,14 +19,14 @@ import pathlib
 from typing import Any, Optional, Union
 
 import torch
+from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion import check_choice, check_positive_float
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from ddpm_fast.kernels.group_norm import group_norm_act_reference
+from ddpm_fast.models.unet import UNet
 from ddpm_fast.schedule import NoiseSchedule
-from ddpm_fast.unet import UNet
 
 from .step_graphs import DDIMStepGraph, DDPMStepGraph, ModelGraph
 
@@ -193,7 +193,7 @@ def _as_unet(model) -> tuple[nn.Module, dict[str, Any]]:
         if meta_file.exists() and files.read_json(meta_file).get("format") == "ddpm_fast.UNet":
             return UNet.load(folder), {}
         if (folder / "scheduler" / "scheduler_config.json").exists():
-            from ddpm_fast.diffusers_pipeline import sampler_arguments_from_diffusers
+            from ddpm_fast.interop.diffusers_pipeline import sampler_arguments_from_diffusers
 
             arguments = sampler_arguments_from_diffusers(folder)
             return arguments["model"], {name: arguments[name] for name in ("schedule", *DEFAULT_OPTIONS)}

@@ -8,10 +8,10 @@ when the exporter decomposes the graph (see onnx_export.py).
 from __future__ import annotations
 
 import torch
+from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, p_step_reference
 from torch import nn
 
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, p_step_reference
-from ddpm_fast.sampling_loop import unwrap_model_output
+from ddpm_fast.sampling.loop import unwrap_model_output
 from ddpm_fast.schedule import NoiseSchedule
 
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from . import cli_arguments as arguments
+from . import arguments
 
 # Suite name -> its files in benchmarks/, in the order a run takes them (cheap ones first).
 SUITES = {
@@ -214,7 +214,7 @@ def merge(folders: list[pathlib.Path]) -> dict:
 
 def write_report(results: dict, out: pathlib.Path, benchmarks: pathlib.Path) -> list[pathlib.Path]:
     """results.json, results.md and the plots into `out`; the paths written."""
-    from .files import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     plots = load_suite_module(benchmarks, "plots")
@@ -386,7 +386,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ddpm_fast.bench ...`: the same as `ddpm-fast bench ...`."""
+    """`python -m ddpm_fast.cli.bench ...`: the same as `ddpm-fast bench ...`."""
     parser = argparse.ArgumentParser(prog="ddpm-fast")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     return run_command(parser, parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))

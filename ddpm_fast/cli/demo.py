@@ -18,12 +18,12 @@ from typing import Optional, Union
 
 import torch
 
-from . import reference
-from .images import save_grid
-from .objectives import AsEpsilonModel
-from .sampler import FastSampler
-from .schedule import NoiseSchedule
-from .training_config import TrainingConfig
+from .. import reference
+from ..data.images import save_grid
+from ..sampling.sampler import FastSampler
+from ..schedule import NoiseSchedule
+from ..training.config import TrainingConfig
+from ..training.objectives import AsEpsilonModel
 
 CHECK_STEPS = 10  # the equality check runs a short chain: it proves the same math, not the speed
 HELD_OUT_IMAGES = 256
@@ -103,9 +103,9 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
 
     Arguments left None come from the device's plan (CPU_PLAN / GPU_PLAN). compile: FastSampler's torch.compile
     (None: its default). Returns the figures printed."""
-    from .datasets import ShapesDataset
-    from .metrics import quality_report
-    from .trainer import Trainer
+    from ..data.datasets import ShapesDataset
+    from ..data.metrics import quality_report
+    from ..training.trainer import Trainer
 
     dev = _device(device)
     plan = GPU_PLAN if dev.type == "cuda" else CPU_PLAN

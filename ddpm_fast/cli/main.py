@@ -13,11 +13,10 @@ import pathlib
 import sys
 import time
 
-from . import bench
-from . import cli_arguments as arguments
-from .kernels import PREDICTION_TYPES
-from .train_cli import add_train_parser, run_train
-from .training_config import SCHEDULES
+from ..kernels import PREDICTION_TYPES
+from ..training.config import SCHEDULES
+from . import arguments, bench
+from .train import add_train_parser, run_train
 
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -188,7 +187,7 @@ def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error("--schedule and --train-timesteps apply to --checkpoint; a --diffusers pipeline's scheduler "
                      "config sets its schedule")
     if args.checkpoint is not None:
-        from .checkpoints import is_training_checkpoint
+        from ..training.checkpoints import is_training_checkpoint
 
         if is_training_checkpoint(args.checkpoint):
             if args.schedule is not None or args.train_timesteps is not None:
@@ -205,7 +204,7 @@ def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Name
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .distributed_sampling import init_from_environment, sample_sharded, teardown
+    from ..sampling.distributed import init_from_environment, sample_sharded, teardown
 
     rank, world_size, device = init_from_environment(args.device)
     try:
@@ -233,7 +232,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 def _build_sampler(args: argparse.Namespace, device):
     import torch
 
-    from .sampler import FastSampler
+    from ..sampling.sampler import FastSampler
 
     options = {
         "device": device,
@@ -247,8 +246,8 @@ def _build_sampler(args: argparse.Namespace, device):
         overrides = {name: value for name, value in step_options.items() if value is not None}
         return FastSampler.from_diffusers(args.diffusers, **options, **overrides)
 
-    from .checkpoints import is_training_checkpoint, sampling_setup
-    from .unet import UNet
+    from ..models.unet import UNet
+    from ..training.checkpoints import is_training_checkpoint, sampling_setup
 
     if is_training_checkpoint(args.checkpoint):  # a Trainer's checkpoint carries its schedule and objective
         model, schedule, prediction_type = sampling_setup(args.checkpoint, args.weights)
@@ -263,7 +262,7 @@ def _build_sampler(args: argparse.Namespace, device):
 
 def _schedule_from_arguments(args: argparse.Namespace):
     """The NoiseSchedule that --schedule / --train-timesteps name (linear, T = 1000 where one is left out)."""
-    from .schedule import NoiseSchedule
+    from ..schedule import NoiseSchedule
 
     return getattr(NoiseSchedule, args.schedule or "linear")(args.train_timesteps or 1000)
 
@@ -276,8 +275,8 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
 
 def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None:
     """float32 [N, C, H, W] in [-1, 1] → a PNG grid or a safetensors file, written atomically."""
-    from . import files
-    from .images import save_grid
+    from .. import files
+    from ..data.images import save_grid
 
     if path.suffix.lower() == ".safetensors":
         files.save_tensors(path, {"images": images.float().contiguous()}, metadata=metadata)
@@ -306,8 +305,8 @@ def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Name
 def _run_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .export import export_onnx
-    from .export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
+    from ..export import export_onnx
+    from ..export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
 
     # A checkpoint holds no schedule: --schedule's (linear by default). A pipeline folder brings its own, which
     # --schedule / --train-timesteps override; so does every step-option flag given.

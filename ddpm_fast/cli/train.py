@@ -12,9 +12,9 @@ import argparse
 import pathlib
 import sys
 
-from . import cli_arguments as arguments
-from .kernels import PREDICTION_TYPES
-from .training_config import DTYPES, SCHEDULES, TrainingConfig
+from ..kernels import PREDICTION_TYPES
+from ..training.config import DTYPES, SCHEDULES, TrainingConfig
+from . import arguments
 
 
 def add_train_parser(commands) -> None:
@@ -81,8 +81,8 @@ def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .distributed_sampling import init_from_environment, teardown
-    from .trainer import Trainer
+    from ..sampling.distributed import init_from_environment, teardown
+    from ..training.trainer import Trainer
 
     try:
         config = config_from_arguments(args)
@@ -115,6 +115,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _describe(dataset) -> str:
-    from .datasets import describe
+    from ..data.datasets import describe
 
     return describe(dataset)

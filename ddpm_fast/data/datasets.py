@@ -2,7 +2,7 @@
 
 Every dataset yields one float32 tensor [C, H, W] in [-1, 1] per index (no labels: DDPM is unconditional) and
 carries ``image_size`` and ``channels`` so the trainer can size the model. Random horizontal flips are not done
-here: the trainer flips each global batch with flips drawn from (seed, step) (``global_batches.py``), so a run is
+here: the trainer flips each global batch with flips drawn from (seed, step) (``training/batches.py``), so a run is
 reproducible, resumes exactly, and is the same under torchrun, whatever the number of loader workers.
 
 Rules, chosen once for all kinds:
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .diffusion import check_choice
+from ..diffusion import check_choice
 
 PathLike = Union[str, os.PathLike]
 

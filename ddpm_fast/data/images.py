@@ -9,7 +9,7 @@ from typing import Union
 
 import torch
 
-from . import files
+from .. import files
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Sample quality: distances between generated and real images, with floor and ceiling to read them against.
 
-    from ddpm_fast.metrics import quality_report
+    from ddpm_fast.data.metrics import quality_report
     report = quality_report(samples, held_out, train=train_images, seed=0)
     print(report.format())           # samples vs held-out, real vs real (floor), noise vs real (ceiling)
     report.primary                   # "rf_kid" of samples vs held-out

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from . import files
+from .. import files
+from ..models.unet import UNet
+from ..schedule import NoiseSchedule
 from .diffusers_scheduler import CONFIG_NAME, DEFAULT_CONFIG, check_scheduler_config
-from .schedule import NoiseSchedule
-from .unet import UNet
 
 
 def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:

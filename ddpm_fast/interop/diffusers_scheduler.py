@@ -25,11 +25,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from . import files
-from .diffusion import q_sample
-from .kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
-from .schedule import NoiseSchedule
-from .timesteps import SPACINGS, respaced_coefficient_table, spaced_timesteps
+from .. import files
+from ..diffusion import q_sample
+from ..kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..sampling.timesteps import SPACINGS, respaced_coefficient_table, spaced_timesteps
+from ..schedule import NoiseSchedule
 
 CONFIG_NAME = "scheduler_config.json"
 DEFAULT_CONFIG = {

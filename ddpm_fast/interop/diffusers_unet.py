@@ -12,8 +12,8 @@ import pathlib
 
 import torch
 
-from . import files
-from .unet_config import UNetConfig, config_from_diffusers
+from .. import files
+from ..models.config import UNetConfig, config_from_diffusers
 
 SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"
 BIN_NAME = "diffusion_pytorch_model.bin"

@@ -1,5 +1,6 @@
 """Building blocks of the DDPM U-Net. Module and parameter names follow diffusers' UNet2DModel, so its state dicts
-load as they are (see unet_diffusers.py). Every GroupNorm runs through the fused kernel (kernels/group_norm.py)."""
+load as they are (see interop/diffusers_unet.py). Every GroupNorm runs through the fused kernel
+(kernels/group_norm.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels.group_norm import group_norm_act_op
+from ..kernels.group_norm import group_norm_act_op
 
 
 class GroupNormAct(nn.Module):

@@ -19,9 +19,9 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from . import files
-from .unet_blocks import DownBlock, GroupNormAct, MidBlock, TimestepEmbedding, UpBlock, timestep_embedding
-from .unet_config import PRESETS, UNetConfig
+from .. import files
+from .blocks import DownBlock, GroupNormAct, MidBlock, TimestepEmbedding, UpBlock, timestep_embedding
+from .config import PRESETS, UNetConfig
 
 CHECKPOINT_FORMAT = "ddpm_fast.UNet"
 CONFIG_NAME = "config.json"
@@ -111,7 +111,7 @@ class UNet(nn.Module):
         """Our UNet with the weights of a diffusers UNet2DModel: a local folder (config.json +
         diffusion_pytorch_model.safetensors, or a .bin read with weights_only), a pipeline folder with a unet/
         subfolder, or a UNet2DModel instance. Outputs are identical to the diffusers model's."""
-        from .unet_diffusers import load_diffusers_unet
+        from ..interop.diffusers_unet import load_diffusers_unet
 
         config, state = load_diffusers_unet(source)
         model = cls(config)

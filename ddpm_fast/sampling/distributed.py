@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.distributed as dist
 
-from .diffusion import check_sample_offset, check_sample_range
+from ..diffusion import check_sample_offset, check_sample_range
 
 SEED_LIMIT = 2**62  # as FastSampler's own key draws; within the seed's [0, 2**63) range
 _OWNED_GROUP = False  # whether init_from_environment created the process group (teardown destroys only that one)

@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from .sampling_plan import SamplingPlan
+from ..kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

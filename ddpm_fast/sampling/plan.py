@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
 from .timesteps import respaced_coefficient_table, spaced_timesteps
 
 METHODS = ("ddpm", "ddim")

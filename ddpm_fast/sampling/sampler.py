@@ -24,14 +24,14 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from .diffusion import check_choice, check_positive_float, check_sample_range, seed_tensor
-from .images import to_uint8
-from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from .kernels.philox import STREAM_INITIAL
-from .sampling_loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
-                            torch_noise, unwrap_model_output)
-from .sampling_plan import SamplingPlan, build_plan
-from .schedule import NoiseSchedule
+from ..data.images import to_uint8
+from ..diffusion import check_choice, check_positive_float, check_sample_range, seed_tensor
+from ..kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from ..kernels.philox import STREAM_INITIAL
+from ..schedule import NoiseSchedule
+from .loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
+                   torch_noise, unwrap_model_output)
+from .plan import SamplingPlan, build_plan
 from .timesteps import SPACINGS
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
@@ -166,7 +166,7 @@ class FastSampler:
         """A whole diffusers DDPMPipeline — an instance or a local folder (unet/ + scheduler/) — as a FastSampler:
         our UNet with its weights, the scheduler's schedule, prediction type, variance type, clipping and spacing.
         Keyword arguments override (device=, dtype=, compile=, ...)."""
-        from .diffusers_pipeline import sampler_arguments_from_diffusers
+        from ..interop.diffusers_pipeline import sampler_arguments_from_diffusers
 
         arguments = sampler_arguments_from_diffusers(pipeline_or_path)
         return cls(**{**arguments, **options})

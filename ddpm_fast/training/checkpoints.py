@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from . import files
+from .. import files
 
 FORMAT = "ddpm_fast.TrainingCheckpoint"
 STATE_NAME = "state.json"
@@ -69,7 +69,7 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
     final = root / step_folder_name(step)
     temp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
-        from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
+        from ..models.unet import CHECKPOINT_FORMAT as UNET_FORMAT
 
         blobs = {
             "config.json": files.json_bytes({"format": UNET_FORMAT, "config": unet_config}),
@@ -226,9 +226,9 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 def sampling_setup(path: PathLike, weights: str = "ema"):
     """(UNet, NoiseSchedule, prediction_type) of a training checkpoint — a checkpoint folder, or a run folder's last
     good checkpoint — with its EMA weights (weights="ema", what DDPMs sample with) or the trained ones ("model")."""
-    from .schedule import NoiseSchedule
-    from .unet import CONFIG_NAME, UNet
-    from .unet_config import UNetConfig
+    from ..models.config import UNetConfig
+    from ..models.unet import CONFIG_NAME, UNet
+    from ..schedule import NoiseSchedule
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")

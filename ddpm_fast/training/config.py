@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..models.config import PRESETS
 from .objectives import check_min_snr_gamma, check_prediction_type
-from .unet_config import PRESETS
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 DTYPES = ("auto", "float32", "bfloat16")

@@ -9,7 +9,7 @@ import pathlib
 import warnings
 from typing import Any, Union
 
-from . import files
+from .. import files
 
 PathLike = Union[str, os.PathLike]
 

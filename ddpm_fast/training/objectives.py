@@ -13,10 +13,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .diffusion import check_choice
-from .kernels import PREDICTION_TYPES
-from .sampling_loop import unwrap_model_output
-from .schedule import NoiseSchedule
+from ..diffusion import check_choice
+from ..kernels import PREDICTION_TYPES
+from ..sampling.loop import unwrap_model_output
+from ..schedule import NoiseSchedule
+
 
 def check_prediction_type(prediction_type: object) -> str:
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)

@@ -5,12 +5,13 @@
     summary = trainer.train()
     images = trainer.sampler().sample(16, seed=0)       # the EMA weights, through FastSampler
 
-Every step's images, timesteps, flips and noise are functions of (seed, step) (global_batches.py), so a run killed
+Every step's images, timesteps, flips and noise are functions of (seed, step) (training/batches.py), so a run killed
 and resumed from its checkpoint logs the same losses as one that ran through, and N processes under torchrun train
 on the same global batches as one. Rank 0 writes the checkpoints, the log and the pictures.
 
 Files in the run folder: log.jsonl (one record per log_every steps), loss.png, data.png (a grid of training
-images), samples/step-XXXXXXXX.png (EMA samples every sample_every steps), checkpoints/step-XXXXXXXX/ (checkpoints.py).
+images), samples/step-XXXXXXXX.png (EMA samples every sample_every steps), checkpoints/step-XXXXXXXX/
+(training/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data.images import save_grid
+from ..models.unet import UNet
+from ..sampling.distributed import communication_device, resolve_device
+from ..schedule import NoiseSchedule
 from . import checkpoints
-from .distributed_sampling import communication_device, resolve_device
+from .batches import GlobalBatchSampler, flip_horizontally, rank_slice, step_draws, step_key
+from .config import TrainingConfig
 from .ema import EMA
-from .global_batches import GlobalBatchSampler, flip_horizontally, rank_slice, step_draws, step_key
-from .images import save_grid
+from .log import JsonlLog, plot_loss_curve
 from .objectives import diffusion_loss
-from .schedule import NoiseSchedule
-from .training_config import TrainingConfig
-from .training_log import JsonlLog, plot_loss_curve
-from .unet import UNet
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "sample_count",
@@ -97,7 +98,7 @@ class Trainer:
                              f"{self.world_size}")
 
         if dataset is None:
-            from .datasets import open_dataset
+            from ..data.datasets import open_dataset
 
             dataset = open_dataset(config.data, config.image_size)
         self.dataset = dataset
@@ -293,7 +294,7 @@ class Trainer:
 
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
-        from .sampler import FastSampler
+        from ..sampling.sampler import FastSampler
 
         return FastSampler(self.ema.model, self.schedule, self.sample_shape,
                            prediction_type=self.config.prediction_type, **options)

@@ -1,0 +1,1 @@
+"""Data: datasets, sample-quality metrics and image grids."""

@@ -1,0 +1,1 @@
+"""The denoising networks: the U-Net, its blocks and its configuration (presets, diffusers layout)."""

@@ -1,0 +1,1 @@
+"""Sampling: FastSampler, the chain plan, the graphed step loop, timestep spacings and multi-process sampling."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer, its config, objectives, EMA, global batches, checkpoints and log."""
