@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from ddpm_fast.bench import THREADS_ENV, device_name, git_commit, package_versions
+from ddpm_fast.cli.bench import THREADS_ENV, device_name, git_commit, package_versions
 from timing import matmul_tflops, quick_mode
 
 if os.environ.get(THREADS_ENV):  # `ddpm-fast bench --threads N`; the device's name records the count

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddpm_fast.unet_config import config_to_diffusers
+from ddpm_fast.models.config import config_to_diffusers
 
 CIFAR_GFLOP_PER_IMAGE = 12.4  # one ddpm-cifar10 forward at 32x32 (DESIGN §4): 6.22 GMAC
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 import textwrap
 
-# The suite folder is on sys.path under pytest, and ddpm_fast.bench puts it there before loading this file.
+# The suite folder is on sys.path under pytest, and ddpm_fast.cli.bench puts it there before loading this file.
 from report import by_kind, fraction_of_copy
 
 SPEEDUP_PLOT = "speedup_vs_batch.png"

@@ -66,7 +66,7 @@ import torch
 
 import ddpm_fast as df
 import test_sampling as sampling  # the end-to-end benchmark's helpers (its test function is not collected here)
-from ddpm_fast.bench import THREADS_ENV
+from ddpm_fast.cli.bench import THREADS_ENV
 from ddpm_fast.kernels import _launch, cpu_reference
 
 T_FULL = sampling.T_FULL

@@ -26,8 +26,8 @@ import torch
 
 from ddpm_fast import reference
 from ddpm_fast.kernels import _launch, cpu_reference
-from ddpm_fast.trainer import Trainer
-from ddpm_fast.training_config import TrainingConfig
+from ddpm_fast.training.config import TrainingConfig
+from ddpm_fast.training.trainer import Trainer
 from models import diffusers_unet, gflop_per_image
 from timing import compare_seconds
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ddpm_fast.bench import QUICK_ENV
+from ddpm_fast.cli.bench import QUICK_ENV
 CPU_BUDGET_SECONDS = {"full": 1.0, "quick": 0.25}  # how long a CPU median keeps sampling
 CPU_MIN_SAMPLES = {"full": 5, "quick": 3}  # ... taking at least this many samples, after as many warm-up calls
 GPU_REP_MS = {"full": 200, "quick": 50}  # do_bench's measuring time

@@ -10,8 +10,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from ddpm_fast import bench
-from ddpm_fast.cli import build_parser, main
+from ddpm_fast.cli import bench
+from ddpm_fast.cli.main import build_parser, main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"

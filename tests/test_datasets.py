@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_fast.datasets import (Cifar10Dataset, ImageFolderDataset, NpzDataset, ShapesDataset, describe,
-                                open_dataset)
+from ddpm_fast.data.datasets import (Cifar10Dataset, ImageFolderDataset, NpzDataset, ShapesDataset, describe,
+                                     open_dataset)
 
 
 def names(path) -> str:

@@ -4,12 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_fast.datasets import ShapesDataset
-from ddpm_fast.demo import run_demo
+from ddpm_fast.cli.demo import run_demo
+from ddpm_fast.data.datasets import ShapesDataset
+from ddpm_fast.data.metrics import quality_report
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.metrics import quality_report
-from ddpm_fast.trainer import Trainer
-from ddpm_fast.training_config import TrainingConfig
+from ddpm_fast.training.config import TrainingConfig
+from ddpm_fast.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
 
 
 def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
-    from ddpm_fast import cli
+    from ddpm_fast.cli import main as cli
 
     arguments = ["demo", "--run-dir", str(tmp_path), "--steps", "2", "--timesteps", "5", "--num-samples", "2",
                  "--device", "cpu", "--no-compile", "--no-progress"]

@@ -18,10 +18,11 @@ from PIL import Image
 from safetensors import safe_open
 
 import ddpm_fast as df
-from ddpm_fast import cli, files
-from ddpm_fast.distributed_sampling import init_from_environment, sample_sharded, shard_bounds, teardown
+from ddpm_fast import files
+from ddpm_fast.cli import main as cli
+from ddpm_fast.data.images import png_grid
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
-from ddpm_fast.images import png_grid
+from ddpm_fast.sampling.distributed import init_from_environment, sample_sharded, shard_bounds, teardown
 from subprocess_env import subprocess_env
 
 T = 10  # training timesteps of the test checkpoints: short chains keep whole-model runs fast
@@ -130,7 +131,7 @@ import torch
 import torch.distributed as dist
 import ddpm_fast as df
 from ddpm_fast import files
-from ddpm_fast.distributed_sampling import init_from_environment, sample_sharded, shared_seed, teardown
+from ddpm_fast.sampling.distributed import init_from_environment, sample_sharded, shared_seed, teardown
 
 rank, world_size, device = init_from_environment("cpu")
 assert (world_size, device, dist.get_backend()) == (2, torch.device("cpu"), "gloo")

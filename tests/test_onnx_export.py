@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 import ddpm_fast as df
-from ddpm_fast import cli
+from ddpm_fast.cli import main as cli
 from ddpm_fast.export import GRAPHS, OPSET, export_onnx, onnx_export, read_metadata
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.unet_config import config_to_diffusers
+from ddpm_fast.models.config import config_to_diffusers
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

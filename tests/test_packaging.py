@@ -1,7 +1,12 @@
 """The repository's promises about itself: CI runs the README's test command; the package layout resolves."""
 
+import os
 import pathlib
 import re
+import site
+import subprocess
+import sys
+import venv
 
 import pytest
 
@@ -23,9 +28,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert command in ci_lines
 
 
-def test_kernels_and_export_live_in_the_package_namespace():
+def _pyproject() -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_kernels_and_export_live_in_the_package_namespace():
+    config = _pyproject()
     assert config["tool"]["setuptools"]["package-dir"] == {
         "ddpm_fast": "ddpm_fast", "ddpm_fast.kernels": "kernels", "ddpm_fast.export": "export"}
     import ddpm_fast.export
@@ -44,7 +53,7 @@ def test_public_api_names():
 
 
 def test_cli_demo_runs(capsys, tmp_path):
-    from ddpm_fast.cli import main
+    from ddpm_fast.cli.main import main
     from ddpm_fast.kernels import cpu_reference
 
     with cpu_reference():  # a whole U-Net: the interpreter would run its norm programs one at a time
@@ -52,3 +61,49 @@ def test_cli_demo_runs(capsys, tmp_path):
                      "--num-samples", "2", "--device", "cpu", "--no-compile", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "naive reference" in out and "speed-up" in out
+
+
+def test_every_wing_of_the_package_is_installed():
+    # A folder of ddpm_fast/ with an __init__.py that pyproject.toml does not list would work from the checkout
+    # and be missing from a regular install.
+    wings = {"ddpm_fast." + ".".join(init.parent.relative_to(ROOT / "ddpm_fast").parts)
+             for init in (ROOT / "ddpm_fast").glob("*/**/__init__.py")}
+    assert wings == {"ddpm_fast.models", "ddpm_fast.sampling", "ddpm_fast.training", "ddpm_fast.data",
+                     "ddpm_fast.interop", "ddpm_fast.cli"}
+    assert set(_pyproject()["tool"]["setuptools"]["packages"]) == {"ddpm_fast", "ddpm_fast.kernels",
+                                                                   "ddpm_fast.export", *wings}
+
+
+def test_a_regular_install_into_a_new_venv_imports_every_wing(tmp_path):
+    """A fresh, non-editable `pip install` of the checkout into a new venv: the wings, kernels/ and export/ import
+    from that venv (not from the checkout) and the console script runs."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("ddpm_fast-*.whl")
+    fresh = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(fresh)
+    python = fresh / "bin" / "python"
+    # torch, numpy and the rest come from this environment's site-packages, added as a plain path: a path line of a
+    # .pth does not run that folder's own .pth files, so this environment's editable install stays out.
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    fresh_site = pathlib.Path(subprocess.run([str(python), "-c", purelib], capture_output=True, text=True,
+                                             check=True).stdout.strip())
+    (fresh_site / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    code = ("import ddpm_fast, ddpm_fast.sampling.sampler, ddpm_fast.training.trainer, ddpm_fast.models.unet, "
+            "ddpm_fast.data.images, ddpm_fast.interop.diffusers_scheduler, ddpm_fast.cli.main, ddpm_fast.kernels, "
+            "ddpm_fast.export; print(ddpm_fast.__file__); print(ddpm_fast.kernels.__file__); "
+            "print(ddpm_fast.FastSampler.__module__)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET")}
+    ran = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    package_file, kernels_file, sampler_module = ran.stdout.split()
+    assert pathlib.Path(package_file).is_relative_to(fresh) and pathlib.Path(kernels_file).is_relative_to(fresh)
+    assert sampler_module == "ddpm_fast.sampling.sampler"
+    script = subprocess.run([str(fresh / "bin" / "ddpm-fast"), "--help"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=300)
+    assert script.returncode == 0 and "demo" in script.stdout, script.stderr

@@ -15,15 +15,16 @@ import torch
 from PIL import Image
 
 import ddpm_fast as df
-from ddpm_fast import checkpoints, cli
-from ddpm_fast.datasets import ShapesDataset
-from ddpm_fast.ema import EMA
-from ddpm_fast.global_batches import GlobalBatchSampler, rank_slice, step_draws, step_key
+from ddpm_fast.cli import main as cli
+from ddpm_fast.data.datasets import ShapesDataset
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.objectives import diffusion_loss, loss_weights, training_target
-from ddpm_fast.trainer import Trainer, build_schedule
-from ddpm_fast.training_config import TrainingConfig
-from ddpm_fast.training_log import read_jsonl
+from ddpm_fast.training import checkpoints
+from ddpm_fast.training.batches import GlobalBatchSampler, rank_slice, step_draws, step_key
+from ddpm_fast.training.config import TrainingConfig
+from ddpm_fast.training.ema import EMA
+from ddpm_fast.training.log import read_jsonl
+from ddpm_fast.training.objectives import diffusion_loss, loss_weights, training_target
+from ddpm_fast.training.trainer import Trainer, build_schedule
 from subprocess_env import subprocess_env
 
 SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
@@ -385,7 +386,7 @@ def test_train_cli_errors_are_messages(tmp_path, capsys):
 
 
 def test_flip_horizontally_mirrors_exactly_the_chosen_samples():
-    from ddpm_fast.global_batches import flip_horizontally
+    from ddpm_fast.training.batches import flip_horizontally
 
     batch = torch.randn(4, 3, 5, 7)
     flip = torch.tensor([True, False, False, True])
@@ -396,7 +397,7 @@ def test_flip_horizontally_mirrors_exactly_the_chosen_samples():
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_epsilon_view_inverts_each_target(prediction_type):
-    from ddpm_fast.objectives import AsEpsilonModel
+    from ddpm_fast.training.objectives import AsEpsilonModel
 
     schedule = df.NoiseSchedule.linear(50)
     x0 = torch.rand(3, 2, 4, 4) * 2 - 1

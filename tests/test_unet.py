@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast import unet_config
 from ddpm_fast.kernels import _launch
-from ddpm_fast.unet_config import UNetConfig, config_to_diffusers
+from ddpm_fast.models import config as unet_config
+from ddpm_fast.models.config import UNetConfig, config_to_diffusers
 
 CIFAR_CONFIG = {  # google/ddpm-cifar10-32 config.json, as published
     "_class_name": "UNet2DModel", "_diffusers_version": "0.0.4", "act_fn": "silu", "attention_head_dim": None,
