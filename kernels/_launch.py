@@ -12,6 +12,7 @@ import threading
 
 import torch
 import triton
+from torch._subclasses.fake_tensor import is_fake
 
 
 @triton.jit
@@ -22,6 +23,31 @@ def _probe():
 # The Triton interpreter replaces every @triton.jit function by an InterpretedFunction when TRITON_INTERPRET=1 was
 # set before triton was imported. Asking a jitted function is more reliable than re-reading the environment.
 TRITON_INTERPRETED = type(_probe).__name__ == "InterpretedFunction"
+
+
+def _index_scalars_of_any_shape() -> None:
+    """Let the interpreter of triton 3.6 use a kernel's scalar as a `range` bound under numpy >= 2.4.
+
+    That interpreter holds scalars as 1-element arrays and makes an index of one with int(array), which numpy 2.4
+    refuses for arrays that are not 0-d; triton 3.9's interpreter squeezes the array first, and so does this patch
+    of the older one (only the interpreter is touched; compiled kernels never see it).
+    """
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "squeezes_index", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.squeezes_index = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if TRITON_INTERPRETED:
+    _index_scalars_of_any_shape()
 
 
 _LOCAL = threading.local()
@@ -46,12 +72,24 @@ def runs_triton(tensor: torch.Tensor) -> bool:
     """True when `tensor` should go through the Triton kernel rather than the torch reference.
 
     CUDA tensors always do. CPU tensors do only under the interpreter, and never while torch.compile traces (fake
-    tensors have no data for the interpreter to read), where the reference branch is what gets compiled.
+    tensors have no data for the interpreter to read), where the reference branch is what gets compiled. Both tests
+    are needed: torch 2.13 keeps `is_compiling()` true for the whole trace, while torch 2.11 traces a triton_op's
+    body (AOT autograd, on fake tensors) after dynamo has already left it.
     """
     if tensor.is_cuda:
         return True
     return (TRITON_INTERPRETED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
-            and not getattr(_LOCAL, "cpu_reference", False))
+            and not is_fake(tensor) and not getattr(_LOCAL, "cpu_reference", False))
+
+
+def wrap_triton(kernel):
+    """`torch.library.wrap_triton(kernel)` for a launch inside a triton_op; the kernel itself under the interpreter.
+
+    torch 2.11's wrap_triton refuses the interpreter's InterpretedFunction. Outside a trace wrap_triton only calls
+    the kernel, and an interpreted launch never runs inside one (runs_triton sends traced CPU tensors to the
+    reference), so the direct call is the same launch on every torch version.
+    """
+    return kernel if TRITON_INTERPRETED else torch.library.wrap_triton(kernel)
 
 
 def as_bchw(x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +133,9 @@ def bchw_strides(x: torch.Tensor) -> tuple[int, int, int, int]:
 def tile_config(channels: int, spatial: int, channels_last: bool) -> tuple[int, int, int, int]:
     """(BLOCK_C, BLOCK_Q, num_warps, num_programs_per_sample) for a [C, HW] sample.
 
-    About 2K elements per program keeps an H100 streaming without spilling; channels-last tiles favour the
-    channel axis, which is the contiguous one there.
+    About 2K elements per program keeps an H100 streaming without spilling (tests/launch_resources.py checks every
+    kernel at the tiles real images get); channels-last tiles favour the channel axis, which is the contiguous one
+    there.
     """
     block_hw = min(triton.next_power_of_2(max(spatial, 4)), 1024)
     block_c_cap = max(1, 2048 // block_hw)

@@ -29,18 +29,25 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from . import _launch
 
 # Enough programs to keep every SM of an H100/H200 (132/141 SMs) busy with several resident programs.
 TARGET_PROGRAMS = 1024
-# Largest group (padded to powers of two) held in registers by one program of the single-tile plan.
+# Largest group (padded to powers of two) held in registers by one program of the single-tile plan. The backward
+# keeps x, dy and their products live: compiled for sm_90 (tests/launch_resources.py), a 16×256 group spills 256-516
+# bytes per thread at 4, 8 or 16 warps, while 4×1024 and 8×512 fit in 240-255 registers at 8 warps; so groups of
+# more than 8 (padded) channels take the single tile only up to 2048 elements.
 MAX_SINGLE_TILE = 8192
 MAX_SINGLE_TILE_BACKWARD = 4096
-# Elements per tile of the split plan, between these bounds (more programs at small sizes, fewer at large).
+MAX_SINGLE_TILE_BACKWARD_WIDE = 2048
+WIDE_GROUP = 8
+# Elements per tile of the split plan, between these bounds (more programs at small sizes, fewer at large). The
+# backward's split passes spill 8-204 bytes per thread in a 16×256 tile at any warp count: 2048 at most there.
 MIN_SPLIT_TILE = 256
 MAX_SPLIT_TILE = 4096
+MAX_SPLIT_TILE_BACKWARD = 2048
 
 
 # ----------------------------------------------------------------------------------------------------------- device
@@ -327,10 +334,23 @@ class LaunchPlan:
     num_warps: int
 
 
+def _num_warps(elements: int, backward: bool, single_tile: bool) -> int:
+    """Warps for a tile of `elements`, as measured with ptxas for sm_90 (tests/launch_resources.py: no tile of a real
+    model may spill). Forward: 4 up to 1K elements, else 8. Backward, split passes: 8 from 512 elements on (at 4,
+    8×64, 4×128 and 16×64 tiles spill 4 bytes). Backward, single tile: 16 from 512 to 2K elements (at 8, 4×256 and
+    16×64 spill 8-12 bytes; at 4, 8×64 spills 4), 8 for 4K (16 spill there), 4 below 512."""
+    if not backward:
+        return 4 if elements <= 1024 else 8
+    if not single_tile:
+        return 8 if elements >= 512 else 4
+    return 4 if elements < 512 else (16 if elements <= 2048 else 8)
+
+
 def plan_launch(batch: int, channels: int, spatial: int, groups: int, channels_last: bool, *,
                 max_single_tile: int = MAX_SINGLE_TILE, target_programs: int = TARGET_PROGRAMS,
-                split_tile: Optional[int] = None) -> LaunchPlan:
-    """Pick the plan for a [batch, channels, spatial] input (host-side, at call time).
+                split_tile: Optional[int] = None, backward: bool = False) -> LaunchPlan:
+    """Pick the plan for a [batch, channels, spatial] input (host-side, at call time); backward=True picks the
+    warps of the backward kernels.
 
     The keyword arguments exist so tests can force the split plan with tiny tiles on small inputs.
     """
@@ -339,19 +359,18 @@ def plan_launch(batch: int, channels: int, spatial: int, groups: int, channels_l
     padded_c = triton.next_power_of_2(per_group)
     padded_hw = triton.next_power_of_2(spatial)
     if padded_c * padded_hw <= max_single_tile and 4 * pairs >= target_programs:
-        warps = 4 if padded_c * padded_hw <= 1024 else 8
-        return LaunchPlan(padded_c, padded_hw, spatial, 1, True, warps)
+        return LaunchPlan(padded_c, padded_hw, spatial, 1, True, _num_warps(padded_c * padded_hw, backward, True))
     if split_tile is None:
         wanted = triton.next_power_of_2(max(batch * channels * spatial // target_programs, 1))
-        split_tile = min(max(wanted, MIN_SPLIT_TILE), MAX_SPLIT_TILE)
+        split_tile = min(max(wanted, MIN_SPLIT_TILE), MAX_SPLIT_TILE_BACKWARD if backward else MAX_SPLIT_TILE)
     # Channels-last tiles favour the channel axis (contiguous there); NCHW tiles the spatial one.
     block_c = min(padded_c, 64 if channels_last else 16, split_tile)
     block_hw = min(padded_hw, max(split_tile // block_c, 1))
     hw_tiles = triton.cdiv(spatial, block_hw)
     splits = min(hw_tiles, triton.cdiv(target_programs, pairs))
     hw_per_split = triton.cdiv(hw_tiles, splits) * block_hw
-    warps = 4 if block_c * block_hw <= 1024 else 8
-    return LaunchPlan(block_c, block_hw, hw_per_split, triton.cdiv(spatial, hw_per_split), False, warps)
+    return LaunchPlan(block_c, block_hw, hw_per_split, triton.cdiv(spatial, hw_per_split), False,
+                      _num_warps(block_c * block_hw, backward, False))
 
 
 def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
@@ -369,10 +388,12 @@ def default_plan(batch: int, channels: int, spatial: int, groups: int, channels_
     vectorised numpy, so there the fewest, largest programs are fastest: one per group whenever it fits."""
     if _launch.TRITON_INTERPRETED:
         return plan_launch(batch, channels, spatial, groups, channels_last, max_single_tile=1 << 18,
-                           target_programs=1, split_tile=1 << 14)
-    # The single-tile backward keeps x, dy and their products live: above 4096 elements it needs every register.
-    return plan_launch(batch, channels, spatial, groups, channels_last,
-                       max_single_tile=MAX_SINGLE_TILE_BACKWARD if backward else MAX_SINGLE_TILE)
+                           target_programs=1, split_tile=1 << 14, backward=backward)
+    if not backward:
+        return plan_launch(batch, channels, spatial, groups, channels_last)
+    wide = triton.next_power_of_2(channels // groups) > WIDE_GROUP
+    return plan_launch(batch, channels, spatial, groups, channels_last, backward=True,
+                       max_single_tile=MAX_SINGLE_TILE_BACKWARD_WIDE if wide else MAX_SINGLE_TILE_BACKWARD)
 
 
 def _as_flat_bchw(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -411,12 +432,12 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
     per_group = channels // num_groups
     grid = (pairs, plan.num_splits)
     if not plan.single_tile:
-        wrap_triton(group_norm_stats_kernel)[grid](
+        _launch.wrap_triton(group_norm_stats_kernel)[grid](
             x4, emb if emb is not None else dummy, *parts, spatial, per_group, num_groups,
             plan.hw_per_split, plan.num_splits, *x_strides, *_row_strides(emb),
             HAS_EMB=emb is not None, ACC=_triton_dtype(x), BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw,
             num_warps=plan.num_warps)
-    wrap_triton(group_norm_forward_kernel)[grid](
+    _launch.wrap_triton(group_norm_forward_kernel)[grid](
         x4, *(t if t is not None else dummy for t in (emb, weight, bias, scale, shift)), y, mean, rstd, *parts,
         spatial, per_group, num_groups, plan.hw_per_split, plan.num_splits, eps, *x_strides, *y_strides, *row_args,
         **_flags(emb, weight, bias, scale, shift, silu), SINGLE_TILE=plan.single_tile, ACC=_triton_dtype(x),
@@ -441,7 +462,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
 
     def launch(mode, group_coefficients):
-        wrap_triton(group_norm_backward_kernel)[(pairs, plan.num_splits)](
+        _launch.wrap_triton(group_norm_backward_kernel)[(pairs, plan.num_splits)](
             dy4, x4, *inputs, mean, rstd, dx, group_coefficients, parts,
             spatial, channels // num_groups, num_groups, channels, pairs, plan.hw_per_split, plan.num_splits,
             *dy_strides, *x_strides, *dx_strides,

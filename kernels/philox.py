@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
+from triton.language.extra import libdevice
 
 from . import _launch
 from ._tile import element_offsets, sample_tile
@@ -26,6 +27,10 @@ STREAM_INITIAL = 2  # x_T, the starting noise of a sampling run
 # The same ids for use inside @triton.jit code: compiled Triton (unlike the interpreter) refuses non-constexpr globals.
 STREAM_Q_SAMPLE_CONST = tl.constexpr(STREAM_Q_SAMPLE)
 STREAM_REVERSE_STEP_CONST = tl.constexpr(STREAM_REVERSE_STEP)
+# Compiled kernels take cos(2πu) as cospi(2u): exact range reduction, so no Payne-Hanek slow path for arguments the
+# compiler cannot bound (its local-memory table cost a 40-byte stack frame and 4-16 bytes of spills per thread on
+# sm_90), and an angle that is never rounded (2u is exact). The interpreter has no libdevice, so it keeps cos(2πu).
+_PI_FUNCTIONS = tl.constexpr(not _launch.TRITON_INTERPRETED)
 MAX_SEED = 2**63  # seeds live in [0, 2**63): an int64 tensor holds them without sign tricks
 MAX_CHANNELS = 2**24  # the channel shares c3 with the stream id
 
@@ -75,13 +80,21 @@ def philox_normal(
     c3 = _uint32_word((channel + zero) | (STREAM << 24))
     r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
     radius_a = tl.sqrt(-2.0 * tl.log(_open_unit_interval(r0)))
-    angle_a = 6.283185307179586 * _open_unit_interval(r1)
     radius_b = tl.sqrt(-2.0 * tl.log(_open_unit_interval(r2)))
-    angle_b = 6.283185307179586 * _open_unit_interval(r3)
-    z0 = radius_a * tl.cos(angle_a)
-    z1 = radius_a * tl.sin(angle_a)
-    z2 = radius_b * tl.cos(angle_b)
-    z3 = radius_b * tl.sin(angle_b)
+    if _PI_FUNCTIONS:
+        turns_a = 2.0 * _open_unit_interval(r1)  # the angle in half turns: 2πu = π·(2u)
+        turns_b = 2.0 * _open_unit_interval(r3)
+        z0 = radius_a * libdevice.cospi(turns_a)
+        z1 = radius_a * libdevice.sinpi(turns_a)
+        z2 = radius_b * libdevice.cospi(turns_b)
+        z3 = radius_b * libdevice.sinpi(turns_b)
+    else:
+        angle_a = 6.283185307179586 * _open_unit_interval(r1)
+        angle_b = 6.283185307179586 * _open_unit_interval(r3)
+        z0 = radius_a * tl.cos(angle_a)
+        z1 = radius_a * tl.sin(angle_a)
+        z2 = radius_b * tl.cos(angle_b)
+        z3 = radius_b * tl.sin(angle_b)
     return tl.where(lane == 0, z0, tl.where(lane == 1, z1, tl.where(lane == 2, z2, z3)))
 
 
@@ -201,7 +214,7 @@ def philox_normal_op(
         out.copy_(philox_normal_reference(seed, sample_index, step, stream, (batch, channels, height, width)))
         return out
     block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
-    wrap_triton(philox_normal_kernel)[(batch * programs,)](
+    _launch.wrap_triton(philox_normal_kernel)[(batch * programs,)](
         out, seed, step, step.stride(0), sample_offset, channels, height * width, width, *_launch.bchw_strides(out),
         STREAM=stream, SPATIAL_FLAT=_launch.spatial_is_flat(width, out), CHANNELS_LAST=channels_last,
         BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from . import _launch
 from ._tile import clamped_timestep, element_offsets, sample_tile
@@ -77,7 +77,7 @@ def _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, seed, sample_offset, x_t
     batch, channels, height, width = x0.shape
     channels_last = _launch.is_channels_last(x0)
     block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
-    wrap_triton(q_sample_kernel)[(batch * programs,)](
+    _launch.wrap_triton(q_sample_kernel)[(batch * programs,)](
         x0, noise, x_t, eps_out, t, t.stride(0), sqrt_ac, sqrt_1m_ac, seed if seed is not None else t,
         sample_offset, sqrt_ac.numel(), channels, height * width, width,
         *_launch.bchw_strides(x0), *_launch.bchw_strides(noise), *_launch.bchw_strides(x_t),

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from . import _launch
 from ._tile import clamped_timestep, element_offsets, sample_tile
@@ -357,7 +357,7 @@ def p_step_op(
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
-    wrap_triton(p_step_kernel)[grid](
+    _launch.wrap_triton(p_step_kernel)[grid](
         mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
         table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, *strides,
         PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
@@ -390,7 +390,7 @@ def ddim_step_op(
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
-    wrap_triton(ddim_step_kernel)[grid](
+    _launch.wrap_triton(ddim_step_kernel)[grid](
         model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod, seed if seed is not None else t, sample_offset,
         alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
         PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,

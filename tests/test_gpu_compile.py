@@ -1,4 +1,5 @@
-"""Compile every kernel variant for an NVIDIA target (sm_90) on a CPU-only machine.
+"""Compile every kernel variant for an NVIDIA target (sm_90) on a CPU-only machine, and check that none spills
+registers at the launch configurations real models get.
 
 The interpreter is lenient where compiled Triton is not (e.g. non-constexpr globals inside @jit code), so passing
 under TRITON_INTERPRET=1 does not prove a kernel compiles. triton.compile needs no GPU: the wheel ships ptxas.
@@ -87,3 +88,18 @@ def test_every_kernel_variant_compiles_for_sm90():
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "built 219" in result.stdout
+
+
+def test_no_kernel_spills_at_the_launch_configurations_of_real_models():
+    """Registers and spills (ptxas -v, sm_90) of every kernel at the tiles and warps the launchers pick for
+    ddpm-cifar10 and ddpm-256 at batch 1/16/128/512, both layouts, forward and backward (tests/launch_resources.py).
+    A spilled register is a round trip to local memory on every access: none is allowed."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "launch_resources.py")], env=env,
+                            capture_output=True, text=True, timeout=900)
+    spills = [line for line in result.stdout.splitlines() if line.startswith("SPILLS")]
+    assert result.returncode == 0 and not spills, "\n".join(spills) + result.stderr[-4000:]
+    assert "0 configuration(s) spill" in result.stdout
+    assert int(result.stdout.split(" launch configurations", 1)[0]) > 200  # every site was enumerated

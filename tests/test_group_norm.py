@@ -172,6 +172,18 @@ def test_batch_one_splits_each_group_over_many_programs():
     assert gn.plan_launch(512, 128, 32 * 32, 32, channels_last=True).single_tile
 
 
+def test_backward_plans_keep_to_tiles_that_do_not_spill(monkeypatch):
+    # What tests/launch_resources.py measured on sm_90, as the GPU's planner applies it (interpreter off).
+    monkeypatch.setattr(gn._launch, "TRITON_INTERPRETED", False)
+    wide = gn.default_plan(16, 512, 256, 32, True, backward=True)  # 16 channels x 256 positions per group
+    assert not wide.single_tile and wide.block_c * wide.block_hw <= gn.MAX_SPLIT_TILE_BACKWARD
+    assert gn.default_plan(16, 512, 256, 32, True).single_tile  # the forward holds it in one tile
+    narrow = gn.default_plan(16, 128, 1024, 32, True, backward=True)  # 4 x 1024: one tile, 8 warps
+    assert narrow.single_tile and narrow.num_warps == 8
+    assert gn.default_plan(16, 128, 256, 32, True, backward=True).num_warps == 16  # 4 x 256
+    assert gn.default_plan(16, 128, 256, 32, True).num_warps == 4
+
+
 @pytest.mark.parametrize("plan", list(PLANS))
 def test_large_non_zero_mean_input(device, plan):
     # mean 1e4, std 1: E[x²] − E[x]² would lose every digit of the variance in float32.

@@ -1,0 +1,155 @@
+"""Registers and spills of every kernel at the launch configurations real models get, compiled for sm_90.
+
+Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does): it asks the launchers' own host-side
+planners (`_launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for the GroupNorm sites of
+ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts, forward and backward, and
+for the elementwise kernels on their images; compiles each distinct configuration with triton.compile (no GPU
+needed) and reads ptxas's own report (`ptxas -v`: registers, spill stores and loads) as Triton's backend runs it.
+Prints one line per configuration and exits 1 if any spills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import re
+import sys
+
+import torch
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+import ddpm_fast as df
+from ddpm_fast.kernels import _launch
+from ddpm_fast.kernels import group_norm as gn
+from ddpm_fast.kernels.philox import philox_normal_kernel
+from ddpm_fast.kernels.q_sample import q_sample_kernel
+from ddpm_fast.kernels.reverse_step import ddim_step_kernel, p_step_kernel
+from ddpm_fast.models.blocks import GroupNormAct
+
+MODELS = (("ddpm-cifar10", 32), ("ddpm-256", 256))
+BATCHES = (1, 16, 128, 512)
+CAPABILITY = 90
+FLOATS = {"clip_range", "eta", "eps"}
+GROUP_NORM_POINTERS = dict(
+    x_ptr="*bf16", emb_ptr="*bf16", weight_ptr="*bf16", bias_ptr="*bf16", scale_ptr="*bf16", shift_ptr="*bf16",
+    y_ptr="*bf16", dy_ptr="*bf16", dx_ptr="*bf16", mean_ptr="*fp32", rstd_ptr="*fp32", part_count_ptr="*fp32",
+    part_mean_ptr="*fp32", part_m2_ptr="*fp32", group_coef_ptr="*fp32", part_ptr="*fp32")
+P_STEP_POINTERS = dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
+                       t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64")
+DDIM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32", t_ptr="*i64",
+                     t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64")
+Q_SAMPLE_POINTERS = dict(x0_ptr="*fp32", noise_ptr="*fp32", x_t_ptr="*fp32", eps_out_ptr="*fp32", t_ptr="*i64",
+                         sqrt_ac_ptr="*fp32", sqrt_1m_ac_ptr="*fp32", seed_ptr="*i64")
+PHILOX_POINTERS = dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64")
+
+
+def group_norm_sites(preset: str, size: int) -> set[tuple]:
+    """(channels, H*W, groups, silu, has_emb) of every GroupNorm the U-Net runs, from a forward on the meta device."""
+    with torch.device("meta"):
+        model = df.UNet.from_preset(preset)
+    sites = set()
+
+    def record(module, args, kwargs, output):
+        x, emb = args[0], (args[1] if len(args) > 1 else kwargs.get("emb"))
+        sites.add((x.shape[1], x.shape[2] * x.shape[3], module.num_groups, module.silu, emb is not None))
+
+    for module in model.modules():
+        if isinstance(module, GroupNormAct):
+            module.register_forward_hook(record, with_kwargs=True)
+    model(torch.zeros(1, 3, size, size, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
+    return sites
+
+
+def configurations():
+    """{(kernel, constants, num_warps): where it is launched} for every launch the planners choose."""
+    found: dict[tuple, str] = {}
+
+    def add(kernel, pointers, constants, warps, where):
+        key = (kernel, pointers and tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), warps)
+        found.setdefault(key, where)
+
+    for preset, size in MODELS:
+        for (channels, spatial, groups, silu, emb), batch, channels_last in itertools.product(
+                sorted(group_norm_sites(preset, size)), BATCHES, (True, False)):
+            flags = dict(HAS_EMB=emb, HAS_WEIGHT=True, HAS_BIAS=True, HAS_SCALE=False, HAS_SHIFT=False, SILU=silu,
+                         ACC=tl.float32)
+            where = f"{preset} C={channels} HW={spatial} batch {batch} {'NHWC' if channels_last else 'NCHW'}"
+            plan = gn.default_plan(batch, channels, spatial, groups, channels_last)
+            tile = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw)
+            add(gn.group_norm_forward_kernel, GROUP_NORM_POINTERS,
+                dict(SINGLE_TILE=plan.single_tile, BLOCK_S=triton.next_power_of_2(plan.num_splits), **flags, **tile),
+                plan.num_warps, where)
+            if not plan.single_tile:
+                add(gn.group_norm_stats_kernel, GROUP_NORM_POINTERS, dict(HAS_EMB=emb, ACC=tl.float32, **tile),
+                    plan.num_warps, where)
+            plan = gn.default_plan(batch, channels, spatial, groups, channels_last, backward=True)
+            tile = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw)
+            modes = (gn.BACKWARD_SINGLE_TILE,) if plan.single_tile else (gn.BACKWARD_SUMS, gn.BACKWARD_DX)
+            for mode in modes:
+                add(gn.group_norm_backward_kernel, GROUP_NORM_POINTERS, dict(MODE=mode, **flags, **tile),
+                    plan.num_warps, where + " backward")
+        for channels_last in (True, False):
+            block_c, block_q, warps, _ = _launch.tile_config(3, size * size, channels_last)
+            tile = dict(SPATIAL_FLAT=True, CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q)
+            where = f"3x{size}x{size} {'NHWC' if channels_last else 'NCHW'}"
+            for prediction, variance, noise, clip in itertools.product((0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True)):
+                add(p_step_kernel, P_STEP_POINTERS,
+                    dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=noise, **tile), warps, where)
+            for prediction, noise, clip in itertools.product((0, 1, 2), (0, 1, 2), (False, True)):
+                add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise, **tile),
+                    warps, where)
+            for seeded in (False, True):
+                add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)
+            add(philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=2, **tile), warps, where)
+    return found
+
+
+def resources(kernel, pointers: dict, constants: dict, warps: int) -> tuple[int, int, int]:
+    """(registers, spill store bytes, spill load bytes) per thread, from ptxas's own `-v` report when Triton's
+    backend turns the kernel's PTX into a cubin for sm_90 (the same ptxas and flags as at run time)."""
+    from triton import knobs
+    from triton.backends.nvidia.compiler import CUDABackend
+
+    target = GPUTarget("cuda", CAPABILITY, 32)
+    signature = {name: ("constexpr" if name in constants else pointers.get(name)
+                        or ("fp32" if name in FLOATS else "i32")) for name in kernel.arg_names}
+    compiled = triton.compile(ASTSource(kernel, signature, constants), target=target, options={"num_warps": warps})
+    backend = CUDABackend(target)
+    log = io.StringIO()
+    knobs.nvidia.dump_ptxas_log = True  # make_cubin prints ptxas's report
+    try:
+        with contextlib.redirect_stdout(log):
+            backend.make_cubin(compiled.asm["ptx"], {}, backend.parse_options({"num_warps": warps}), CAPABILITY)
+    finally:
+        knobs.nvidia.dump_ptxas_log = False
+    report = log.getvalue().split(f"Function properties for {kernel.__name__}", 1)[1]
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    stores, loads = map(int, re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report).groups())
+    return registers, stores, loads
+
+
+def main() -> int:
+    spilled = 0
+    found = configurations()
+    print(f"{len(found)} launch configurations")
+    for (kernel, pointers, constants, warps), where in found.items():
+        constants = dict(constants)
+        registers, stores, loads = resources(kernel, dict(pointers), constants, warps)
+        tile = {k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("SINGLE_TILE", "MODE")}
+        line = (f"{kernel.__name__} {tile} warps={warps}: {registers} registers, spills {stores}/{loads} bytes "
+                f"(e.g. {where})")
+        if stores or loads:
+            spilled += 1
+            print("SPILLS", line)
+        else:
+            print("ok", line)
+    print(f"{spilled} configuration(s) spill")
+    return 1 if spilled else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
