@@ -128,6 +128,9 @@ def _summary_training(group: str, info: dict) -> tuple:
 
 
 def _summary_sampling(group: str, info: dict) -> tuple:
+    if _fell_back(info, "fast"):
+        return (f"sampling ({info['preset']})", f"batch {info['batch']}, {_shape(info['sample_shape'])}",
+                INVALID, "-", "-", "-")
     best = info.get("best_diffusers")
     vs_peer = f"{info['speedup_vs_best_diffusers']['fast']:.2f}x ({best})" if best else "-"
     return (f"sampling ({info['preset']})", f"batch {info['batch']}, {_shape(info['sample_shape'])}",
@@ -136,11 +139,28 @@ def _summary_sampling(group: str, info: dict) -> tuple:
 
 
 def _summary_onnx(group: str, info: dict) -> tuple:
+    if _fell_back(info, "fast"):
+        return (f"ONNX Runtime ({info['device'].upper()})", f"{info['preset']}, batch {info['batch']}", INVALID,
+                "-", "-", "-")
     best = info.get("best_ort")
     vs_peer = f"{info['fast_over'][best]:.2f}x ({best})" if best else "-"
     return (f"ONNX Runtime ({info['device'].upper()})", f"{info['preset']}, batch {info['batch']}",
             f"{_rate(info['images_per_s']['fast'])} img/s ({info['num_timesteps']} steps)",
             f"{info['speedup_vs_naive']['fast']:.2f}x", vs_peer, "-")
+
+
+INVALID = "INVALID: the fast path fell back"
+
+
+def _fell_back(info: dict, name: str) -> str | None:
+    """Why FastSampler method `name` ran without a fast path it was built with (None: it ran as built). Such a
+    method's figures are measured but never reported as ours: its cells say INVALID, its ratios are left out."""
+    return (info.get("fell_back") or {}).get(name)
+
+
+def _fell_back_notes(info: dict, case: str) -> list[str]:
+    return [f"- {case}, {name} is INVALID (its fast path fell back, so its figures are not ours): {reason}"
+            for name, reason in (info.get("fell_back") or {}).items()]
 
 
 _SUMMARY = {"kernel": _summary_kernel, "unet_forward": _summary_unet, "training_step": _summary_training,
@@ -264,13 +284,17 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
         vs_best = info.get("speedup_vs_best_diffusers") or {}
         best_fast = info["best_fast"]
         peer = f"{_rate(ips[best])} ({best})" if best else "unavailable"
-        fast_vs_peer = f"{vs_best['fast']:.2f}x" if best else "-"
+        if _fell_back(info, "fast"):
+            fast_cells = f"{INVALID} | - | - | -"
+        else:
+            fast_vs_peer = f"{vs_best['fast']:.2f}x" if best else "-"
+            fast_cells = (f"{_rate(ips['fast'])} | {info['speedup_vs_naive']['fast']:.2f}x | {fast_vs_peer} | "
+                          f"{info['fraction_of_matmul']['fast']:.1%}")
+        best_fast_cell = (f"{best_fast} ({_rate(ips[best_fast])} img/s, {info['speedup_vs_naive'][best_fast]:.2f}x "
+                          "naive)" if best_fast else "none ran without falling back")
         lines.append(
-            f"| {info['batch']} | {_rate(ips['naive'])} | {peer} | {_rate(ips['fast'])} | "
-            f"{info['speedup_vs_naive']['fast']:.2f}x | {fast_vs_peer} | "
-            f"{info['fraction_of_matmul']['fast']:.1%} | {_rate(info['ceiling_images_per_s'])} | "
-            f"{best_fast} ({_rate(ips[best_fast])} img/s, {info['speedup_vs_naive'][best_fast]:.2f}x naive) | "
-            f"{_goals(info.get('goals', {}))} |"
+            f"| {info['batch']} | {_rate(ips['naive'])} | {peer} | {fast_cells} | "
+            f"{_rate(info['ceiling_images_per_s'])} | {best_fast_cell} | {_goals(info.get('goals', {}))} |"
         )
     lines += [
         "",
@@ -283,14 +307,18 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
         vs_best = info.get("speedup_vs_best_diffusers") or {}
         for name, seconds in info["seconds_per_step"].items():
             name_vs_peer = f"{vs_best[name]:.2f}x" if name in vs_best else "-"
+            figures = (f"{_rate(info['images_per_s'][name])} | {info['speedup_vs_naive'][name]:.2f}x | {name_vs_peer} | "
+                       f"{info['tflops'][name]:.3g} | {info['fraction_of_matmul'][name]:.1%}")
+            label = name
+            if _fell_back(info, name):
+                label, figures = f"{name} ({INVALID})", "- | - | - | - | -"
             lines.append(
-                f"| {info['batch']} | {name} | {_options(info['options'].get(name, {}))} | {seconds * 1e3:.3f} | "
-                f"{_rate(info['images_per_s'][name])} | {info['speedup_vs_naive'][name]:.2f}x | {name_vs_peer} | "
-                f"{info['tflops'][name]:.3g} | {info['fraction_of_matmul'][name]:.1%} | "
-                f"{info['setup_seconds'][name]:.1f} |"
+                f"| {info['batch']} | {label} | {_options(info['options'].get(name, {}))} | {seconds * 1e3:.3f} | "
+                f"{figures} | {info['setup_seconds'][name]:.1f} |"
             )
         for name, reason in (info.get("unavailable") or {}).items():
             notes.append(f"- batch {info['batch']}, {name}: {reason}")
+        notes += _fell_back_notes(info, f"batch {info['batch']}")
         full = info.get("fast_full_chain")
         if full:
             extrapolated = info["images_per_s"]["fast"]
@@ -333,9 +361,12 @@ def _onnx_tables(infos: list[dict]) -> list[str]:
         if info.get("goals_unmeasured"):
             goals = "; ".join(([] if goals == "-" else [goals]) +
                               [f"unmeasured: {goal}" for goal in info["goals_unmeasured"]])
+        fast_cell = _rate(ips["fast"])
+        if _fell_back(info, "fast"):
+            fast_cell, fast_over, best_runs = INVALID, "-", "-"
         lines.append(
             f"| {_model(info)} | {info['batch']} | {info['steps_timed']} | {_rate(ips['naive'])} | "
-            f"{_rate(ips['torch_eager'])} | {_rate(ips['fast'])} | {best_cell} | {fast_over} | {best_runs} | "
+            f"{_rate(ips['torch_eager'])} | {fast_cell} | {best_cell} | {fast_over} | {best_runs} | "
             f"{eager_over} | {goals} |"
         )
     lines += [
@@ -350,15 +381,19 @@ def _onnx_tables(infos: list[dict]) -> list[str]:
         for name, seconds in info["seconds_per_step"].items():
             options = info["options"].get(name, {})
             runtime = _ort_options(options) if "provider" in options else "PyTorch: " + _options(options)
-            ratio = f"{fast_over[name]:.2f}x" if name in fast_over else "-"
+            ratio = f"{fast_over[name]:.2f}x" if name in fast_over and not _fell_back(info, "fast") else "-"
             best_run = (info.get("best_images_per_s") or {}).get(name)
+            figures = (f"{_rate(info['images_per_s'][name])} | {_rate(best_run) if best_run else '-'} | "
+                       f"{info['speedup_vs_naive'][name]:.2f}x | {info['speedup_vs_torch_eager'][name]:.2f}x")
+            label = name
+            if _fell_back(info, name):
+                label, figures = f"{name} ({INVALID})", "- | - | - | -"
             lines.append(
-                f"| {_model(info)} | {info['batch']} | {name} | {runtime} | {seconds * 1e3:.3f} | "
-                f"{_rate(info['images_per_s'][name])} | {_rate(best_run) if best_run else '-'} | "
-                f"{info['speedup_vs_naive'][name]:.2f}x | "
-                f"{info['speedup_vs_torch_eager'][name]:.2f}x | {ratio} | {info['setup_seconds'][name]:.1f} |"
+                f"| {_model(info)} | {info['batch']} | {label} | {runtime} | {seconds * 1e3:.3f} | "
+                f"{figures} | {ratio} | {info['setup_seconds'][name]:.1f} |"
             )
         case = f"{_model(info)}, batch {info['batch']}"
+        notes += _fell_back_notes(info, case)
         by_reason: dict[str, list[str]] = {}
         for name, reason in (info.get("unavailable") or {}).items():
             by_reason.setdefault(reason, []).append(name)

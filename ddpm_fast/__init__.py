@@ -23,7 +23,7 @@ from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
 from .interop.diffusers_scheduler import FastDDPMScheduler  # noqa: E402
 from .models.config import UNetConfig  # noqa: E402
 from .models.unet import UNet  # noqa: E402
-from .sampling.sampler import FastSampler  # noqa: E402
+from .sampling.sampler import FastPathFallbackWarning, FastSampler  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
 from .training.config import TrainingConfig  # noqa: E402
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FastDDPMScheduler",
+    "FastPathFallbackWarning",
     "FastSampler",
     "NoiseSchedule",
     "Trainer",

@@ -5,6 +5,7 @@ TRITON_INTERPRET must be set before triton is first imported, hence at the top o
 
 import os
 import shutil
+import warnings
 
 if "TRITON_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
     os.environ["TRITON_INTERPRET"] = "1"
@@ -34,3 +35,14 @@ def device(request):
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_fallbacks_are_errors():
+    """A FastSampler that silently gave up torch.compile or CUDA graphs would let a test pass on the slow path: any
+    FastPathFallbackWarning fails the test, except inside `pytest.warns`, where a test expects one."""
+    from ddpm_fast import FastPathFallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathFallbackWarning)
+        yield

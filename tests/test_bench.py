@@ -8,9 +8,12 @@ import pathlib
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
+import ddpm_fast as df
 from ddpm_fast.cli import bench
+from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.cli.main import build_parser, main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -294,6 +297,48 @@ def test_report_renders_every_kind():
     assert "| tiny (0.50 GFLOP/img) | 8x3x32x32 | bf16_cl_compiled | ours |" in markdown
     assert "End-to-end sampling" in markdown and "ONNX Runtime vs PyTorch sampling" in markdown
     assert "Mode: quick · command: `ddpm-fast bench --quick`" in markdown
+
+
+def test_a_fast_path_that_fell_back_is_marked_invalid_never_ours():
+    reason = "CUDA-graph capture failed (RuntimeError: x); FastSampler runs the steps without graphs"
+    sampling, onnx = sampling_info(16), onnx_info(1)
+    for info in (sampling, onnx):
+        info["fell_back"] = {"fast": reason}
+    sampling["best_fast"] = None
+    markdown = report.render(bench.augment(results_json([sampling, onnx])))
+    summary = markdown.split("Summary", 1)[1].split("\n\n", 2)[1]
+    assert f"| sampling (tiny) | batch 16, 3x32x32 | {report.INVALID} | - | - | - |" in summary
+    assert f"| ONNX Runtime (CPU) | tiny, batch 1 | {report.INVALID} | - | - | - |" in summary
+    fast_rate = report._rate(sampling["images_per_s"]["fast"])
+    assert f"| {fast_rate} |" not in markdown.split("End-to-end sampling", 1)[1].split("ONNX Runtime vs", 1)[0]
+    assert f"| 16 | fast ({report.INVALID}) |" in markdown and "none ran without falling back" in markdown
+    assert f"| 1 | fast ({report.INVALID}) | PyTorch: bfloat16, compile |" in markdown
+    assert markdown.count(f"fast is INVALID (its fast path fell back, so its figures are not ours): {reason}") == 2
+    # the same results without the mark report FastSampler's figures as ours
+    clean = report.render(bench.augment(results_json([sampling_info(16)])))
+    assert report.INVALID not in clean and f"| {report._rate(sampling_info(16)['images_per_s']['fast'])} |" in clean
+
+
+def test_benchmarks_record_what_ran_after_the_fact():
+    sampling = bench.load_suite_module(BENCHMARKS, "test_sampling")
+    conv = torch.nn.Conv2d(3, 3, 1)
+
+    def breaks_the_graph(x, t):
+        torch._dynamo.graph_break()
+        return conv(x)
+
+    fine = sampling.fast_method("fast_no_compile", lambda x, t: conv(x), 1, (3, 4, 4), torch.device("cpu"),
+                                compile=False, dtype=torch.float32)
+    broken = sampling.fast_method("fast", breaks_the_graph, 1, (3, 4, 4), torch.device("cpu"), dtype=torch.float32)
+    assert broken.options["compile"] is True  # what was asked for
+    with cpu_reference(), pytest.warns(df.FastPathFallbackWarning):
+        for method in (fine, broken):
+            method.run(2)
+    fell_back = sampling.record_what_ran([fine, broken])
+    assert list(fell_back) == ["fast"] and "torch.compile failed" in fell_back["fast"]
+    assert broken.options["compile"] is False and broken.options["graph_replays"] == 0  # what ran
+    assert sampling.goals(1, {"naive": 1.0, "fast_no_compile": 3.0}, torch.device("cpu")) == {
+        "fast ran without falling back": False}
 
 
 def test_report_renders_every_committed_result_set():

@@ -226,6 +226,9 @@ def test_compiled_model_matches_eager():
     compiled = df.FastSampler(model, schedule, (3, 6, 6), dtype=torch.float32, compile=True)
     assert compiled.compiled
     torch.testing.assert_close(compiled.sample(2, seed=1), eager.sample(2, seed=1), rtol=1e-5, atol=1e-5)
+    report = compiled.last_report
+    assert report.compiled and not report.cuda_graphs and report.graph_replays == 0 and not report.fell_back
+    assert not eager.last_report.compiled and not eager.last_report.fell_back
 
 
 def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
@@ -237,9 +240,14 @@ def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
 
     schedule = df.NoiseSchedule.linear(4)
     sampler = df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32)
-    with pytest.warns(RuntimeWarning, match="runs it eagerly"):
+    with pytest.warns(df.FastPathFallbackWarning, match="runs it eagerly"):
         got = sampler.sample(2, seed=1)
     assert not sampler.compiled
+    report = sampler.last_report  # after the fact: what ran, and why the fast path did not
+    assert not report.compiled and report.fell_back and "torch.compile failed" in report.fallbacks[0]
+    assert sampler.fallbacks == list(report.fallbacks)
+    text = repr(report)
+    assert "fallbacks=" in text and not any(f", {field}=" in text for field in ("_start", "_end", "_seconds"))
     torch.testing.assert_close(got, df.FastSampler(model, schedule, (3, 6, 6), **FP32).sample(2, seed=1),
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception):  # asked for explicitly, a compile failure is the caller's to see
@@ -382,9 +390,12 @@ def test_compiled_bf16_unet_with_graphs_is_close_to_fp32():
     model = tiny_unet().cuda()
     schedule = df.NoiseSchedule.linear(20)
     fast = df.FastSampler(model, schedule)
-    assert fast.compiled and fast.cuda_graphs and fast.dtype == torch.bfloat16
+    assert fast.dtype == torch.bfloat16
     exact = df.FastSampler(model, schedule, dtype=torch.float32, compile=False, cuda_graphs=False)
     got, expected = fast.sample(4, seed=0), exact.sample(4, seed=0)
+    report = fast.last_report  # what ran, not what was asked for: a fallback fails here
+    assert report.compiled and report.cuda_graphs and not report.fell_back, report
+    assert report.graphs_captured == 1 and report.graph_replays == 2  # 20 steps: one 10-step graph, replayed twice
     assert ((got - expected).norm() / expected.norm()).item() < 5e-2
     assert fast.last_report.setup_seconds > 0 and fast.last_report.sampling_seconds > 0
 

@@ -4,6 +4,7 @@ Whole-model runs use the torch references of the fused ops (cpu_reference, or no
 kernels themselves are proven against those references in their own tests. The model is a 2-level U-Net at 16×16.
 """
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -424,3 +425,41 @@ def test_cuda_defaults_match_fp32_and_train(tmp_path):
     assert summary.step == 5 and torch.isfinite(torch.tensor(losses(tmp_path / "fast"))).all()
     images = fast.sample(4, seed=0, num_inference_steps=5)
     assert images.shape == (4, 3, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.mark.gpu
+def test_sample_grids_are_captured_while_the_pin_memory_thread_runs(tmp_path):
+    """num_workers > 0 on CUDA pins memory in a thread of the DataLoader's; the periodic EMA grids capture CUDA
+    graphs meanwhile. Both must survive, and the grids must really run from graphs (a fallback fails the test)."""
+    config = small_config(steps=6, num_workers=2, sample_every=2, sample_count=4, sample_steps=12)
+    trainer = Trainer(config, tmp_path / "run", dataset=shapes(), device="cuda", progress=False)
+    summary = trainer.train()
+    assert summary.step == 6 and len(list((tmp_path / "run" / "samples").glob("step-*.png"))) == 3
+    report = trainer._sampler.last_report
+    assert report.compiled and report.cuda_graphs and report.graph_replays > 0 and not report.fell_back, report
+
+
+def test_sampling_graphs_are_captured_in_thread_local_mode(monkeypatch):
+    """The capture mode other threads cannot break (see loop.CAPTURE_ERROR_MODE), checked without a GPU on the code
+    path every capture of the sampler takes (GraphedSteps._graph), with torch.cuda's capture calls recorded."""
+    from ddpm_fast.sampling import loop
+
+    seen = []
+
+    class FakeGraph:
+        pass
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, pool=None, stream=None, capture_error_mode="global"):
+        seen.append((type(cuda_graph), pool, capture_error_mode))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    steps = []
+    graphed = object.__new__(loop.GraphedSteps)  # skips the CUDA warm-up of __init__
+    graphed.step, graphed.pool, graphed.graphs, graphed.capture_seconds = lambda: steps.append(1), "pool", {}, 0.0
+    graphed.steps_per_graph = 3
+    graphed.prepare(7)  # a 3-step graph and a 1-step graph
+    assert seen == [(FakeGraph, "pool", "thread_local")] * 2 and len(steps) == 4

@@ -144,11 +144,13 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
                               compile=compile)
         setup_s = sampler.warm_up(num_samples)
         fast = sampler.sample(num_samples, seed=seed)
-        fast_s = sampler.last_report.sampling_seconds
+        report = sampler.last_report  # what ran, after the fact (a fast path that fell back says so here)
+        fast_s = report.sampling_seconds
         options = (f"{str(sampler.dtype).replace('torch.', '')}, "
                    f"{'channels-last' if sampler.channels_last else 'NCHW'}, "
-                   f"{'compiled' if sampler.compiled else 'eager'}, "
-                   f"{'CUDA graphs' if sampler.cuda_graphs else 'no graphs'}")
+                   f"{'compiled' if report.compiled else 'eager'}, "
+                   f"{'CUDA graphs' if report.cuda_graphs else 'no graphs'}"
+                   f"{', FELL BACK' if report.fell_back else ''}")
         print(f"  FastSampler ({options}): {fast_s:8.2f} s   speed-up {naive_s / fast_s:.2f}x   "
               f"(setup, once per batch size: {setup_s:.1f} s)", flush=True)
         difference = _max_difference(model, trainer.config.prediction_type, min(num_samples, 4), size, dev, seed + 1)

@@ -222,8 +222,12 @@ def _run_sample(args: argparse.Namespace) -> int:
             report = sampler.last_report
             print(f"wrote {args.out}: {args.num_samples} samples {tuple(images.shape[1:])}, world size {world_size}, "
                   f"{report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s on rank 0 "
-                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s), {wall_seconds:.2f} s in all",
-                  flush=True)
+                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s; "
+                  f"{'compiled' if report.compiled else 'eager'}, "
+                  f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}), "
+                  f"{wall_seconds:.2f} s in all", flush=True)
+            for reason in report.fallbacks:
+                print(f"fast path fell back: {reason}", file=sys.stderr)
     finally:
         teardown()
     return 0

@@ -8,6 +8,7 @@ therefore runs an n-step chain with no host work beyond the replay calls, and no
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -144,6 +145,18 @@ def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
     state.step_index.add_(1)
 
 
+# A capture in torch's default "global" mode fails when another thread makes an unsafe CUDA call meanwhile (the
+# Trainer's DataLoader pin-memory thread copies batches while the periodic sample grids are captured), and that
+# thread's call fails too. "thread_local" checks only the capturing thread's calls: other threads keep working,
+# and nothing of theirs enters the graph (they use their own streams).
+CAPTURE_ERROR_MODE = "thread_local"
+
+
+def capturing(graph: "torch.cuda.CUDAGraph", pool) -> contextlib.AbstractContextManager:
+    """torch.cuda.graph(graph, pool=pool) in CAPTURE_ERROR_MODE: the one way our graphs are captured."""
+    return torch.cuda.graph(graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE)
+
+
 class GraphedSteps:
     """CUDA graphs of k consecutive steps and of one step on the same static buffers, sharing one memory pool.
 
@@ -179,7 +192,7 @@ class GraphedSteps:
         if graph is None:
             start = time.perf_counter()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
+            with capturing(graph, self.pool):
                 for _ in range(steps):
                     self.step()
             torch.cuda.synchronize()
@@ -195,15 +208,18 @@ class GraphedSteps:
             self._graph(1)
 
     def replay(self, num_steps: int, before_replay: Optional[Callable[[int], None]] = None,
-               progress: Optional[Callable[[int], None]] = None) -> None:
+               progress: Optional[Callable[[int], None]] = None) -> int:
         """num_steps steps from the state's current step. before_replay(i) runs before the replay that starts at
-        step i (torch-drawn noise needs one step per graph); progress(n) hears of every n steps launched."""
-        done = 0
+        step i (torch-drawn noise needs one step per graph); progress(n) hears of every n steps launched. Returns
+        the number of replays."""
+        done = replays = 0
         while done < num_steps:
             steps = self.steps_per_graph if num_steps - done >= self.steps_per_graph else 1
             if before_replay is not None:
                 before_replay(done)
             self._graph(steps).replay()
             done += steps
+            replays += 1
             if progress is not None:
                 progress(steps)
+        return replays

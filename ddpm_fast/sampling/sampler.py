@@ -18,7 +18,7 @@ import itertools
 import time
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -38,18 +38,41 @@ OUTPUT_TYPES = ("tensor", "uint8", "pil")
 _RUNNER_IDS = itertools.count()
 
 
+class FastPathFallbackWarning(RuntimeWarning):
+    """A fast path left to its default (torch.compile, CUDA graphs) failed, and FastSampler ran without it.
+
+    Raised as a warning, once per failure; the sampler's `fallbacks` and each SamplingReport say the same after the
+    fact. Turn it into an error with `warnings.simplefilter("error", ddpm_fast.FastPathFallbackWarning)`.
+    """
+
+
 @dataclass
 class SamplingReport:
-    """What the last `sample` call cost. setup_seconds: compile, warm-up and graph capture done by that call (0 when
-    its graphs were cached); sampling_seconds: the T-step loop alone."""
+    """What the last `sample` call cost and what actually ran.
+
+    setup_seconds: compile, warm-up and graph capture done by that call (0 when its graphs were cached);
+    sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
+    replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
+    graph_replays: replays this call launched; fallbacks: every fast path this sampler gave up so far, with why.
+    """
 
     batch_size: int
     num_steps: int
     method: str
     setup_seconds: float
-    _start: Any = None
-    _end: Any = None
-    _seconds: Optional[float] = None
+    compiled: bool = False
+    cuda_graphs: bool = False
+    graphs_captured: int = 0
+    graph_replays: int = 0
+    fallbacks: tuple[str, ...] = ()
+    _start: Any = field(default=None, repr=False)
+    _end: Any = field(default=None, repr=False)
+    _seconds: Optional[float] = field(default=None, repr=False)
+
+    @property
+    def fell_back(self) -> bool:
+        """True when this call ran without a fast path its sampler would otherwise have used."""
+        return bool(self.fallbacks)
 
     @property
     def sampling_seconds(self) -> float:
@@ -77,9 +100,13 @@ class FastSampler:
     dtype: the model's compute dtype; default bfloat16 on CUDA and on CPUs with native bf16, else float32.
     channels_last: run the model NHWC; default True for modules.
     compile: torch.compile(fullgraph=True) each step — model and fused update — (default True; compile_mode is
-        torch.compile's mode). Left to default, a model that fails to compile runs eagerly with a warning;
-        compile=True raises.
-    cuda_graphs: capture the steps in CUDA graphs; default on CUDA.
+        torch.compile's mode). Left to default, a model that fails to compile runs eagerly with a
+        FastPathFallbackWarning; compile=True raises.
+    cuda_graphs: capture the steps in CUDA graphs; default on CUDA. Left to default, a step that cannot be captured
+        runs without graphs with a FastPathFallbackWarning; cuda_graphs=True raises.
+
+    What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays) and
+    `fallbacks` (each fast path given up, with the error).
     steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
     max_cached_graphs: how many (batch size, method, noise, sample_offset) graph sets to keep; the least recently
         used goes first.
@@ -158,6 +185,7 @@ class FastSampler:
         self._chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
         self._runners: collections.OrderedDict[tuple, _Runner] = collections.OrderedDict()
         self.last_report: Optional[SamplingReport] = None
+        self.fallbacks: list[str] = []
 
     # ------------------------------------------------------------------------------------------------ builders
 
@@ -233,7 +261,8 @@ class FastSampler:
     def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset):
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
-            self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, _seconds=0.0)
+            self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, fallbacks=tuple(self.fallbacks),
+                                              _seconds=0.0)
             return _convert(torch.empty(shape, device=self.device), output_type)
 
         options = StepOptions(plan.method, self.prediction_type, self.variance_type, self.clip_sample,
@@ -255,13 +284,16 @@ class FastSampler:
 
         clock = _Clock(self.device)
         bar = progress_bar(progress, plan.num_steps, f"{plan.method} steps")
-        runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
+        replays = runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
         # A new NCHW tensor: state.x (maybe channels-last) is reused by the next call.
         images = state.x.clamp(-1.0, 1.0).contiguous()
         clock.stop()
         if bar is not None:
             bar.close()
-        self.last_report = SamplingReport(batch_size, plan.num_steps, plan.method, setup_seconds, *clock.parts())
+        self.last_report = SamplingReport(
+            batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
+            cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
+            graph_replays=replays, fallbacks=tuple(self.fallbacks), **clock.parts())
         return _convert(images, output_type)
 
     @torch.no_grad()
@@ -299,7 +331,8 @@ class FastSampler:
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
         eager_core = make_step_core(self._denoise, options)
-        runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain)
+        runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain,
+                         compiled=self.compiled)
         self._check_compiles(runner, eager_core)
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
@@ -314,8 +347,8 @@ class FastSampler:
         except Exception as error:  # noqa: BLE001 — any capture failure
             if self._graphs_requested is not None:
                 raise
-            warnings.warn(f"CUDA-graph capture failed ({type(error).__name__}: {error}); FastSampler runs the steps "
-                          "without graphs", RuntimeWarning, stacklevel=4)
+            self._fall_back(f"CUDA-graph capture failed ({type(error).__name__}: {error}); FastSampler runs the "
+                            "steps without graphs")
             torch.cuda.synchronize(self.device)
             self.cuda_graphs = False
             for cached in self._runners.values():
@@ -337,26 +370,31 @@ class FastSampler:
         except Exception as error:  # noqa: BLE001 — any compile failure; retried eagerly below
             if not self.compiled or self._compile_requested is not None:
                 raise
-            warnings.warn(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
-                          "FastSampler runs it eagerly", RuntimeWarning, stacklevel=4)
+            self._fall_back(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
+                            "FastSampler runs it eagerly")
             self.compiled = False
-            runner.core = eager_core
+            runner.core, runner.compiled = eager_core, False
             runner.step()
         runner.state.step_index.zero_()
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallbacks.append(reason)
+        warnings.warn(reason, FastPathFallbackWarning, stacklevel=5)
 
 
 class _Runner:
     """The buffers of one (batch size, options) key and how its steps run: eagerly, or replayed CUDA graphs."""
 
-    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers):
-        self.state, self.core, self.chain = state, core, chain
+    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, compiled: bool):
+        self.state, self.core, self.chain, self.compiled = state, core, chain, compiled
         self.graphs: Optional[GraphedSteps] = None
 
     def step(self) -> None:
         run_step(self.core, self.chain, self.state)
 
     def run(self, num_steps: int, generator: Optional[torch.Generator], device: torch.device,
-            progress: Optional[Callable[[int], None]]) -> None:
+            progress: Optional[Callable[[int], None]]) -> int:
+        """Run num_steps steps; returns how many CUDA-graph replays that took (0: the steps ran one by one)."""
         noise = self.state.noise
 
         def draw(step_index: int) -> None:
@@ -366,14 +404,14 @@ class _Runner:
                 noise.copy_(torch_noise(tuple(noise.shape), generator, device))
 
         if self.graphs is not None:
-            self.graphs.replay(num_steps, draw if noise is not None else None, progress)
-            return
+            return self.graphs.replay(num_steps, draw if noise is not None else None, progress)
         for i in range(num_steps):
             if noise is not None:
                 draw(i)
             self.step()
             if progress is not None:
                 progress(1)
+        return 0
 
 
 class _Clock:
@@ -393,8 +431,10 @@ class _Clock:
         else:
             self.end = time.perf_counter()
 
-    def parts(self) -> tuple:
-        return (self.start, self.end, None) if self.cuda else (None, None, self.end - self.start)
+    def parts(self) -> dict:
+        if self.cuda:
+            return {"_start": self.start, "_end": self.end}
+        return {"_seconds": self.end - self.start}
 
 
 # ---------------------------------------------------------------------------------------------------------------
