@@ -128,3 +128,19 @@ def test_a_regular_install_into_a_new_venv_imports_every_wing(tmp_path):
     script = subprocess.run([str(fresh / "bin" / "ddpm-fast"), "--help"], capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=300)
     assert script.returncode == 0 and "demo" in script.stdout, script.stderr
+
+
+def test_ci_second_leg_runs_the_oldest_supported_versions_on_existing_tests():
+    """CI's second leg installs the minimum torch / triton that pyproject.toml claims (the GPU machine's) and runs
+    the listed tests; every listed path (and test name) must exist, or the leg would test less than it says."""
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    dependencies = _pyproject()["project"]["dependencies"]
+    assert "torch>=2.11" in dependencies and any(d.startswith("triton>=3.6") for d in dependencies)
+    assert "torch==2.11.0" in ci and "triton==3.6.0" in ci and "tests/gpu_machine_versions.txt" in ci
+    entries = [line.strip() for line in (ROOT / "tests" / "gpu_machine_versions.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert "tests/test_gpu_compile.py" in entries and "tests/test_sampler.py" in entries
+    for entry in entries:
+        path, _, name = entry.partition("::")
+        assert (ROOT / path).is_file(), entry
+        assert not name or f"def {name}(" in (ROOT / path).read_text(encoding="utf-8"), entry
