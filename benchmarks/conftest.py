@@ -35,7 +35,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["triton"] = triton.__version__
     machine_info["cuda"] = torch.version.cuda
     machine_info["triton_interpreter"] = _launch.TRITON_INTERPRETED
-    # The GPU machine gets a copy of the work tree without .git: run_on_device.sh passes DDPM_FAST_COMMIT instead.
+    # The GPU machine gets a copy of the work tree without .git: the device plan passes DDPM_FAST_COMMIT instead.
     machine_info["commit"] = os.environ.get("DDPM_FAST_COMMIT") or git_commit()
     machine_info["mode"] = _mode(config)
     machine_info["ceilings"] = dict(CEILINGS)

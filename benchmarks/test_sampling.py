@@ -30,9 +30,9 @@ Before timing, the three algorithms are checked against each other in fp32 on a 
 FastSampler with generator=, the pipeline with generator=, the naive loop on the seeded global generator), and
 every timed method's images must be finite and in range.
 
-A full GPU run compiles two models per batch size; when one device call cannot hold all four batches, select
-cases: `DDPM_FAST_SAMPLING_BATCHES=1,16 bash benchmarks/run_on_device.sh <commit> sampling`, then 128,512 (and
-DDPM_FAST_SAMPLING_STEPS to change steps_timed).
+A full GPU run compiles two models per batch size; one device call cannot hold all four batches, so the device plan
+(benchmarks/device_plan.py) selects cases with DDPM_FAST_SAMPLING_BATCHES=1,16 (call 1, quick) and 128,512 (call 2);
+DDPM_FAST_SAMPLING_STEPS changes steps_timed.
 """
 
 from __future__ import annotations

@@ -98,7 +98,12 @@ def load_suite_module(benchmarks: pathlib.Path, name: str):
         sys.path.append(str(benchmarks))
     spec = importlib.util.spec_from_file_location(f"ddpm_fast_benchmarks_{name}", benchmarks / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # registered before it runs, as an import would (dataclasses look it up)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
     return module
 
 
