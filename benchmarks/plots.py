@@ -38,13 +38,20 @@ def speedup_series(results: dict) -> dict[str, dict[str, list[tuple[int, float]]
                 {method: value / naive for method, value in ips.items()})
     for _, info in cases.get("sampling", []):
         add(f"sampling ({info['preset']}, {info['sample_shape'][1]}x{info['sample_shape'][2]})", info["batch"],
-            info["speedup_vs_naive"])
+            valid(info, info["speedup_vs_naive"]))
     for _, info in cases.get("onnx_runtime", []):
-        add(f"ONNX Runtime vs PyTorch ({info['preset']}, {info['device']})", info["batch"], info["speedup_vs_naive"])
+        add(f"ONNX Runtime vs PyTorch ({info['preset']}, {info['device']})", info["batch"],
+            valid(info, info["speedup_vs_naive"]))
     for panel in panels.values():
         for points in panel.values():
             points.sort()
     return {title: {method: panel[method] for method in sorted(panel, key=method_rank)} for title, panel in panels.items()}
+
+
+def valid(info: dict, figures: dict) -> dict:
+    """figures without the methods whose fast path fell back (report.py marks them INVALID; no plot shows them)."""
+    fell_back = info.get("fell_back") or {}
+    return {method: value for method, value in figures.items() if method not in fell_back}
 
 
 def method_rank(name: str) -> int:
@@ -70,7 +77,7 @@ def ceiling_panels(results: dict) -> dict[str, dict[str, dict[str, float]]]:
             "ddpm_fast": info["fraction_of_matmul_rate"]}
     for _, info in cases.get("sampling", []):
         label = f"{info['preset']} batch {info['batch']}"
-        panels.setdefault("sampling: TFLOP/s / bf16 matmul rate", {})[label] = info["fraction_of_matmul"]
+        panels.setdefault("sampling: TFLOP/s / bf16 matmul rate", {})[label] = valid(info, info["fraction_of_matmul"])
     return panels
 
 

@@ -320,7 +320,7 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
             notes.append(f"- batch {info['batch']}, {name}: {reason}")
         notes += _fell_back_notes(info, f"batch {info['batch']}")
         full = info.get("fast_full_chain")
-        if full:
+        if full and not _fell_back(info, "fast"):
             extrapolated = info["images_per_s"]["fast"]
             notes.append(f"- batch {info['batch']}, fast, the whole {total}-step chain: {_rate(full['images_per_s'])} "
                          f"img/s ({full['images_per_s'] / extrapolated:.2f}x the extrapolated figure)")

@@ -34,10 +34,18 @@ MODELS = (("ddpm-cifar10", 32), ("ddpm-256", 256))
 BATCHES = (1, 16, 128, 512)
 CAPABILITY = 90
 FLOATS = {"clip_range", "eta", "eps"}
-GROUP_NORM_POINTERS = dict(
-    x_ptr="*bf16", emb_ptr="*bf16", weight_ptr="*bf16", bias_ptr="*bf16", scale_ptr="*bf16", shift_ptr="*bf16",
-    y_ptr="*bf16", dy_ptr="*bf16", dx_ptr="*bf16", mean_ptr="*fp32", rstd_ptr="*fp32", part_count_ptr="*fp32",
-    part_mean_ptr="*fp32", part_m2_ptr="*fp32", group_coef_ptr="*fp32", part_ptr="*fp32")
+
+
+def group_norm_pointers(element: str) -> dict:
+    """Pointer types of a GroupNorm launch whose tensors are `element` (statistics are always float32)."""
+    tensors = ("x_ptr", "emb_ptr", "weight_ptr", "bias_ptr", "scale_ptr", "shift_ptr", "y_ptr", "dy_ptr", "dx_ptr")
+    statistics = ("mean_ptr", "rstd_ptr", "part_count_ptr", "part_mean_ptr", "part_m2_ptr", "group_coef_ptr",
+                  "part_ptr")
+    return {**{name: element for name in tensors}, **{name: "*fp32" for name in statistics}}
+
+
+# The GPU default (bf16) and float32 models (dtype=torch.float32); fp16 holds the same registers as bf16.
+GROUP_NORM_DTYPES = ("*bf16", "*fp32")
 P_STEP_POINTERS = dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
                        t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64")
 DDIM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32", t_ptr="*i64",
@@ -48,19 +56,23 @@ PHILOX_POINTERS = dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64")
 
 
 def group_norm_sites(preset: str, size: int) -> set[tuple]:
-    """(channels, H*W, groups, silu, has_emb) of every GroupNorm the U-Net runs, from a forward on the meta device."""
-    with torch.device("meta"):
-        model = df.UNet.from_preset(preset)
+    """(channels, H*W, groups, silu, has_emb, has_film) of every GroupNorm the U-Net runs, with the time embedding
+    added (the preset's "default") or as FiLM scale and shift ("scale_shift"), from forwards on the meta device."""
     sites = set()
 
     def record(module, args, kwargs, output):
-        x, emb = args[0], (args[1] if len(args) > 1 else kwargs.get("emb"))
-        sites.add((x.shape[1], x.shape[2] * x.shape[3], module.num_groups, module.silu, emb is not None))
+        inputs = dict(zip(("x", "emb", "scale", "shift"), args), **kwargs)
+        x = inputs["x"]
+        sites.add((x.shape[1], x.shape[2] * x.shape[3], module.num_groups, module.silu,
+                   inputs.get("emb") is not None, inputs.get("scale") is not None))
 
-    for module in model.modules():
-        if isinstance(module, GroupNormAct):
-            module.register_forward_hook(record, with_kwargs=True)
-    model(torch.zeros(1, 3, size, size, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
+    for time_mode in ("default", "scale_shift"):
+        with torch.device("meta"):
+            model = df.UNet.from_preset(preset, resnet_time_scale_shift=time_mode)
+        for module in model.modules():
+            if isinstance(module, GroupNormAct):
+                module.register_forward_hook(record, with_kwargs=True)
+        model(torch.zeros(1, 3, size, size, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
     return sites
 
 
@@ -73,24 +85,26 @@ def configurations():
         found.setdefault(key, where)
 
     for preset, size in MODELS:
-        for (channels, spatial, groups, silu, emb), batch, channels_last in itertools.product(
-                sorted(group_norm_sites(preset, size)), BATCHES, (True, False)):
-            flags = dict(HAS_EMB=emb, HAS_WEIGHT=True, HAS_BIAS=True, HAS_SCALE=False, HAS_SHIFT=False, SILU=silu,
+        for (channels, spatial, groups, silu, emb, film), batch, channels_last, element in itertools.product(
+                sorted(group_norm_sites(preset, size)), BATCHES, (True, False), GROUP_NORM_DTYPES):
+            flags = dict(HAS_EMB=emb, HAS_WEIGHT=True, HAS_BIAS=True, HAS_SCALE=film, HAS_SHIFT=film, SILU=silu,
                          ACC=tl.float32)
-            where = f"{preset} C={channels} HW={spatial} batch {batch} {'NHWC' if channels_last else 'NCHW'}"
+            pointers = group_norm_pointers(element)
+            where = (f"{preset} C={channels} HW={spatial} batch {batch} {'NHWC' if channels_last else 'NCHW'} "
+                     f"{element[1:]}")
             plan = gn.default_plan(batch, channels, spatial, groups, channels_last)
             tile = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw)
-            add(gn.group_norm_forward_kernel, GROUP_NORM_POINTERS,
+            add(gn.group_norm_forward_kernel, pointers,
                 dict(SINGLE_TILE=plan.single_tile, BLOCK_S=triton.next_power_of_2(plan.num_splits), **flags, **tile),
                 plan.num_warps, where)
             if not plan.single_tile:
-                add(gn.group_norm_stats_kernel, GROUP_NORM_POINTERS, dict(HAS_EMB=emb, ACC=tl.float32, **tile),
+                add(gn.group_norm_stats_kernel, pointers, dict(HAS_EMB=emb, ACC=tl.float32, **tile),
                     plan.num_warps, where)
             plan = gn.default_plan(batch, channels, spatial, groups, channels_last, backward=True)
             tile = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw)
             modes = (gn.BACKWARD_SINGLE_TILE,) if plan.single_tile else (gn.BACKWARD_SUMS, gn.BACKWARD_DX)
             for mode in modes:
-                add(gn.group_norm_backward_kernel, GROUP_NORM_POINTERS, dict(MODE=mode, **flags, **tile),
+                add(gn.group_norm_backward_kernel, pointers, dict(MODE=mode, **flags, **tile),
                     plan.num_warps, where + " backward")
         for channels_last in (True, False):
             block_c, block_q, warps, _ = _launch.tile_config(3, size * size, channels_last)

@@ -314,6 +314,9 @@ def test_a_fast_path_that_fell_back_is_marked_invalid_never_ours():
     assert f"| 16 | fast ({report.INVALID}) |" in markdown and "none ran without falling back" in markdown
     assert f"| 1 | fast ({report.INVALID}) | PyTorch: bfloat16, compile |" in markdown
     assert markdown.count(f"fast is INVALID (its fast path fell back, so its figures are not ours): {reason}") == 2
+    assert "fast" not in plots.speedup_series(results_json([sampling]))["sampling (tiny, 32x32)"]
+    assert all("fast" not in case for case in plots.ceiling_panels(results_json([sampling])).get(
+        "sampling: TFLOP/s / bf16 matmul rate", {}).values())
     # the same results without the mark report FastSampler's figures as ours
     clean = report.render(bench.augment(results_json([sampling_info(16)])))
     assert report.INVALID not in clean and f"| {report._rate(sampling_info(16)['images_per_s']['fast'])} |" in clean

@@ -3,10 +3,12 @@
 import os
 import pathlib
 import re
+import shutil
 import site
 import subprocess
 import sys
 import venv
+import zipfile
 
 import pytest
 
@@ -94,15 +96,27 @@ def _setuptools_builds_wheels() -> bool:
 def test_a_regular_install_into_a_new_venv_imports_every_wing(tmp_path):
     """A fresh, non-editable `pip install` of the checkout into a new venv: the wings, kernels/ and export/ import
     from that venv (not from the checkout) and the console script runs."""
+    # A copy of the checkout without build products: setuptools builds in the source tree, and a stale build/ of an
+    # older layout would otherwise slip old modules into the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "results"))
     wheels = tmp_path / "wheels"
     # Build with this environment's setuptools when it can make wheels (no download; the GPU machine has no index),
     # else in pip's isolated build environment, as a user's `pip install .` would.
     isolation = [] if _setuptools_builds_wheels() else ["--use-pep517"]
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                            *(isolation or ["--no-build-isolation"]), "--wheel-dir", str(wheels), str(ROOT)],
+                            *(isolation or ["--no-build-isolation"]), "--wheel-dir", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("ddpm_fast-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        modules = {name for name in archive.namelist() if name.endswith(".py")}
+    expected = {f"ddpm_fast/{path.relative_to(ROOT / 'ddpm_fast').as_posix()}"
+                for path in (ROOT / "ddpm_fast").rglob("*.py")}
+    expected |= {f"ddpm_fast/{folder}/{path.name}" for folder in ("kernels", "export")
+                 for path in (ROOT / folder).glob("*.py")}
+    assert modules == expected  # every module of the checkout, and nothing else
     fresh = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(fresh)
     python = fresh / "bin" / "python"

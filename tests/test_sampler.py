@@ -254,6 +254,27 @@ def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
         df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32, compile=True).sample(2, seed=1)
 
 
+def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_path():
+    model = ConvEpsModel().eval()
+
+    def breaks_at_batch_3(x, t):
+        if x.shape[0] == 3:  # shapes are static under the sampler's compile: only batch 3 breaks the graph
+            torch._dynamo.graph_break()
+        return model(x, t)
+
+    sampler = df.FastSampler(breaks_at_batch_3, df.NoiseSchedule.linear(4), (3, 6, 6), dtype=torch.float32)
+    sampler.sample(2, seed=0)
+    assert sampler.last_report.compiled and not sampler.last_report.fell_back
+    with pytest.warns(df.FastPathFallbackWarning, match="torch.compile failed"):
+        sampler.sample(3, seed=0)
+    assert not sampler.last_report.compiled and sampler.last_report.fell_back
+    sampler.sample(2, seed=0)  # its compiled steps are cached and still run compiled: not a fallback
+    assert sampler.last_report.compiled and not sampler.last_report.fell_back
+    sampler.sample(4, seed=0)  # a new batch size after the fallback runs eagerly, and says why
+    report = sampler.last_report
+    assert not report.compiled and report.fallbacks == tuple(sampler.fallbacks) and len(sampler.fallbacks) == 1
+
+
 def test_sample_shape_from_the_model_config_and_defaults_on_cpu():
     sampler = df.FastSampler(tiny_unet(), df.NoiseSchedule.linear(T))
     assert sampler.sample_shape == (3, 32, 32)

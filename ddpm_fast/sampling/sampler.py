@@ -53,7 +53,8 @@ class SamplingReport:
     setup_seconds: compile, warm-up and graph capture done by that call (0 when its graphs were cached);
     sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
-    graph_replays: replays this call launched; fallbacks: every fast path this sampler gave up so far, with why.
+    graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
+    (empty when they run as the sampler was built).
     """
 
     batch_size: int
@@ -71,7 +72,7 @@ class SamplingReport:
 
     @property
     def fell_back(self) -> bool:
-        """True when this call ran without a fast path its sampler would otherwise have used."""
+        """True when this call ran without a fast path its sampler was built to use."""
         return bool(self.fallbacks)
 
     @property
@@ -293,7 +294,7 @@ class FastSampler:
         self.last_report = SamplingReport(
             batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
             cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
-            graph_replays=replays, fallbacks=tuple(self.fallbacks), **clock.parts())
+            graph_replays=replays, fallbacks=tuple(runner.fallbacks), **clock.parts())
         return _convert(images, output_type)
 
     @torch.no_grad()
@@ -333,6 +334,7 @@ class FastSampler:
         eager_core = make_step_core(self._denoise, options)
         runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain,
                          compiled=self.compiled)
+        runner.fallbacks = list(self.fallbacks)  # what the sampler already gave up, this batch size runs without too
         self._check_compiles(runner, eager_core)
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
@@ -347,13 +349,13 @@ class FastSampler:
         except Exception as error:  # noqa: BLE001 — any capture failure
             if self._graphs_requested is not None:
                 raise
+            affected = {id(cached): cached for cached in (runner, *self._runners.values())}.values()
             self._fall_back(f"CUDA-graph capture failed ({type(error).__name__}: {error}); FastSampler runs the "
-                            "steps without graphs")
+                            "steps without graphs", affected)
             torch.cuda.synchronize(self.device)
             self.cuda_graphs = False
-            for cached in self._runners.values():
+            for cached in affected:
                 cached.graphs = None
-            runner.graphs = None
 
     def _compiled(self, core: Callable) -> Callable:
         # dynamo keeps its compiled entries on the code object, at most 8 per object; every runner's core shares one,
@@ -371,14 +373,18 @@ class FastSampler:
             if not self.compiled or self._compile_requested is not None:
                 raise
             self._fall_back(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
-                            "FastSampler runs it eagerly")
+                            "FastSampler runs it eagerly", [runner])
             self.compiled = False
             runner.core, runner.compiled = eager_core, False
             runner.step()
         runner.state.step_index.zero_()
 
-    def _fall_back(self, reason: str) -> None:
+    def _fall_back(self, reason: str, runners) -> None:
+        """Record a fast path given up: on the sampler (later batch sizes run without it too) and on the runners
+        whose steps now run without it; warn once."""
         self.fallbacks.append(reason)
+        for runner in runners:
+            runner.fallbacks.append(reason)
         warnings.warn(reason, FastPathFallbackWarning, stacklevel=5)
 
 
@@ -388,6 +394,7 @@ class _Runner:
     def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, compiled: bool):
         self.state, self.core, self.chain, self.compiled = state, core, chain, compiled
         self.graphs: Optional[GraphedSteps] = None
+        self.fallbacks: list[str] = []
 
     def step(self) -> None:
         run_step(self.core, self.chain, self.state)
