@@ -105,13 +105,13 @@ class FastSampler:
         FastPathFallbackWarning; compile=True raises.
     cuda_graphs: capture the steps in CUDA graphs; default on CUDA. Left to default, a step that cannot be captured
         runs without graphs with a FastPathFallbackWarning; cuda_graphs=True raises.
-
-    What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays) and
-    `fallbacks` (each fast path given up, with the error).
     steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
     max_cached_graphs: how many (batch size, method, noise, sample_offset) graph sets to keep; the least recently
         used goes first.
     timestep_spacing, steps_offset: how num_inference_steps < T picks timesteps ("linspace", "leading", "trailing").
+
+    What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays,
+    fallbacks) and `fallbacks` (each fast path this sampler gave up, with the error).
     """
 
     def __init__(
