@@ -114,9 +114,13 @@ def seed_tensor(seed: SeedLike, device: torch.device) -> torch.Tensor:
     raise TypeError(f"seed must be an int, an int64 tensor or None, got {type(seed).__name__}")
 
 
-def check_noise(noise: Optional[torch.Tensor], like: torch.Tensor, like_name: str) -> Optional[torch.Tensor]:
+def check_noise(noise: Optional[torch.Tensor], like: torch.Tensor, like_name: str,
+                seed: SeedLike = None) -> Optional[torch.Tensor]:
+    """`noise` checked against `like`; refused beside a `seed` (one of the two would be silently ignored)."""
     if noise is None:
         return None
+    if seed is not None:
+        raise ValueError("pass noise= or seed=, not both: noise is used as it is, so the seed would be ignored")
     check_float_tensor("noise", noise)
     check_same_device("noise", noise, like, like_name)
     if noise.shape != like.shape:
@@ -181,12 +185,13 @@ def q_sample(
 
     ε is `noise` when given; otherwise it is drawn in-kernel (Philox keyed by `seed`, the sample's global index
     sample_offset + i, and the element) and returned in float32. seed=None draws a key from torch's generator.
+    Giving both noise and seed is a ValueError (the seed would be ignored).
     x_t has x0's dtype and memory format. t: an int or an integer tensor [B] on x0's device.
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x0", x0)
     t = timesteps_tensor("t", t, x0.shape[0], x0.device, schedule.num_timesteps)
-    noise = check_noise(noise, x0, "x0")
+    noise = check_noise(noise, x0, "x0", seed)
     sample_offset = check_sample_offset(sample_offset)
     buffers = schedule.buffers(x0.device)
     sqrt_ac, sqrt_1m_ac = buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"]
@@ -215,6 +220,7 @@ def p_step(
     "fixed_large" (β_t), their "_log" forms (same σ), or "learned_range" (model_output has 2C channels, the last C
     interpolating log σ² between β̃_t and β_t). clip_sample clamps the predicted x0 to ±clip_sample_range.
     z is `noise` when given, else drawn in-kernel from (seed, sample index, t); no noise is added where t == 0.
+    Giving both noise and seed is a ValueError (the seed would be ignored).
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))
@@ -222,7 +228,7 @@ def p_step(
     variance = check_choice("variance_type", variance_type, VARIANCE_TYPES)
     _check_model_output(model_output, x_t, variance_type == "learned_range")
     t = timesteps_tensor("t", t, x_t.shape[0], x_t.device, schedule.num_timesteps)
-    noise = check_noise(noise, x_t, "x_t")
+    noise = check_noise(noise, x_t, "x_t", seed)
     clip_range = check_positive_float("clip_sample_range", clip_sample_range)
     sample_offset = check_sample_offset(sample_offset)
     key = None if noise is not None else seed_tensor(seed, x_t.device)
@@ -249,7 +255,8 @@ def ddim_step(
     """One DDIM step x_t -> x_{t_prev} for any t_prev < t (t_prev = -1 ends the chain at ᾱ = 1), fused.
 
     eta = 0 is deterministic DDIM; eta = 1 has DDPM's posterior variance for adjacent steps. A 2C-channel
-    (learned-variance) model output is accepted; its variance half is ignored. Returns float32.
+    (learned-variance) model output is accepted; its variance half is ignored. Returns float32. With eta > 0, z is
+    `noise` when given, else drawn in-kernel from (seed, sample index, t); giving both is a ValueError.
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))
@@ -267,7 +274,7 @@ def ddim_step(
     if batch and not torch.compiler.is_compiling() and bool((t_prev >= t).any()):
         raise ValueError("t_prev must be smaller than t for every sample")
     eta = check_positive_float("eta", eta, allow_zero=True)
-    noise = check_noise(noise, x_t, "x_t")
+    noise = check_noise(noise, x_t, "x_t", seed)
     clip_range = check_positive_float("clip_sample_range", clip_sample_range)
     sample_offset = check_sample_offset(sample_offset)
     key = None if noise is not None or eta == 0.0 else seed_tensor(seed, x_t.device)
