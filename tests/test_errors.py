@@ -118,3 +118,16 @@ def test_seed_function_errors():
     with pytest.raises(ValueError, match="t contains 10"):
         df.forward_diffusion_sample(_x(2, 3, 4, 4), torch.tensor([0, 10]), terms["sqrt_recip_alphas"],
                                     terms["sqrt_one_minus_alphas_cumprod"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_fast_sampler_on_cuda_without_cuda_is_a_value_error(device):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        df.FastSampler(lambda x, t: x, S, (3, 4, 4), device=device)
+
+
+@pytest.mark.parametrize("device", ["gpu", 3.5])
+def test_fast_sampler_names_a_bad_device(device):
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+        df.FastSampler(lambda x, t: x, S, (3, 4, 4), device=device)

@@ -450,7 +450,13 @@ class _Clock:
 
 def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
     if device is not None:
-        device = torch.device(device)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be cpu, cuda or cuda:N (or a torch.device), got {device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}, but CUDA is not available to this torch "
+                             f"({torch.__version__})")
     elif isinstance(model, nn.Module):
         tensor = next(iter(model.parameters()), None)
         if tensor is None:
