@@ -3,6 +3,7 @@ plots, result-set merging and the README's generated Benchmarks section. Synthet
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import shutil
@@ -455,3 +456,20 @@ def test_replace_readme_section_keeps_the_rest():
     at_end = report.replace_readme_section("# x\n\n## Benchmarks\n\nold\n", "## Benchmarks\n\nnew\n")
     assert at_end == "# x\n\n## Benchmarks\n\nnew\n"
     assert report.readme_benchmarks_section(at_end) == "## Benchmarks\n\nnew\n"
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "sample", "export", "bench"])
+def test_every_subcommand_help_shows_its_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    parser = build_parser()
+    subparser = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                     ).choices[command]
+    for action in subparser._actions:
+        if action.option_strings and action.default is not None and action.default is not False \
+                and action.default != argparse.SUPPRESS:
+            assert f"default: {action.default}" in text or "default" in (action.help or ""), action.option_strings
+    if command == "train":
+        assert "--lr LR (default: 0.0002)" in text and "--weight-decay WEIGHT_DECAY (default: 0.0)" in text

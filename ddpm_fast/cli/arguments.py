@@ -1,4 +1,5 @@
-"""argparse value types shared by the `ddpm-fast` subcommands: each rejects bad text with a message naming it."""
+"""argparse value types shared by the `ddpm-fast` subcommands (each rejects bad text with a message naming it), and
+their help formatter."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def non_negative_float(text: str) -> float:
     if not 0.0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and every option's default in its help unless the help already states it (or there
+    is none to state: None, False, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not shows_default(action) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def shows_default(action: argparse.Action) -> bool:
+    default = action.default  # by identity: 0 and 0.0 are defaults worth showing, False (a flag's) is not
+    return bool(action.option_strings) and default is not None and default is not False and \
+        default != argparse.SUPPRESS
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """HelpFormatter for `parser`, and a help line for each option that has a default but no help text (argparse
+    prints nothing for those, so their default would stay hidden)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if action.help is None and shows_default(action):
+            action.help = "(default: %(default)s)"

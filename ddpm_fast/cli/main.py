@@ -27,8 +27,7 @@ IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__, formatter_class=arguments.HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="train the tiny U-Net on generated shapes, then time FastSampler beside the naive loop",
@@ -51,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample_parser(commands)
     _add_export_parser(commands)
     bench.add_bench_parser(commands)
+    for command in commands.choices.values():  # every subcommand's --help shows its defaults
+        arguments.show_defaults(command)
     return parser
 
 
