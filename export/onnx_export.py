@@ -221,7 +221,7 @@ def _spatial_factor(model: nn.Module) -> Optional[int]:
     """What H and W must be multiples of: 2 per downsampling level of our UNet (None for other models)."""
     if not isinstance(model, UNet):
         return None
-    return 2 ** (len(model.config.block_out_channels) - 1)
+    return model.config.spatial_factor
 
 
 def _export_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -131,3 +131,26 @@ def test_fast_sampler_on_cuda_without_cuda_is_a_value_error(device):
 def test_fast_sampler_names_a_bad_device(device):
     with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
         df.FastSampler(lambda x, t: x, S, (3, 4, 4), device=device)
+
+
+# ----------------------------------------------------------------------- spatial sizes the U-Net cannot take
+
+
+def test_a_size_the_unet_cannot_take_is_named_before_any_work(tmp_path, capsys):
+    unet = df.UNet.from_preset("tiny")  # 3 levels: H and W must be multiples of 4
+    with pytest.raises(ValueError, match=r"sample: H and W must be multiples of 4 .* got 30x30"):
+        unet(torch.zeros(1, 3, 30, 30), 0)
+    with pytest.raises(ValueError, match=r"sample_shape: H and W must be multiples of 4 .* got 30x28"):
+        df.FastSampler(unet, S, (3, 30, 28))
+    config = df.TrainingConfig(image_size=30, steps=1, batch_size=2)
+    with pytest.raises(ValueError, match=r"image_size: H and W must be multiples of 4"):
+        df.Trainer(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing half-made
+
+    from ddpm_fast.cli import main as cli
+
+    assert cli.main(["train", "--run-dir", str(tmp_path / "cli"), "--image-size", "30", "--steps", "1",
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "multiples of 4" in err and "Traceback" not in err
+    assert not (tmp_path / "cli").exists()

@@ -380,7 +380,7 @@ def test_sample_from_a_training_run(tmp_path, capsys):
 
 
 def test_train_cli_errors_are_messages(tmp_path, capsys):
-    assert cli.main(["train", "--run-dir", str(tmp_path), "--data", str(tmp_path / "missing")]) == 1
+    assert cli.main(["train", "--run-dir", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
     assert cli.main(["train", "--run-dir", str(tmp_path), "--model", "huge"]) == 2
     assert "model must be one of" in capsys.readouterr().err

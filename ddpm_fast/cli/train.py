@@ -94,9 +94,9 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
                               progress=not args.no_progress)
-        except (ValueError, FileNotFoundError) as error:  # bad data paths, a resume that does not fit: a message
+        except (ValueError, FileNotFoundError) as error:  # bad data paths, sizes, a resume that does not fit
             print(f"ddpm-fast train: error: {error}", file=sys.stderr)
-            return 1
+            return 2
         if rank == 0:
             resumed = getattr(trainer, "resumed_from", None)
             print(f"training {config.model} U-Net ({trainer.model.num_parameters():,} parameters) on "

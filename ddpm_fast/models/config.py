@@ -91,6 +91,19 @@ class UNetConfig:
     # --------------------------------------------------------------------------------------------- derived
 
     @property
+    def spatial_factor(self) -> int:
+        """What H and W must be multiples of: each level but the last halves them, and the up path concatenates
+        its upsampled maps with the down path's skips, which only line up when every halving was exact."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def check_spatial(self, height: int, width: int, name: str = "sample") -> None:
+        """ValueError naming `name` unless height and width are multiples of spatial_factor (metadata only)."""
+        factor = self.spatial_factor
+        if height % factor or width % factor:
+            raise ValueError(f"{name}: H and W must be multiples of {factor} for this U-Net "
+                             f"({len(self.block_out_channels)} levels), got {height}x{width}")
+
+    @property
     def time_embed_dim(self) -> int:
         return self.time_embedding_dim or 4 * self.block_out_channels[0]
 

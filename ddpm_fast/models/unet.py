@@ -73,6 +73,7 @@ class UNet(nn.Module):
         config = self.config
         if sample.dim() != 4 or sample.shape[1] != config.in_channels:
             raise ValueError(f"sample must be [B, {config.in_channels}, H, W], got {tuple(sample.shape)}")
+        config.check_spatial(sample.shape[2], sample.shape[3])
         if config.center_input_sample:
             sample = 2 * sample - 1.0
         t = _batch_timesteps(timestep, sample)

@@ -159,6 +159,9 @@ class FastSampler:
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
         self.sample_shape = _resolve_sample_shape(model, sample_shape)
+        check_spatial = getattr(getattr(model, "config", None), "check_spatial", None)  # our UNet's config
+        if callable(check_spatial):
+            check_spatial(*self.sample_shape[1:], "sample_shape")
         self.dtype = dtype if dtype is not None else _default_dtype(self.device)
         is_module = isinstance(model, nn.Module)
         self.channels_last = channels_last if channels_last is not None else is_module

@@ -117,6 +117,7 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model = UNet.from_preset(config.model, **{"sample_size": config.image_size, "in_channels": channels,
                                                            "out_channels": channels, **config.model_overrides})
+        self.model.config.check_spatial(config.image_size, config.image_size, "image_size")  # before any file is made
         self.model = self.model.to(self.device, memory_format=memory_format)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
