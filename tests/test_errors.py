@@ -154,3 +154,16 @@ def test_a_size_the_unet_cannot_take_is_named_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "multiples of 4" in err and "Traceback" not in err
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_run_dir_that_is_a_file_is_named(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        df.Trainer(df.TrainingConfig(steps=1, batch_size=2), file, progress=False)
+
+    from ddpm_fast.cli import main as cli
+
+    assert cli.main(["train", "--run-dir", str(file), "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err and file.read_text() == "mine"

@@ -82,6 +82,8 @@ class Trainer:
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
         self.run_dir = pathlib.Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ValueError(f"run_dir {self.run_dir} is a file, not a folder")
         self.rank, self.world_size = _process_group()
         self.device = resolve_device(device)
         self.progress = progress
