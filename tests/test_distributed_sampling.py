@@ -210,7 +210,10 @@ def test_sample_writes_a_png_grid(checkpoint, one_process, tmp_path, capsys):
     line = capsys.readouterr().out
     assert str(out) in line and f"{N} samples" in line and "world size 1" in line
     grid = np.asarray(Image.open(out))
-    assert grid.shape == (2 * 16, 3 * 16, 3) and grid.dtype == np.uint8  # 5 samples: 3 columns, 2 rows
+    # 5 samples: 3 columns, 2 rows of 16 px, enlarged 11x (the smallest whole factor to 512 px), pixel for pixel
+    assert grid.shape == (2 * 16 * 11, 3 * 16 * 11, 3) and grid.dtype == np.uint8
+    assert np.array_equal(grid, grid[::11, ::11].repeat(11, 0).repeat(11, 1))
+    grid = grid[::11, ::11]
     pixels = ((_images(one_process) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i in range(N):
         row, column = divmod(i, 3)
@@ -222,8 +225,11 @@ def test_sample_writes_a_png_grid(checkpoint, one_process, tmp_path, capsys):
 
 def test_png_grid_of_one_channel_images():
     images = torch.linspace(-1, 1, 4 * 2 * 3).reshape(4, 1, 2, 3)
-    image = Image.open(io.BytesIO(png_grid(images)))
+    image = Image.open(io.BytesIO(png_grid(images, min_pixels=0)))
     assert image.mode == "L" and image.size == (2 * 3, 2 * 2)
+    enlarged = Image.open(io.BytesIO(png_grid(images)))  # 6 px wide: x86 reaches 512
+    assert enlarged.size == (6 * 86, 4 * 86) and enlarged.resize(image.size, Image.Resampling.NEAREST).tobytes() \
+        == image.tobytes()
 
 
 def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_process, tmp_path):
