@@ -463,3 +463,17 @@ def test_sampling_graphs_are_captured_in_thread_local_mode(monkeypatch):
     graphed.steps_per_graph = 3
     graphed.prepare(7)  # a 3-step graph and a 1-step graph
     assert seen == [(FakeGraph, "pool", "thread_local")] * 2 and len(steps) == 4
+
+
+def test_the_progress_bar_says_when_it_waits_for_a_sample_grid(tmp_path):
+    trainer = Trainer(small_config(sample_count=2, sample_steps=3), tmp_path / "run", dataset=shapes(), progress=False)
+
+    class Bar:
+        said = []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.said.append(text)
+
+    trainer._write_sample_grid(Bar())
+    assert Bar.said == ["drawing 2 EMA samples x 3 steps for the grid"]
+    assert (tmp_path / "run" / "samples" / "step-00000000.png").is_file()

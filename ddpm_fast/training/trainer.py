@@ -181,7 +181,7 @@ class Trainer:
                         window_steps, window_start = 0, time.perf_counter()
                     self._check_stop(at_log_step=done % config.log_every == 0)
                     if config.sample_every and done % config.sample_every == 0:
-                        self._write_sample_grid()
+                        self._write_sample_grid(bar)
                     if done % config.checkpoint_every == 0:
                         saved = self.save_checkpoint()
                 interrupted = self.step < target
@@ -191,7 +191,7 @@ class Trainer:
                 if self.step != self._saved_step:
                     saved = self.save_checkpoint()
                 if config.sample_every and self.step % config.sample_every and not interrupted:
-                    self._write_sample_grid()
+                    self._write_sample_grid(bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -285,8 +285,11 @@ class Trainer:
         count = min(self.config.sample_count, len(self.dataset))
         save_grid(self.run_dir / "data.png", torch.stack([self.dataset[i] for i in range(count)]))
 
-    def _write_sample_grid(self) -> None:
+    def _write_sample_grid(self, bar=None) -> None:
         if self.rank == 0:
+            steps = self.config.sample_steps or self.schedule.num_timesteps
+            if bar is not None:  # the bar stands still meanwhile: say why
+                bar.set_postfix_str(f"drawing {self.config.sample_count} EMA samples x {steps} steps for the grid")
             images = self.sample(self.config.sample_count, seed=self.config.seed,
                                  num_inference_steps=self.config.sample_steps)
             save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images)
