@@ -40,7 +40,7 @@ def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
     arguments = ["demo", "--run-dir", str(tmp_path), "--steps", "2", "--timesteps", "5", "--num-samples", "2",
                  "--device", "cpu", "--no-compile", "--no-progress"]
     assert cli.main(arguments + ["--batch-size", "4"]) == 0
-    assert cli.main(arguments + ["--batch-size", "8"]) == 1
+    assert cli.main(arguments + ["--batch-size", "8"]) == 2
     assert "batch_size: checkpoint 4, given 8" in capsys.readouterr().err
 
 

@@ -285,7 +285,7 @@ def test_sample_argument_errors(arguments, match, tmp_path, capsys):
 
 
 def test_a_folder_that_is_no_checkpoint_is_an_error_naming_the_file(tmp_path, capsys):
-    assert cli.main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 1
+    assert cli.main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     error = capsys.readouterr().err
     assert "ddpm-fast sample: error:" in error and str(tmp_path / "config.json") in error
     assert not (tmp_path / "x.png").exists()

@@ -167,3 +167,31 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path, capsys):
     assert cli.main(["train", "--run-dir", str(file), "--steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a file, not a folder" in err and file.read_text() == "mine"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", [["train", "--run-dir", "{tmp}/run", "--steps", "1"],
+                                     ["demo", "--run-dir", "{tmp}/demo", "--steps", "1"]])
+def test_cli_device_cuda_without_cuda_is_one_line(command, tmp_path, capsys):
+    from ddpm_fast.cli import main as cli
+
+    assert cli.main([part.replace("{tmp}", str(tmp_path)) for part in command] + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA is not available" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unreadable_image_met_while_training_is_one_line_naming_it(tmp_path, capsys):
+    from PIL import Image
+
+    from ddpm_fast.cli import main as cli
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(7):
+        Image.new("RGB", (16, 16), (index * 30, 0, 0)).save(folder / f"good{index}.png")
+    (folder / "zz-broken.jpg").write_bytes(b"not a jpeg")
+    code = cli.main(["train", "--run-dir", str(tmp_path / "run"), "--data", str(folder), "--image-size", "16",
+                     "--model", "tiny", "--steps", "2", "--batch-size", "8", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "zz-broken.jpg" in err and "Traceback" not in err

@@ -507,7 +507,7 @@ def test_cli_argument_errors(arguments, match, tmp_path, capsys):
 
 def test_cli_export_of_a_folder_that_is_no_model_is_an_error_naming_the_file(tmp_path, capsys):
     out = tmp_path / "x.onnx"
-    assert cli.main(["export", "--checkpoint", str(tmp_path), "--out", str(out)]) == 1
+    assert cli.main(["export", "--checkpoint", str(tmp_path), "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "ddpm-fast export: error:" in error and str(tmp_path / "config.json") in error
     assert not out.exists()

@@ -140,15 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
+        from ..sampling.distributed import resolve_device
         from .demo import run_demo
 
+        try:
+            resolve_device(args.device)
+        except ValueError as error:  # no CUDA for --device cuda, or no device at all
+            print(f"ddpm-fast demo: error: {error}", file=sys.stderr)
+            return 2
         try:
             run_demo(args.run_dir, steps=args.steps, batch_size=args.batch_size, timesteps=args.timesteps,
                      num_samples=args.num_samples, device=args.device, seed=args.seed,
                      progress=not args.no_progress, compile=False if args.no_compile else None)
         except ValueError as error:  # e.g. --run-dir holds a demo run of another setup (another device's plan)
             print(f"ddpm-fast demo: error: {error} (pass another --run-dir, or delete that folder)", file=sys.stderr)
-            return 1
+            return 2
     elif args.command == "train":
         return run_train(args)
     elif args.command == "sample":
@@ -157,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             return _run_sample(args)
         except (ValueError, FileNotFoundError) as error:  # bad paths or options: a message, not a traceback
             print(f"ddpm-fast sample: error: {error}", file=sys.stderr)
-            return 1
+            return 2
     elif args.command == "export":
         _check_export_arguments(parser, args)
         try:
             return _run_export(args)
         except (ValueError, FileNotFoundError) as error:  # bad folders or options, as for sample
             print(f"ddpm-fast export: error: {error}", file=sys.stderr)
-            return 1
+            return 2
     elif args.command == "bench":
         return bench.run_command(parser, args)
     return 0

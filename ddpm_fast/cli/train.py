@@ -89,7 +89,11 @@ def run_train(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         print(f"ddpm-fast train: error: {error}", file=sys.stderr)
         return 2
-    rank, world_size, device = init_from_environment(args.device)
+    try:
+        rank, world_size, device = init_from_environment(args.device)
+    except ValueError as error:  # --device cuda without CUDA, a device torch cannot read
+        print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+        return 2
     try:
         try:
             trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
@@ -102,7 +106,12 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"training {config.model} U-Net ({trainer.model.num_parameters():,} parameters) on "
                   f"{_describe(trainer.dataset)}, {world_size} process(es) on {device}, global batch "
                   f"{config.batch_size}" + (f", resumed from {resumed}" if resumed else ""), flush=True)
-        summary = trainer.train()
+        try:
+            summary = trainer.train()
+        except (ValueError, OSError) as error:  # e.g. an image the data folder holds but Pillow cannot read
+            print(f"ddpm-fast train: error: {error} (the last good checkpoint, if any, is kept; --resume continues "
+                  "from it)", file=sys.stderr)
+            return 2
         if rank == 0:
             state = "stopped early at" if summary.interrupted else "reached"
             loss = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
