@@ -227,8 +227,13 @@ def run_stages(stages: list[Stage], out: pathlib.Path, deadline: float, started:
             tail = run_stage(stage, out, seconds)
         failed |= not stage.status.startswith("exit 0")
         report += [f"## {stage.name}: {stage.status} after {stage.seconds:.0f} s", *tail, ""]
-        (out / "plan.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
+        write_plan(out, report)
     return failed
+
+
+def write_plan(out: pathlib.Path, report: list[str]) -> None:
+    """plan.txt: the report so far (rewritten after each step, so a call cut short still says what it did)."""
+    (out / "plan.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -260,21 +265,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     report += [f"- {stage.name}: budget {stage.budget:.0f} s (skipped with under {stage.min_seconds:.0f} s left): "
                f"{' '.join(stage.command)}" + (f"  [env {stage.env}]" if stage.env else "") for stage in stages]
     report += ["", f"## files under $OUT: {', '.join(files)}", ""]
-    write = (out / "plan.txt").write_text
-    write("\n".join(report) + "\n", encoding="utf-8")
+    write_plan(out, report)
     if args.dry_run:
         print("\n".join(report))
         print("dry run: nothing started")
         return 0
     if problems:
-        write("\n".join(report + ["ABORTED: preflight problems"]) + "\n", encoding="utf-8")
-        print("\n".join(report + ["ABORTED: preflight problems"]))
+        report.append("ABORTED: preflight problems")
+        write_plan(out, report)
+        print("\n".join(report))
         return 2
 
     failed = run_stages(stages, out, args.deadline, started, report)
     summary = [f"{stage.name:10s} {stage.status:40s} {stage.seconds:6.0f} s" for stage in stages]
     report += ["## summary", *summary, f"total {time.monotonic() - started:.0f} s"]
-    write("\n".join(report) + "\n", encoding="utf-8")
+    write_plan(out, report)
     print("\n".join(summary))
     for stage in stages:  # the headline last, where the device tool's output tail shows it
         results = out / stage.name / "results.md"

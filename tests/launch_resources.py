@@ -81,7 +81,7 @@ def configurations():
     found: dict[tuple, str] = {}
 
     def add(kernel, pointers, constants, warps, where):
-        key = (kernel, pointers and tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), warps)
+        key = (kernel, tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), warps)
         found.setdefault(key, where)
 
     for preset, size in MODELS:

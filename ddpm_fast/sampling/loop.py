@@ -8,7 +8,6 @@ therefore runs an n-step chain with no host work beyond the replay calls, and no
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -152,11 +151,6 @@ def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
 CAPTURE_ERROR_MODE = "thread_local"
 
 
-def capturing(graph: "torch.cuda.CUDAGraph", pool) -> contextlib.AbstractContextManager:
-    """torch.cuda.graph(graph, pool=pool) in CAPTURE_ERROR_MODE: the one way our graphs are captured."""
-    return torch.cuda.graph(graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE)
-
-
 class GraphedSteps:
     """CUDA graphs of k consecutive steps and of one step on the same static buffers, sharing one memory pool.
 
@@ -192,7 +186,7 @@ class GraphedSteps:
         if graph is None:
             start = time.perf_counter()
             graph = torch.cuda.CUDAGraph()
-            with capturing(graph, self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=CAPTURE_ERROR_MODE):
                 for _ in range(steps):
                     self.step()
             torch.cuda.synchronize()

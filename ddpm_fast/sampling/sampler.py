@@ -335,9 +335,9 @@ class FastSampler:
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
         eager_core = make_step_core(self._denoise, options)
+        # What the sampler already gave up, this batch size runs without too.
         runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain,
-                         compiled=self.compiled)
-        runner.fallbacks = list(self.fallbacks)  # what the sampler already gave up, this batch size runs without too
+                         compiled=self.compiled, fallbacks=self.fallbacks)
         self._check_compiles(runner, eager_core)
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
@@ -394,10 +394,10 @@ class FastSampler:
 class _Runner:
     """The buffers of one (batch size, options) key and how its steps run: eagerly, or replayed CUDA graphs."""
 
-    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, compiled: bool):
+    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, compiled: bool, fallbacks: list[str]):
         self.state, self.core, self.chain, self.compiled = state, core, chain, compiled
         self.graphs: Optional[GraphedSteps] = None
-        self.fallbacks: list[str] = []
+        self.fallbacks = list(fallbacks)  # the fast paths these steps run without, with why
 
     def step(self) -> None:
         run_step(self.core, self.chain, self.state)
