@@ -18,16 +18,27 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")) and 
         _os.path.join(_repo_root, "kernels")):
     __path__.append(_repo_root)  # type: ignore[name-defined]
 
-from . import kernels, reference  # noqa: E402
-from .diffusion import ddim_step, p_step, q_sample  # noqa: E402
-from .interop.diffusers_scheduler import FastDDPMScheduler  # noqa: E402
-from .models.config import UNetConfig  # noqa: E402
-from .models.unet import UNet  # noqa: E402
-from .sampling.sampler import FastPathFallbackWarning, FastSampler  # noqa: E402
-from .schedule import NoiseSchedule  # noqa: E402
-from .seed_functions import forward_diffusion_sample, sample, train_step  # noqa: E402
-from .training.config import TrainingConfig  # noqa: E402
-from .training.trainer import Trainer  # noqa: E402
+import importlib as _importlib
+
+# Each public name and the module it lives in. They load on first use (PEP 562), so `import ddpm_fast` (and the
+# command line's --help) imports neither torch nor Triton; the kernels import Triton when first used.
+_MODULE_OF = {
+    "FastDDPMScheduler": "interop.diffusers_scheduler",
+    "FastPathFallbackWarning": "sampling.sampler",
+    "FastSampler": "sampling.sampler",
+    "NoiseSchedule": "schedule",
+    "Trainer": "training.trainer",
+    "TrainingConfig": "training.config",
+    "UNet": "models.unet",
+    "UNetConfig": "models.config",
+    "ddim_step": "diffusion",
+    "forward_diffusion_sample": "seed_functions",
+    "p_step": "diffusion",
+    "q_sample": "diffusion",
+    "sample": "seed_functions",
+    "train_step": "seed_functions",
+}
+_SUBMODULES = ("kernels", "reference")
 
 __version__ = "0.1.0"
 
@@ -49,3 +60,18 @@ __all__ = [
     "sample",
     "train_step",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,13 +7,13 @@ sync-needing range check is skipped; the kernels clamp t, so nothing can be read
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
 
-from .kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from .kernels.philox import MAX_CHANNELS, MAX_SEED
+from .checks import check_choice, check_positive_float
+from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
+from .kernels.constants import MAX_CHANNELS, MAX_SEED, PREDICTION_TYPES, VARIANCE_TYPES
 from .schedule import NoiseSchedule
 
 SeedLike = Union[int, torch.Tensor, None]
@@ -142,21 +142,6 @@ def check_sample_range(sample_offset: object, batch_size: int) -> int:
     if sample_offset + batch_size > 2**31:
         raise ValueError(f"sample_offset + batch_size must not exceed 2**31, got {sample_offset} + {batch_size}")
     return sample_offset
-
-
-def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-    return choices[value]
-
-
-def check_positive_float(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    # Plain comparisons, not math.isfinite: under torch.compile the value may be a symbolic float.
-    if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
-    return float(value)
 
 
 def _check_model_output(model_output: torch.Tensor, x_t: torch.Tensor, learned_variance: bool) -> None:

@@ -24,7 +24,7 @@ from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
-from ddpm_fast.diffusion import check_choice, check_positive_float
+from ddpm_fast.checks import check_choice, check_positive_float
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.schedule import NoiseSchedule
 

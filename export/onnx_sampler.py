@@ -23,9 +23,11 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from ddpm_fast.kernels.philox import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
+from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 
-from ddpm_fast.diffusion import check_positive_float, check_sample_range, seed_tensor
+from ddpm_fast.checks import check_positive_float
+from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan
 from ddpm_fast.schedule import NoiseSchedule

@@ -4,37 +4,42 @@ Each module holds the @triton.jit kernel(s), a plain-torch reference of the same
 ONNX export) and a `torch.library.triton_op` registration (namespace ``ddpm_fast``), so torch.compile and CUDA-graph
 capture see one op. Dispatch: CUDA tensors run the kernel; CPU tensors run the reference, or the kernel itself in
 the Triton interpreter when TRITON_INTERPRET=1 was set before triton was imported.
+
+Importing this package imports neither torch nor Triton: the names below load their module on first use (PEP 562),
+and ``ddpm_fast.kernels.ops`` registers every op at once. The constants live in ``ddpm_fast.kernels.constants``.
 """
 
-from ._launch import cpu_reference
-from .group_norm import group_norm_act, group_norm_act_op, group_norm_act_reference
-from .philox import philox_normal_op, philox_normal_reference
-from .q_sample import q_sample_op, q_sample_philox_op, q_sample_reference
-from .reverse_step import (
-    COEFFICIENT_ROWS,
-    PREDICTION_TYPES,
-    VARIANCE_TYPES,
-    ddim_step_op,
-    ddim_step_reference,
-    p_step_op,
-    p_step_reference,
-)
+import importlib
 
-__all__ = [
-    "COEFFICIENT_ROWS",
-    "PREDICTION_TYPES",
-    "VARIANCE_TYPES",
-    "cpu_reference",
-    "ddim_step_op",
-    "group_norm_act",
-    "group_norm_act_op",
-    "group_norm_act_reference",
-    "ddim_step_reference",
-    "p_step_op",
-    "p_step_reference",
-    "philox_normal_op",
-    "philox_normal_reference",
-    "q_sample_op",
-    "q_sample_philox_op",
-    "q_sample_reference",
-]
+from .constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+
+_MODULE_OF = {
+    "cpu_reference": "_launch",
+    "group_norm_act": "group_norm",
+    "group_norm_act_op": "group_norm",
+    "group_norm_act_reference": "group_norm",
+    "philox_normal_op": "philox",
+    "philox_normal_reference": "philox",
+    "q_sample_op": "q_sample",
+    "q_sample_philox_op": "q_sample",
+    "q_sample_reference": "q_sample",
+    "ddim_step_op": "reverse_step",
+    "ddim_step_reference": "reverse_step",
+    "p_step_op": "reverse_step",
+    "p_step_reference": "reverse_step",
+}
+
+__all__ = ["COEFFICIENT_ROWS", "PREDICTION_TYPES", "VARIANCE_TYPES", *_MODULE_OF]
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,12 +18,9 @@ from torch.library import triton_op
 from triton.language.extra import libdevice
 
 from . import _launch
+from .constants import STREAM_Q_SAMPLE, STREAM_REVERSE_STEP
 from ._tile import element_offsets, sample_tile
 
-# Streams keep the noise of different uses independent under the same seed.
-STREAM_Q_SAMPLE = 0  # training noise ε of q-sample
-STREAM_REVERSE_STEP = 1  # the z of a DDPM / DDIM reverse step (step = the sample's timestep t)
-STREAM_INITIAL = 2  # x_T, the starting noise of a sampling run
 # The same ids for use inside @triton.jit code: compiled Triton (unlike the interpreter) refuses non-constexpr globals.
 STREAM_Q_SAMPLE_CONST = tl.constexpr(STREAM_Q_SAMPLE)
 STREAM_REVERSE_STEP_CONST = tl.constexpr(STREAM_REVERSE_STEP)
@@ -31,8 +28,6 @@ STREAM_REVERSE_STEP_CONST = tl.constexpr(STREAM_REVERSE_STEP)
 # compiler cannot bound (its local-memory table cost a 40-byte stack frame and 4-16 bytes of spills per thread on
 # sm_90), and an angle that is never rounded (2u is exact). The interpreter has no libdevice, so it keeps cos(2πu).
 _PI_FUNCTIONS = tl.constexpr(not _launch.TRITON_INTERPRETED)
-MAX_SEED = 2**63  # seeds live in [0, 2**63): an int64 tensor holds them without sign tricks
-MAX_CHANNELS = 2**24  # the channel shares c3 with the stream id
 
 # Philox4x32 constants (Salmon et al., 2011), identical to triton.language.random's.
 _ROUND_A = 0xD2511F53

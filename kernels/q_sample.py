@@ -13,7 +13,8 @@ from torch.library import triton_op
 
 from . import _launch
 from ._tile import clamped_timestep, element_offsets, sample_tile
-from .philox import STREAM_Q_SAMPLE, STREAM_Q_SAMPLE_CONST, philox_normal, philox_normal_reference
+from .constants import STREAM_Q_SAMPLE
+from .philox import STREAM_Q_SAMPLE_CONST, philox_normal, philox_normal_reference
 
 
 @triton.jit

@@ -16,25 +16,10 @@ import triton.language as tl
 from torch.library import triton_op
 
 from . import _launch
+from .constants import COEFFICIENT_ROWS, PREDICTION_TYPES, ROW_INDEX, STREAM_REVERSE_STEP, VARIANCE_TYPES
 from ._tile import clamped_timestep, element_offsets, sample_tile
-from .philox import STREAM_REVERSE_STEP, STREAM_REVERSE_STEP_CONST, philox_normal, philox_normal_reference
+from .philox import STREAM_REVERSE_STEP_CONST, philox_normal, philox_normal_reference
 
-# Rows of the coefficient table, named as NoiseSchedule names them (it builds the table from these names).
-COEFFICIENT_ROWS = (
-    "sqrt_recip_alphas",  # 1/sqrt(α_t)
-    "eps_coef",  # β_t / sqrt(1-ᾱ_t)
-    "sqrt_recip_alphas_cumprod",  # 1/sqrt(ᾱ_t)
-    "sqrt_recipm1_alphas_cumprod",  # sqrt(1/ᾱ_t - 1)
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "posterior_mean_coef1",  # multiplies x0
-    "posterior_mean_coef2",  # multiplies x_t
-    "posterior_std",  # sqrt(β̃_t), "fixed_small"
-    "sqrt_betas",  # sqrt(β_t), "fixed_large"
-    "posterior_log_variance_clipped",
-    "log_betas",
-)
-ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 _ROW = {name: tl.constexpr(i) for name, i in ROW_INDEX.items()}  # the same indices, as kernel constants
 ROW_SQRT_RECIP_ALPHAS = _ROW["sqrt_recip_alphas"]
 ROW_EPS_COEF = _ROW["eps_coef"]
@@ -50,11 +35,7 @@ ROW_LOG_VAR_CLIPPED = _ROW["posterior_log_variance_clipped"]
 ROW_LOG_BETAS = _ROW["log_betas"]
 
 # What the model predicts.
-PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
 EPSILON, SAMPLE = tl.constexpr(PREDICTION_TYPES["epsilon"]), tl.constexpr(PREDICTION_TYPES["sample"])  # else: v
-# σ_t of the DDPM step. The `_log` forms (diffusers' names) give the same σ computed through its logarithm.
-VARIANCE_TYPES = {"fixed_small": 0, "fixed_small_log": 0, "fixed_large": 1, "fixed_large_log": 1,
-                  "learned_range": 2}
 _FIXED_LARGE, _LEARNED_RANGE = VARIANCE_TYPES["fixed_large"], VARIANCE_TYPES["learned_range"]
 FIXED_LARGE, LEARNED_RANGE = tl.constexpr(_FIXED_LARGE), tl.constexpr(_LEARNED_RANGE)  # else: fixed_small
 # Where z comes from.

@@ -13,12 +13,11 @@ import pathlib
 import sys
 import time
 
-from ..kernels import PREDICTION_TYPES
+from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
 from ..training.config import SCHEDULES
 from . import arguments, bench
 from .train import add_train_parser, run_train
 
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_SUFFIXES = (".png", ".safetensors")
 EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)

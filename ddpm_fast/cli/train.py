@@ -12,7 +12,7 @@ import argparse
 import pathlib
 import sys
 
-from ..kernels import PREDICTION_TYPES
+from ..kernels.constants import PREDICTION_TYPES
 from ..training.config import DTYPES, SCHEDULES, TrainingConfig
 from . import arguments
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from ..diffusion import check_choice
+from ..checks import check_choice
 
 PathLike = Union[str, os.PathLike]
 

@@ -27,7 +27,8 @@ import torch
 
 from .. import files
 from ..diffusion import q_sample
-from ..kernels import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
+from ..kernels.constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 from ..sampling.timesteps import SPACINGS, respaced_coefficient_table, spaced_timesteps
 from ..schedule import NoiseSchedule
 

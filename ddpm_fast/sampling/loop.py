@@ -14,7 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..kernels import PREDICTION_TYPES, VARIANCE_TYPES
+from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
+from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
 from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

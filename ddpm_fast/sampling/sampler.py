@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from ..data.images import to_uint8
-from ..diffusion import check_choice, check_positive_float, check_sample_range, seed_tensor
-from ..kernels import PREDICTION_TYPES, VARIANCE_TYPES
-from ..kernels.philox import STREAM_INITIAL
+from ..checks import check_choice, check_positive_float
+from ..diffusion import check_sample_range, seed_tensor
+from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
+from ..kernels.constants import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
                    torch_noise, unwrap_model_output)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..models.config import PRESETS
-from .objectives import check_min_snr_gamma, check_prediction_type
+from ..checks import check_min_snr_gamma, check_prediction_type
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 DTYPES = ("auto", "float32", "bfloat16")

@@ -13,23 +13,10 @@ from typing import Callable, Optional
 
 import torch
 
-from ..diffusion import check_choice
-from ..kernels import PREDICTION_TYPES
+from ..checks import check_prediction_type
+from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..sampling.loop import unwrap_model_output
 from ..schedule import NoiseSchedule
-
-
-def check_prediction_type(prediction_type: object) -> str:
-    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    return prediction_type
-
-
-def check_min_snr_gamma(min_snr_gamma: object) -> Optional[float]:
-    if min_snr_gamma is None:
-        return None
-    if isinstance(min_snr_gamma, bool) or not isinstance(min_snr_gamma, (int, float)) or not min_snr_gamma > 0:
-        raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
-    return float(min_snr_gamma)
 
 
 def training_target(x0: torch.Tensor, eps: torch.Tensor, alphas_cumprod_t: torch.Tensor,

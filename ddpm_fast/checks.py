@@ -1,0 +1,41 @@
+"""Checks of plain (non-tensor) arguments, shared by every entry point. Imports neither torch nor Triton, so
+configs and the command line use them too. Each raises a ValueError / TypeError that names the argument."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from .kernels.constants import PREDICTION_TYPES
+
+
+def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
+    """choices[value]; ValueError naming `name` and the choices when value is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return choices[value]
+
+
+def check_positive_float(name: str, value: object, allow_zero: bool = False) -> float:
+    """value as a float: TypeError unless a real number, ValueError unless finite and > 0 (≥ 0 with allow_zero)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    # Plain comparisons, not math.isfinite: under torch.compile the value may be a symbolic float.
+    if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
+    return float(value)
+
+
+def check_prediction_type(prediction_type: object) -> str:
+    """"epsilon", "sample" or "v_prediction" (diffusers' names); ValueError otherwise."""
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    return prediction_type  # type: ignore[return-value]
+
+
+def check_min_snr_gamma(min_snr_gamma: object) -> Optional[float]:
+    """None, or Min-SNR-γ as a positive float; ValueError otherwise."""
+    if min_snr_gamma is None:
+        return None
+    if isinstance(min_snr_gamma, bool) or not isinstance(min_snr_gamma, (int, float)) or not min_snr_gamma > 0:
+        raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
+    return float(min_snr_gamma)
