@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ddpm_fast.kernels import philox as px
+from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 from float64_reference import philox_noise64
 
 
@@ -23,7 +24,7 @@ def test_reference_philox_known_answers(counter, key, expected):
     assert tuple(int(r) for r in result) == expected
 
 
-def _kernel_noise(device, seed, shape, step=None, sample_offset=0, stream=px.STREAM_INITIAL, channels_last=False):
+def _kernel_noise(device, seed, shape, step=None, sample_offset=0, stream=STREAM_INITIAL, channels_last=False):
     step = torch.zeros(shape[0], dtype=torch.int64, device=device) if step is None else step.to(device)
     return torch.ops.ddpm_fast.philox_normal(torch.tensor([seed], device=device), step, list(shape), sample_offset,
                                             stream, channels_last)
@@ -36,7 +37,7 @@ def test_kernel_noise_matches_float64_reference(device, shape, channels_last):
     z = _kernel_noise(device, 1234, shape, step=step, sample_offset=5, channels_last=channels_last)
     assert z.dtype == torch.float32 and z.shape == shape
     assert z.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    expected = philox_noise64(1234, shape[0], step, px.STREAM_INITIAL, shape, device, sample_offset=5)
+    expected = philox_noise64(1234, shape[0], step, STREAM_INITIAL, shape, device, sample_offset=5)
     torch.testing.assert_close(z.double(), expected, rtol=0, atol=2e-5)
 
 
@@ -68,5 +69,5 @@ def test_noise_statistics(device):
     assert corr(z[..., 0::2], z[..., 1::2]) < 0.02
     other_step = _kernel_noise(device, 2024, shape, step=torch.ones(64, dtype=torch.int64)).double().cpu()
     assert corr(z, other_step) < 0.02
-    other_stream = _kernel_noise(device, 2024, shape, stream=px.STREAM_REVERSE_STEP).double().cpu()
+    other_stream = _kernel_noise(device, 2024, shape, stream=STREAM_REVERSE_STEP).double().cpu()
     assert corr(z, other_stream) < 0.02
