@@ -177,7 +177,7 @@ def q_sample(
     check_sample_tensor("x0", x0)
     t = timesteps_tensor("t", t, x0.shape[0], x0.device, schedule.num_timesteps)
     noise = check_noise(noise, x0, "x0", seed)
-    sample_offset = check_sample_offset(sample_offset)
+    sample_offset = check_sample_range(sample_offset, x0.shape[0])
     buffers = schedule.buffers(x0.device)
     sqrt_ac, sqrt_1m_ac = buffers["sqrt_alphas_cumprod"], buffers["sqrt_one_minus_alphas_cumprod"]
     if noise is not None:
@@ -215,7 +215,7 @@ def p_step(
     t = timesteps_tensor("t", t, x_t.shape[0], x_t.device, schedule.num_timesteps)
     noise = check_noise(noise, x_t, "x_t", seed)
     clip_range = check_positive_float("clip_sample_range", clip_sample_range)
-    sample_offset = check_sample_offset(sample_offset)
+    sample_offset = check_sample_range(sample_offset, x_t.shape[0])
     key = None if noise is not None else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.p_step(
         model_output, t, x_t, schedule.coefficient_table(x_t.device), noise, key, sample_offset, prediction,
@@ -261,7 +261,7 @@ def ddim_step(
     eta = check_positive_float("eta", eta, allow_zero=True)
     noise = check_noise(noise, x_t, "x_t", seed)
     clip_range = check_positive_float("clip_sample_range", clip_sample_range)
-    sample_offset = check_sample_offset(sample_offset)
+    sample_offset = check_sample_range(sample_offset, x_t.shape[0])
     key = None if noise is not None or eta == 0.0 else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, t_prev, x_t, schedule.buffers(x_t.device)["alphas_cumprod_float64"], noise, key,

@@ -96,6 +96,9 @@ class NoiseSchedule:
     def cosine(cls, num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         """Nichol & Dhariwal's cosine schedule: ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), β capped at max_beta."""
         num_timesteps = _validated_num_timesteps(num_timesteps)
+        for name, value, upper in (("s", s, math.inf), ("max_beta", max_beta, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < upper:
+                raise ValueError(f"{name} must be a number in (0, {upper}), got {value!r}")
         steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
         alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
@@ -151,7 +154,10 @@ class NoiseSchedule:
 
         The first call per device copies host to device; later calls (a sampling loop) copy nothing.
         """
-        device = torch.device(device if device is not None else "cpu")
+        try:
+            device = torch.device(device if device is not None else "cpu")
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or a torch.device, got {device!r}") from None
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         cached = self._device_cache.get(device)

@@ -84,6 +84,8 @@ def export_onnx(
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
+    if pathlib.Path(path).is_dir():  # found now, not after the export's work
+        raise ValueError(f"path {path} is a folder; expected the .onnx file to write")
     if dtype not in DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
     given = {"prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": clip_sample,

@@ -55,6 +55,8 @@ class OnnxSampler:
         import onnxruntime as ort
 
         path = pathlib.Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; expected an ONNX file written by export_onnx")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
         if providers is None:

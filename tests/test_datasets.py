@@ -169,18 +169,44 @@ def test_image_folder_workers_match_single_process(tmp_path):
     assert len({image.numpy().tobytes() for image in single}) == 7
 
 
-def test_image_folder_unreadable_file_names_it(tmp_path):
+def _truncated(path, image):
+    image.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_image_folder_finds_unreadable_files_when_opened_and_names_them(tmp_path):
     solid((1, 2, 3)).save(tmp_path / "good.png")
     (tmp_path / "junk.png").write_bytes(b"this is not a png")
-    solid((1, 2, 3), size=(40, 40)).save(tmp_path / "truncated.png")
-    data = (tmp_path / "truncated.png").read_bytes()
-    (tmp_path / "truncated.png").write_bytes(data[:len(data) // 2])
+    _truncated(tmp_path / "truncated.png", solid((1, 2, 3), size=(40, 40)))
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    _truncated(tmp_path / "truncated.jpg", Image.fromarray(noise))
+    with pytest.raises(ValueError, match=names(tmp_path / "junk.png") + ".*skip_unreadable=True"):
+        ImageFolderDataset(tmp_path, 4)
+    (tmp_path / "junk.png").unlink()
+    with pytest.raises(ValueError, match=names(tmp_path / "truncated.jpg")):  # a JPEG cut short, found at once
+        ImageFolderDataset(tmp_path, 4)
+    (tmp_path / "junk.png").write_bytes(b"this is not a png")
+    dataset = ImageFolderDataset(tmp_path, 4, skip_unreadable=True)
+    assert len(dataset) == 1 and dataset[0].shape == (3, 4, 4)
+    assert [path for path, _ in dataset.skipped] == [str(tmp_path / name) for name in
+                                                     ("junk.png", "truncated.jpg", "truncated.png")]
+    assert all(why for _, why in dataset.skipped)
+    assert describe(dataset).endswith("1 images of 3x4x4 (3 unreadable skipped)")
+    assert len(open_dataset(str(tmp_path), 4, skip_unreadable=True)) == 1
+    with pytest.raises(TypeError, match="skip_unreadable"):
+        ImageFolderDataset(tmp_path, 4, skip_unreadable="yes")
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(ValueError, match="none of its 3 images can be read"):
+        ImageFolderDataset(tmp_path, 4, skip_unreadable=True)
+
+
+def test_image_folder_file_that_breaks_after_opening_is_named_when_read(tmp_path):
+    solid((1, 2, 3)).save(tmp_path / "a.png")
     dataset = ImageFolderDataset(tmp_path, 4)
-    assert dataset[0].shape == (3, 4, 4)
-    with pytest.raises(ValueError, match=names(tmp_path / "junk.png")):
-        dataset[1]
-    with pytest.raises(ValueError, match=names(tmp_path / "truncated.png")):
-        dataset[2]
+    (tmp_path / "a.png").write_bytes(b"replaced by junk")
+    with pytest.raises(ValueError, match=names(tmp_path / "a.png")):
+        dataset[0]
 
 
 def test_image_folder_bad_roots(tmp_path):

@@ -1,5 +1,7 @@
 """Every bad input gets a ValueError / TypeError that names the argument."""
 
+import json
+
 import pytest
 import torch
 
@@ -40,6 +42,12 @@ def _x(*shape, dtype=torch.float32):
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=-2), ValueError, "sample_offset must lie in"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=2**64), ValueError, "sample_offset must lie in"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=1.0), TypeError, "sample_offset must be an int"),
+    (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, sample_offset=2**31 - 1), ValueError,
+     r"sample_offset \+ batch_size must not exceed 2\*\*31"),
+    (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4), S, sample_offset=2**31 - 1), ValueError,
+     r"sample_offset \+ batch_size"),
+    (lambda: df.ddim_step(_x(2, 3, 4, 4), 5, 1, _x(2, 3, 4, 4), S, eta=1.0, sample_offset=2**31 - 1), ValueError,
+     r"sample_offset \+ batch_size"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, S, seed=torch.tensor([1, 2])), ValueError, "seed tensor must hold one"),
     (lambda: df.q_sample(_x(2, 3, 4, 4), 1, "linear"), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
     (lambda: df.p_step(_x(2, 3, 4, 4), 1, _x(2, 3, 4, 4, dtype=torch.bfloat16), S), TypeError,
@@ -191,7 +199,349 @@ def test_an_unreadable_image_met_while_training_is_one_line_naming_it(tmp_path, 
     for index in range(7):
         Image.new("RGB", (16, 16), (index * 30, 0, 0)).save(folder / f"good{index}.png")
     (folder / "zz-broken.jpg").write_bytes(b"not a jpeg")
-    code = cli.main(["train", "--run-dir", str(tmp_path / "run"), "--data", str(folder), "--image-size", "16",
-                     "--model", "tiny", "--steps", "2", "--batch-size", "8", "--no-progress"])
+    command = ["train", "--run-dir", str(tmp_path / "run"), "--data", str(folder), "--image-size", "16",
+               "--model", "tiny", "--steps", "2", "--batch-size", "4", "--no-progress"]
+    code = cli.main(command)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "zz-broken.jpg" in err and "Traceback" not in err
+    assert "--skip-unreadable" in err
+    assert not (tmp_path / "run").exists()  # found before the run folder is made
+    assert cli.main(command + ["--skip-unreadable", "--batch-size", "8"]) == 2  # 7 readable images: no batch of 8
+    assert "fewer than one batch of 8" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert cli.main(command + ["--skip-unreadable"]) == 0
+    out = capsys.readouterr().out
+    assert "7 images of 3x16x16 (1 unreadable skipped)" in out
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[0] == {"step": 0, "event": "data", "images": 7, "unreadable_skipped": 1,
+                          "unreadable": [str(folder / "zz-broken.jpg")]}
+    assert records[-1]["step"] == 2 and all("loss" in record for record in records[1:])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One table per public entry point: the mistakes users make, each a ValueError / TypeError naming the argument.
+
+
+class _Eps(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, t):
+        return self.conv(x)
+
+
+def _sampler(**options):
+    return df.FastSampler(_Eps(), df.NoiseSchedule.linear(10), (3, 4, 4), compile=False, **options)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: df.FastSampler("model", S, (3, 4, 4)), TypeError, "model must be an nn.Module or a callable"),
+    (lambda: df.FastSampler(_Eps(), "linear", (3, 4, 4)), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
+    (lambda: df.FastSampler(_Eps(), S), ValueError, r"sample_shape=\(C, H, W\) is required"),
+    (lambda: df.FastSampler(_Eps(), S, (3, 4)), ValueError, "sample_shape must be"),
+    (lambda: df.FastSampler(_Eps(), S, (3, 0, 4)), ValueError, "sample_shape must be"),
+    (lambda: df.FastSampler(_Eps(), S, (3, 4.0, 4)), ValueError, "sample_shape must be"),
+    (lambda: df.FastSampler(df.UNet.from_preset("tiny"), S, (3, 30, 30)), ValueError,
+     "sample_shape: H and W must be multiples of 4"),
+    (lambda: _sampler(prediction_type="noise"), ValueError, "prediction_type must be one of"),
+    (lambda: _sampler(variance_type=None), ValueError, "variance_type must be one of"),
+    (lambda: _sampler(timestep_spacing="even"), ValueError, "timestep_spacing must be one of"),
+    (lambda: _sampler(steps_offset=-1), ValueError, "steps_offset must be a non-negative int"),
+    (lambda: _sampler(steps_per_graph=0), ValueError, "steps_per_graph must be a positive int"),
+    (lambda: _sampler(max_cached_graphs=1.5), ValueError, "max_cached_graphs must be a positive int"),
+    (lambda: _sampler(clip_sample="yes"), TypeError, "clip_sample must be True, False or None"),
+    (lambda: _sampler(channels_last=1), TypeError, "channels_last must be True, False or None"),
+    (lambda: _sampler(clip_sample_range=-1.0), ValueError, "clip_sample_range must be positive"),
+    (lambda: _sampler(dtype=torch.float64), TypeError, "dtype must be torch.float32"),
+    (lambda: _sampler(dtype="float32"), TypeError, "dtype must be torch.float32"),
+    (lambda: _sampler(device="gpu"), ValueError, "device must be cpu, cuda"),
+    (lambda: _sampler(cuda_graphs=True, device="cpu"), ValueError, "cuda_graphs=True needs a CUDA device"),
+    (lambda: _sampler().sample(-1), ValueError, "batch_size must be a non-negative int"),
+    (lambda: _sampler().sample(2.0), ValueError, "batch_size must be a non-negative int"),
+    (lambda: _sampler().sample(True), ValueError, "batch_size must be a non-negative int"),
+    (lambda: _sampler().sample(2, seed=-1), ValueError, "seed must lie in"),
+    (lambda: _sampler().sample(2, seed="0"), TypeError, "seed must be an int"),
+    (lambda: _sampler().sample(2, seed=0, generator=torch.Generator()), ValueError, "seed= or generator=, not both"),
+    (lambda: _sampler().sample(2, generator=0), TypeError, "generator must be a torch.Generator"),
+    (lambda: _sampler().sample(2, num_inference_steps=0), ValueError, "num_inference_steps"),
+    (lambda: _sampler().sample(2, num_inference_steps=11), ValueError, "num_inference_steps"),
+    (lambda: _sampler().sample(2, num_inference_steps=2.5), TypeError, "num_inference_steps"),
+    (lambda: _sampler().sample(2, method="euler"), ValueError, "method must be one of"),
+    (lambda: _sampler().sample(2, eta=0.5), ValueError, "eta applies to method='ddim' only"),
+    (lambda: _sampler().sample(2, method="ddim", eta=float("nan")), ValueError, "eta must be non-negative"),
+    (lambda: _sampler().sample(2, output_type="numpy"), ValueError, "output_type must be one of"),
+    (lambda: _sampler().sample(2, sample_offset=-1), ValueError, "sample_offset must lie in"),
+    (lambda: _sampler().warm_up(0), ValueError, "batch_size must be a positive int"),
+    (lambda: df.FastSampler(lambda x, t: x[:, :1], S, (3, 4, 4), compile=False).sample(1), ValueError,
+     r"the model returned \(1, 1, 4, 4\); expected a float tensor"),
+    (lambda: df.FastSampler(lambda x, t: "noise", S, (3, 4, 4), compile=False).sample(1), ValueError,
+     "the model returned str"),
+    (lambda: df.FastSampler.from_diffusers(42), TypeError, "DDPMPipeline"),
+])
+def test_fast_sampler_mistakes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: df.NoiseSchedule.linear(0), ValueError, "num_timesteps"),
+    (lambda: df.NoiseSchedule.linear(-5), ValueError, "num_timesteps"),
+    (lambda: df.NoiseSchedule.linear(10.0), TypeError, "num_timesteps"),
+    (lambda: df.NoiseSchedule.linear(10, beta_start=0.5, beta_end=1.5), ValueError, "betas"),
+    (lambda: df.NoiseSchedule.cosine(10, s=-1.0), ValueError, r"^s must be a number in \(0, inf\)"),
+    (lambda: df.NoiseSchedule.cosine(10, max_beta=1.0), ValueError, r"^max_beta must be a number in \(0, 1.0\)"),
+    (lambda: df.NoiseSchedule.from_betas([]), ValueError, "betas"),
+    (lambda: df.NoiseSchedule.from_betas([0.1, 1.0]), ValueError, "betas"),
+    (lambda: df.NoiseSchedule.from_betas([0.1, float("nan")]), ValueError, "betas"),
+    (lambda: df.NoiseSchedule.from_betas([[0.1, 0.2]]), ValueError, "betas"),
+    (lambda: df.NoiseSchedule.from_betas("0.1"), TypeError, "betas"),
+    (lambda: df.NoiseSchedule.from_diffusers(3), TypeError, "scheduler"),
+    (lambda: S.buffers("tpu"), ValueError, "device"),
+])
+def test_noise_schedule_mistakes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: df.UNet.from_preset("huge"), ValueError, "preset"),
+    (lambda: df.UNet.from_preset("tiny", no_such_field=1), (TypeError, ValueError), "no_such_field"),
+    (lambda: df.UNet(df.UNetConfig(sample_size=-8)), ValueError, "sample_size"),
+    (lambda: df.UNet("tiny"), TypeError, "config"),
+    (lambda: df.UNet.from_preset("tiny")(torch.randn(1, 3, 30, 30), torch.tensor([1])), ValueError,
+     "multiples of 4"),
+    (lambda: df.UNet.from_preset("tiny")(torch.randn(1, 4, 32, 32), torch.tensor([1])), ValueError,
+     r"sample must be \[B, 3, H, W\]"),
+    (lambda: df.UNet.from_preset("tiny")(torch.randn(3, 32, 32), torch.tensor([1])), ValueError, "sample"),
+    (lambda: df.UNet.load("/no/such/folder"), FileNotFoundError, "/no/such/folder"),
+])
+def test_unet_mistakes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_unet_load_of_the_wrong_kind_of_path_is_named(tmp_path):
+    (tmp_path / "file.safetensors").write_bytes(b"junk")
+    with pytest.raises((ValueError, FileNotFoundError), match="file.safetensors"):
+        df.UNet.load(tmp_path / "file.safetensors")  # a file where a folder is expected
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        df.UNet.load(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(model="huge"), ValueError, "model must be one of"),
+    (dict(data=3), TypeError, "data must be"),
+    (dict(data=""), TypeError, "data must be"),
+    (dict(schedule="quadratic"), ValueError, "schedule must be one of"),
+    (dict(prediction_type="eps"), ValueError, "prediction_type must be one of"),
+    (dict(min_snr_gamma=0), ValueError, "min_snr_gamma"),
+    (dict(steps=0), ValueError, "steps must be at least 1"),
+    (dict(batch_size=8.0), TypeError, "batch_size must be an int"),
+    (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
+    (dict(learning_rate=-1e-4), ValueError, "learning_rate"),
+    (dict(grad_clip=0), ValueError, "grad_clip"),
+    (dict(adam_betas=(0.9,)), ValueError, "adam_betas"),
+    (dict(ema_decay=1.0), ValueError, "ema_decay"),
+    (dict(dtype="float16"), ValueError, "dtype must be one of"),
+    (dict(compile="yes"), TypeError, "compile must be True, False or None"),
+    (dict(skip_unreadable_images=1), TypeError, "skip_unreadable_images must be True or False"),
+    (dict(num_workers=-1), ValueError, "num_workers"),
+])
+def test_training_config_mistakes(changes, error, match):
+    with pytest.raises(error, match=match):
+        df.TrainingConfig(**changes)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda tmp: df.Trainer({"steps": 1}, tmp / "run"), TypeError, "config must be a TrainingConfig"),
+    (lambda tmp: df.Trainer(df.TrainingConfig(data=str(tmp / "missing")), tmp / "run"), FileNotFoundError,
+     "missing"),
+    (lambda tmp: df.Trainer(df.TrainingConfig(image_size=30), tmp / "run"), ValueError, "image_size.*multiples of 4"),
+    (lambda tmp: df.Trainer(df.TrainingConfig(batch_size=3), tmp / "run", device="tpu"), ValueError, "device"),
+    (lambda tmp: df.Trainer(df.TrainingConfig(), tmp / "run").train(steps=-1), ValueError, "steps must be"),
+])
+def test_trainer_mistakes(make, error, match, tmp_path):
+    with pytest.raises(error, match=match):
+        make(tmp_path)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda tmp: open_dataset(str(tmp / "missing")), FileNotFoundError, "missing"),
+    (lambda tmp: open_dataset(str(tmp / "notes.txt")), ValueError, "not a dataset"),
+    (lambda tmp: open_dataset(str(tmp / "empty")), ValueError, "no .* images"),
+    (lambda tmp: open_dataset("shapes", image_size=0), ValueError, "image_size"),
+    (lambda tmp: open_dataset(str(tmp / "bad.npz")), ValueError, "bad.npz"),
+    (lambda tmp: open_dataset(3), TypeError, "source"),
+])
+def test_dataset_mistakes(make, error, match, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(error, match=match):
+        make(tmp_path)
+
+
+def open_dataset(*args, **kwargs):
+    from ddpm_fast.data.datasets import open_dataset as open_
+
+    return open_(*args, **kwargs)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda tmp: _export(tmp, graph="step"), ValueError, "graph must be one of"),
+    (lambda tmp: _export(tmp, dtype=torch.bfloat16), TypeError, "dtype must be torch.float32 or torch.float16"),
+    (lambda tmp: _export(tmp, prediction_type="eps"), ValueError, "prediction_type must be one of"),
+    (lambda tmp: _export(tmp, eta=-1.0), ValueError, "eta must be non-negative"),
+    (lambda tmp: _export(tmp, opset=10), ValueError, "opset must be an int >= 18"),
+    (lambda tmp: _export(tmp, graph="ddpm_step"), ValueError, "bakes the schedule into the file: pass schedule="),
+    (lambda tmp: _export(tmp, schedule="linear"), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
+    (lambda tmp: _export(tmp, sample_shape=(3, 30, 30)), ValueError, "H and W must be multiples of 4"),
+    (lambda tmp: _export(tmp, model=42), TypeError, "model must be an nn.Module or a model folder"),
+    (lambda tmp: _export(tmp, model=tmp / "missing"), FileNotFoundError, "missing"),
+    (lambda tmp: _export(tmp, path=tmp), ValueError, "is a folder"),
+    (lambda tmp: _onnx_sampler(tmp / "missing.onnx"), FileNotFoundError, "missing.onnx"),
+    (lambda tmp: _onnx_sampler(tmp), ValueError, "is a folder"),
+    (lambda tmp: _onnx_sampler(tmp / "junk.onnx"), ValueError, "junk.onnx: not a loadable ONNX model"),
+])
+def test_onnx_export_and_sampler_mistakes(make, error, match, tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(error, match=match):
+        make(tmp_path)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def _export(tmp, model=None, path=None, **options):
+    from ddpm_fast.export import export_onnx
+
+    model = df.UNet.from_preset("tiny", sample_size=8) if model is None else model
+    return export_onnx(model, tmp / "out.onnx" if path is None else path, **options)
+
+
+def _onnx_sampler(path):
+    from ddpm_fast.export import OnnxSampler
+
+    return OnnxSampler(path)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: df.FastDDPMScheduler(num_train_timesteps=0), ValueError, "num_train_timesteps"),
+    (lambda: df.FastDDPMScheduler(beta_schedule="quadratic"), ValueError, "beta_schedule"),
+    (lambda: df.FastDDPMScheduler(prediction_type="eps"), ValueError, "prediction_type"),
+    (lambda: df.FastDDPMScheduler(variance_type="learned"), ValueError, "variance_type"),
+    (lambda: df.FastDDPMScheduler(timestep_spacing="even"), ValueError, "timestep_spacing"),
+    (lambda: df.FastDDPMScheduler.from_config(3), TypeError, "config must be a mapping or a scheduler"),
+    (lambda: df.FastDDPMScheduler.from_pretrained("/no/such/scheduler"), FileNotFoundError, "/no/such/scheduler"),
+    (lambda: df.FastDDPMScheduler().set_timesteps(0), ValueError, "num_inference_steps"),
+    (lambda: df.FastDDPMScheduler().set_timesteps(1001), ValueError, "num_inference_steps"),
+    (lambda: df.FastDDPMScheduler().set_timesteps(timesteps=[5, 10]), ValueError, "timesteps"),
+    (lambda: df.FastDDPMScheduler().step([0.0], 5, _x(1, 3, 4, 4)), TypeError, "model_output"),
+    (lambda: df.FastDDPMScheduler().step(_x(1, 3, 4, 4), 1000, _x(1, 3, 4, 4)), ValueError, "1000"),
+    (lambda: df.FastDDPMScheduler().step(_x(1, 3, 4, 5), 5, _x(1, 3, 4, 4)), ValueError, "model_output has shape"),
+])
+def test_fast_ddpm_scheduler_mistakes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: _quality([[0.0]], _img(8, 3, 8, 8)), TypeError, "samples must be"),
+    (lambda: _quality(_img(8, 3, 8, 8), _img(8, 1, 8, 8)), ValueError, "held_out"),
+    (lambda: _quality(_img(1, 3, 8, 8), _img(8, 3, 8, 8)), ValueError, "2"),
+    (lambda: _quality(_img(8, 3, 8, 8).int(), _img(8, 3, 8, 8)), TypeError, "samples must be a floating-point tensor"),
+    (lambda: _quality(torch.full((8, 3, 8, 8), float("nan")), _img(8, 3, 8, 8)), ValueError, "samples"),
+    (lambda: _quality(_img(8, 3, 8, 8), _img(8, 3, 8, 8), seed=-1), ValueError, "seed"),
+    (lambda: _quality(_img(8, 3, 8, 8), _img(8, 3, 8, 8), num_projections=0), ValueError, "num_projections"),
+])
+def test_quality_report_mistakes(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def _img(*shape):
+    return torch.rand(*shape) * 2 - 1
+
+
+def _quality(*args, **options):
+    from ddpm_fast.data.metrics import quality_report
+
+    return quality_report(*args, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: each mistake is one line on stderr naming the option or path, exit status 2, no traceback, and
+# nothing written. {run}: a new run folder; {file}: a text file; {empty}: an empty folder; {unet}: a UNet.save folder.
+
+CLI_MISTAKES = [
+    (["train"], "the following arguments are required: --run-dir"),
+    (["train", "--run-dir", "{run}", "--steps", "0"], "--steps"),
+    (["train", "--run-dir", "{run}", "--steps", "ten"], "--steps"),
+    (["train", "--run-dir", "{run}", "--lr", "nan"], "--lr"),
+    (["train", "--run-dir", "{run}", "--lr", "-1"], "--lr"),
+    (["train", "--run-dir", "{run}", "--data", "{run}-missing"], "missing"),
+    (["train", "--run-dir", "{run}", "--data", "{file}"], "not a dataset"),
+    (["train", "--run-dir", "{run}", "--data", "{empty}"], "no .* images"),
+    (["train", "--run-dir", "{run}", "--image-size", "30"], "image_size: H and W must be multiples of 4"),
+    (["train", "--run-dir", "{file}"], "is a file, not a folder"),
+    (["train", "--run-dir", "{run}", "--model", "huge"], "model must be one of"),
+    (["train", "--run-dir", "{run}", "--device", "tpu"], "device"),
+    (["train", "--run-dir", "{run}", "--prediction-type", "eps"], "--prediction-type"),
+    (["sample", "--checkpoint", "{run}"], "--checkpoint .*: no such folder"),
+    (["sample", "--checkpoint", "{file}"], "--checkpoint .*: is a file; expected a folder"),
+    (["sample", "--checkpoint", "{empty}"], "config.json"),
+    (["sample", "--checkpoint", "{unet}", "--out", "{run}.jpg"], "--out .*: expected a .png or .safetensors path"),
+    (["sample", "--checkpoint", "{unet}", "--out", "{empty}.png"], "--out .*: is a folder"),
+    (["sample", "--checkpoint", "{unet}", "--num-samples", "-1"], "--num-samples"),
+    (["sample", "--checkpoint", "{unet}", "--eta", "0.5"], "--eta applies to --method ddim only"),
+    (["sample", "--checkpoint", "{unet}", "--steps", "2000"], "num_inference_steps"),
+    (["sample", "--checkpoint", "{unet}", "--weights", "model"], "--weights applies to training checkpoints"),
+    (["sample", "--diffusers", "{empty}", "--schedule", "cosine"], "--schedule and --train-timesteps apply to"),
+    (["sample", "--checkpoint", "{unet}", "--diffusers", "{empty}"], "not allowed with argument"),
+    (["sample", "--checkpoint", "{unet}", "--device", "tpu"], "device"),
+    (["sample", "--checkpoint", "{unet}", "--dtype", "float64"], "--dtype"),
+    (["export", "--checkpoint", "{unet}"], "the following arguments are required: --out"),
+    (["export", "--checkpoint", "{unet}", "--out", "{run}.png"], "--out .*: expected a .onnx path"),
+    (["export", "--checkpoint", "{run}", "--out", "{run}.onnx"], "no such folder"),
+    (["export", "--checkpoint", "{unet}", "--out", "{empty}.onnx"], "--out .*: is a folder"),
+    (["export", "--checkpoint", "{unet}", "--out", "{run}.onnx", "--eta", "1"], "--eta applies to --graph ddim_step"),
+    (["export", "--diffusers", "{empty}", "--out", "{run}.onnx", "--graph", "ddpm_step"], "scheduler_config.json"),
+    (["export", "--checkpoint", "{empty}", "--out", "{run}.onnx"], "config.json"),
+    (["demo", "--steps", "0"], "--steps"),
+    (["demo", "--run-dir", "{file}"], "is a file, not a folder"),
+    (["demo", "--device", "tpu"], "device"),
+    (["bench", "--suite", "nope"], "--suite"),
+    (["smaple"], "invalid choice: 'smaple'"),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "notes.txt").write_text("not a dataset")
+    (root / "empty").mkdir()
+    (root / "empty.png").mkdir()  # a folder named like an output file
+    (root / "empty.onnx").mkdir()
+    df.UNet.from_preset("tiny", sample_size=8).save(root / "unet")
+    return root
+
+
+@pytest.mark.parametrize("argv, match", CLI_MISTAKES, ids=[" ".join(argv) for argv, _ in CLI_MISTAKES])
+def test_cli_mistakes(argv, match, cli_paths, capsys):
+    import re
+
+    from ddpm_fast.cli import main as cli
+
+    paths = {"run": str(cli_paths / "new-run"), "file": str(cli_paths / "notes.txt"),
+             "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet")}
+    before = sorted(cli_paths.rglob("*"))
+    try:
+        code = cli.main([part.format(**paths) for part in argv])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(match, err), err
+    assert sorted(cli_paths.rglob("*")) == before  # nothing written, not even an empty run folder

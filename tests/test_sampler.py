@@ -5,6 +5,8 @@ Whole-U-Net runs take the GroupNorm references (`cpu_reference`): the interprete
 The small conv model below runs the interpreted step and noise kernels themselves.
 """
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from torch import nn
 import ddpm_fast as df
 from ddpm_fast import reference
 from ddpm_fast.kernels import cpu_reference
+from ddpm_fast.sampling import sampler as sampler_module
 from ddpm_fast.seed_functions import _seed_coefficient_table, sample_with_fast_sampler
 
 T = 12
@@ -157,7 +160,9 @@ def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
     for source in (pipe, tmp_path):
         if source is tmp_path:
             pipe.save_pretrained(tmp_path)
-        sampler = df.FastSampler.from_diffusers(source, **FP32)
+        # The instance with every default: on a CPU the drop-in gives the pipeline's own (float32) images.
+        sampler = df.FastSampler.from_diffusers(source, **({} if source is pipe else FP32))
+        assert sampler.dtype == torch.float32 and not sampler.cuda_graphs
         assert sampler.clip_sample and sampler.sample_shape == (3, 8, 8) and sampler.timestep_spacing == "leading"
         with cpu_reference():
             images = sampler.sample(2, generator=torch.Generator().manual_seed(4), num_inference_steps=steps)
@@ -231,7 +236,8 @@ def test_compiled_model_matches_eager():
     assert not eager.last_report.compiled and not eager.last_report.fell_back
 
 
-def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
+def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning(monkeypatch):
+    monkeypatch.setattr(sampler_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
     model = ConvEpsModel().eval()
 
     def breaks_the_graph(x, t):
@@ -254,7 +260,8 @@ def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning():
         df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32, compile=True).sample(2, seed=1)
 
 
-def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_path():
+def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_path(monkeypatch):
+    monkeypatch.setattr(sampler_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
     model = ConvEpsModel().eval()
 
     def breaks_at_batch_3(x, t):
@@ -275,11 +282,63 @@ def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_pa
     assert not report.compiled and report.fallbacks == tuple(sampler.fallbacks) and len(sampler.fallbacks) == 1
 
 
+def _steps_cost(monkeypatch, seconds):
+    """Make every eager step time as `seconds`, so the CPU compile policy's estimate is steps x seconds."""
+    monkeypatch.setattr(sampler_module._Runner, "time_eager_step", lambda runner: runner.check() or seconds)
+
+
+def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
+    model = ConvEpsModel().eval()
+    sampler = df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6))
+    assert sampler.compiled  # compile allowed; whether it pays is decided per chain
+    _steps_cost(monkeypatch, 0.5)  # 10 steps x 0.5 s = 5 s, far below the policy's 60 s
+    compiles = []
+    monkeypatch.setattr(sampler, "_compiled", lambda core: compiles.append(core) or core)
+    images = sampler.sample(2, seed=0)
+    report = sampler.last_report
+    assert not compiles and not report.compiled and not report.fell_back
+    assert report.compile_decision == ("eager: 10 steps take about 5.0 s eagerly, below the 60 s a CPU compile needs "
+                                       "to pay off (compile=True forces it)")
+    torch.testing.assert_close(images, df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), **FP32).sample(2, seed=0))
+
+
+def test_cpu_default_compiles_a_long_chain_announces_it_and_reports_it_as_setup(monkeypatch, caplog):
+    model = ConvEpsModel().eval()
+    schedule = df.NoiseSchedule.linear(100)
+    sampler = df.FastSampler(model, schedule, (3, 6, 6))
+    _steps_cost(monkeypatch, 1.0)
+    sampler.sample(2, seed=0, num_inference_steps=10)  # 10 s estimated: eager
+    assert not sampler.last_report.compiled and sampler.last_report.compile_decision.startswith("eager: 10 steps")
+    with caplog.at_level(logging.INFO, logger="ddpm_fast"):
+        images = sampler.sample(2, seed=0)  # the same runner, now 100 steps: 100 s estimated, compiled
+    report = sampler.last_report
+    assert report.compiled and not report.fell_back
+    assert report.compile_decision.startswith("compiled (100 steps take about 100 s eagerly, at least the 60 s")
+    notes = [record.getMessage() for record in caplog.records]
+    assert notes[0].startswith("compiling the ddpm step for batch 2 with torch.compile (100 steps take about 100 s")
+    assert notes[1].startswith("compiled the ddpm step for batch 2 in ")
+    assert report.setup_seconds > 0  # the compile is setup, not sampling
+    eager = df.FastSampler(model, schedule, (3, 6, 6), **FP32).sample(2, seed=0)
+    torch.testing.assert_close(images, eager, rtol=1e-5, atol=1e-5)
+    sampler.sample(2, seed=0, num_inference_steps=10)  # once compiled, a runner stays compiled
+    assert sampler.last_report.compiled and sampler.last_report.setup_seconds < report.setup_seconds
+
+
+def test_compile_true_and_false_override_the_cpu_policy(monkeypatch):
+    _steps_cost(monkeypatch, 1e-6)
+    forced = df.FastSampler(ConvEpsModel().eval(), df.NoiseSchedule.linear(4), (3, 6, 6), compile=True)
+    forced.sample(1, seed=0)
+    assert forced.last_report.compiled and forced.last_report.compile_decision.startswith("compiled (compile=True")
+    _steps_cost(monkeypatch, 1e6)
+    never = df.FastSampler(ConvEpsModel().eval(), df.NoiseSchedule.linear(4), (3, 6, 6), compile=False)
+    never.sample(1, seed=0)
+    assert not never.last_report.compiled and never.last_report.compile_decision == "eager (compile=False)"
+
+
 def test_sample_shape_from_the_model_config_and_defaults_on_cpu():
     sampler = df.FastSampler(tiny_unet(), df.NoiseSchedule.linear(T))
     assert sampler.sample_shape == (3, 32, 32)
-    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert sampler.device.type == "cpu" and sampler.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert sampler.device.type == "cpu" and sampler.dtype == torch.float32  # least surprise: the model's images
     assert sampler.channels_last and sampler.compiled and not sampler.cuda_graphs
 
 

@@ -42,6 +42,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line on stderr ("PROG: error: ...; see PROG --help") and exit
+    status 2: no usage block above it. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written, and every option's default in its help unless the help already states it (or there
     is none to state: None, False, a flag)."""

@@ -392,7 +392,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m ddpm_fast.cli.bench ...`: the same as `ddpm-fast bench ...`."""
-    parser = argparse.ArgumentParser(prog="ddpm-fast")
+    parser = arguments.ArgumentParser(prog="ddpm-fast")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     return run_command(parser, parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
 

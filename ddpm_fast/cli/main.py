@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import sys
 import time
@@ -26,7 +27,7 @@ IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddpm-fast", description=__doc__, formatter_class=arguments.HelpFormatter)
+    parser = arguments.ArgumentParser(prog="ddpm-fast", description=__doc__, formatter_class=arguments.HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="train the tiny U-Net on generated shapes, then time FastSampler beside the naive loop",
@@ -97,8 +98,10 @@ def _add_sample_parser(commands) -> None:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
                                                          "cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="the U-Net's compute dtype (auto: bfloat16 on CUDA and CPUs with native bf16, else float32)")
-    sample.add_argument("--no-compile", action="store_true", help="run each step eagerly (no torch.compile)")
+                        help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on a CPU)")
+    sample.add_argument("--no-compile", action="store_true",
+                        help="run each step eagerly (no torch.compile); by default a GPU compiles, and a CPU compiles "
+                             "only a job that would run a minute or more eagerly")
     sample.add_argument("--no-cuda-graphs", action="store_true", help="launch every step instead of replaying graphs")
     sample.add_argument("--out", type=pathlib.Path, default=pathlib.Path("samples.png"),
                         help="a .png (an image grid) or a .safetensors file (float32 [N, C, H, W] under 'images')")
@@ -138,6 +141,7 @@ def _add_export_parser(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_notes()
     if args.command == "demo":
         from ..sampling.distributed import resolve_device
         from .demo import run_demo
@@ -175,9 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _show_notes() -> None:
+    """The package's INFO notes (such as "compiling the step ..." before a long torch.compile) on stderr, once."""
+    logger = logging.getLogger("ddpm_fast")
+    if not any(getattr(handler, "_ddpm_fast_cli", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ddpm-fast: %(message)s"))
+        handler._ddpm_fast_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pathlib.Path:
     folder = args.checkpoint if args.checkpoint is not None else args.diffusers
     flag = "--checkpoint" if args.checkpoint is not None else "--diffusers"
+    if folder.is_file():
+        parser.error(f"{flag} {folder}: is a file; expected a folder")
     if not folder.is_dir():
         parser.error(f"{flag} {folder}: no such folder")
     return folder
@@ -228,8 +245,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             report = sampler.last_report
             print(f"wrote {args.out}: {args.num_samples} samples {tuple(images.shape[1:])}, world size {world_size}, "
                   f"{report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s on rank 0 "
-                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s; "
-                  f"{'compiled' if report.compiled else 'eager'}, "
+                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s; {report.compile_decision}; "
                   f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}), "
                   f"{wall_seconds:.2f} s in all", flush=True)
             for reason in report.fallbacks:

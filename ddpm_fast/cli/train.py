@@ -30,6 +30,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
     train.add_argument("--data", default=defaults.data,
                        help="'shapes' (embedded, generated), an image folder, a .npz file or a CIFAR-10 python folder")
+    train.add_argument("--skip-unreadable", action="store_true",
+                       help="leave out the images of an image folder that cannot be decoded (counted in log.jsonl) "
+                            "instead of stopping before training")
     train.add_argument("--image-size", type=arguments.positive_int, default=defaults.image_size)
     train.add_argument("--model", default=defaults.model, help="a UNet preset: tiny, ddpm-cifar10, ddpm-256")
     train.add_argument("--steps", type=arguments.positive_int, default=defaults.steps, help="train up to this step")
@@ -69,7 +72,7 @@ def add_train_parser(commands) -> None:
 
 def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
-        model=args.model, data=args.data, image_size=args.image_size, num_workers=args.num_workers,
+        model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable, image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,

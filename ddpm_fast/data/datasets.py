@@ -48,7 +48,9 @@ def describe(dataset: torch.utils.data.Dataset) -> str:
     source = getattr(dataset, "source", None)
     size = f"{getattr(dataset, 'channels', '?')}x{getattr(dataset, 'image_size', '?')}x" \
            f"{getattr(dataset, 'image_size', '?')}"
-    return f"{kind}{f' ({source})' if source else ''}: {len(dataset)} images of {size}"
+    skipped = getattr(dataset, "skipped", None)
+    note = f" ({len(skipped)} unreadable skipped)" if skipped else ""
+    return f"{kind}{f' ({source})' if source else ''}: {len(dataset)} images of {size}{note}"
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -202,23 +204,42 @@ def _draw_shapes(draws: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Every PNG/JPEG under ``root`` (recursive, case-insensitive suffix, sorted by relative path), as RGB.
 
-    Images are read lazily in ``__getitem__`` (so DataLoader workers share the decoding), turned upright by their
-    EXIF orientation, converted to RGB (greyscale is replicated, alpha is dropped), resized so the shorter side is
-    ``image_size`` (bicubic) and centre-cropped to a square.
+    Every file is decoded once here (JPEGs at reduced scale, so the check is quick), so that an unreadable image is
+    found before training starts rather than mid-run: a ValueError naming it, or with ``skip_unreadable=True`` the
+    file is left out and listed in ``skipped`` ([(path, why)]). Images are then read lazily in ``__getitem__`` (so
+    DataLoader workers share the decoding), turned upright by their EXIF orientation, converted to RGB (greyscale
+    is replicated, alpha is dropped), resized so the shorter side is ``image_size`` (bicubic) and centre-cropped to
+    a square.
     """
 
-    def __init__(self, root: PathLike, image_size: int):
+    def __init__(self, root: PathLike, image_size: int, skip_unreadable: bool = False):
         self.root = _existing_path(root, "root")
         if not self.root.is_dir():
             raise ValueError(f"root {self.root}: not a folder")
         self.image_size = _check_int("image_size", image_size, 1)
+        if not isinstance(skip_unreadable, bool):
+            raise TypeError(f"skip_unreadable must be True or False, got {skip_unreadable!r}")
         self.channels = 3
         self.source = str(self.root)
-        self.files = sorted((path for path in self.root.rglob("*")
-                             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
-                            key=lambda path: path.relative_to(self.root).as_posix())
-        if not self.files:
+        found = sorted((path for path in self.root.rglob("*")
+                        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
+                       key=lambda path: path.relative_to(self.root).as_posix())
+        if not found:
             raise ValueError(f"root {self.root}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
+        self.files: list[pathlib.Path] = []
+        self.skipped: list[tuple[str, str]] = []
+        for path in found:
+            problem = _unreadable_because(path, image_size)
+            if problem is None:
+                self.files.append(path)
+            elif skip_unreadable:
+                self.skipped.append((str(path), problem))
+            else:
+                raise ValueError(f"{path}: cannot read this image ({problem}); fix or remove it, or skip unreadable "
+                                 "images (skip_unreadable=True, --skip-unreadable)")
+        if not self.files:
+            raise ValueError(f"root {self.root}: none of its {len(found)} images can be read (first: "
+                             f"{self.skipped[0][0]}: {self.skipped[0][1]})")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -235,6 +256,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return _to_unit_range(pixels)
 
 
+def _unreadable_because(path: pathlib.Path, image_size: int) -> Optional[str]:
+    """None when the image decodes, else why not. JPEGs decode at the smallest scale still >= image_size (draft)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (image_size, image_size))
+            image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # .npz arrays
 
@@ -243,7 +275,8 @@ class NpzDataset(InMemoryImages):
     """Square images stored in one array of an ``.npz`` file: [N, H, W, C] or [N, C, H, W] with C in 1, 3, 4.
 
     The array is the file's only one, or the one named by ``key``. uint8 pixels map to [-1, 1]; a float array
-    must already lie in [-1, 1] (a [0, 1] array is refused rather than guessed at). The layout is read from where
+    must already lie in [-1, 1]: one outside it (a [0, 255] array, say) is refused rather than rescaled by a guess,
+    and a [0, 1] array, which lies inside, is taken as it is (store x·2 − 1). The layout is read from where
     the channel axis is (channels-last wins if both fit, e.g. [N, 3, 3, 3]). Channels are kept as stored.
     With ``image_size`` the images are resized once, at load time; by default they keep their stored size.
     """
@@ -393,8 +426,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 # one front door
 
 
-def open_dataset(source: Union[PathLike, None], image_size: int = 32, **options) -> torch.utils.data.Dataset:
-    """The dataset ``source`` names, at ``image_size``; ``options`` go to its class.
+def open_dataset(source: Union[PathLike, None], image_size: int = 32, *, skip_unreadable: bool = False,
+                 **options) -> torch.utils.data.Dataset:
+    """The dataset ``source`` names, at ``image_size``; ``options`` go to its class. ``skip_unreadable`` applies to
+    image folders (the other kinds are one file, read whole or refused).
 
     ``None`` or ``"shapes"`` → :class:`ShapesDataset` (num_images, seed, split); a ``.npz`` file →
     :class:`NpzDataset` (key); a folder holding data_batch_1 or test_batch, directly or in cifar-10-batches-py/ →
@@ -412,4 +447,4 @@ def open_dataset(source: Union[PathLike, None], image_size: int = 32, **options)
     if any((folder / name).is_file() for folder in (path, path / CIFAR10_FOLDER)
            for name in ("data_batch_1", "test_batch")):
         return Cifar10Dataset(path, image_size=image_size, **options)
-    return ImageFolderDataset(path, image_size, **options)
+    return ImageFolderDataset(path, image_size, skip_unreadable=skip_unreadable, **options)

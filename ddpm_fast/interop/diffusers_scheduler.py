@@ -266,6 +266,9 @@ def _randn_like_diffusers(shape, generator, device, dtype) -> torch.Tensor:
 
 def check_scheduler_config(config: dict) -> None:
     """ValueError for every DDPMScheduler option FastDDPMScheduler (and FastSampler) cannot honour."""
+    total = config["num_train_timesteps"]
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ValueError(f"num_train_timesteps must be a positive int, got {total!r}")
     if config["thresholding"]:
         raise ValueError("thresholding=True (dynamic thresholding) is not supported by FastDDPMScheduler")
     if config["variance_type"] not in VARIANCE_TYPES:

@@ -217,22 +217,33 @@ def config_from_diffusers(raw: dict) -> UNetConfig:
         if len(set(sample_size)) != 1:
             raise ValueError(f"sample_size={sample_size!r}: only square samples are supported")
         sample_size = sample_size[0]
-    if not float(cfg["freq_shift"]).is_integer():
+    numbers = {key: _number(cfg, key) for key in ("norm_eps", "dropout", "mid_block_scale_factor", "freq_shift")}
+    if not numbers["freq_shift"].is_integer():
         raise ValueError(f"freq_shift={cfg['freq_shift']!r} must be an integer")
+    for key in ("flip_sin_to_cos", "center_input_sample", "add_attention"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key}={cfg[key]!r} must be true or false")
     return UNetConfig(
         sample_size=int(sample_size or 32), in_channels=cfg["in_channels"], out_channels=cfg["out_channels"],
         block_out_channels=widths, layers_per_block=cfg["layers_per_block"],
         down_attention=tuple(_DOWN_TYPES[b] for b in down_types), up_attention=tuple(_UP_TYPES[b] for b in up_types),
         mid_block=cfg["mid_block_type"] is not None, mid_attention=bool(cfg["add_attention"]),
         attention_head_dim=cfg["attention_head_dim"], norm_num_groups=cfg["norm_num_groups"],
-        attn_norm_num_groups=cfg["attn_norm_num_groups"], norm_eps=float(cfg["norm_eps"]),
-        dropout=float(cfg["dropout"]), resnet_time_scale_shift=cfg["resnet_time_scale_shift"],
-        time_embedding_dim=cfg["time_embedding_dim"], flip_sin_to_cos=bool(cfg["flip_sin_to_cos"]),
-        freq_shift=int(cfg["freq_shift"]), downsample_padding=cfg["downsample_padding"],
-        mid_block_scale_factor=float(cfg["mid_block_scale_factor"]),
-        center_input_sample=bool(cfg["center_input_sample"]),
+        attn_norm_num_groups=cfg["attn_norm_num_groups"], norm_eps=numbers["norm_eps"],
+        dropout=numbers["dropout"], resnet_time_scale_shift=cfg["resnet_time_scale_shift"],
+        time_embedding_dim=cfg["time_embedding_dim"], flip_sin_to_cos=cfg["flip_sin_to_cos"],
+        freq_shift=int(numbers["freq_shift"]), downsample_padding=cfg["downsample_padding"],
+        mid_block_scale_factor=numbers["mid_block_scale_factor"], center_input_sample=cfg["center_input_sample"],
         num_class_embeds=cfg["num_class_embeds"],
     )
+
+
+def _number(cfg: dict, key: str) -> float:
+    """cfg[key] as a float; a ValueError naming the field when it is not a number."""
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}={value!r} must be a number")
+    return float(value)
 
 
 def config_to_diffusers(config: UNetConfig) -> dict:

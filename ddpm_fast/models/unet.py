@@ -146,8 +146,11 @@ class UNet(nn.Module):
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu") -> "UNet":
-        """A UNet saved by `save` (no pickle: JSON config + safetensors weights)."""
+        """A UNet saved by `save` (no pickle: JSON config + safetensors weights). FileNotFoundError for a missing
+        folder or file; ValueError for a path that is not such a folder or holds a config of another kind."""
         directory = pathlib.Path(directory)
+        if directory.is_file():
+            raise ValueError(f"{directory} is a file; expected a UNet.save folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
         meta = files.read_json(directory / CONFIG_NAME)
         if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
             raise ValueError(f"{directory / CONFIG_NAME}: not a {CHECKPOINT_FORMAT} checkpoint config")

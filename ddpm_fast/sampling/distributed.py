@@ -187,6 +187,8 @@ def resolve_device(device: Union[str, torch.device, None], local_rank: Optional[
         device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: not a device ddpm_fast samples or trains on
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {str(device)!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available")

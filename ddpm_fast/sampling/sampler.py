@@ -15,6 +15,7 @@ import collections
 import contextlib
 import copy
 import itertools
+import logging
 import time
 import types
 import warnings
@@ -37,6 +38,14 @@ from .timesteps import SPACINGS
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
 _RUNNER_IDS = itertools.count()
+_LOG = logging.getLogger(__name__)
+
+# On a CPU torch.compile pays only for long jobs. Measured on the 2-core CPU machine (tiny U-Net, 16 samples of
+# 3x32x32, fp32): compiling the step took 23 s and made each step 1.7x faster (56 ms -> 34 ms), so it breaks even
+# at about 57 s of eager work; a busy machine compiled the same step in 274 s. Left to default (compile=None), a
+# CPU sampler therefore times two eager steps of each new (batch size, method) and compiles only when the chain
+# asked for would take at least this long eagerly. compile=True always compiles; compile=False never does.
+CPU_COMPILE_MIN_EAGER_SECONDS = 60.0
 
 
 class FastPathFallbackWarning(RuntimeWarning):
@@ -55,7 +64,8 @@ class SamplingReport:
     sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
     graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
-    (empty when they run as the sampler was built).
+    (empty when they run as the sampler was built); compile_decision: why the steps ran compiled or eager (on a CPU
+    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS).
     """
 
     batch_size: int
@@ -67,6 +77,7 @@ class SamplingReport:
     graphs_captured: int = 0
     graph_replays: int = 0
     fallbacks: tuple[str, ...] = ()
+    compile_decision: str = ""
     _start: Any = field(default=None, repr=False)
     _end: Any = field(default=None, repr=False)
     _seconds: Optional[float] = field(default=None, repr=False)
@@ -99,11 +110,14 @@ class FastSampler:
     sample_shape: (C, H, W); taken from the model's config (in_channels, sample_size) when omitted.
     prediction_type, variance_type, clip_sample, clip_sample_range: as in `ddpm_fast.p_step`.
     device: where to sample; default the model's device.
-    dtype: the model's compute dtype; default bfloat16 on CUDA and on CPUs with native bf16, else float32.
+    dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on a CPU (the images of the model as given;
+        pass torch.bfloat16 for speed on CPUs with native bf16).
     channels_last: run the model NHWC; default True for modules.
-    compile: torch.compile(fullgraph=True) each step — model and fused update — (default True; compile_mode is
-        torch.compile's mode). Left to default, a model that fails to compile runs eagerly with a
-        FastPathFallbackWarning; compile=True raises.
+    compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
+        mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
+        CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
+        logger at INFO and counted in the report's setup_seconds). Left to default, a model that fails to compile
+        runs eagerly with a FastPathFallbackWarning; compile=True raises.
     cuda_graphs: capture the steps in CUDA graphs; default on CUDA. Left to default, a step that cannot be captured
         runs without graphs with a FastPathFallbackWarning; cuda_graphs=True raises.
     steps_per_graph: steps captured per graph (fewer replay launches; same memory, as steps reuse one pool).
@@ -298,7 +312,8 @@ class FastSampler:
         self.last_report = SamplingReport(
             batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
             cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
-            graph_replays=replays, fallbacks=tuple(runner.fallbacks), **clock.parts())
+            graph_replays=replays, fallbacks=tuple(runner.fallbacks), compile_decision=runner.compile_decision,
+            **clock.parts())
         return _convert(images, output_type)
 
     @torch.no_grad()
@@ -329,21 +344,54 @@ class FastSampler:
                 self._runners.popitem(last=False)
         else:
             self._runners.move_to_end(key)
+        self._settle_compile(runner, batch_size, options, plan.num_steps)
         if runner.graphs is not None:
             self._capture(runner, plan.num_steps)
         return runner
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
-        eager_core = make_step_core(self._denoise, options)
-        # What the sampler already gave up, this batch size runs without too.
-        runner = _Runner(state, self._compiled(eager_core) if self.compiled else eager_core, self._chain,
-                         compiled=self.compiled, fallbacks=self.fallbacks)
-        self._check_compiles(runner, eager_core)
+        # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
+        runner = _Runner(state, make_step_core(self._denoise, options), self._chain, fallbacks=self.fallbacks)
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
-            runner.graphs = GraphedSteps(runner.step, state, per_graph)
+            runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
         return runner
+
+    def _settle_compile(self, runner: "_Runner", batch_size: int, options: StepOptions, num_steps: int) -> None:
+        """Decide whether this runner's steps run compiled, before its first chain (and again for a longer chain
+        while the CPU policy kept it eager); run one step either way, so a model that fails shows it here."""
+        if runner.compiled or (runner.checked and not runner.by_policy):
+            return
+        if not self.compiled:  # compile=False, or a compile failure the sampler fell back from
+            runner.compile_decision = ("eager: torch.compile failed earlier (see fallbacks)" if self.fallbacks
+                                       and self._compile_requested is None else "eager (compile=False)")
+            runner.check()
+            return
+        if self._compile_requested is None and self.device.type == "cpu":
+            if runner.eager_step_seconds is None:
+                runner.eager_step_seconds = runner.time_eager_step()
+            estimate = runner.eager_step_seconds * num_steps
+            if estimate < CPU_COMPILE_MIN_EAGER_SECONDS:
+                runner.by_policy = True
+                runner.compile_decision = (
+                    f"eager: {num_steps} steps take about {estimate:.1f} s eagerly, below the "
+                    f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off (compile=True forces it)")
+                return
+            reason = (f"{num_steps} steps take about {estimate:.0f} s eagerly, at least the "
+                      f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
+        else:
+            reason = "compile=True" if self._compile_requested else f"the default on {self.device.type}"
+        _LOG.info("compiling the %s step for batch %d with torch.compile (%s); this takes a while once, on a CPU "
+                  "from about 20 s to a few minutes, and is cached for later calls", options.method, batch_size, reason)
+        start = time.perf_counter()
+        eager_core = runner.core
+        runner.core, runner.compiled, runner.by_policy = self._compiled(eager_core), True, False
+        self._check_compiles(runner, eager_core)
+        if runner.compiled:
+            seconds = time.perf_counter() - start
+            runner.compile_decision = f"compiled ({reason}; compiling took {seconds:.1f} s)"
+            _LOG.info("compiled the %s step for batch %d in %.1f s", options.method, batch_size, seconds)
 
     def _capture(self, runner: "_Runner", num_steps: int) -> None:
         """Capture the graphs a chain of num_steps replays. Left to default, a step that cannot be captured (a model
@@ -369,19 +417,19 @@ class FastSampler:
         return torch.compile(own, fullgraph=True, dynamic=False, mode=self.compile_mode)
 
     def _check_compiles(self, runner: "_Runner", eager_core: Callable) -> None:
-        """Run one step now (step 0, on the zero-filled buffers): a model that fails shows it here, not mid-run.
-        Left to default, compile falls back to eager when torch.compile cannot handle the model."""
+        """Run the compiled step once now: left to default, compile falls back to eager when torch.compile cannot
+        handle the model; compile=True raises."""
         try:
-            runner.step()
+            runner.check()
         except Exception as error:  # noqa: BLE001 — any compile failure; retried eagerly below
-            if not self.compiled or self._compile_requested is not None:
+            if self._compile_requested is not None:
                 raise
             self._fall_back(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
                             "FastSampler runs it eagerly", [runner])
             self.compiled = False
             runner.core, runner.compiled = eager_core, False
-            runner.step()
-        runner.state.step_index.zero_()
+            runner.compile_decision = "eager: torch.compile failed (see fallbacks)"
+            runner.check()
 
     def _fall_back(self, reason: str, runners) -> None:
         """Record a fast path given up: on the sampler (later batch sizes run without it too) and on the runners
@@ -393,15 +441,36 @@ class FastSampler:
 
 
 class _Runner:
-    """The buffers of one (batch size, options) key and how its steps run: eagerly, or replayed CUDA graphs."""
+    """The buffers of one (batch size, options) key and how its steps run: eagerly or compiled, one by one or
+    replayed from CUDA graphs."""
 
-    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, compiled: bool, fallbacks: list[str]):
-        self.state, self.core, self.chain, self.compiled = state, core, chain, compiled
+    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, fallbacks: list[str]):
+        self.state, self.core, self.chain = state, core, chain
+        self.compiled = False
+        self.checked = False  # one step ran with the current core
+        self.by_policy = False  # eager because the CPU policy judged the chain too short to pay for a compile
+        self.eager_step_seconds: Optional[float] = None
+        self.compile_decision = ""
         self.graphs: Optional[GraphedSteps] = None
         self.fallbacks = list(fallbacks)  # the fast paths these steps run without, with why
 
     def step(self) -> None:
         run_step(self.core, self.chain, self.state)
+
+    def check(self) -> None:
+        """Run step 0 on the zero-filled buffers (a model or compile that fails shows it here, not mid-run)."""
+        self.step()
+        self.state.step_index.zero_()
+        self.checked = True
+
+    def time_eager_step(self) -> float:
+        """Seconds of one eager step: the faster of two, so one-time costs (allocation, oneDNN set-up) drop out."""
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            self.check()
+            seconds.append(time.perf_counter() - start)
+        return min(seconds)
 
     def run(self, num_steps: int, generator: Optional[torch.Generator], device: torch.device,
             progress: Optional[Callable[[int], None]]) -> int:
@@ -474,12 +543,8 @@ def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the device computes it natively (CUDA; CPUs with AVX-512 BF16 / AMX), else float32."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    """bf16 on CUDA (the card's format); float32 elsewhere, so that a drop-in gives the model's own images."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def _resolve_sample_shape(model: Any, sample_shape: Optional[tuple]) -> tuple[int, int, int]:

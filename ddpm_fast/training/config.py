@@ -20,6 +20,8 @@ class TrainingConfig:
 
     model / model_overrides: a UNet preset and UNetConfig fields to change (sample_size follows image_size).
     data: "shapes" (the embedded dataset), an image folder, a .npz file or a CIFAR-10 python folder.
+    skip_unreadable_images: leave out the images of an image folder that cannot be decoded (counted in log.jsonl)
+        instead of refusing the folder.
     schedule, num_train_timesteps: the noise schedule (linear with T ≠ 1000 scales β by 1000/T, as improved-diffusion
         does, so ᾱ_T still reaches ~0).
     prediction_type, min_snr_gamma: the objective (ε, x0 or v; optional Min-SNR-γ weighting).
@@ -34,6 +36,7 @@ class TrainingConfig:
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     data: str = "shapes"
+    skip_unreadable_images: bool = False
     image_size: int = 32
     num_workers: int = 0
     schedule: str = "linear"
@@ -91,7 +94,7 @@ class TrainingConfig:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
-        for name in ("ema_warmup",):
+        for name in ("ema_warmup", "skip_unreadable_images"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("channels_last", "compile"):

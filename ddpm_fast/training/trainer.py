@@ -43,7 +43,7 @@ from .objectives import diffusion_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "sample_count",
-                     "sample_steps", "num_workers", "compile")
+                     "sample_steps", "num_workers", "compile", "skip_unreadable_images")
 
 
 def build_schedule(config: TrainingConfig) -> NoiseSchedule:
@@ -102,8 +102,11 @@ class Trainer:
         if dataset is None:
             from ..data.datasets import open_dataset
 
-            dataset = open_dataset(config.data, config.image_size)
+            dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images)
         self.dataset = dataset
+        if len(dataset) < config.batch_size:  # found before any file is made, not when the first batch is drawn
+            raise ValueError(f"the dataset holds {len(dataset)} images, fewer than one batch of {config.batch_size} "
+                             "(lower batch_size, --batch-size)")
         channels = int(getattr(dataset, "channels", 3))
         self.schedule = build_schedule(config)
         self.sample_shape = (channels, config.image_size, config.image_size)
@@ -154,6 +157,11 @@ class Trainer:
         log = JsonlLog(self.run_dir / "log.jsonl") if self.rank == 0 else None
         if log is not None:
             log.truncate_after(start_step)
+            skipped = getattr(self.dataset, "skipped", None)
+            if skipped is not None and self.config.skip_unreadable_images:
+                # step = the run's start, so a later resume from this point keeps the record; first 20 paths only
+                log.write({"step": start_step, "event": "data", "images": len(self.dataset),
+                           "unreadable_skipped": len(skipped), "unreadable": [path for path, _ in skipped[:20]]})
             if start_step == 0:
                 self._write_data_grid()
         loader = self._loader(start_step)
