@@ -323,7 +323,10 @@ def test_a_fast_path_that_fell_back_is_marked_invalid_never_ours():
     assert report.INVALID not in clean and f"| {report._rate(sampling_info(16)['images_per_s']['fast'])} |" in clean
 
 
-def test_benchmarks_record_what_ran_after_the_fact():
+def test_benchmarks_record_what_ran_after_the_fact(monkeypatch):
+    from ddpm_fast.sampling import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the default compiles on a CPU too
     sampling = bench.load_suite_module(BENCHMARKS, "test_sampling")
     conv = torch.nn.Conv2d(3, 3, 1)
 
@@ -341,6 +344,7 @@ def test_benchmarks_record_what_ran_after_the_fact():
     fell_back = sampling.record_what_ran([fine, broken])
     assert list(fell_back) == ["fast"] and "torch.compile failed" in fell_back["fast"]
     assert broken.options["compile"] is False and broken.options["graph_replays"] == 0  # what ran
+    assert broken.options["compile_decision"] == "eager: torch.compile failed (see fallbacks)"
     assert sampling.goals(1, {"naive": 1.0, "fast_no_compile": 3.0}, torch.device("cpu")) == {
         "fast ran without falling back": False}
 

@@ -64,7 +64,7 @@ class SamplingReport:
     sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
     graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
-    (empty when they run as the sampler was built); compile_decision: why the steps ran compiled or eager (on a CPU
+    (empty when they run as the sampler was built); channels_last: the model ran NHWC; compile_decision: why the steps ran compiled or eager (on a CPU
     the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS).
     """
 
@@ -78,6 +78,7 @@ class SamplingReport:
     graph_replays: int = 0
     fallbacks: tuple[str, ...] = ()
     compile_decision: str = ""
+    channels_last: bool = False
     _start: Any = field(default=None, repr=False)
     _end: Any = field(default=None, repr=False)
     _seconds: Optional[float] = field(default=None, repr=False)
@@ -112,7 +113,9 @@ class FastSampler:
     device: where to sample; default the model's device.
     dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on a CPU (the images of the model as given;
         pass torch.bfloat16 for speed on CPUs with native bf16).
-    channels_last: run the model NHWC; default True for modules.
+    channels_last: run the model NHWC. Default for modules: True on CUDA; on a CPU the faster layout for this model,
+        timed once (three model calls in each layout at the first batch size): NHWC speeds some models up there
+        (diffusers' UNet2DModel) and slows others (ours, whose CPU GroupNorm takes its statistics in NCHW).
     compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
         mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
         CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
@@ -180,6 +183,7 @@ class FastSampler:
         self.dtype = dtype if dtype is not None else _default_dtype(self.device)
         is_module = isinstance(model, nn.Module)
         self.channels_last = channels_last if channels_last is not None else is_module
+        self._layout_pending = channels_last is None and is_module and not is_cuda  # timed at the first runner
         self._graphs_requested = cuda_graphs
         self.cuda_graphs = cuda_graphs if cuda_graphs is not None else is_cuda
         if self.cuda_graphs and not is_cuda:
@@ -313,7 +317,7 @@ class FastSampler:
             batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
             cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
             graph_replays=replays, fallbacks=tuple(runner.fallbacks), compile_decision=runner.compile_decision,
-            **clock.parts())
+            channels_last=self.channels_last, **clock.parts())
         return _convert(images, output_type)
 
     @torch.no_grad()
@@ -350,6 +354,8 @@ class FastSampler:
         return runner
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
+        if self._layout_pending:
+            self._settle_layout(batch_size)
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
         # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
         runner = _Runner(state, make_step_core(self._denoise, options), self._chain, fallbacks=self.fallbacks)
@@ -357,6 +363,22 @@ class FastSampler:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
             runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
         return runner
+
+    def _settle_layout(self, batch_size: int) -> None:
+        """Keep the faster memory layout for this model on a CPU: the fastest of three calls in each."""
+        self._layout_pending = False
+        x = torch.zeros(batch_size, *self.sample_shape, device=self.device)
+        t = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+        seconds: dict[bool, list[float]] = {True: [], False: []}
+        for channels_last in (True, False) * 3:  # interleaved, so a machine growing busier favours neither
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            self.model.to(memory_format=layout)
+            x_layout = x.contiguous(memory_format=layout)
+            start = time.perf_counter()
+            self._denoise(x_layout, t)
+            seconds[channels_last].append(time.perf_counter() - start)
+        self.channels_last = min(seconds[True]) < min(seconds[False])
+        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def _settle_compile(self, runner: "_Runner", batch_size: int, options: StepOptions, num_steps: int) -> None:
         """Decide whether this runner's steps run compiled, before its first chain (and again for a longer chain
