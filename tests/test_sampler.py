@@ -510,3 +510,22 @@ def test_a_step_that_cannot_be_captured_runs_without_graphs():
     expected = df.FastSampler(model, schedule, (3, 8, 8), dtype=torch.float32, compile=False, cuda_graphs=False,
                               channels_last=False).sample(2, seed=0)  # the layout the function's sampler uses
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, steps, eta", [("ddpm", None, 0.0), ("ddpm", 7, 0.0), ("ddim", 9, 0.5),
+                                                ("ddim", 9, 0.0)])
+def test_eager_cpu_prefetched_noise_is_the_noise_each_step_draws(method, steps, eta):
+    # An eager CPU runner draws a seeded chain's z 16 steps at a time (PhiloxPrefetch); the images must be those of
+    # steps that draw their own z in the op. T = 40: the full chain crosses two chunk boundaries.
+    model = ConvEpsModel().eval()
+    schedule = df.NoiseSchedule.linear(40)
+    prefetched = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
+    in_op = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
+    in_op.warm_up(3, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
+    for runner in in_op._runners.values():
+        assert runner.prefetch is not None or (method == "ddim" and eta == 0.0)
+        runner.prefetch, runner.core = None, runner.compile_source  # the step's own Philox draw
+    with cpu_reference():
+        expected = in_op.sample(3, seed=11, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
+        got = prefetched.sample(3, seed=11, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
+    assert torch.equal(got, expected)

@@ -17,6 +17,7 @@ import time
 from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
 from ..training.config import SCHEDULES
 from . import arguments, bench
+from .threads import configure_torch_threads
 from .train import add_train_parser, run_train
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         try:
-            resolve_device(args.device)
-        except ValueError as error:  # no CUDA for --device cuda, or no device at all
+            if resolve_device(args.device).type == "cpu":
+                print(configure_torch_threads(), flush=True)
+        except ValueError as error:  # no CUDA for --device cuda, no device at all, a bad DDPM_FAST_THREADS
             print(f"ddpm-fast demo: error: {error}", file=sys.stderr)
             return 2
         try:
@@ -231,6 +233,10 @@ def _run_sample(args: argparse.Namespace) -> int:
 
     rank, world_size, device = init_from_environment(args.device)
     try:
+        if device.type == "cpu":
+            threads = configure_torch_threads()
+            if rank == 0:
+                print(threads, flush=True)
         sampler = _build_sampler(args, device)
         if args.out.suffix.lower() == ".png" and sampler.sample_shape[0] not in IMAGE_CHANNELS:
             raise ValueError(f"--out {args.out}: a PNG holds 1, 3 or 4 channels; this model samples "

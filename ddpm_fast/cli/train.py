@@ -15,6 +15,7 @@ import sys
 from ..kernels.constants import PREDICTION_TYPES
 from ..training.config import DTYPES, SCHEDULES, TrainingConfig
 from . import arguments
+from .threads import configure_torch_threads
 
 
 def add_train_parser(commands) -> None:
@@ -99,9 +100,12 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     try:
         try:
+            threads = configure_torch_threads() if device.type == "cpu" else None
+            if threads is not None and rank == 0:
+                print(threads, flush=True)
             trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
                               progress=not args.no_progress)
-        except (ValueError, FileNotFoundError) as error:  # bad data paths, sizes, a resume that does not fit
+        except (ValueError, FileNotFoundError) as error:  # bad data paths, sizes, a resume that does not fit, threads
             print(f"ddpm-fast train: error: {error}", file=sys.stderr)
             return 2
         if rank == 0:

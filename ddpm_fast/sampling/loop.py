@@ -15,7 +15,8 @@ from typing import Callable, Optional
 import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
+from ..kernels.constants import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from ..kernels.philox import philox_normal_reference
 from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,13 +65,16 @@ class StepState:
     step_index: torch.Tensor = field(default=None)  # int64 [1]
 
     @classmethod
-    def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str) -> "StepState":
+    def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str,
+                 noise_buffer: bool = False) -> "StepState":
+        """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
         return cls(
             x=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout),
             seed=torch.zeros(1, device=device, dtype=torch.int64) if noise == "philox" else None,
             # NCHW whatever the model's layout: torch.randn fills it in the order a reference loop's randn does.
-            noise=torch.zeros(shape, device=device, dtype=torch.float32) if noise == "given" else None,
+            noise=torch.zeros(shape, device=device, dtype=torch.float32) if noise == "given" or noise_buffer
+            else None,
             step_index=torch.zeros(1, device=device, dtype=torch.int64),
         )
 
@@ -121,8 +125,16 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     learned_variance = options.variance_type == "learned_range"
     prediction = PREDICTION_TYPES[options.prediction_type]
     variance = VARIANCE_TYPES[options.variance_type]
+    given = options.noise == "given"
+    # DDIM with eta = 0 adds σ·z = 0: no noise to draw (a CPU step would spend ~130 integer ops on it).
+    noiseless = options.method == "ddim" and options.eta == 0.0
 
     def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed):
+        # The state may hold both a key and a noise buffer (a CPU runner that prefetches its Philox noise): use the
+        # one these options name.
+        noise, seed = (noise, None) if given else (None, seed)
+        if noiseless:
+            noise = seed = None
         index = step_index.expand(x.shape[0])
         t = model_timesteps.index_select(0, index)
         output = check_model_output(denoise(x, t), x, learned_variance)
@@ -135,6 +147,39 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
             prediction, options.eta, options.clip_sample, options.clip_sample_range)
 
     return step_core
+
+
+class PhiloxPrefetch:
+    """The seeded z of an eager CPU chain, drawn `chunk` steps at a time into the state's noise buffer.
+
+    A step's Philox noise is ~130 small integer ops, which at small batches costs a CPU step as much as several model
+    layers; drawn for many steps in one call, it costs little. The values are the kernels' own: Philox keyed by
+    (seed, sample_offset + i, the step's timestep, STREAM_REVERSE_STEP), the same z the step would draw itself.
+    """
+
+    def __init__(self, options: StepOptions, state: StepState, chain: ChainBuffers, chunk: int = 16):
+        self.options, self.state, self.chain, self.chunk = options, state, chain, chunk
+        batch = state.x.shape[0]
+        self.sample_index = torch.arange(batch, device=state.x.device) + options.sample_offset
+        self._block: Optional[torch.Tensor] = None
+
+    def fill(self, step_index: int, num_steps: int) -> None:
+        """Put step `step_index`'s z into state.noise (drawing the next chunk first when it starts one)."""
+        position = step_index % self.chunk
+        if position == 0:
+            count = min(self.chunk, num_steps - step_index)
+            # The timestep each step's kernel keys its noise by (clamped as the kernels clamp it): DDPM's column of
+            # the chain's table, DDIM's model timestep.
+            if self.options.method == "ddpm":
+                steps, last = self.chain.kernel_steps, self.chain.table.shape[1] - 1
+            else:
+                steps, last = self.chain.model_timesteps, self.chain.alphas_cumprod.numel() - 1
+            steps = steps[step_index:step_index + count].clamp(0, last)
+            batch, shape = self.sample_index.shape[0], tuple(self.state.noise.shape)
+            self._block = philox_normal_reference(
+                self.state.seed, self.sample_index.repeat(count), steps.repeat_interleave(batch), STREAM_REVERSE_STEP,
+                (count * batch, *shape[1:])).view(count, *shape)
+        self.state.noise.copy_(self._block[position])
 
 
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:

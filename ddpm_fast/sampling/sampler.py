@@ -19,7 +19,7 @@ import logging
 import time
 import types
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -31,8 +31,8 @@ from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.constants import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
-from .loop import (ChainBuffers, GraphedSteps, StepOptions, StepState, make_step_core, progress_bar, run_step,
-                   torch_noise, unwrap_model_output)
+from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
+                   run_step, torch_noise, unwrap_model_output)
 from .plan import SamplingPlan, build_plan
 from .timesteps import SPACINGS
 
@@ -356,9 +356,17 @@ class FastSampler:
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
         if self._layout_pending:
             self._settle_layout(batch_size)
-        state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise)
+        # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
+        # in-kernel, where inductor fuses it.
+        prefetch = (self.device.type == "cpu" and options.noise == "philox"
+                    and not (options.method == "ddim" and options.eta == 0.0))
+        state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
+                                   noise_buffer=prefetch)
+        eager_core = make_step_core(self._denoise, replace(options, noise="given") if prefetch else options)
         # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
-        runner = _Runner(state, make_step_core(self._denoise, options), self._chain, fallbacks=self.fallbacks)
+        runner = _Runner(state, eager_core, self._chain, fallbacks=self.fallbacks,
+                         prefetch=PhiloxPrefetch(options, state, self._chain) if prefetch else None,
+                         compile_source=make_step_core(self._denoise, options))
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
             runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
@@ -408,7 +416,7 @@ class FastSampler:
                   "from about 20 s to a few minutes, and is cached for later calls", options.method, batch_size, reason)
         start = time.perf_counter()
         eager_core = runner.core
-        runner.core, runner.compiled, runner.by_policy = self._compiled(eager_core), True, False
+        runner.core, runner.compiled, runner.by_policy = self._compiled(runner.compile_source), True, False
         self._check_compiles(runner, eager_core)
         if runner.compiled:
             seconds = time.perf_counter() - start
@@ -466,8 +474,11 @@ class _Runner:
     """The buffers of one (batch size, options) key and how its steps run: eagerly or compiled, one by one or
     replayed from CUDA graphs."""
 
-    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, fallbacks: list[str]):
+    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, fallbacks: list[str],
+                 prefetch: Optional[PhiloxPrefetch] = None, compile_source: Optional[Callable] = None):
         self.state, self.core, self.chain = state, core, chain
+        self.prefetch = prefetch  # fills state.noise for eager steps; compiled steps draw their noise in-kernel
+        self.compile_source = compile_source if compile_source is not None else core  # what torch.compile gets
         self.compiled = False
         self.checked = False  # one step ran with the current core
         self.by_policy = False  # eager because the CPU policy judged the chain too short to pay for a compile
@@ -507,8 +518,11 @@ class _Runner:
 
         if self.graphs is not None:
             return self.graphs.replay(num_steps, draw if noise is not None else None, progress)
+        prefetch = self.prefetch if not self.compiled else None
         for i in range(num_steps):
-            if noise is not None:
+            if prefetch is not None:
+                prefetch.fill(i, num_steps)
+            elif noise is not None and self.state.seed is None:
                 draw(i)
             self.step()
             if progress is not None:

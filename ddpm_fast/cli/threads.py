@@ -1,0 +1,78 @@
+"""How many CPU threads a command gives torch: as many as there are cores that other processes leave free.
+
+torch's CPU ops split work over OpenMP threads that meet at a barrier after each op. When another process holds one
+of two cores, the thread sharing that core arrives late at every barrier, and the thread on the free core spins
+there waiting: on the 2-core CPU machine the demo's training went from ~0.15 s to 7-13 s per step. One thread per
+free core avoids the wait (measured by benchmarks/busy_machine.py). Linux-only measurement (/proc/stat); elsewhere,
+and when the user set OMP_NUM_THREADS or DDPM_FAST_THREADS, the choice is theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+ENVIRONMENT = "DDPM_FAST_THREADS"  # "all": every core (torch's default); N: N threads; unset: the free cores
+SAMPLE_SECONDS = 0.25  # how long the other processes' load is watched
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = SAMPLE_SECONDS) -> Optional[float]:
+    """How many cores other processes kept busy over the next `seconds` (this one sleeps meanwhile), from the
+    machine-wide counters of /proc/stat; None where there is no /proc/stat."""
+
+    def counters() -> Optional[tuple[int, int]]:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    before = counters()
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = counters()
+    if after is None or after[0] <= before[0]:
+        return None
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (1.0 - idle / total) * (os.cpu_count() or 1)
+
+
+def choose_threads() -> tuple[Optional[int], str]:
+    """(threads for torch.set_num_threads or None to leave torch's default, why). Reads DDPM_FAST_THREADS first."""
+    chosen = os.environ.get(ENVIRONMENT, "").strip()
+    if chosen == "all":
+        return None, f"{ENVIRONMENT}=all: torch's default"
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise ValueError(f"environment variable {ENVIRONMENT} must be 'all' or a positive int, got {chosen!r}")
+        return int(chosen), f"{ENVIRONMENT}={chosen}"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    cores = available_cores()
+    busy = busy_cores()
+    if busy is None:
+        return None, "torch's default (no /proc/stat to see other processes' load)"
+    threads = max(1, min(cores, round(cores - busy)))
+    return threads, f"{threads} of {cores} cores free (other processes kept {busy:.1f} busy)"
+
+
+def configure_torch_threads() -> str:
+    """Apply choose_threads() to torch (imports it); returns a line saying what was chosen and why."""
+    threads, why = choose_threads()
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return f"CPU threads: {torch.get_num_threads()} — {why}"
