@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 
-# The demo's reduced mode: ~150 training steps at 16x16, then both samplers over 50-step chains.
-DEMO_ARGUMENTS = ["--steps", "150", "--batch-size", "32", "--timesteps", "50", "--num-samples", "16", "--no-progress"]
+# The demo's reduced mode: 100 training steps at 16x16, then both samplers over 50-step chains.
+DEMO_ARGUMENTS = ["--steps", "100", "--batch-size", "32", "--timesteps", "50", "--num-samples", "16", "--no-progress"]
 SETTINGS = {
     "default": {},
     "all-cores": {"DDPM_FAST_THREADS": "all"},

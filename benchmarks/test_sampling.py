@@ -259,8 +259,8 @@ def check_images(name: str, images: torch.Tensor, batch: int, shape: tuple) -> N
 
 def record_what_ran(methods: list[Method]) -> dict[str, str]:
     """After the timed runs, each FastSampler method's options say what its last chain actually ran (compiled and
-    why, the layout chosen, CUDA graphs, replays), not what was asked for. Returns {method: why} for those whose fast path fell back: their
-    figures are not ours and are reported as invalid."""
+    why, the layout chosen, CUDA graphs, replays), not what was asked for. Returns {method: why} for those whose
+    fast path fell back: their figures are not ours and are reported as invalid."""
     fell_back = {}
     for method in methods:
         if isinstance(getattr(method, "sampler", None), df.FastSampler):

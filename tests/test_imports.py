@@ -40,7 +40,8 @@ def test_help_exits_before_any_heavy_import():
 
 def test_configs_and_schedules_load_no_triton_and_a_kernel_does():
     out = _run("import sys, ddpm_fast\n"
-               "ddpm_fast.NoiseSchedule.linear(10); ddpm_fast.UNetConfig().check_spatial(32, 32); ddpm_fast.TrainingConfig()\n"
+               "ddpm_fast.NoiseSchedule.linear(10); ddpm_fast.UNetConfig().check_spatial(32, 32)\n"
+               "ddpm_fast.TrainingConfig()\n"
                "import ddpm_fast.kernels\n"
                "before = 'triton' in sys.modules\n"
                "ddpm_fast.kernels.q_sample_reference\n"

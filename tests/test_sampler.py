@@ -299,7 +299,8 @@ def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
     assert not compiles and not report.compiled and not report.fell_back
     assert report.compile_decision == ("eager: 10 steps take about 5.0 s eagerly, below the 60 s a CPU compile needs "
                                        "to pay off (compile=True forces it)")
-    torch.testing.assert_close(images, df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), **FP32).sample(2, seed=0))
+    plain = df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), **FP32)
+    torch.testing.assert_close(images, plain.sample(2, seed=0))
 
 
 def test_cpu_default_compiles_a_long_chain_announces_it_and_reports_it_as_setup(monkeypatch, caplog):

@@ -55,7 +55,8 @@ def test_configure_sets_torch_and_says_so(four_cores, monkeypatch):
     monkeypatch.setattr(threads, "busy_cores", lambda: 3.0)
     try:
         line = threads.configure_torch_threads()
-        assert torch.get_num_threads() == 1 and line == "CPU threads: 1 — 1 of 4 cores free (other processes kept 3.0 busy)"
+        assert torch.get_num_threads() == 1
+        assert line == "CPU threads: 1 — 1 of 4 cores free (other processes kept 3.0 busy)"
     finally:
         torch.set_num_threads(before)
 

@@ -73,7 +73,8 @@ def add_train_parser(commands) -> None:
 
 def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
-        model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable, image_size=args.image_size, num_workers=args.num_workers,
+        model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable,
+        image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,

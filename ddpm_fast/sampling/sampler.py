@@ -64,8 +64,9 @@ class SamplingReport:
     sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
     graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
-    (empty when they run as the sampler was built); channels_last: the model ran NHWC; compile_decision: why the steps ran compiled or eager (on a CPU
-    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS).
+    (empty when they run as the sampler was built); compile_decision: why the steps ran compiled or eager (on a CPU
+    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS); channels_last:
+    the model ran NHWC.
     """
 
     batch_size: int
@@ -412,8 +413,9 @@ class FastSampler:
                       f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
         else:
             reason = "compile=True" if self._compile_requested else f"the default on {self.device.type}"
-        _LOG.info("compiling the %s step for batch %d with torch.compile (%s); this takes a while once, on a CPU "
-                  "from about 20 s to a few minutes, and is cached for later calls", options.method, batch_size, reason)
+        _LOG.info("compiling the %s step for batch %d with torch.compile (%s); this takes a while once (%s) and is "
+                  "cached for later calls", options.method, batch_size, reason,
+                  "on a CPU from about 20 s to a few minutes" if self.device.type == "cpu" else "tens of seconds")
         start = time.perf_counter()
         eager_core = runner.core
         runner.core, runner.compiled, runner.by_policy = self._compiled(runner.compile_source), True, False
