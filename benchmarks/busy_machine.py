@@ -6,10 +6,15 @@ runs `ddpm-fast demo` in a reduced mode (a short training run and short sampling
 time) as a subprocess, first on a quiet machine and then beside one busy process (a Python spin loop), for each
 setting below, and writes the wall times and their ratio:
 
-  default       what `ddpm-fast demo` does by itself (it picks its thread count, see ddpm_fast/cli/threads.py)
+  default       what `ddpm-fast demo` does by itself: one torch thread per core other processes leave free
+                (ddpm_fast/cli/threads.py)
   all-cores     torch on every core, OpenMP's default wait policy (the behaviour before the demo chose)
   one-thread    OMP_NUM_THREADS=1
   passive       every core, OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)
+
+Measured on the 2-core CPU machine (benchmarks/results/cpu-2-core-2026-11-30-busy): busy / quiet was 2.68x for
+all-cores (14.4 s -> 38.5 s), 1.15x for the default (15.5 s -> 17.7 s, one thread while the other core was busy),
+0.99x for one-thread (but 18.8 s quiet) and 1.19x for passive (20.6 s quiet: sleeping threads cost every op).
 
 Usage (from the repository root; about 10 minutes on 2 cores, longer when the busy runs are slow):
     python benchmarks/busy_machine.py --out benchmarks/results/<machine>-<date>-busy

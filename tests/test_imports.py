@@ -71,3 +71,10 @@ def test_using_an_op_registers_it_in_a_fresh_process():
                "x, _ = q_sample(torch.zeros(1, 1, 4, 4), torch.tensor([5]), NoiseSchedule.linear(10), seed=0)\n"
                "print(tuple(x.shape))")
     assert out == "(1, 1, 4, 4)"
+
+
+def test_kernels_ops_registers_every_op_in_a_fresh_process():
+    out = _run("import torch, ddpm_fast.kernels.ops\n"
+               "print(sorted(name for name in ('q_sample', 'q_sample_philox', 'p_step', 'ddim_step', 'philox_normal',"
+               " 'group_norm_act') if hasattr(torch.ops.ddpm_fast, name)))")
+    assert out == str(sorted(["q_sample", "q_sample_philox", "p_step", "ddim_step", "philox_normal", "group_norm_act"]))
