@@ -18,7 +18,7 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels")) and 
         _os.path.join(_repo_root, "kernels")):
     __path__.append(_repo_root)  # type: ignore[name-defined]
 
-import importlib as _importlib
+from ._lazy import lazy_names as _lazy_names  # noqa: E402
 
 # Each public name and the module it lives in. They load on first use (PEP 562), so `import ddpm_fast` (and the
 # command line's --help) imports neither torch nor Triton; the kernels import Triton when first used.
@@ -62,16 +62,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return _importlib.import_module(f"{__name__}.{name}")
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(__name__, _MODULE_OF, _SUBMODULES)

@@ -9,8 +9,7 @@ Importing this package imports neither torch nor Triton: the names below load th
 and ``ddpm_fast.kernels.ops`` registers every op at once. The constants live in ``ddpm_fast.kernels.constants``.
 """
 
-import importlib
-
+from .._lazy import lazy_names as _lazy_names
 from .constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 
 _MODULE_OF = {
@@ -32,14 +31,4 @@ _MODULE_OF = {
 __all__ = ["COEFFICIENT_ROWS", "PREDICTION_TYPES", "VARIANCE_TYPES", *_MODULE_OF]
 
 
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(__name__, _MODULE_OF)
