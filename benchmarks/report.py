@@ -495,7 +495,8 @@ case times our path beside its peers in the same process, after checking the fas
 - **unet**: ddpm-cifar10 forward — fp32 eager (naive), ours in bf16 channels-last eager and compiled, diffusers'
   UNet2DModel fp32 and fp16 + `torch.compile` (fp32 + compile on a CPU).
 - **training**: one training step — naive fp32 eager, compiled, diffusers bf16 + compile, ours.
-- **sampling**: whole DDPM chains — the seed's loop, diffusers' DDPMPipeline (fp32; fp16 + compile), FastSampler.
+- **sampling**: whole DDPM chains — the seed's loop, diffusers' DDPMPipeline (fp32; fp16 + compile), FastSampler;
+  on a CPU also FastSampler eager beside the seed's loop on diffusers' UNet2DModel (the eager path on a foreign model).
 - **onnx**: OnnxSampler on ONNX Runtime (CPU; CUDA fp16/fp32, CUDA graph, contrib ops on a GPU) vs PyTorch.
 
 Ceilings are measured in the same run: the device-to-device copy rate (GB/s) and the dense bf16 matmul rate

@@ -9,6 +9,9 @@ import warnings
 
 if "TRITON_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
     os.environ["TRITON_INTERPRET"] = "1"
+# The CLI's commands, run in this process, would otherwise set torch's thread count for every later test from the
+# machine's load at that moment (tests/test_threads.py checks the choice itself).
+os.environ.setdefault("DDPM_FAST_THREADS", "all")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

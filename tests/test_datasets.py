@@ -181,7 +181,7 @@ def test_image_folder_finds_unreadable_files_when_opened_and_names_them(tmp_path
     _truncated(tmp_path / "truncated.png", solid((1, 2, 3), size=(40, 40)))
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     _truncated(tmp_path / "truncated.jpg", Image.fromarray(noise))
-    with pytest.raises(ValueError, match=names(tmp_path / "junk.png") + ".*skip_unreadable=True"):
+    with pytest.raises(ValueError, match=names(tmp_path / "junk.png") + ".*skip_unreadable_images=True"):
         ImageFolderDataset(tmp_path, 4)
     (tmp_path / "junk.png").unlink()
     with pytest.raises(ValueError, match=names(tmp_path / "truncated.jpg")):  # a JPEG cut short, found at once

@@ -137,7 +137,7 @@ def test_fast_sampler_on_cuda_without_cuda_is_a_value_error(device):
 
 @pytest.mark.parametrize("device", ["gpu", 3.5])
 def test_fast_sampler_names_a_bad_device(device):
-    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
         df.FastSampler(lambda x, t: x, S, (3, 4, 4), device=device)
 
 
@@ -254,7 +254,13 @@ def _sampler(**options):
     (lambda: _sampler(clip_sample_range=-1.0), ValueError, "clip_sample_range must be positive"),
     (lambda: _sampler(dtype=torch.float64), TypeError, "dtype must be torch.float32"),
     (lambda: _sampler(dtype="float32"), TypeError, "dtype must be torch.float32"),
-    (lambda: _sampler(device="gpu"), ValueError, "device must be cpu, cuda"),
+    (lambda: _sampler(device="gpu"), ValueError, "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (lambda: _sampler(device="mps"), ValueError, "device must be auto, cpu, cuda or cuda:N, got 'mps'"),
+    (lambda: _sampler(device=torch.device("meta")), ValueError, "got 'meta'"),
+    (lambda: df.FastSampler(_Eps().to("meta"), S, (3, 4, 4)), ValueError, "got 'meta'"),  # the model's device
+    (lambda: df.FastSampler(df.UNet.from_preset("tiny", sample_size=8), S, (4, 8, 8)), ValueError,
+     r"sample_shape \(4, 8, 8\): the model takes 3 channels"),
+    (lambda: _sampler().sample(2, progress="yes"), TypeError, "progress must be True or False"),
     (lambda: _sampler(cuda_graphs=True, device="cpu"), ValueError, "cuda_graphs=True needs a CUDA device"),
     (lambda: _sampler().sample(-1), ValueError, "batch_size must be a non-negative int"),
     (lambda: _sampler().sample(2.0), ValueError, "batch_size must be a non-negative int"),
@@ -272,6 +278,8 @@ def _sampler(**options):
     (lambda: _sampler().sample(2, output_type="numpy"), ValueError, "output_type must be one of"),
     (lambda: _sampler().sample(2, sample_offset=-1), ValueError, "sample_offset must lie in"),
     (lambda: _sampler().warm_up(0), ValueError, "batch_size must be a positive int"),
+    (lambda: _sampler(variance_type="learned_range").sample(1), ValueError,
+     r"expected a float tensor of shape \[1, 6, 4, 4\] \(variance_type='learned_range' needs .* 2C channels\)"),
     (lambda: df.FastSampler(lambda x, t: x[:, :1], S, (3, 4, 4), compile=False).sample(1), ValueError,
      r"the model returned \(1, 1, 4, 4\); expected a float tensor"),
     (lambda: df.FastSampler(lambda x, t: "noise", S, (3, 4, 4), compile=False).sample(1), ValueError,

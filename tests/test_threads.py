@@ -16,7 +16,7 @@ def four_cores(monkeypatch):
 def test_one_thread_per_free_core(four_cores, monkeypatch, busy, expected):
     monkeypatch.setattr(threads, "busy_cores", lambda: busy)
     chosen, why = threads.choose_threads()
-    assert chosen == expected and f"{expected} of 4 cores free" in why and f"kept {busy:.1f} busy" in why
+    assert chosen == expected and why.startswith(f"one per free core (other processes kept {busy:.1f} of ")
 
 
 def test_no_proc_stat_leaves_torch_default(four_cores, monkeypatch):
@@ -35,10 +35,17 @@ def test_the_users_choice_wins(four_cores, monkeypatch):
     assert threads.choose_threads() == (None, "OMP_NUM_THREADS=2")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "5", "999"])
 def test_a_bad_setting_is_named(four_cores, monkeypatch, value):
     monkeypatch.setenv(threads.ENVIRONMENT, value)
-    with pytest.raises(ValueError, match=f"DDPM_FAST_THREADS must be 'all' or a positive int, got '{value}'"):
+    with pytest.raises(ValueError, match=rf"DDPM_FAST_THREADS must be 'all' or an int in \[1, 4\].*got '{value}'"):
+        threads.choose_threads()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2"])
+def test_a_bad_openmp_setting_is_named(four_cores, monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"OMP_NUM_THREADS must be a positive int, got '{value}'"):
         threads.choose_threads()
 
 
@@ -56,7 +63,7 @@ def test_configure_sets_torch_and_says_so(four_cores, monkeypatch):
     try:
         line = threads.configure_torch_threads()
         assert torch.get_num_threads() == 1
-        assert line == "CPU threads: 1 — 1 of 4 cores free (other processes kept 3.0 busy)"
+        assert line.startswith("CPU threads: 1 — one per free core (other processes kept 3.0 of ")
     finally:
         torch.set_num_threads(before)
 
@@ -69,5 +76,5 @@ def test_a_bad_setting_on_the_command_line_is_one_line(command, tmp_path, monkey
     monkeypatch.setenv(threads.ENVIRONMENT, "many")
     assert cli.main([part.replace("{tmp}", str(tmp_path)) for part in command]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "DDPM_FAST_THREADS must be 'all' or a positive int" in err
+    assert err.count("\n") == 1 and "DDPM_FAST_THREADS must be 'all' or an int in" in err
     assert not any(tmp_path.iterdir())

@@ -152,7 +152,8 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
                    f"{'CUDA graphs' if report.cuda_graphs else 'no graphs'}"
                    f"{', FELL BACK' if report.fell_back else ''}")
         print(f"  FastSampler ({options}): {fast_s:8.2f} s   speed-up {naive_s / fast_s:.2f}x   "
-              f"(setup, once per batch size: {setup_s:.1f} s)\n    {report.compile_decision}", flush=True)
+              f"(setup, once per batch size: {setup_s:.1f} s)\n"
+              f"    {report.compile_decision.replace(' (compile=True forces it)', '')}", flush=True)
         difference = _max_difference(model, trainer.config.prediction_type, min(num_samples, 4), size, dev, seed + 1)
         print(f"  same noise, fp32, {CHECK_STEPS}-step chain: max |fast - naive| = {difference:.1e}")
 

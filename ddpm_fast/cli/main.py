@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
 import sys
 import time
+import warnings
 
 from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
 from ..training.config import SCHEDULES
 from . import arguments, bench
+from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
 from .train import add_train_parser, run_train
 
@@ -35,14 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="The main job: trains the tiny U-Net on the embedded shapes dataset (about five minutes on 2 CPU "
                     "cores; longer and larger on a GPU), samples the EMA weights with FastSampler and with the seed's "
                     "naive loop, prints both times, the ratio and a quality figure, and writes PNG grids of samples "
-                    "and training data into --run-dir. A second run reuses the trained checkpoint there.")
+                    "and training data into --run-dir. A second run reuses the trained checkpoint there."
+                    + THREADS_NOTE)
     demo.add_argument("--run-dir", type=pathlib.Path, default=pathlib.Path("runs/demo"), metavar="DIR")
     demo.add_argument("--steps", type=arguments.positive_int, default=None,
-                      help="training steps (default: the device's plan)")
-    demo.add_argument("--batch-size", type=arguments.positive_int, default=None)
+                      help="training steps (default: the device's plan, 1200 on a CPU, 4000 on a GPU)")
+    demo.add_argument("--batch-size", type=arguments.positive_int, default=None,
+                      help="(default: the device's plan, 32 on a CPU, 128 on a GPU)")
     demo.add_argument("--timesteps", type=arguments.positive_int, default=None,
-                      help="T, the length of the sampling chain")
-    demo.add_argument("--num-samples", type=arguments.positive_int, default=None)
+                      help="T, the length of the sampling chain (default: the device's plan, 250 on a CPU, 1000 on a "
+                           "GPU)")
+    demo.add_argument("--num-samples", type=arguments.positive_int, default=None, help="(default: 64)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=arguments.seed, default=0)
     demo.add_argument("--no-compile", action="store_true", help="FastSampler without torch.compile")
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_bench_parser(commands)
     for command in commands.choices.values():  # every subcommand's --help shows its defaults
         arguments.show_defaults(command)
+    parser.subcommands = dict(commands.choices)  # type: ignore[attr-defined]  # name -> its parser, for errors
     return parser
 
 
@@ -80,7 +87,7 @@ def _add_sample_parser(commands) -> None:
         description="Sample from a UNet checkpoint or a diffusers DDPMPipeline folder and write a PNG grid or a "
                     "safetensors tensor. Under `torchrun --nproc_per_node N -m ddpm_fast sample ...` the batch is "
                     "split across the ranks (NCCL on GPUs, gloo on CPU) and rank 0 writes the whole of it: the "
-                    "same samples as one process draws.")
+                    "same samples as one process draws." + THREADS_NOTE)
     _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
     sample.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="the training schedule of a --checkpoint model (default linear)")
@@ -100,9 +107,12 @@ def _add_sample_parser(commands) -> None:
                                                          "cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on a CPU)")
-    sample.add_argument("--no-compile", action="store_true",
-                        help="run each step eagerly (no torch.compile); by default a GPU compiles, and a CPU compiles "
-                             "only a job that would run a minute or more eagerly")
+    compiling = sample.add_mutually_exclusive_group()
+    compiling.add_argument("--compile", action="store_true",
+                           help="compile the step with torch.compile even for a short job on a CPU")
+    compiling.add_argument("--no-compile", action="store_true",
+                           help="run each step eagerly (no torch.compile); by default a GPU compiles, and a CPU "
+                                "compiles only a job that would run a minute or more eagerly")
     sample.add_argument("--no-cuda-graphs", action="store_true", help="launch every step instead of replaying graphs")
     sample.add_argument("--out", type=pathlib.Path, default=pathlib.Path("samples.png"),
                         help="a .png (an image grid) or a .safetensors file (float32 [N, C, H, W] under 'images')")
@@ -141,7 +151,10 @@ def _add_export_parser(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    command_parser = parser.subcommands[args.command]  # its errors name the subcommand and point to its --help
+    if unknown:
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _show_notes()
     if args.command == "demo":
         from ..sampling.distributed import resolve_device
@@ -158,31 +171,34 @@ def main(argv: list[str] | None = None) -> int:
                      num_samples=args.num_samples, device=args.device, seed=args.seed,
                      progress=not args.no_progress, compile=False if args.no_compile else None)
         except ValueError as error:  # e.g. --run-dir holds a demo run of another setup (another device's plan)
-            print(f"ddpm-fast demo: error: {error} (pass another --run-dir, or delete that folder)", file=sys.stderr)
+            hint = "" if args.run_dir.is_file() else " (pass another --run-dir, or delete that folder)"
+            print(f"ddpm-fast demo: error: {error}{hint}", file=sys.stderr)
             return 2
     elif args.command == "train":
         return run_train(args)
     elif args.command == "sample":
-        _check_sample_arguments(parser, args)
+        _check_sample_arguments(command_parser, args)
         try:
             return _run_sample(args)
         except (ValueError, FileNotFoundError) as error:  # bad paths or options: a message, not a traceback
             print(f"ddpm-fast sample: error: {error}", file=sys.stderr)
             return 2
     elif args.command == "export":
-        _check_export_arguments(parser, args)
+        _check_export_arguments(command_parser, args)
         try:
             return _run_export(args)
         except (ValueError, FileNotFoundError) as error:  # bad folders or options, as for sample
             print(f"ddpm-fast export: error: {error}", file=sys.stderr)
             return 2
     elif args.command == "bench":
-        return bench.run_command(parser, args)
+        return bench.run_command(command_parser, args)
     return 0
 
 
 def _show_notes() -> None:
-    """The package's INFO notes (such as "compiling the step ..." before a long torch.compile) on stderr, once."""
+    """The package's INFO notes (such as "compiling the step ..." before a long torch.compile) on stderr, once, and
+    its warnings as one line each ("ddpm-fast: warning: ..."), without the source line Python adds."""
+    warnings.formatwarning = lambda message, category, *_, **__: f"ddpm-fast: warning: {message}\n"
     logger = logging.getLogger("ddpm_fast")
     if not any(getattr(handler, "_ddpm_fast_cli", False) for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -190,6 +206,19 @@ def _show_notes() -> None:
         handler._ddpm_fast_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def _check_output_path(parser: argparse.ArgumentParser, path: pathlib.Path) -> None:
+    """--out must be a file path whose folder exists or can be made and written, found before any work."""
+    if path.is_dir():
+        parser.error(f"--out {path}: is a folder; expected a file path")
+    existing = path.absolute().parent
+    while not existing.exists():  # missing folders are made when the file is written
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {path}: cannot write into {existing}")
 
 
 def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pathlib.Path:
@@ -222,8 +251,7 @@ def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Name
             parser.error("--weights applies to training checkpoints (a UNet.save folder holds one set of weights)")
     if args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--out {args.out}: expected a .png or .safetensors path")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out}: is a folder; expected a file path")
+    _check_output_path(parser, args.out)
     if args.method == "ddpm" and args.eta != 0.0:
         parser.error("--eta applies to --method ddim only")
 
@@ -249,11 +277,13 @@ def _run_sample(args: argparse.Namespace) -> int:
             wall_seconds = time.perf_counter() - start
             _write_samples(args.out, images, _metadata(args))
             report = sampler.last_report
-            print(f"wrote {args.out}: {args.num_samples} samples {tuple(images.shape[1:])}, world size {world_size}, "
-                  f"{report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s on rank 0 "
-                  f"({report.batch_size} samples; setup {report.setup_seconds:.2f} s; {report.compile_decision}; "
-                  f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}), "
-                  f"{wall_seconds:.2f} s in all", flush=True)
+            shard = f"; {report.batch_size} of them on rank 0" if world_size > 1 else ""
+            decision = report.compile_decision.replace("(compile=True forces it)", "(--compile forces it)")
+            print(f"wrote {args.out}: {args.num_samples} samples {tuple(images.shape[1:])}, world size {world_size}"
+                  f"{shard}, {report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s (setup "
+                  f"{report.setup_seconds:.2f} s: layout, warm-up, compile or graph capture; {decision}; "
+                  f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}); "
+                  f"{wall_seconds:.2f} s from the first step to the file written", flush=True)
             for reason in report.fallbacks:
                 print(f"fast path fell back: {reason}", file=sys.stderr)
     finally:
@@ -269,7 +299,7 @@ def _build_sampler(args: argparse.Namespace, device):
     options = {
         "device": device,
         "dtype": None if args.dtype == "auto" else getattr(torch, args.dtype),
-        "compile": False if args.no_compile else None,
+        "compile": False if args.no_compile else (True if args.compile else None),
         "cuda_graphs": False if args.no_cuda_graphs else None,
     }
     step_options = {"prediction_type": args.prediction_type, "variance_type": args.variance_type,
@@ -323,8 +353,7 @@ def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Name
     folder = _check_source_folder(parser, args)
     if args.out.suffix.lower() != ".onnx":
         parser.error(f"--out {args.out}: expected a .onnx path")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out}: is a folder; expected a file path")
+    _check_output_path(parser, args.out)
     if args.graph != "ddim_step" and args.eta != 0.0:
         parser.error("--eta applies to --graph ddim_step only")
     own_schedule = args.schedule is not None or args.train_timesteps is not None

@@ -15,6 +15,8 @@ from typing import Optional
 
 ENVIRONMENT = "DDPM_FAST_THREADS"  # "all": every core (torch's default); N: N threads; unset: the free cores
 SAMPLE_SECONDS = 0.25  # how long the other processes' load is watched
+HELP_NOTE = (" On a CPU, torch gets one thread per core that other processes leave free (DDPM_FAST_THREADS=all or =N, "
+             "or OMP_NUM_THREADS, choose instead).")
 
 
 def available_cores() -> int:
@@ -54,18 +56,22 @@ def choose_threads() -> tuple[Optional[int], str]:
     chosen = os.environ.get(ENVIRONMENT, "").strip()
     if chosen == "all":
         return None, f"{ENVIRONMENT}=all: torch's default"
-    if chosen:
-        if not chosen.isdigit() or int(chosen) < 1:
-            raise ValueError(f"environment variable {ENVIRONMENT} must be 'all' or a positive int, got {chosen!r}")
-        return int(chosen), f"{ENVIRONMENT}={chosen}"
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
     cores = available_cores()
+    if chosen:
+        if not chosen.isdigit() or not 1 <= int(chosen) <= cores:
+            raise ValueError(f"environment variable {ENVIRONMENT} must be 'all' or an int in [1, {cores}] (this "
+                             f"process's cores), got {chosen!r}")
+        return int(chosen), f"{ENVIRONMENT}={chosen}"
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp:
+        if not omp.isdigit() or int(omp) < 1:  # OpenMP would only warn and carry on with its default
+            raise ValueError(f"environment variable OMP_NUM_THREADS must be a positive int, got {omp!r}")
+        return None, f"OMP_NUM_THREADS={omp}"
     busy = busy_cores()
     if busy is None:
         return None, "torch's default (no /proc/stat to see other processes' load)"
     threads = max(1, min(cores, round(cores - busy)))
-    return threads, f"{threads} of {cores} cores free (other processes kept {busy:.1f} busy)"
+    return threads, f"one per free core (other processes kept {busy:.1f} of {os.cpu_count() or cores} cores busy)"
 
 
 def configure_torch_threads() -> str:

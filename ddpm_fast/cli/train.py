@@ -15,6 +15,7 @@ import sys
 from ..kernels.constants import PREDICTION_TYPES
 from ..training.config import DTYPES, SCHEDULES, TrainingConfig
 from . import arguments
+from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
 
 
@@ -25,7 +26,8 @@ def add_train_parser(commands) -> None:
         description="Train a U-Net with the DDPM objective. Checkpoints (safetensors + JSON) go to RUN_DIR/checkpoints "
                     "every --checkpoint-every steps and at the end (also on Ctrl-C / SIGTERM); --resume continues "
                     "from the last good one. Under `torchrun --nproc_per_node N -m ddpm_fast train ...` the global "
-                    "batch is split across the ranks (DDP: NCCL on GPUs, gloo on CPU); rank 0 writes the files.")
+                    "batch is split across the ranks (DDP: NCCL on GPUs, gloo on CPU); rank 0 writes the files."
+                    + THREADS_NOTE)
     train.add_argument("--run-dir", type=pathlib.Path, required=True, metavar="DIR",
                        help="where checkpoints, log.jsonl, loss.png and sample grids go")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
@@ -49,7 +51,8 @@ def add_train_parser(commands) -> None:
     train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
     train.add_argument("--train-timesteps", type=arguments.positive_int, default=defaults.num_train_timesteps)
     train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
-    train.add_argument("--min-snr-gamma", type=arguments.positive_float, default=None, help="Min-SNR-γ loss weighting")
+    train.add_argument("--min-snr-gamma", type=arguments.positive_float, default=None,
+                       help="Min-SNR-γ loss weighting (default: off)")
     train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
@@ -93,6 +96,10 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_arguments(args)
     except (TypeError, ValueError) as error:
         print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+        return 2
+    if args.resume and not args.run_dir.is_dir():  # a mistyped folder would silently start a new run
+        print(f"ddpm-fast train: error: --resume: {args.run_dir} is no run folder (drop --resume to start one)",
+              file=sys.stderr)
         return 2
     try:
         rank, world_size, device = init_from_environment(args.device)

@@ -236,7 +236,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 self.skipped.append((str(path), problem))
             else:
                 raise ValueError(f"{path}: cannot read this image ({problem}); fix or remove it, or skip unreadable "
-                                 "images (skip_unreadable=True, --skip-unreadable)")
+                                 "images (--skip-unreadable; TrainingConfig(skip_unreadable_images=True); "
+                                 "ImageFolderDataset(..., skip_unreadable=True))")
         if not self.files:
             raise ValueError(f"root {self.root}: none of its {len(found)} images can be read (first: "
                              f"{self.skipped[0][0]}: {self.skipped[0][1]})")

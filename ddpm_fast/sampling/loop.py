@@ -105,14 +105,16 @@ def progress_bar(enabled: bool, total: int, description: str):
 
 
 def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) -> torch.Tensor:
-    """The model's output must be a float tensor shaped like x_t (2C channels with a learned variance)."""
+    """The model's output must be a float tensor shaped like x_t (exactly 2C channels with a learned variance)."""
     channels = x.shape[1]
-    allowed = (channels, 2 * channels) if learned_variance else (channels,)
+    expected = 2 * channels if learned_variance else channels
     if (not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.dim() != x.dim()
-            or output.shape[0] != x.shape[0] or output.shape[2:] != x.shape[2:] or output.shape[1] not in allowed):
+            or output.shape[0] != x.shape[0] or output.shape[2:] != x.shape[2:] or output.shape[1] != expected):
         got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        why = (" (variance_type='learned_range' needs a model that also predicts the variance: 2C channels)"
+               if learned_variance else "")
         raise ValueError(f"the model returned {got}; expected a float tensor of shape "
-                         f"[{x.shape[0]}, {' or '.join(map(str, allowed))}, {', '.join(map(str, x.shape[2:]))}]")
+                         f"[{x.shape[0]}, {expected}, {', '.join(map(str, x.shape[2:]))}]{why}")
     return output
 
 

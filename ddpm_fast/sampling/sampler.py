@@ -33,6 +33,7 @@ from ..kernels.constants import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
                    run_step, torch_noise, unwrap_model_output)
+from .distributed import resolve_device
 from .plan import SamplingPlan, build_plan
 from .timesteps import SPACINGS
 
@@ -114,7 +115,8 @@ class FastSampler:
     schedule: the NoiseSchedule the model was trained with.
     sample_shape: (C, H, W); taken from the model's config (in_channels, sample_size) when omitted.
     prediction_type, variance_type, clip_sample, clip_sample_range: as in `ddpm_fast.p_step`.
-    device: where to sample; default the model's device.
+    device: where to sample: "cpu", "cuda", "cuda:N", a torch.device or "auto" (CUDA when available); default the
+        model's device. Anything else (mps, meta, ...) is a ValueError.
     dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on a CPU (the images of the model as given;
         pass torch.bfloat16 for speed on CPUs with native bf16).
     channels_last: run the model NHWC. Default for modules: True on CUDA; on a CPU the faster layout for this model,
@@ -181,6 +183,10 @@ class FastSampler:
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
         self.sample_shape = _resolve_sample_shape(model, sample_shape)
+        in_channels = getattr(getattr(model, "config", None), "in_channels", None)
+        if isinstance(in_channels, int) and self.sample_shape[0] != in_channels:
+            raise ValueError(f"sample_shape {self.sample_shape}: the model takes {in_channels} channels (its config's "
+                             "in_channels)")
         check_spatial = getattr(getattr(model, "config", None), "check_spatial", None)  # our UNet's config
         if callable(check_spatial):
             check_spatial(*self.sample_shape[1:], "sample_shape")
@@ -260,6 +266,8 @@ class FastSampler:
             raise ValueError("pass seed= or generator=, not both")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
@@ -567,24 +575,15 @@ class _Clock:
 
 
 def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
-    if device is not None:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be cpu, cuda or cuda:N (or a torch.device), got {device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r}, but CUDA is not available to this torch "
-                             f"({torch.__version__})")
-    elif isinstance(model, nn.Module):
-        tensor = next(iter(model.parameters()), None)
-        if tensor is None:
-            tensor = next(iter(model.buffers()), None)
+    """The device given ("auto", cpu, cuda, cuda:N), else the model's; checked as every entry point checks it."""
+    if device is None:
+        tensor = None
+        if isinstance(model, nn.Module):
+            tensor = next(iter(model.parameters()), None)
+            if tensor is None:
+                tensor = next(iter(model.buffers()), None)
         device = tensor.device if tensor is not None else torch.device("cpu")
-    else:
-        device = torch.device("cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    return resolve_device(device)
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:

@@ -42,6 +42,7 @@ from .log import JsonlLog, plot_loss_curve
 from .objectives import diffusion_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
+RUN_MARKERS = ("checkpoints", "log.jsonl")  # what a run folder holds once training has started
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "sample_count",
                      "sample_steps", "num_workers", "compile", "skip_unreadable_images")
 
@@ -84,6 +85,10 @@ class Trainer:
         self.run_dir = pathlib.Path(run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ValueError(f"run_dir {self.run_dir} is a file, not a folder")
+        if (self.run_dir.is_dir() and not any((self.run_dir / name).exists() for name in RUN_MARKERS)
+                and any(self.run_dir.iterdir())):  # a data folder, say: checkpoints and PNGs would land among its files
+            raise ValueError(f"run_dir {self.run_dir} holds other files and is no training run (it has no "
+                             f"{' or '.join(RUN_MARKERS)}): choose a new or empty folder")
         self.rank, self.world_size = _process_group()
         self.device = resolve_device(device)
         self.progress = progress
