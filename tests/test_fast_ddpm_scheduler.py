@@ -146,3 +146,48 @@ def test_bad_calls():
         ours.step(torch.randn(1, 4, 4, 4), int(ours.timesteps[0]), torch.randn(1, 3, 4, 4))
     with pytest.warns(UserWarning, match="unknown config keys: set_alpha_to_one"):
         df.FastDDPMScheduler(set_alpha_to_one=False)
+
+
+def test_trailing_spacing_gives_exactly_n_timesteps_for_every_n():
+    import numpy as np
+
+    from ddpm_fast.sampling.timesteps import spaced_timesteps
+
+    total = 1000
+    for steps in range(1, total + 1):
+        chain = spaced_timesteps(total, steps, "trailing")
+        assert len(chain) == steps and chain[0] == total - 1 and chain[-1] >= 0, steps
+        assert (np.diff(chain) < 0).all(), steps
+    # the issue's case: diffusers' float stride gave 62 timesteps ending in -1
+    chain = spaced_timesteps(total, 61, "trailing")
+    assert list(chain[:2]) == [999, 983] and list(chain[-2:]) == [32, 15]
+
+
+def test_trailing_spacing_matches_diffusers_wherever_diffusers_is_right():
+    diffusers = pytest.importorskip("diffusers")
+    from ddpm_fast.sampling.timesteps import spaced_timesteps
+
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    checked = 0
+    for steps in range(1, 1001, 3):
+        try:
+            theirs.set_timesteps(steps)
+        except ValueError:  # diffusers' own bug for these counts (n + 1 timesteps, one of them -1)
+            continue
+        if len(theirs.timesteps) == steps:
+            assert spaced_timesteps(1000, steps, "trailing").tolist() == theirs.timesteps.tolist(), steps
+            checked += 1
+    assert checked > 100
+
+
+def test_sixty_one_trailing_steps_sample():
+    import torch as _torch
+
+    conv = _torch.nn.Conv2d(3, 3, 1)
+    sampler = df.FastSampler(lambda x, t: conv(x), df.NoiseSchedule.linear(1000), (3, 4, 4), compile=False,
+                             timestep_spacing="trailing")
+    images = sampler.sample(1, seed=0, num_inference_steps=61)
+    assert sampler.last_report.num_steps == 61 and _torch.isfinite(images).all()
+    scheduler = df.FastDDPMScheduler(timestep_spacing="trailing")
+    scheduler.set_timesteps(61)
+    assert len(scheduler.timesteps) == 61 and scheduler.timesteps[-1] == 15

@@ -22,7 +22,9 @@ def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> n
     """`steps` of the `total` training timesteps, descending int64, spaced as diffusers' DDPMScheduler spaces them.
 
     "linspace" keeps T-1 and 0 (improved-diffusion's respacing); "leading" is range(0, T, T // steps) + offset
-    (the DDIM paper's); "trailing" ends at T-1.
+    (the DDIM paper's); "trailing" is round(T − k·T/steps) − 1 for k = 0 … steps−1, ending at T-1. (diffusers builds
+    it with a rounded float stride, which for 62 step counts at T = 1000 — 61, 103, 121, ... — yields steps + 1
+    timesteps ending in −1; here the first `steps` are kept: diffusers' values wherever its count is right.)
     """
     if spacing not in SPACINGS:
         raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
@@ -31,8 +33,10 @@ def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> n
     if spacing == "leading":
         ratio = total // steps
         return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + offset
-    ratio = total / steps  # trailing
-    return np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1
+    # trailing, as diffusers computes it (so its values, ties included), but never more than `steps` of them: the
+    # rounded float stride makes arange overshoot by one element (~0, which would become timestep -1) for some counts
+    ratio = total / steps
+    return (np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1)[:steps]
 
 
 def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:
