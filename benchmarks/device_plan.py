@@ -161,6 +161,14 @@ def preflight() -> tuple[list[str], list[str], dict]:
 # ---------------------------------------------------------------------------------------------------------- run
 
 
+def _stage_process_setup() -> None:
+    """In the stage's child, before exec: its own process group, and SIGINT restored to its default. A plan started
+    in the background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the interrupt at the deadline would be lost and the stage killed after the grace."""
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Interrupt a stage's process group (pytest then writes its summary), and kill it if it lingers."""
     try:
@@ -184,7 +192,7 @@ def run_stage(stage: Stage, out: pathlib.Path, seconds: float) -> list[str]:
     start = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=os.setpgrp)
+                                   preexec_fn=_stage_process_setup)
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: (_stop(process), sys.exit(143)))
         try:
             code = process.wait(timeout=seconds)

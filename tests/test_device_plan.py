@@ -102,3 +102,20 @@ def test_deadline_kills_the_stage_and_later_stages_keep_their_time(tmp_path):
     text = (tmp_path / "plan.txt").read_text()
     assert "## slow: DEADLINE" in text and "--- pytest.log:" in text and "5 passed" in text
     assert not (tmp_path / "bench.log").exists()  # folded into plan.txt
+
+
+def test_a_stage_is_interrupted_even_when_the_plan_runs_with_sigint_ignored(tmp_path):
+    # A plan started in the background by a non-interactive shell inherits SIGINT ignored; its stages must still get
+    # the interrupt at the deadline (pytest writes its summary then), not wait out the grace and be killed.
+    import signal
+
+    code = ("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)")
+    stage = plan.Stage("slow", [sys.executable, "-c", code], budget=100, min_seconds=1, log="slow.log",
+                       keeps=("slow.log",))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        plan.run_stage(stage, tmp_path, 3.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stage.status.startswith("DEADLINE") and stage.seconds < 3.0 + plan.INTERRUPT_GRACE / 2
+    assert "interrupted" in (tmp_path / "slow.log").read_text()
