@@ -530,3 +530,33 @@ def test_eager_cpu_prefetched_noise_is_the_noise_each_step_draws(method, steps, 
         expected = in_op.sample(3, seed=11, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
         got = prefetched.sample(3, seed=11, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("set_alpha_to_one", [True, False])
+def test_ddim_ends_where_diffusers_ddim_scheduler_ends(set_alpha_to_one):
+    # diffusers' DDIMScheduler ends its chain at ᾱ = 1 (set_alpha_to_one=True) or at ᾱ_0 (False); so does ours.
+    diffusers = pytest.importorskip("diffusers")
+    model = ConvEpsModel(num_timesteps=100).eval()
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=100, clip_sample=False,
+                                        set_alpha_to_one=set_alpha_to_one)
+    scheduler.set_timesteps(10)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 3, 6, 6), generator=generator)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t.expand(2)), t, x, eta=0.0).prev_sample
+    sampler = df.FastSampler(model, df.NoiseSchedule.from_diffusers(scheduler), (3, 6, 6), **FP32,
+                             timestep_spacing="leading", set_alpha_to_one=set_alpha_to_one)
+    with cpu_reference():
+        ours = sampler.sample(2, generator=torch.Generator().manual_seed(3), num_inference_steps=10, method="ddim")
+    torch.testing.assert_close(ours, x.clamp(-1, 1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="set_alpha_to_one must be True or False"):
+        df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), set_alpha_to_one=0)
+
+
+def test_from_diffusers_reads_a_ddim_schedulers_final_alpha_rule():
+    diffusers = pytest.importorskip("diffusers")
+    pipe = _pipeline(TINY_DIFFUSERS)
+    for value in (False, True):
+        pipe.scheduler = diffusers.DDIMScheduler(num_train_timesteps=T, set_alpha_to_one=value)
+        assert df.FastSampler.from_diffusers(pipe, **FP32).set_alpha_to_one is value

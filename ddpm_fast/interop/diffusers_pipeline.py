@@ -52,4 +52,6 @@ def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
         "clip_sample_range": float(config["clip_sample_range"]),
         "timestep_spacing": config["timestep_spacing"],
         "steps_offset": int(config["steps_offset"]),
+        # A DDIMScheduler's key (a DDPMScheduler has none): where its DDIM chain ends.
+        "set_alpha_to_one": scheduler_config.get("set_alpha_to_one", True),
     }

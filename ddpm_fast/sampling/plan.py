@@ -22,7 +22,8 @@ class SamplingPlan:
 
     model_timesteps[i]: the t the model sees at step i (descending). kernel_steps[i]: the index the step kernel
     reads: DDPM, the coefficient-table column (index 0 is the chain's last step, which adds no noise); DDIM, t
-    itself. prev_timesteps[i]: DDIM's target timestep (-1 after the last step ends the chain at ᾱ = 1).
+    itself. prev_timesteps[i]: DDIM's target timestep (after the last step, -1: the chain ends at ᾱ = 1; or 0, at
+    ᾱ_0, for set_alpha_to_one=False).
     """
 
     method: str
@@ -39,11 +40,13 @@ class SamplingPlan:
 
 
 def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
-               timestep_spacing: str = "linspace", steps_offset: int = 0) -> SamplingPlan:
+               timestep_spacing: str = "linspace", steps_offset: int = 0,
+               set_alpha_to_one: bool = True) -> SamplingPlan:
     """Every timestep T-1..0 (num_inference_steps None or T), or `num_inference_steps` of them spaced as asked.
 
     A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
-    (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1.
+    (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
+    set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod).
     """
     total = schedule.num_timesteps
     if method not in METHODS:
@@ -69,7 +72,7 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
         table = torch.zeros_like(table)
         table[:, :steps] = respaced_coefficient_table(schedule.alphas_cumprod, chain.flip(0).tolist())
         kernel_steps = torch.arange(steps - 1, -1, -1, dtype=torch.int64)
-    prev = torch.cat([chain[1:], torch.tensor([-1], dtype=torch.int64)])
+    prev = torch.cat([chain[1:], torch.tensor([-1 if set_alpha_to_one else 0], dtype=torch.int64)])
     return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
                         table)
 

@@ -133,6 +133,8 @@ class FastSampler:
     max_cached_graphs: how many (batch size, method, noise, sample_offset) graph sets to keep; the least recently
         used goes first.
     timestep_spacing, steps_offset: how num_inference_steps < T picks timesteps ("linspace", "leading", "trailing").
+    set_alpha_to_one: where a DDIM chain ends: at ᾱ = 1 (True, the default) or at ᾱ_0 (False), as diffusers'
+        DDIMScheduler option of that name.
 
     What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays,
     fallbacks) and `fallbacks` (each fast path this sampler gave up, with the error).
@@ -158,6 +160,7 @@ class FastSampler:
         max_cached_graphs: int = 4,
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
     ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
@@ -172,6 +175,8 @@ class FastSampler:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
             raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
+        if not isinstance(set_alpha_to_one, bool):
+            raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")
         for name, value in (("clip_sample", clip_sample), ("compile", compile), ("cuda_graphs", cuda_graphs),
                             ("channels_last", channels_last)):
             if value is not None and not isinstance(value, bool):
@@ -206,6 +211,7 @@ class FastSampler:
         self.max_cached_graphs = max_cached_graphs
         self.timestep_spacing = timestep_spacing
         self.steps_offset = steps_offset
+        self.set_alpha_to_one = set_alpha_to_one
 
         self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
         self._denoise = _denoiser(self.model, self.dtype)
@@ -278,7 +284,8 @@ class FastSampler:
         if method == "ddpm" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
         sample_offset = check_sample_range(sample_offset, batch_size)
-        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset)
+        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
+                          self.set_alpha_to_one)
         return plan, eta, sample_offset
 
     def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
