@@ -38,6 +38,8 @@ MAX_BATCH = 1 << 16
 # The step options when neither the call nor the source (a diffusers pipeline folder's scheduler) sets them.
 DEFAULT_OPTIONS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
                    "clip_sample_range": 1.0}
+# Which timesteps a sampler of the file visits (FastSampler's options of the same names), stored in its metadata.
+CHAIN_OPTIONS = {"timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True}
 
 # Inputs and outputs of each graph, in order (see step_graphs.py).
 INPUT_NAMES = {
@@ -64,6 +66,9 @@ def export_onnx(
     dynamic_spatial: Optional[bool] = None,
     opset: int = OPSET,
     contrib_ops: bool = False,
+    timestep_spacing: Optional[str] = None,
+    steps_offset: Optional[int] = None,
+    set_alpha_to_one: Optional[bool] = None,
 ) -> pathlib.Path:
     """Write `model` (our UNet, a diffusers UNet2DModel, a UNet.save folder or a diffusers model/pipeline folder) as
     ONNX to `path`; returns the path.
@@ -81,6 +86,8 @@ def export_onnx(
         GroupNorm / SkipGroupNorm, NhwcConv; see contrib_ops.py): a file for the CUDA provider only.
     prediction_type, variance_type, clip_sample, clip_sample_range: None takes a diffusers pipeline folder's scheduler
         config, else "epsilon", "fixed_small", False, 1.0 (DEFAULT_OPTIONS); a value given here overrides the folder's.
+    timestep_spacing, steps_offset, set_alpha_to_one: how OnnxSampler picks a shorter chain's timesteps and ends
+        DDIM (as FastSampler); None takes a pipeline folder's scheduler config, else "linspace", 0, True.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -96,8 +103,12 @@ def export_onnx(
         raise ValueError(f"opset must be an int >= {OPSET}, got {opset!r}")
     unet, source = _as_unet(model)
     schedule = schedule if schedule is not None else source.get("schedule")
-    options = {**DEFAULT_OPTIONS, **{name: source[name] for name in DEFAULT_OPTIONS if name in source},
-               **{name: value for name, value in given.items() if value is not None}}
+    chain_given = {"timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
+                   "set_alpha_to_one": set_alpha_to_one}
+    _check_chain_options(chain_given)
+    options = {**DEFAULT_OPTIONS, **CHAIN_OPTIONS,
+               **{name: source[name] for name in (*DEFAULT_OPTIONS, *CHAIN_OPTIONS) if name in source},
+               **{name: value for name, value in {**given, **chain_given}.items() if value is not None}}
     prediction_type, variance_type = options["prediction_type"], options["variance_type"]
     clip_sample, clip_sample_range = bool(options["clip_sample"]), float(options["clip_sample_range"])
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
@@ -129,6 +140,7 @@ def export_onnx(
         "schedule": {"name": schedule.name, "betas": schedule.betas.tolist()} if schedule is not None else None,
         "prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": bool(clip_sample),
         "clip_sample_range": clip_sample_range, "eta": eta,
+        **{name: options[name] for name in CHAIN_OPTIONS},
         "inputs": list(INPUT_NAMES[graph]), "outputs": list(OUTPUT_NAMES[graph]),
     }
     _set_metadata(proto, metadata)
@@ -172,6 +184,19 @@ def check_model(proto) -> None:
 # helpers
 
 
+def _check_chain_options(options: dict) -> None:
+    """The chain options that are set (not None): a known spacing, a non-negative int offset, a bool."""
+    from ddpm_fast.sampling.timesteps import SPACINGS
+
+    if options["timestep_spacing"] is not None and options["timestep_spacing"] not in SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {options['timestep_spacing']!r}")
+    offset = options["steps_offset"]
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+        raise ValueError(f"steps_offset must be a non-negative int, got {offset!r}")
+    if options["set_alpha_to_one"] is not None and not isinstance(options["set_alpha_to_one"], bool):
+        raise TypeError(f"set_alpha_to_one must be a bool, got {options['set_alpha_to_one']!r}")
+
+
 def _check_options(options: dict) -> None:
     """The step options that are set (not None): a known prediction/variance type, a positive clip range."""
     for name, choices in (("prediction_type", PREDICTION_TYPES), ("variance_type", VARIANCE_TYPES)):
@@ -198,7 +223,8 @@ def _as_unet(model) -> tuple[nn.Module, dict[str, Any]]:
             from ddpm_fast.interop.diffusers_pipeline import sampler_arguments_from_diffusers
 
             arguments = sampler_arguments_from_diffusers(folder)
-            return arguments["model"], {name: arguments[name] for name in ("schedule", *DEFAULT_OPTIONS)}
+            return arguments["model"], {name: arguments[name]
+                                        for name in ("schedule", *DEFAULT_OPTIONS, *CHAIN_OPTIONS)}
         return UNet.from_diffusers(folder), {}
     if isinstance(model, UNet):
         return model, {}

@@ -83,6 +83,11 @@ class OnnxSampler:
         self.metadata = json.loads(raw)
         self.path = path
         self.graph = self.metadata["graph"]
+        # How a shorter chain picks its timesteps and where DDIM ends, as the file's source sampled (files written
+        # before these were stored sampled "linspace", offset 0, ending at ᾱ = 1).
+        self.timestep_spacing = self.metadata.get("timestep_spacing", "linspace")
+        self.steps_offset = int(self.metadata.get("steps_offset", 0))
+        self.set_alpha_to_one = bool(self.metadata.get("set_alpha_to_one", True))
         self.sample_shape = tuple(self.metadata["sample_shape"])
         if schedule is None:
             stored = self.metadata.get("schedule")
@@ -247,7 +252,8 @@ class OnnxSampler:
             eta = check_positive_float("eta", eta, allow_zero=True)
         sample_offset = check_sample_range(sample_offset, batch_size)
         method, eta = self._method(method, eta, num_inference_steps)
-        plan = build_plan(self.schedule, method, num_inference_steps, "linspace")
+        plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
+                          self.set_alpha_to_one)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
         buffers = self._bind(batch_size, self.sample_shape[1:])

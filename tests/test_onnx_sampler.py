@@ -219,3 +219,39 @@ def test_contrib_ops_on_the_cuda_provider_equal_the_standard_graph(exported, tmp
     got = OnnxSampler(tmp_path / "contrib.onnx").sample(2, seed=1)
     expected = OnnxSampler(exported["ddpm_step"]).sample(2, seed=1)
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
+
+
+def test_a_pipeline_folders_spacing_travels_in_the_file(tmp_path):
+    # diffusers' default spacing is "leading": a 5-step DDIM from the file must visit the pipeline's timesteps, as
+    # FastSampler.from_diffusers does (before the spacing was stored, OnnxSampler used "linspace" and differed by 2).
+    diffusers = pytest.importorskip("diffusers")
+    import json
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, timestep_spacing="leading", steps_offset=1)
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
+    path = export_onnx(tmp_path / "pipe", tmp_path / "model.onnx", graph="model")
+    onnx_sampler = OnnxSampler(path)
+    assert (onnx_sampler.timestep_spacing, onnx_sampler.steps_offset, onnx_sampler.set_alpha_to_one) == (
+        "leading", 1, True)
+    fast = df.FastSampler.from_diffusers(tmp_path / "pipe", dtype=torch.float32, compile=False)
+    with cpu_reference():
+        got = onnx_sampler.sample(2, seed=3, method="ddim", num_inference_steps=5)
+        expected = fast.sample(2, seed=3, method="ddim", num_inference_steps=5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    def without_chain_options(props):  # a file written before the chain options were stored
+        metadata = json.loads(props[METADATA_KEY])
+        for name in ("timestep_spacing", "steps_offset", "set_alpha_to_one"):
+            del metadata[name]
+        return {**props, METADATA_KEY: json.dumps(metadata)}
+
+    old = OnnxSampler(_rewrite_metadata(path, tmp_path / "old.onnx", without_chain_options))
+    assert (old.timestep_spacing, old.steps_offset, old.set_alpha_to_one) == ("linspace", 0, True)
+    with cpu_reference():  # what the spacing is worth: without it the chain visits other timesteps
+        assert (old.sample(2, seed=3, method="ddim", num_inference_steps=5) - expected).abs().max() > 0.01
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        export_onnx(tmp_path / "pipe", tmp_path / "bad.onnx", timestep_spacing="even")
