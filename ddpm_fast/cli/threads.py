@@ -19,36 +19,54 @@ HELP_NOTE = (" On a CPU, torch gets one thread per core that other processes lea
              "or OMP_NUM_THREADS, choose instead).")
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask: a container's share, not the host's count)."""
+def _own_cpus() -> Optional[set[int]]:
+    """The CPUs this process may run on (its affinity mask: a container's share, not the host's), or None."""
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return None
+
+
+def available_cores() -> int:
+    cpus = _own_cpus()
+    return len(cpus) if cpus else (os.cpu_count() or 1)
 
 
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> Optional[float]:
-    """How many cores other processes kept busy over the next `seconds` (this one sleeps meanwhile), from the
-    machine-wide counters of /proc/stat; None where there is no /proc/stat."""
+    """How many of this process's cores other processes kept busy over the next `seconds` (this one sleeps
+    meanwhile), from the per-CPU counters of /proc/stat; None where there is no /proc/stat."""
+    cpus = _own_cpus()
 
-    def counters() -> Optional[tuple[int, int]]:
+    def counters() -> Optional[dict[int, tuple[int, int]]]:
+        found = {}
         try:
             with open("/proc/stat", encoding="ascii") as handle:
-                fields = [int(value) for value in handle.readline().split()[1:]]
-        except (OSError, ValueError):
+                for line in handle:
+                    name, *values = line.split()
+                    if not name.startswith("cpu") or name == "cpu":
+                        continue
+                    if not name[3:].isdigit():
+                        break
+                    fields = [int(value) for value in values]
+                    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+                    found[int(name[3:])] = (sum(fields[:8]), idle)
+        except (OSError, ValueError, IndexError):
             return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
+        return found or None
 
     before = counters()
     if before is None:
         return None
     time.sleep(seconds)
     after = counters()
-    if after is None or after[0] <= before[0]:
+    if after is None:
         return None
-    total, idle = after[0] - before[0], after[1] - before[1]
-    return (1.0 - idle / total) * (os.cpu_count() or 1)
+    busy = 0.0
+    for cpu in (cpus if cpus else set(after)) & set(before) & set(after):
+        total = after[cpu][0] - before[cpu][0]
+        if total > 0:
+            busy += 1.0 - (after[cpu][1] - before[cpu][1]) / total
+    return busy
 
 
 def choose_threads() -> tuple[Optional[int], str]:
@@ -71,7 +89,7 @@ def choose_threads() -> tuple[Optional[int], str]:
     if busy is None:
         return None, "torch's default (no /proc/stat to see other processes' load)"
     threads = max(1, min(cores, round(cores - busy)))
-    return threads, f"one per free core (other processes kept {busy:.1f} of {os.cpu_count() or cores} cores busy)"
+    return threads, f"one per free core (other processes kept {busy:.1f} of {cores} cores busy)"
 
 
 def configure_torch_threads() -> str:
