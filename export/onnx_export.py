@@ -26,6 +26,7 @@ from torch import nn
 from ddpm_fast import files
 from ddpm_fast.checks import check_choice, check_positive_float
 from ddpm_fast.models.unet import UNet
+from ddpm_fast.sampling.timesteps import check_chain_options
 from ddpm_fast.schedule import NoiseSchedule
 
 from .step_graphs import DDIMStepGraph, DDPMStepGraph, ModelGraph
@@ -105,7 +106,7 @@ def export_onnx(
     schedule = schedule if schedule is not None else source.get("schedule")
     chain_given = {"timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
                    "set_alpha_to_one": set_alpha_to_one}
-    _check_chain_options(chain_given)
+    check_chain_options(**chain_given)
     options = {**DEFAULT_OPTIONS, **CHAIN_OPTIONS,
                **{name: source[name] for name in (*DEFAULT_OPTIONS, *CHAIN_OPTIONS) if name in source},
                **{name: value for name, value in {**given, **chain_given}.items() if value is not None}}
@@ -182,19 +183,6 @@ def check_model(proto) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_chain_options(options: dict) -> None:
-    """The chain options that are set (not None): a known spacing, a non-negative int offset, a bool."""
-    from ddpm_fast.sampling.timesteps import SPACINGS
-
-    if options["timestep_spacing"] is not None and options["timestep_spacing"] not in SPACINGS:
-        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {options['timestep_spacing']!r}")
-    offset = options["steps_offset"]
-    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
-        raise ValueError(f"steps_offset must be a non-negative int, got {offset!r}")
-    if options["set_alpha_to_one"] is not None and not isinstance(options["set_alpha_to_one"], bool):
-        raise TypeError(f"set_alpha_to_one must be a bool, got {options['set_alpha_to_one']!r}")
 
 
 def _check_options(options: dict) -> None:

@@ -35,7 +35,7 @@ from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, Step
                    run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
 from .plan import SamplingPlan, build_plan
-from .timesteps import SPACINGS
+from .timesteps import check_chain_options
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
 _RUNNER_IDS = itertools.count()
@@ -120,8 +120,9 @@ class FastSampler:
     dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on a CPU (the images of the model as given;
         pass torch.bfloat16 for speed on CPUs with native bf16).
     channels_last: run the model NHWC. Default for modules: True on CUDA; on a CPU the faster layout for this model,
-        timed once (a few model calls in each layout at the first batch size; NHWC must be 5 % faster): NHWC speeds some models up there
-        (diffusers' UNet2DModel) and slows others (ours, whose CPU GroupNorm takes its statistics in NCHW).
+        timed once (a few model calls in each layout at the first batch size; NHWC must be 5 % faster): NHWC speeds
+        some models up there (diffusers' UNet2DModel) and slows others (ours, whose CPU GroupNorm takes its
+        statistics in NCHW).
     compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
         mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
         CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
@@ -168,15 +169,10 @@ class FastSampler:
             raise TypeError(f"model must be an nn.Module or a callable model(x_t, t), got {type(model).__name__}")
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
-        if timestep_spacing not in SPACINGS:
-            raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
+        check_chain_options(timestep_spacing, steps_offset, set_alpha_to_one)
         for name, value in (("steps_per_graph", steps_per_graph), ("max_cached_graphs", max_cached_graphs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
-            raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
-        if not isinstance(set_alpha_to_one, bool):
-            raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")
         for name, value in (("clip_sample", clip_sample), ("compile", compile), ("cuda_graphs", cuda_graphs),
                             ("channels_last", channels_last)):
             if value is not None and not isinstance(value, bool):
@@ -188,11 +184,12 @@ class FastSampler:
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
         self.sample_shape = _resolve_sample_shape(model, sample_shape)
-        in_channels = getattr(getattr(model, "config", None), "in_channels", None)
+        config = getattr(model, "config", None)
+        in_channels = getattr(config, "in_channels", None)
         if isinstance(in_channels, int) and self.sample_shape[0] != in_channels:
             raise ValueError(f"sample_shape {self.sample_shape}: the model takes {in_channels} channels (its config's "
                              "in_channels)")
-        check_spatial = getattr(getattr(model, "config", None), "check_spatial", None)  # our UNet's config
+        check_spatial = getattr(config, "check_spatial", None)  # our UNet's config
         if callable(check_spatial):
             check_spatial(*self.sample_shape[1:], "sample_shape")
         self.dtype = dtype if dtype is not None else _default_dtype(self.device)
