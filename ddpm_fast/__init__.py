@@ -23,6 +23,7 @@ from ._lazy import lazy_names as _lazy_names  # noqa: E402
 # Each public name and the module it lives in. They load on first use (PEP 562), so `import ddpm_fast` (and the
 # command line's --help) imports neither torch nor Triton; the kernels import Triton when first used.
 _MODULE_OF = {
+    "DiffusionSetup": "diffusion_setup",
     "FastDDPMScheduler": "interop.diffusers_scheduler",
     "FastPathFallbackWarning": "sampling.sampler",
     "FastSampler": "sampling.sampler",
@@ -36,6 +37,8 @@ _MODULE_OF = {
     "p_step": "diffusion",
     "q_sample": "diffusion",
     "sample": "seed_functions",
+    "save_diffusers_pipeline": "interop.diffusers_pipeline",
+    "SetupConflict": "diffusion_setup",
     "train_step": "seed_functions",
 }
 _SUBMODULES = ("kernels", "reference")
@@ -43,6 +46,7 @@ _SUBMODULES = ("kernels", "reference")
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiffusionSetup",
     "FastDDPMScheduler",
     "FastPathFallbackWarning",
     "FastSampler",
@@ -58,6 +62,8 @@ __all__ = [
     "q_sample",
     "reference",
     "sample",
+    "save_diffusers_pipeline",
+    "SetupConflict",
     "train_step",
 ]
 

@@ -7,7 +7,7 @@ first use per device and cached. Never bf16/fp16: a low-precision ᾱ rounds to 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,14 +73,25 @@ class NoiseSchedule:
     # -- constructors -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_betas(cls, betas: Any) -> "NoiseSchedule":
-        """Any 1-D sequence, array or tensor of β_t in (0, 1)."""
-        return cls(betas, name="custom")
+    def from_betas(cls, betas: Any, name: str = "custom") -> "NoiseSchedule":
+        """Any 1-D sequence, array or tensor of β_t in (0, 1); `name` only labels it (β is never re-derived from it)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        return cls(betas, name=name)
 
     @classmethod
-    def linear(cls, num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
-        """β linear from beta_start to beta_end (Ho et al.: 1e-4 → 0.02 at T = 1000), as diffusers' "linear"."""
+    def linear(cls, num_timesteps: int, beta_start: Optional[float] = None,
+               beta_end: Optional[float] = None) -> "NoiseSchedule":
+        """β linear from beta_start to beta_end. Left out, they are Ho et al.'s 1e-4 → 0.02 scaled by 1000/T
+        (improved-diffusion's rule, so ᾱ ends near 0 at any T; β_end capped at 0.999): exactly 1e-4 → 0.02 at
+        T = 1000. This is the one meaning of "linear" in ddpm_fast — the Trainer, `--schedule linear` and this
+        method agree. diffusers' "linear" keeps 1e-4 → 0.02 at every T; `from_diffusers` builds that one from the
+        config's own beta_start / beta_end, and every artefact stores β as numbers either way.
+        """
         num_timesteps = _validated_num_timesteps(num_timesteps)
+        scale = 1000 / num_timesteps
+        beta_start = scale * 1e-4 if beta_start is None else beta_start
+        beta_end = min(scale * 0.02, 0.999) if beta_end is None else beta_end
         return cls(torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64), name="linear")
 
     @classmethod

@@ -13,6 +13,7 @@ config, the schedule and the step's options travel in its metadata, so a sampler
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
+from ddpm_fast.diffusion_setup import DiffusionSetup
 from ddpm_fast.checks import check_choice, check_positive_float
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.sampling.timesteps import check_chain_options
@@ -70,9 +72,16 @@ def export_onnx(
     timestep_spacing: Optional[str] = None,
     steps_offset: Optional[int] = None,
     set_alpha_to_one: Optional[bool] = None,
+    setup: Optional[DiffusionSetup] = None,
+    weights: Optional[str] = None,
+    override_setup: bool = False,
 ) -> pathlib.Path:
-    """Write `model` (our UNet, a diffusers UNet2DModel, a UNet.save folder or a diffusers model/pipeline folder) as
-    ONNX to `path`; returns the path.
+    """Write `model` as ONNX to `path`; returns the path. `model` is our UNet (or any nn.Module), a diffusers
+    UNet2DModel, or any source ddpm_fast.models.pretrained.load_pretrained reads: a training run folder (its last
+    good checkpoint, EMA weights unless weights="model"), a checkpoint folder, a UNet.save folder, a diffusers
+    pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup (β, prediction and variance type,
+    clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and stores; for a module, `setup=`
+    (a ddpm_fast.DiffusionSetup) gives it.
 
     graph: "model" — inputs sample [B, C, H, W] (dtype) and timestep [B] int64, output model_output (what the model
         predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
@@ -85,10 +94,12 @@ def export_onnx(
         folder brings its own).
     contrib_ops: rewrite the GroupNorms and convolutions into ONNX Runtime's NHWC CUDA contrib ops (com.microsoft
         GroupNorm / SkipGroupNorm, NhwcConv; see contrib_ops.py): a file for the CUDA provider only.
-    prediction_type, variance_type, clip_sample, clip_sample_range: None takes a diffusers pipeline folder's scheduler
-        config, else "epsilon", "fixed_small", False, 1.0 (DEFAULT_OPTIONS); a value given here overrides the folder's.
-    timestep_spacing, steps_offset, set_alpha_to_one: how OnnxSampler picks a shorter chain's timesteps and ends
-        DDIM (as FastSampler); None takes a pipeline folder's scheduler config, else "linspace", 0, True.
+    schedule, prediction_type, variance_type, clip_sample, clip_sample_range, timestep_spacing, steps_offset,
+        set_alpha_to_one: None takes the stored setup's value (a folder's, or setup='s); a different value given
+        here is a SetupConflict (ValueError naming both) unless override_setup=True. With nothing stored, a given
+        value is used, and the rest default to "epsilon", "fixed_small", False, 1.0, "linspace", 0, True (for a
+        folder, a UserWarning says so). timestep_spacing, steps_offset and set_alpha_to_one tell OnnxSampler how a
+        shorter chain picks its timesteps and where DDIM ends.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -102,20 +113,27 @@ def export_onnx(
     eta = check_positive_float("eta", eta, allow_zero=True)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < OPSET:
         raise ValueError(f"opset must be an int >= {OPSET}, got {opset!r}")
-    unet, source = _as_unet(model)
-    schedule = schedule if schedule is not None else source.get("schedule")
     chain_given = {"timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
                    "set_alpha_to_one": set_alpha_to_one}
     check_chain_options(**chain_given)
-    options = {**DEFAULT_OPTIONS, **CHAIN_OPTIONS,
-               **{name: source[name] for name in (*DEFAULT_OPTIONS, *CHAIN_OPTIONS) if name in source},
-               **{name: value for name, value in {**given, **chain_given}.items() if value is not None}}
-    prediction_type, variance_type = options["prediction_type"], options["variance_type"]
-    clip_sample, clip_sample_range = bool(options["clip_sample"]), float(options["clip_sample_range"])
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+    if setup is not None and not isinstance(setup, DiffusionSetup):
+        raise TypeError(f"setup must be a ddpm_fast.DiffusionSetup, got {type(setup).__name__}")
+    if not isinstance(override_setup, bool):
+        raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
+    unet, setup = _model_and_setup(model, setup, {"schedule": schedule, **given, **chain_given}, weights,
+                                   override_setup)
+    chosen = setup.sampler_options() if setup is not None else {
+        name: value for name, value in {**given, **chain_given}.items() if value is not None}
+    options = {**DEFAULT_OPTIONS, **CHAIN_OPTIONS, **chosen}
+    schedule = setup.schedule() if setup is not None else None
+    prediction_type, variance_type = options["prediction_type"], options["variance_type"]
+    clip_sample, clip_sample_range = bool(options["clip_sample"]), float(options["clip_sample_range"])
     if graph != "model" and schedule is None:
         raise ValueError(f"graph={graph!r} bakes the schedule into the file: pass schedule=")
+    if sample_shape is None and setup is not None:
+        sample_shape = setup.sample_shape
     sample_shape = _sample_shape(unet, sample_shape)
     factor = _spatial_factor(unet)
     if dynamic_spatial is None:
@@ -143,6 +161,8 @@ def export_onnx(
         "clip_sample_range": clip_sample_range, "eta": eta,
         **{name: options[name] for name in CHAIN_OPTIONS},
         "inputs": list(INPUT_NAMES[graph]), "outputs": list(OUTPUT_NAMES[graph]),
+        # the whole record (β, options, sample shape, class conditioning), as every artefact stores it
+        "setup": dataclasses.replace(setup, sample_shape=tuple(sample_shape)).to_dict() if setup is not None else None,
     }
     _set_metadata(proto, metadata)
     check_model(proto)
@@ -196,31 +216,33 @@ def _check_options(options: dict) -> None:
         check_positive_float("clip_sample_range", options["clip_sample_range"])
 
 
-def _as_unet(model) -> tuple[nn.Module, dict[str, Any]]:
-    """(the model, what its source brings: a schedule and step options). Folders: a UNet.save checkpoint, a diffusers
-    UNet2DModel folder or a DDPMPipeline folder (whose scheduler config gives the schedule, prediction_type,
-    variance_type, clip_sample and clip_sample_range). A diffusers UNet2DModel becomes our UNet."""
+def _model_and_setup(model, setup: Optional[DiffusionSetup], given: dict, weights: Optional[str],
+                     override: bool) -> tuple[nn.Module, Optional[DiffusionSetup]]:
+    """(the model to export, the setup it is exported with). A folder or Hub id goes through the one loader (its
+    stored setup checked against `given`); a module takes `setup=` (checked the same way) or, without one, what was
+    given (None when no schedule was: a model graph of a bare module stores no setup)."""
     if isinstance(model, (str, os.PathLike)):
-        folder = pathlib.Path(model)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such model folder")
-        meta_file = folder / "config.json"
-        if meta_file.exists() and files.read_json(meta_file).get("format") == "ddpm_fast.UNet":
-            return UNet.load(folder), {}
-        if (folder / "scheduler" / "scheduler_config.json").exists():
-            from ddpm_fast.interop.diffusers_pipeline import sampler_arguments_from_diffusers
+        from ddpm_fast.models.pretrained import load_pretrained, resolve_setup
 
-            arguments = sampler_arguments_from_diffusers(folder)
-            return arguments["model"], {name: arguments[name]
-                                        for name in ("schedule", *DEFAULT_OPTIONS, *CHAIN_OPTIONS)}
-        return UNet.from_diffusers(folder), {}
-    if isinstance(model, UNet):
-        return model, {}
+        if setup is not None:
+            raise ValueError("setup= applies to a model object; a folder brings its own setup")
+        pretrained = load_pretrained(model, weights)
+        return pretrained.model, resolve_setup(pretrained, given, override=override, warn=True)
+    if weights is not None:
+        raise ValueError("weights= applies to a training checkpoint folder; a model object holds one set of weights")
     if type(model).__name__ == "UNet2DModel" and hasattr(model, "config"):
-        return UNet.from_diffusers(model), {}
-    if isinstance(model, nn.Module):
-        return model, {}
-    raise TypeError(f"model must be an nn.Module or a model folder, got {type(model).__name__}")
+        model = UNet.from_diffusers(model)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, a model folder or a Hub id, got {type(model).__name__}")
+    if setup is not None:
+        return model, setup.with_given(given, source="setup=", override=override)
+    if given["schedule"] is None:
+        return model, None
+    config = getattr(model, "config", None)
+    classes = getattr(config, "num_class_embeds", None)
+    options = {name: value for name, value in given.items() if name != "schedule" and value is not None}
+    return model, DiffusionSetup.from_schedule(given["schedule"], num_class_embeds=classes if isinstance(
+        classes, int) else None, **options)
 
 
 def _sample_shape(model: nn.Module, sample_shape) -> tuple[int, int, int]:

@@ -164,6 +164,8 @@ def test_trailing_spacing_gives_exactly_n_timesteps_for_every_n():
 
 
 def test_trailing_spacing_matches_diffusers_wherever_diffusers_is_right():
+    import numpy as np
+
     diffusers = pytest.importorskip("diffusers")
     from ddpm_fast.sampling.timesteps import spaced_timesteps
 
@@ -175,7 +177,12 @@ def test_trailing_spacing_matches_diffusers_wherever_diffusers_is_right():
         except ValueError:  # diffusers' own bug for these counts (n + 1 timesteps, one of them -1)
             continue
         if len(theirs.timesteps) == steps:
-            assert spaced_timesteps(1000, steps, "trailing").tolist() == theirs.timesteps.tolist(), steps
+            ours, reference = spaced_timesteps(1000, steps, "trailing"), theirs.timesteps.numpy()
+            k = np.arange(steps)
+            tie = 2 * (1000 * (steps - k) % steps) == steps  # (n - k)·T/n is an exact x.5
+            # equal, except at exact halves that diffusers' float error rounded the other way: off by one there
+            assert (ours[~tie] == reference[~tie]).all(), steps
+            assert (np.abs(ours[tie] - reference[tie]) <= 1).all(), steps
             checked += 1
     assert checked > 100
 

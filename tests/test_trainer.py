@@ -180,10 +180,14 @@ def test_checkpoint_round_trip(tmp_path):
         for key, value in state.items():
             assert torch.equal(loaded["state"][index][key], value), (index, key)
     assert json.loads(json.dumps(loaded["param_groups"])) == json.loads(json.dumps(saved["param_groups"]))
-    model, schedule, prediction_type = checkpoints.sampling_setup(tmp_path)  # the run folder → its last checkpoint
+    from ddpm_fast.models.pretrained import load_pretrained
+
+    pretrained = load_pretrained(tmp_path)  # the run folder → its last checkpoint, EMA weights
     for name, tensor in trainer.ema.state_dict().items():
-        assert torch.equal(model.state_dict()[name], tensor)
-    assert torch.equal(schedule.betas, trainer.schedule.betas) and prediction_type == "epsilon"
+        assert torch.equal(pretrained.model.state_dict()[name], tensor)
+    assert pretrained.setup == trainer.setup and pretrained.weights == "ema"
+    assert torch.equal(pretrained.setup.schedule().betas, trainer.schedule.betas)
+    assert pretrained.setup.prediction_type == "epsilon"
     assert df.UNet.load(tmp_path / "checkpoints" / "step-00000003").config == trainer.model.config
 
 

@@ -66,19 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_source_arguments(parser: argparse.ArgumentParser, diffusers_help: str) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
-                        help="a training run folder (its last good checkpoint), one checkpoint folder, or a UNet.save "
-                             "folder (config.json + model.safetensors)")
-    source.add_argument("--diffusers", type=pathlib.Path, metavar="DIR", help=diffusers_help)
+                        help="a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save "
+                             "folder (config.json + model.safetensors [+ setup.json]) or a diffusers pipeline folder; "
+                             "its stored setup (schedule, prediction type, ...) is used")
+    source.add_argument("--diffusers", metavar="DIR|ID", help=diffusers_help)
+
+
+def _add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The schedule, the step options and the weights: checked against the source's stored setup."""
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="the training schedule; only where the source stores none (default linear; 'linear' "
+                             "scales β by 1000/T at any T, as training does)")
+    parser.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
+                        help="T of --schedule (default: the stored T, else 1000)")
+    parser.add_argument("--weights", choices=("ema", "model"), default=None,
+                        help="a training checkpoint's EMA weights (the default) or its trained weights")
+    _add_step_option_arguments(parser)
+    parser.add_argument("--override-setup", action="store_true",
+                        help="let --schedule and the step options replace the source's stored setup (without it, a "
+                             "value that contradicts the stored one is an error)")
 
 
 def _add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """What the model predicts and how the DDPM step uses it: None (not given) leaves a pipeline's own setting."""
+    """What the model predicts and how the DDPM step uses it: None (not given) leaves the stored setting."""
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
-                        help="what the model predicts (default epsilon, or the pipeline's)")
+                        help="what the model predicts (default: the stored one, else epsilon)")
     parser.add_argument("--variance-type", choices=VARIANCE_TYPES, default=None,
-                        help="σ_t of the DDPM step (default fixed_small, or the pipeline's)")
+                        help="σ_t of the DDPM step (default: the stored one, else fixed_small)")
     parser.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=None,
-                        help="clamp the predicted x0 to [-1, 1] (default off, or the pipeline's)")
+                        help="clamp the predicted x0 to [-1, 1] (default: the stored setting, else off)")
 
 
 def _add_sample_parser(commands) -> None:
@@ -88,14 +104,9 @@ def _add_sample_parser(commands) -> None:
                     "safetensors tensor. Under `torchrun --nproc_per_node N -m ddpm_fast sample ...` the batch is "
                     "split across the ranks (NCCL on GPUs, gloo on CPU) and rank 0 writes the whole of it: the "
                     "same samples as one process draws." + THREADS_NOTE)
-    _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/); its scheduler config sets the schedule")
-    sample.add_argument("--schedule", choices=SCHEDULES, default=None,
-                        help="the training schedule of a --checkpoint model (default linear)")
-    sample.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
-                        help="T of a --checkpoint model's schedule (default 1000)")
-    sample.add_argument("--weights", choices=("ema", "model"), default="ema",
-                        help="a training checkpoint's EMA weights (default) or its trained weights")
-    _add_step_option_arguments(sample)
+    _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/; its scheduler config is the setup) or a "
+                                  "Hugging Face Hub id (read through the local cache; HF_HUB_OFFLINE=1 works)")
+    _add_setup_arguments(sample)
     sample.add_argument("--num-samples", type=arguments.positive_int, default=16)
     sample.add_argument("--seed", type=arguments.seed, default=0,
                         help="the noise key; sample i draws the same noise at any batch size or world size")
@@ -126,19 +137,16 @@ def _add_export_parser(commands) -> None:
                     "--static-spatial, dynamic H and W in multiples of the U-Net's downsampling factor). --graph "
                     "model: inputs sample [B, C, H, W] and timestep [B] int64, output model_output. ddpm_step: "
                     "inputs sample (x_t), timestep, noise (float32), output prev_sample (x_{t-1}), the schedule "
-                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). The model's config, the "
-                    "schedule and the step options travel in the file's metadata.")
-    _add_source_arguments(export, "a DDPMPipeline folder (unet/ + scheduler/: its scheduler config sets the schedule "
-                                  "and the step options) or a UNet2DModel folder (config.json + weights)")
+                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). The source's stored setup "
+                    "(β, prediction type, clipping, spacing, ...) is baked in and travels in the file's metadata, "
+                    "so OnnxSampler samples what `ddpm-fast sample` samples from the same source.")
+    _add_source_arguments(export, "a DDPMPipeline folder (unet/ + scheduler/: its scheduler config is the setup), a "
+                                  "UNet2DModel folder (config.json + weights) or a Hugging Face Hub id")
     export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
                         help="the ONNX file to write (atomically: an existing file is replaced whole)")
     export.add_argument("--graph", choices=EXPORT_GRAPHS, default="model",
                         help="model: the U-Net alone; ddpm_step / ddim_step: one reverse step (default model)")
-    export.add_argument("--schedule", choices=SCHEDULES, default=None,
-                        help="the training schedule (default: a --diffusers pipeline's, else linear)")
-    export.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
-                        help="T of the schedule given by --schedule (default 1000)")
-    _add_step_option_arguments(export)
+    _add_setup_arguments(export)
     export.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
                         help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
@@ -181,14 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run_sample(args)
         except (ValueError, FileNotFoundError) as error:  # bad paths or options: a message, not a traceback
-            print(f"ddpm-fast sample: error: {error}", file=sys.stderr)
+            print(f"ddpm-fast sample: error: {_error_text(error)}", file=sys.stderr)
             return 2
     elif args.command == "export":
         _check_export_arguments(command_parser, args)
         try:
             return _run_export(args)
         except (ValueError, FileNotFoundError) as error:  # bad folders or options, as for sample
-            print(f"ddpm-fast export: error: {error}", file=sys.stderr)
+            print(f"ddpm-fast export: error: {_error_text(error)}", file=sys.stderr)
             return 2
     elif args.command == "bench":
         return bench.run_command(command_parser, args)
@@ -221,14 +229,62 @@ def _check_output_path(parser: argparse.ArgumentParser, path: pathlib.Path) -> N
         parser.error(f"--out {path}: cannot write into {existing}")
 
 
-def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pathlib.Path:
-    folder = args.checkpoint if args.checkpoint is not None else args.diffusers
-    flag = "--checkpoint" if args.checkpoint is not None else "--diffusers"
+def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.checkpoint is not None:
+        flag, folder = "--checkpoint", args.checkpoint
+    else:
+        flag, folder = "--diffusers", pathlib.Path(args.diffusers)
+        if not folder.exists() and _looks_like_hub_id(args.diffusers):
+            return  # resolved through huggingface_hub when the model loads
     if folder.is_file():
         parser.error(f"{flag} {folder}: is a file; expected a folder")
     if not folder.is_dir():
         parser.error(f"{flag} {folder}: no such folder")
-    return folder
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    from ..models.pretrained import _HUB_ID
+
+    return bool(_HUB_ID.match(text)) and not text.startswith(".")
+
+
+# Each setup setting's flag, for errors that name what the user typed.
+SETUP_FLAGS = {"schedule": "--schedule/--train-timesteps", "prediction_type": "--prediction-type",
+               "variance_type": "--variance-type"}
+
+
+def _error_text(error: Exception) -> str:
+    """An error's one line; a setup conflict names the flag, both values, and --override-setup."""
+    from ..diffusion_setup import SetupConflict
+
+    if not isinstance(error, SetupConflict):
+        return str(error)
+    if error.name == "clip_sample":
+        flag = "--clip-sample" if error.given else "--no-clip-sample"
+    else:
+        flag = f"{SETUP_FLAGS.get(error.name, error.name)} {error.given}"
+    return (f"{flag} contradicts the {error.name} stored with {error.source} ({error.stored}); pass "
+            "--override-setup to use it anyway")
+
+
+def _load_source(args: argparse.Namespace):
+    """(model, DiffusionSetup) of --checkpoint / --diffusers: the one loader, the stored setup checked against the
+    flags (ddpm_fast.models.pretrained)."""
+    from ..models.pretrained import load_pretrained, resolve_setup
+    from ..schedule import NoiseSchedule
+
+    pretrained = load_pretrained(args.checkpoint if args.checkpoint is not None else args.diffusers, args.weights)
+    schedule = None
+    if args.schedule is not None or args.train_timesteps is not None:
+        stored = pretrained.setup
+        name = args.schedule
+        if name is None:  # --train-timesteps alone: the stored schedule's kind at that T
+            name = stored.schedule_name if stored is not None and stored.schedule_name in SCHEDULES else "linear"
+        total = args.train_timesteps or (stored.num_train_timesteps if stored is not None else 1000)
+        schedule = getattr(NoiseSchedule, name)(total)
+    given = {"schedule": schedule, "prediction_type": args.prediction_type, "variance_type": args.variance_type,
+             "clip_sample": args.clip_sample}
+    return pretrained.model, resolve_setup(pretrained, given, override=args.override_setup)
 
 
 # ------------------------------------------------------------------------------------------------------ sample
@@ -237,18 +293,6 @@ def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespa
 def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Path and option checks that need no model: they fail at once, on every rank alike."""
     _check_source_folder(parser, args)
-    if args.diffusers is not None and (args.schedule is not None or args.train_timesteps is not None):
-        parser.error("--schedule and --train-timesteps apply to --checkpoint; a --diffusers pipeline's scheduler "
-                     "config sets its schedule")
-    if args.checkpoint is not None:
-        from ..training.checkpoints import is_training_checkpoint
-
-        if is_training_checkpoint(args.checkpoint):
-            if args.schedule is not None or args.train_timesteps is not None:
-                parser.error(f"--checkpoint {args.checkpoint} is a training checkpoint: it carries its own schedule "
-                             "(drop --schedule / --train-timesteps)")
-        elif args.weights != "ema":
-            parser.error("--weights applies to training checkpoints (a UNet.save folder holds one set of weights)")
     if args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--out {args.out}: expected a .png or .safetensors path")
     _check_output_path(parser, args.out)
@@ -296,37 +340,11 @@ def _build_sampler(args: argparse.Namespace, device):
 
     from ..sampling.sampler import FastSampler
 
-    options = {
-        "device": device,
-        "dtype": None if args.dtype == "auto" else getattr(torch, args.dtype),
-        "compile": False if args.no_compile else (True if args.compile else None),
-        "cuda_graphs": False if args.no_cuda_graphs else None,
-    }
-    step_options = {"prediction_type": args.prediction_type, "variance_type": args.variance_type,
-                    "clip_sample": args.clip_sample}
-    if args.diffusers is not None:  # the pipeline's own options, overridden where a flag was given
-        overrides = {name: value for name, value in step_options.items() if value is not None}
-        return FastSampler.from_diffusers(args.diffusers, **options, **overrides)
-
-    from ..models.unet import UNet
-    from ..training.checkpoints import is_training_checkpoint, sampling_setup
-
-    if is_training_checkpoint(args.checkpoint):  # a Trainer's checkpoint carries its schedule and objective
-        model, schedule, prediction_type = sampling_setup(args.checkpoint, args.weights)
-        return FastSampler(model, schedule, prediction_type=args.prediction_type or prediction_type,
-                           variance_type=args.variance_type or "fixed_small", clip_sample=bool(args.clip_sample),
-                           **options)
-    model = UNet.load(args.checkpoint)
-    return FastSampler(model, _schedule_from_arguments(args), prediction_type=args.prediction_type or "epsilon",
-                       variance_type=args.variance_type or "fixed_small", clip_sample=bool(args.clip_sample),
-                       **options)
-
-
-def _schedule_from_arguments(args: argparse.Namespace):
-    """The NoiseSchedule that --schedule / --train-timesteps name (linear, T = 1000 where one is left out)."""
-    from ..schedule import NoiseSchedule
-
-    return getattr(NoiseSchedule, args.schedule or "linear")(args.train_timesteps or 1000)
+    model, setup = _load_source(args)
+    return FastSampler(model, setup.schedule(), setup.sample_shape, **setup.sampler_options(), device=device,
+                       dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+                       compile=False if args.no_compile else (True if args.compile else None),
+                       cuda_graphs=False if args.no_cuda_graphs else None)
 
 
 def _metadata(args: argparse.Namespace) -> dict[str, str]:
@@ -350,17 +368,12 @@ def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None
 
 
 def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    folder = _check_source_folder(parser, args)
+    _check_source_folder(parser, args)
     if args.out.suffix.lower() != ".onnx":
         parser.error(f"--out {args.out}: expected a .onnx path")
     _check_output_path(parser, args.out)
     if args.graph != "ddim_step" and args.eta != 0.0:
         parser.error("--eta applies to --graph ddim_step only")
-    own_schedule = args.schedule is not None or args.train_timesteps is not None
-    if (args.diffusers is not None and args.graph != "model" and not own_schedule
-            and not (folder / "scheduler" / "scheduler_config.json").is_file()):
-        parser.error(f"--graph {args.graph} bakes a schedule into the file: --diffusers {folder} has no "
-                     "scheduler/scheduler_config.json (not a DDPMPipeline folder); pass --schedule")
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -369,20 +382,16 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx
     from ..export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
 
-    # A checkpoint holds no schedule: --schedule's (linear by default). A pipeline folder brings its own, which
-    # --schedule / --train-timesteps override; so does every step-option flag given.
-    own_schedule = args.checkpoint is not None or args.schedule is not None or args.train_timesteps is not None
-    path = export_onnx(
-        args.checkpoint if args.checkpoint is not None else args.diffusers, args.out, graph=args.graph,
-        schedule=_schedule_from_arguments(args) if own_schedule else None, prediction_type=args.prediction_type,
-        variance_type=args.variance_type, clip_sample=args.clip_sample, eta=args.eta,
-        dtype=getattr(torch, args.dtype), dynamic_spatial=False if args.static_spatial else None,
-        contrib_ops=args.contrib_ops)
+    model, setup = _load_source(args)
+    path = export_onnx(model, args.out, graph=args.graph, setup=setup, eta=args.eta, dtype=getattr(torch, args.dtype),
+                       dynamic_spatial=False if args.static_spatial else None, contrib_ops=args.contrib_ops)
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"
     if args.contrib_ops:
         spatial += ", CUDA contrib ops"
     print(f"wrote {path}: {args.graph} graph ({', '.join(INPUT_NAMES[args.graph])} -> "
-          f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}", flush=True)
+          f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}; setup: "
+          f"{setup.describe_schedule()}, {setup.prediction_type}, {setup.variance_type}, clip_sample "
+          f"{setup.clip_sample}, {setup.timestep_spacing} spacing", flush=True)
     return 0
 
 

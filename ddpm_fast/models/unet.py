@@ -137,11 +137,29 @@ class UNet(nn.Module):
 
     # ---------------------------------------------------------------------------------------- checkpoints
 
-    def save(self, directory: Union[str, os.PathLike]) -> pathlib.Path:
-        """Write config.json and model.safetensors into `directory`, each atomically. Returns the directory."""
+    def save(self, directory: Union[str, os.PathLike], setup=None) -> pathlib.Path:
+        """Write config.json and model.safetensors into `directory`, each atomically, and setup.json when `setup` (a
+        ddpm_fast.DiffusionSetup: how this model diffuses) is given, which every loader then reads back
+        (FastSampler.from_pretrained, export_onnx, the CLI). Returns the directory. TypeError for another setup
+        type; ValueError when the setup's sample shape or class count does not fit this model."""
+        from ..diffusion_setup import SETUP_NAME, DiffusionSetup
+
+        if setup is not None:
+            if not isinstance(setup, DiffusionSetup):
+                raise TypeError(f"setup must be a ddpm_fast.DiffusionSetup or None, got {type(setup).__name__}")
+            if setup.sample_shape is not None and setup.sample_shape[0] != self.config.in_channels:
+                raise ValueError(f"setup.sample_shape {setup.sample_shape} does not fit this model's "
+                                 f"{self.config.in_channels} input channels")
+            if setup.num_class_embeds != self.config.num_class_embeds:
+                raise ValueError(f"setup.num_class_embeds={setup.num_class_embeds} differs from this model's "
+                                 f"{self.config.num_class_embeds}")
         directory = pathlib.Path(directory)
         files.save_tensors(directory / WEIGHTS_NAME, self.state_dict(), metadata={"format": CHECKPOINT_FORMAT})
         files.atomic_write_json(directory / CONFIG_NAME, {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict()})
+        if setup is not None:
+            setup.save(directory)
+        elif (directory / SETUP_NAME).exists():  # a stale record of another model must not be read with these weights
+            (directory / SETUP_NAME).unlink()
         return directory
 
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import os
 import itertools
 import logging
 import time
@@ -234,6 +235,52 @@ class FastSampler:
 
         arguments = sampler_arguments_from_diffusers(pipeline_or_path)
         return cls(**{**arguments, **options})
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: Union[str, os.PathLike], weights: Optional[str] = None, *,
+                        override_setup: bool = False, schedule: Optional[NoiseSchedule] = None,
+                        prediction_type: Optional[str] = None, variance_type: Optional[str] = None,
+                        clip_sample: Optional[bool] = None, clip_sample_range: Optional[float] = None,
+                        timestep_spacing: Optional[str] = None, steps_offset: Optional[int] = None,
+                        set_alpha_to_one: Optional[bool] = None, **options: Any) -> "FastSampler":
+        """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.models.pretrained):
+        a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
+        pipeline folder or a Hugging Face Hub id (the user's cache; HF_HUB_OFFLINE=1 works with a cached copy).
+
+        weights: a training checkpoint's "ema" (default) or "model" weights. schedule, prediction_type, ...: checked
+        against the stored setup — a different value raises SetupConflict (a ValueError naming both values) unless
+        override_setup=True; where the source stores no setup, they are used, and a UserWarning names the defaults
+        taken for the rest. Other keyword arguments are FastSampler's (device defaults to "auto": CUDA if present).
+        """
+        from ..models.pretrained import load_pretrained, resolve_setup
+
+        if not isinstance(override_setup, bool):
+            raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
+        pretrained = load_pretrained(path_or_id, weights)
+        given = {"schedule": schedule, "prediction_type": prediction_type, "variance_type": variance_type,
+                 "clip_sample": clip_sample, "clip_sample_range": clip_sample_range,
+                 "timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
+                 "set_alpha_to_one": set_alpha_to_one}
+        if schedule is not None and not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+        setup = resolve_setup(pretrained, given, override=override_setup)
+        options.setdefault("device", "auto")
+        return cls(pretrained.model, setup.schedule(), setup.sample_shape, **setup.sampler_options(), **options)
+
+    @property
+    def setup(self):
+        """The DiffusionSetup this sampler samples with (β, prediction and variance type, clipping, spacing, DDIM's
+        final ᾱ, sample shape, class conditioning): what export_onnx and save_diffusers_pipeline store."""
+        from ..diffusion_setup import DiffusionSetup
+
+        config = getattr(self.model, "config", None)
+        classes = getattr(config, "num_class_embeds", None)
+        return DiffusionSetup.from_schedule(
+            self.schedule, prediction_type=self.prediction_type, variance_type=self.variance_type,
+            clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range,
+            timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
+            set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
+            num_class_embeds=classes if isinstance(classes, int) else None)
 
     # ---------------------------------------------------------------------------------------------- sampling
 

@@ -32,24 +32,35 @@ def check_chain_options(timestep_spacing: object = None, steps_offset: object = 
 
 
 def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> np.ndarray:
-    """`steps` of the `total` training timesteps, descending int64, spaced as diffusers' DDPMScheduler spaces them.
+    """`steps` of the `total` training timesteps, descending int64, spaced as diffusers' DDPMScheduler spaces them,
+    computed in integer arithmetic: for every steps in 1..total and offset 0, exactly `steps` distinct timesteps in
+    [0, total).
 
-    "linspace" keeps T-1 and 0 (improved-diffusion's respacing); "leading" is range(0, T, T // steps) + offset
-    (the DDIM paper's); "trailing" is round(T − k·T/steps) − 1 for k = 0 … steps−1, ending at T-1. (diffusers builds
-    it with a rounded float stride, which for 62 step counts at T = 1000 — 61, 103, 121, ... — yields steps + 1
-    timesteps ending in −1; here the first `steps` are kept: diffusers' values wherever its count is right.)
+    "linspace" is round(k·(T−1)/(n−1)) for k = n−1 … 0, keeping T−1 and 0 (improved-diffusion's respacing);
+    "leading" is k·(T // n) + offset (the DDIM paper's); "trailing" is round((n−k)·T/n) − 1 for k = 0 … n−1, ending
+    at T−1. round() is round-half-to-even, numpy's rule. diffusers computes linspace and trailing in floats: where
+    its float error moves an exact half (x.5) the other way, its timestep differs from ours by one (e.g. linspace at
+    n = 27, trailing at n = 48, for T = 1000), and its rounded float stride makes "trailing" overshoot to n + 1
+    timesteps ending in −1 for 62 step counts at T = 1000 (61, 103, 121, ...), which never happens here.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
     if spacing == "linspace":
-        return np.linspace(0, total - 1, steps).round()[::-1].astype(np.int64)
+        if steps == 1:
+            return np.zeros(1, dtype=np.int64)
+        k = np.arange(steps - 1, -1, -1, dtype=np.int64)
+        return _round_half_even(k * (total - 1), steps - 1)
     if spacing == "leading":
-        ratio = total // steps
-        return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + offset
-    # trailing, as diffusers computes it (so its values, ties included), but never more than `steps` of them: the
-    # rounded float stride makes arange overshoot by one element (~0, which would become timestep -1) for some counts
-    ratio = total / steps
-    return (np.round(np.arange(total, 0, -ratio)).astype(np.int64) - 1)[:steps]
+        return np.arange(steps - 1, -1, -1, dtype=np.int64) * (total // steps) + offset
+    k = np.arange(steps, dtype=np.int64)
+    return _round_half_even(total * (steps - k), steps) - 1
+
+
+def _round_half_even(numerator: np.ndarray, denominator: int) -> np.ndarray:
+    """round(numerator / denominator) for non-negative ints, ties to even, exactly (no float)."""
+    quotient, remainder = np.divmod(numerator, denominator)
+    twice = 2 * remainder
+    return quotient + ((twice > denominator) | ((twice == denominator) & (quotient % 2 == 1)))
 
 
 def respaced_coefficient_table(alphas_cumprod: torch.Tensor, chain: Sequence[int]) -> torch.Tensor:

@@ -5,8 +5,9 @@
         model.safetensors    the trained weights
         ema.safetensors      the EMA weights (what sampling uses by default)
         optimizer.safetensors  AdamW's moment tensors
-        state.json           step, training config, schedule betas, optimizer hyper-parameters, RNG states, and the
-                             SHA-256 of every file above
+        state.json           step, training config, the diffusion setup (β as numbers, prediction type, ...: see
+                             ddpm_fast.diffusion_setup), optimizer hyper-parameters, RNG states, and the SHA-256
+                             of every file above
 
 The folder is written under a temporary name, fsynced, then renamed: a crash mid-write leaves a stray temp folder
 (ignored, cleared on the next save), never a half checkpoint under a real name. Loading re-hashes every file, so a
@@ -223,18 +224,29 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
-def sampling_setup(path: PathLike, weights: str = "ema"):
-    """(UNet, NoiseSchedule, prediction_type) of a training checkpoint — a checkpoint folder, or a run folder's last
-    good checkpoint — with its EMA weights (weights="ema", what DDPMs sample with) or the trained ones ("model")."""
+def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
+    """(UNet, DiffusionSetup) of a loaded checkpoint, with its EMA weights (weights="ema", what DDPMs sample with) or
+    the trained ones ("model"). The setup is the one the Trainer stored; checkpoints written before it stored one
+    give their β and prediction type, with the fixed options the Trainer always used (fixed_small, no clipping)."""
+    from ..diffusion_setup import DiffusionSetup
     from ..models.config import UNetConfig
     from ..models.unet import CONFIG_NAME, UNet
     from ..schedule import NoiseSchedule
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    checkpoint = resolve_checkpoint(path)
-    model = UNet(UNetConfig.from_dict(files.read_json(checkpoint.path / CONFIG_NAME)["config"]))
+    config = UNetConfig.from_dict(files.read_json(checkpoint.path / CONFIG_NAME)["config"])
+    model = UNet(config)
     source = checkpoint.path / f"{weights}.safetensors"
     model.load_state_dict_checked(checkpoint.ema if weights == "ema" else checkpoint.model, source)
-    schedule = NoiseSchedule.from_betas(checkpoint.state["schedule"]["betas"])
-    return model, schedule, checkpoint.state["training_config"]["prediction_type"]
+    stored = checkpoint.state.get("setup")
+    if stored is not None:
+        setup = DiffusionSetup.from_dict(stored, f"{checkpoint.path / STATE_NAME} (setup)")
+    else:
+        schedule = checkpoint.state["schedule"]
+        setup = DiffusionSetup.from_schedule(
+            NoiseSchedule.from_betas(schedule["betas"], name=schedule.get("name") or "custom"),
+            prediction_type=checkpoint.state["training_config"]["prediction_type"],
+            sample_shape=(config.in_channels, config.sample_size, config.sample_size),
+            num_class_embeds=config.num_class_embeds)
+    return model, setup

@@ -48,12 +48,8 @@ RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every
 
 
 def build_schedule(config: TrainingConfig) -> NoiseSchedule:
-    """The config's schedule. Linear β scale by 1000/T (improved-diffusion's rule) so any T ends near pure noise."""
-    T = config.num_train_timesteps
-    if config.schedule == "linear":
-        scale = 1000 / T
-        return NoiseSchedule.linear(T, beta_start=scale * 1e-4, beta_end=min(scale * 0.02, 0.999))
-    return getattr(NoiseSchedule, config.schedule)(T)
+    """The config's schedule, as NoiseSchedule names it (linear β scale by 1000/T at any T, see NoiseSchedule.linear)."""
+    return getattr(NoiseSchedule, config.schedule)(config.num_train_timesteps)
 
 
 @dataclass
@@ -311,12 +307,21 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------- sampling
 
+    @property
+    def setup(self):
+        """The DiffusionSetup this run trains (stored in every checkpoint; what every loader samples it with)."""
+        from ..diffusion_setup import DiffusionSetup
+
+        return DiffusionSetup.from_schedule(self.schedule, prediction_type=self.config.prediction_type,
+                                            sample_shape=tuple(self.sample_shape),
+                                            num_class_embeds=self.model.config.num_class_embeds)
+
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
         from ..sampling.sampler import FastSampler
 
-        return FastSampler(self.ema.model, self.schedule, self.sample_shape,
-                           prediction_type=self.config.prediction_type, **options)
+        setup = self.setup
+        return FastSampler(self.ema.model, self.schedule, self.sample_shape, **{**setup.sampler_options(), **options})
 
     def sample(self, num_samples: int, seed: int = 0, num_inference_steps: Optional[int] = None) -> torch.Tensor:
         """EMA samples for the periodic grids: one sampler kept (compiled on CUDA only), its weights refreshed."""
@@ -337,6 +342,7 @@ class Trainer:
             state = {"training_config": self.config.to_dict(), "optimizer": optimizer_meta,
                      "ema_num_updates": self.ema.num_updates, "rng": checkpoints.rng_states(),
                      "schedule": {"name": self.schedule.name, "betas": self.schedule.betas.tolist()},
+                     "setup": self.setup.to_dict(),
                      "world_size": self.world_size}
             folder = checkpoints.save_checkpoint(
                 self.run_dir, self.step, unet_config=self.model.config.to_dict(), model_state=self.model.state_dict(),

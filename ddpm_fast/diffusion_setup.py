@@ -1,0 +1,246 @@
+"""DiffusionSetup: how a model diffuses, as one record that travels with every artefact and is read back by every
+loader (DESIGN.md §2, "A model's setup travels with it").
+
+    setup = DiffusionSetup.from_schedule(NoiseSchedule.cosine(250), prediction_type="v_prediction",
+                                         sample_shape=(3, 16, 16))
+    setup.save(folder)                        # folder/setup.json, written atomically
+    setup = DiffusionSetup.load(folder)
+    setup = setup.with_given({"prediction_type": "epsilon"}, source="runs/x")   # SetupConflict: names both values
+    FastSampler(model, setup.schedule(), setup.sample_shape, **setup.sampler_options())
+
+β is stored as numbers (float64 values in JSON), never re-derived from the schedule's name; the name only labels it.
+The record lives in a training checkpoint's state.json ("setup"), in a `UNet.save` folder's setup.json, in an ONNX
+file's metadata ("setup") and, as diffusers' own keys, in a pipeline folder's scheduler/scheduler_config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Union
+
+from . import files
+from .checks import check_choice
+from .kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
+
+FORMAT = "ddpm_fast.DiffusionSetup"
+SETUP_NAME = "setup.json"
+# What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
+DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
+            "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True}
+SAMPLER_OPTIONS = tuple(DEFAULTS)  # the FastSampler keyword arguments the record sets
+# Settings a caller may give (to check against, or to override, a stored record): the options and the schedule.
+GIVEN_NAMES = ("schedule",) + SAMPLER_OPTIONS
+BETAS_RTOL = 1e-6  # two schedules agree when every β does to this relative tolerance (float32 copies of one agree)
+
+
+class SetupConflict(ValueError):
+    """A setting given by the caller contradicts the stored record. `name`, `given`, `stored`, `source` say which."""
+
+    def __init__(self, name: str, given: Any, stored: Any, source: str):
+        self.name, self.given, self.stored, self.source = name, given, stored, source
+        super().__init__(f"{name}={_show(given)} contradicts the setup stored with {source} ({name}={_show(stored)}); "
+                         "pass override_setup=True to use the given value anyway")
+
+
+@dataclass(frozen=True)
+class DiffusionSetup:
+    """How a model diffuses: everything a sampler, an exporter or diffusers needs besides the weights.
+
+    betas: β_t for t = 0..T-1 (float64 values, each in (0, 1)). schedule_name: a label ("linear", "cosine",
+    "custom", a diffusers beta_schedule ...), never used to recompute β.
+    prediction_type: "epsilon", "sample" or "v_prediction". variance_type: σ_t of the DDPM step (VARIANCE_TYPES).
+    clip_sample, clip_sample_range: clamp the predicted x0 to [-r, r].
+    timestep_spacing, steps_offset: how a shorter chain picks its timesteps (diffusers' names: "leading",
+    "trailing", "linspace"). set_alpha_to_one: DDIM's final ᾱ (True: 1; False: ᾱ_0, diffusers' DDIMScheduler key).
+    sample_shape: (C, H, W) the model samples, or None when unknown. num_class_embeds: the number of classes of a
+    class-conditional model, None for an unconditional one.
+    """
+
+    betas: tuple
+    schedule_name: str = "custom"
+    prediction_type: str = DEFAULTS["prediction_type"]
+    variance_type: str = DEFAULTS["variance_type"]
+    clip_sample: bool = DEFAULTS["clip_sample"]
+    clip_sample_range: float = DEFAULTS["clip_sample_range"]
+    timestep_spacing: str = DEFAULTS["timestep_spacing"]
+    steps_offset: int = DEFAULTS["steps_offset"]
+    set_alpha_to_one: bool = DEFAULTS["set_alpha_to_one"]
+    sample_shape: Optional[tuple] = None
+    num_class_embeds: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        from .sampling.timesteps import check_chain_options
+
+        betas = tuple(float(b) for b in self.betas) if _is_sequence(self.betas) else None
+        if not betas or not all(math.isfinite(b) and 0 < b < 1 for b in betas):
+            raise ValueError("betas must be a non-empty sequence of numbers in (0, 1)")
+        object.__setattr__(self, "betas", betas)
+        if not isinstance(self.schedule_name, str) or not self.schedule_name:
+            raise TypeError(f"schedule_name must be a non-empty str, got {self.schedule_name!r}")
+        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
+        if not isinstance(self.clip_sample, bool):
+            raise TypeError(f"clip_sample must be True or False, got {self.clip_sample!r}")
+        if isinstance(self.clip_sample_range, bool) or not isinstance(self.clip_sample_range, (int, float)) or not (
+                0 < self.clip_sample_range < math.inf):
+            raise ValueError(f"clip_sample_range must be a positive number, got {self.clip_sample_range!r}")
+        object.__setattr__(self, "clip_sample_range", float(self.clip_sample_range))
+        check_chain_options(self.timestep_spacing, self.steps_offset, self.set_alpha_to_one)
+        if self.sample_shape is not None:
+            shape = tuple(self.sample_shape) if _is_sequence(self.sample_shape) else ()
+            if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+                raise ValueError(f"sample_shape must be (C, H, W) of positive ints or None, got {self.sample_shape!r}")
+            object.__setattr__(self, "sample_shape", shape)
+        if self.num_class_embeds is not None and (isinstance(self.num_class_embeds, bool) or not isinstance(
+                self.num_class_embeds, int) or self.num_class_embeds < 1):
+            raise ValueError(f"num_class_embeds must be a positive int or None, got {self.num_class_embeds!r}")
+
+    # -------------------------------------------------------------------------------------------- derived
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.betas)
+
+    def schedule(self):
+        """The NoiseSchedule of these β (derived in float64), labelled with schedule_name."""
+        from .schedule import NoiseSchedule
+
+        return NoiseSchedule.from_betas(self.betas, name=self.schedule_name)
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The FastSampler keyword arguments this record sets (prediction and variance type, clipping, spacing...)."""
+        return {name: getattr(self, name) for name in SAMPLER_OPTIONS}
+
+    def describe_schedule(self) -> str:
+        return f"{self.schedule_name}, T={self.num_train_timesteps}"
+
+    # -------------------------------------------------------------------------------------------- builders
+
+    @classmethod
+    def from_schedule(cls, schedule, **fields: Any) -> "DiffusionSetup":
+        """From a NoiseSchedule and any other fields (defaults where left out)."""
+        from .schedule import NoiseSchedule
+
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+        return cls(betas=tuple(schedule.betas.tolist()), schedule_name=schedule.name, **fields)
+
+    @classmethod
+    def from_diffusers_config(cls, config: Mapping, *, sample_shape: Optional[tuple] = None,
+                              num_class_embeds: Optional[int] = None) -> "DiffusionSetup":
+        """From a diffusers DDPMScheduler / DDIMScheduler config (keys diffusers' defaults fill where missing):
+        β built as diffusers builds it (NoiseSchedule.from_diffusers), its options under the same names."""
+        from .interop.diffusers_scheduler import DEFAULT_CONFIG, check_scheduler_config
+        from .schedule import NoiseSchedule
+
+        values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
+        check_scheduler_config(values)
+        return cls.from_schedule(
+            NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
+            variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),
+            clip_sample_range=float(values["clip_sample_range"]), timestep_spacing=values["timestep_spacing"],
+            steps_offset=int(values["steps_offset"]), set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
+            sample_shape=sample_shape, num_class_embeds=num_class_embeds)
+
+    def to_diffusers_config(self) -> dict[str, Any]:
+        """A DDPMScheduler config that diffusers and FastDDPMScheduler read back to this record. β goes as
+        trained_betas (diffusers would recompute a named schedule in float32, and has no name for several of ours);
+        set_alpha_to_one is DDIMScheduler's key, which DDPMScheduler ignores silently (a compatible scheduler's)."""
+        return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
+                "beta_start": self.betas[0], "beta_end": self.betas[-1], "beta_schedule": "linear",
+                "trained_betas": list(self.betas), "variance_type": self.variance_type,
+                "clip_sample": self.clip_sample, "clip_sample_range": self.clip_sample_range,
+                "prediction_type": self.prediction_type, "thresholding": False,
+                "timestep_spacing": self.timestep_spacing, "steps_offset": self.steps_offset,
+                "rescale_betas_zero_snr": False, "set_alpha_to_one": self.set_alpha_to_one}
+
+    # ------------------------------------------------------------------------------------------ given values
+
+    def with_given(self, given: Mapping[str, Any], *, source: str, override: bool = False) -> "DiffusionSetup":
+        """This record with the caller's settings applied: `given` maps GIVEN_NAMES to a value, or None (not given).
+        A given value equal to the stored one is fine; a different one raises SetupConflict naming both, unless
+        `override`, which replaces it. "schedule" is a NoiseSchedule, compared β by β."""
+        changes = {}
+        for name, value in given.items():
+            if name not in GIVEN_NAMES:
+                raise TypeError(f"unknown setup setting {name!r}; expected one of {', '.join(GIVEN_NAMES)}")
+            if value is None:
+                continue
+            if name == "schedule":
+                if self.same_betas(value):
+                    continue
+                if not override:
+                    raise SetupConflict("schedule", value.name + f", T={value.num_timesteps}", self.describe_schedule(),
+                                        source)
+                changes.update(betas=tuple(value.betas.tolist()), schedule_name=value.name)
+            elif value != getattr(self, name):
+                if not override:
+                    raise SetupConflict(name, value, getattr(self, name), source)
+                changes[name] = value
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def same_betas(self, schedule) -> bool:
+        """Whether a NoiseSchedule has these β (same T, each within BETAS_RTOL)."""
+        betas = schedule.betas.tolist()
+        return len(betas) == len(self.betas) and all(
+            abs(a - b) <= BETAS_RTOL * abs(b) for a, b in zip(betas, self.betas))
+
+    # ---------------------------------------------------------------------------------------------- storage
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the format tag."""
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        data["sample_shape"] = list(self.sample_shape) if self.sample_shape is not None else None
+        return {"format": FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "setup") -> "DiffusionSetup":
+        """The record of `to_dict`; ValueError naming `source` for anything else (unknown keys included)."""
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise ValueError(f"{source}: not a {FORMAT} record")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields - {"format"})
+        if unknown:
+            raise ValueError(f"{source}: unknown setup keys {', '.join(unknown)}")
+        if "betas" not in data:
+            raise ValueError(f"{source}: the setup stores no betas")
+        try:
+            return cls(**{k: v for k, v in data.items() if k != "format"})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    def save(self, folder: Union[str, os.PathLike]) -> pathlib.Path:
+        """Write folder/setup.json atomically; returns its path."""
+        path = pathlib.Path(folder) / SETUP_NAME
+        files.atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, folder: Union[str, os.PathLike]) -> "DiffusionSetup":
+        path = pathlib.Path(folder) / SETUP_NAME
+        return cls.from_dict(files.read_json(path), str(path))
+
+
+def defaults_note(source: str, used: Mapping[str, Any]) -> str:
+    """The one line that says which defaults stand in where nothing is stored."""
+    shown = ", ".join(f"{name}={_show(value)}" for name, value in used.items())
+    return f"{source} stores no diffusion setup; using {shown}"
+
+
+def _is_sequence(value: Any) -> bool:
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,168 @@
+"""One loader for every entry point: a model and its stored diffusion setup from any artefact that holds one.
+
+    pretrained = load_pretrained("runs/shapes")                  # weights: the last good checkpoint's EMA
+    setup = resolve_setup(pretrained, {"prediction_type": None, "schedule": None})
+    FastSampler(pretrained.model, setup.schedule(), setup.sample_shape, **setup.sampler_options())
+
+FastSampler.from_pretrained, export_onnx, `ddpm-fast sample` and `ddpm-fast export` all resolve their source here, so a
+run exported to ONNX samples what the run samples. Accepted sources, tried in this order:
+
+- a training checkpoint folder (state.json), or a training run folder (checkpoints/step-*/: its last good one);
+  weights="ema" (the default: what DDPMs sample with) or "model" (the trained weights);
+- a `UNet.save` folder (config.json of format ddpm_fast.UNet + model.safetensors; setup.json when saved with one);
+- a diffusers DDPMPipeline folder (unet/ + scheduler/scheduler_config.json, whose keys are the setup);
+- a diffusers UNet2DModel folder (config.json + weights; no setup stored);
+- a Hugging Face Hub id ("google/ddpm-cifar10-32"), fetched by huggingface_hub into the user's cache (so
+  HF_HUB_OFFLINE=1 and a cached copy work without the network), then read as a pipeline folder.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Union
+
+from .. import files
+from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
+
+WEIGHTS = ("ema", "model")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_FILES = ["*.json", "*.safetensors"]  # weights as safetensors only: nothing is unpickled from the Hub
+
+
+@dataclass
+class Pretrained:
+    """A loaded model and what its source stores.
+
+    model: our UNet (float32, CPU). setup: the stored DiffusionSetup, or None when the source stores none (a UNet.save
+    folder without setup.json, a UNet2DModel folder). kind: "checkpoint", "unet", "diffusers_pipeline",
+    "diffusers_unet" (a run folder and a Hub id resolve to a checkpoint and a pipeline folder). path: the folder read.
+    weights: "ema" or "model" for a training checkpoint, else None. name: the source as given, for messages.
+    """
+
+    model: Any
+    setup: Optional[DiffusionSetup]
+    kind: str
+    path: pathlib.Path
+    weights: Optional[str]
+    name: str
+
+
+def load_pretrained(source: Union[str, os.PathLike], weights: Optional[str] = None) -> Pretrained:
+    """The model and stored setup of `source` (see the module's docstring for what it may be).
+
+    weights: "ema" / "model" for a training checkpoint (None: "ema"); a source with one set of weights refuses them.
+    Raises FileNotFoundError (no such folder, no usable checkpoint, a Hub id that cannot be had), ValueError (a
+    folder of no known kind, corrupt files, weights= for a one-weights folder), TypeError (source not a path or id).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a folder path or a Hugging Face Hub id, got {type(source).__name__}")
+    if weights is not None and weights not in WEIGHTS:
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    name = os.fspath(source)
+    folder = pathlib.Path(source)
+    if folder.is_file():
+        raise ValueError(f"{name} is a file; expected a training run, checkpoint, UNet.save or diffusers folder")
+    if not folder.exists():
+        if isinstance(source, str) and _HUB_ID.match(source) and not source.startswith("."):
+            folder = _hub_snapshot(source)
+        else:
+            raise FileNotFoundError(f"{name}: no such folder")
+    return _load_folder(folder, weights, name)
+
+
+def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override: bool = False,
+                  warn: bool = True) -> DiffusionSetup:
+    """The setup to sample or export with: the stored one with the caller's `given` settings checked against it
+    (SetupConflict naming both values on a difference, unless override=True), or, where nothing is stored, the given
+    settings with DEFAULTS (and linear, T = 1000) for the rest — said in one UserWarning when warn=True."""
+    if pretrained.setup is not None:
+        return pretrained.setup.with_given(given, source=pretrained.name, override=override)
+    from ..schedule import NoiseSchedule
+
+    used: dict[str, Any] = {}
+    schedule = given.get("schedule")
+    if schedule is None:
+        schedule = NoiseSchedule.linear(1000)
+        used["schedule"] = "linear, T=1000"
+    options = {}
+    for option in SAMPLER_OPTIONS:
+        options[option] = given.get(option)
+        if options[option] is None:
+            options[option] = used[option] = DEFAULTS[option]
+    if used and warn:
+        warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=3)
+    return DiffusionSetup.from_schedule(schedule, sample_shape=_model_sample_shape(pretrained.model),
+                                        num_class_embeds=pretrained.model.config.num_class_embeds, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pretrained:
+    from ..training import checkpoints
+    from .unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
+
+    if checkpoints.is_training_checkpoint(folder):
+        checkpoint = checkpoints.resolve_checkpoint(folder)
+        weights = weights or "ema"
+        model, setup = checkpoints.checkpoint_model(checkpoint, weights)
+        return Pretrained(model, setup, "checkpoint", checkpoint.path, weights, name)
+    one_set = f"weights={weights!r}: {name} holds one set of weights; 'ema' and 'model' are a training checkpoint's"
+    config_file = folder / CONFIG_NAME
+    config = files.read_json(config_file) if config_file.is_file() else None
+    if config is not None and config.get("format") == CHECKPOINT_FORMAT:
+        if weights is not None:
+            raise ValueError(one_set)
+        model = UNet.load(folder)
+        setup = DiffusionSetup.load(folder) if (folder / "setup.json").is_file() else None
+        if setup is not None:
+            _check_setup_fits(setup, model, folder / "setup.json")
+        return Pretrained(model, setup, "unet", folder, None, name)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if scheduler_file.is_file():
+        if weights is not None:
+            raise ValueError(one_set)
+        model = UNet.from_diffusers(folder)
+        setup = DiffusionSetup.from_diffusers_config(files.read_json(scheduler_file),
+                                                     sample_shape=_model_sample_shape(model),
+                                                     num_class_embeds=model.config.num_class_embeds)
+        return Pretrained(model, setup, "diffusers_pipeline", folder, None, name)
+    if config is not None:  # a diffusers UNet2DModel folder
+        if weights is not None:
+            raise ValueError(one_set)
+        return Pretrained(UNet.from_diffusers(folder), None, "diffusers_unet", folder, None, name)
+    raise ValueError(f"{name}: not a training run, training checkpoint, UNet.save, diffusers pipeline or UNet2DModel "
+                     "folder")
+
+
+def _check_setup_fits(setup: DiffusionSetup, model, source) -> None:
+    if setup.sample_shape is not None and setup.sample_shape[0] != model.config.in_channels:
+        raise ValueError(f"{source}: sample_shape {setup.sample_shape} does not fit the model's "
+                         f"{model.config.in_channels} input channels")
+    if setup.num_class_embeds != model.config.num_class_embeds:
+        raise ValueError(f"{source}: num_class_embeds={setup.num_class_embeds} differs from the model's "
+                         f"{model.config.num_class_embeds}")
+
+
+def _model_sample_shape(model) -> tuple[int, int, int]:
+    size = model.config.sample_size
+    return (model.config.in_channels, size, size)
+
+
+def _hub_snapshot(repo_id: str) -> pathlib.Path:
+    """A local copy of a Hub model repo (the user's cache; HF_HUB_OFFLINE=1 reads the cache alone)."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise FileNotFoundError(f"{repo_id}: no such folder (to read a Hugging Face Hub id, install "
+                                "huggingface_hub)") from None
+    try:
+        return pathlib.Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as error:  # offline without a cached copy, no such repo, no network: all one message
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise FileNotFoundError(f"{repo_id}: no such folder, and no Hugging Face Hub model of that id could be had "
+                                f"({type(error).__name__}: {first_line})") from None
