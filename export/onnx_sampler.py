@@ -225,6 +225,12 @@ class OnnxSampler:
             result[0].record_stream(caller)  # the allocator must not reuse it while the caller's work is queued
 
     @torch.no_grad()
+    def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
+        """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, planned with the
+        file's timestep_spacing and steps_offset as FastSampler.timesteps plans them."""
+        return build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
+                          self.set_alpha_to_one).timesteps
+
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
                method: Optional[str] = None, eta: Optional[float] = None, sample_offset: int = 0,

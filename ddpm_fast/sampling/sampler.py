@@ -322,6 +322,13 @@ class FastSampler:
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
 
+    def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
+        """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
+        it with this sampler's timestep_spacing and steps_offset (the one spacing function FastDDPMScheduler and
+        OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
+        return build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
+                          self.set_alpha_to_one).timesteps
+
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
