@@ -39,6 +39,12 @@ def tiny_unet(seed=0):
     return df.UNet.from_preset("tiny").eval()
 
 
+def seed_linear(num_timesteps):
+    """1e-4 → 0.02 at any T: the seed's linear_beta_schedule and diffusers' "linear" (NoiseSchedule.linear scales β by
+    1000/T where these are left out)."""
+    return df.NoiseSchedule.linear(num_timesteps, beta_start=1e-4, beta_end=0.02)
+
+
 def schedule_terms(num_timesteps):
     terms = reference.schedule_terms(reference.linear_beta_schedule(num_timesteps))
     return (terms["betas"], terms["sqrt_recip_alphas"], terms["sqrt_one_minus_alphas_cumprod"],
@@ -49,7 +55,7 @@ def schedule_terms(num_timesteps):
 
 
 def test_same_seed_same_images_and_prefix_invariance():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8), **FP32)
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 8, 8), **FP32)
     five = sampler.sample(5, seed=3)
     assert torch.equal(five, sampler.sample(5, seed=3))
     torch.testing.assert_close(sampler.sample(2, seed=3), five[:2], rtol=1e-5, atol=1e-5)
@@ -59,7 +65,7 @@ def test_same_seed_same_images_and_prefix_invariance():
 
 
 def test_a_shard_draws_its_part_of_the_batch_noise():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 8, 8), **FP32)
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 8, 8), **FP32)
     whole = sampler.sample(4, seed=9)
     torch.testing.assert_close(sampler.sample(2, seed=9, sample_offset=2), whole[2:], rtol=1e-5, atol=1e-5)
 
@@ -68,7 +74,7 @@ def test_a_shard_draws_its_part_of_the_batch_noise():
 def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
     # The interpreted p_step kernel on a small model; noise from one generator stream in the reference's order.
     model = ConvEpsModel(num_timesteps=T).eval()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), channels_last=channels_last, **FP32)
+    sampler = df.FastSampler(model, seed_linear(T), (3, 6, 6), channels_last=channels_last, **FP32)
     got = sampler.sample(3, generator=torch.Generator().manual_seed(7))
     torch.manual_seed(7)
     with torch.no_grad():
@@ -79,7 +85,7 @@ def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
 def test_unet_sampling_equals_the_naive_reference():
     model = tiny_unet()
     with cpu_reference():
-        sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), **FP32)
+        sampler = df.FastSampler(model, seed_linear(T), **FP32)
         got = sampler.sample(2, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(1)
         with torch.no_grad():
@@ -98,7 +104,7 @@ def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
 
 
 def test_ddim_eta_zero_is_deterministic_given_x_T():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32)
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32)
     first = sampler.sample(2, seed=5, method="ddim", num_inference_steps=4)
     assert torch.equal(first, sampler.sample(2, seed=5, method="ddim", num_inference_steps=4))
 
@@ -107,7 +113,7 @@ def test_ddim_equals_diffusers_ddim_scheduler():
     diffusers = pytest.importorskip("diffusers")
     model = ConvEpsModel().eval()
     steps, total = 5, 50
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(total), (3, 6, 6), timestep_spacing="leading", **FP32)
+    sampler = df.FastSampler(model, seed_linear(total), (3, 6, 6), timestep_spacing="leading", **FP32)
     got = sampler.sample(2, generator=torch.Generator().manual_seed(3), method="ddim", num_inference_steps=steps)
 
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=total, clip_sample=False, set_alpha_to_one=True)
@@ -121,7 +127,7 @@ def test_ddim_equals_diffusers_ddim_scheduler():
 
 
 def test_learned_range_model():
-    sampler = df.FastSampler(ConvEpsModel(out_channels=6), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32,
+    sampler = df.FastSampler(ConvEpsModel(out_channels=6), seed_linear(T), (3, 6, 6), **FP32,
                              variance_type="learned_range")
     for method in ("ddpm", "ddim"):
         images = sampler.sample(2, seed=1, method=method, num_inference_steps=6)
@@ -130,7 +136,7 @@ def test_learned_range_model():
 
 def test_prediction_types_and_clipping():
     for prediction_type in ("sample", "v_prediction"):
-        sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), **FP32,
+        sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32,
                                  prediction_type=prediction_type, clip_sample=True, variance_type="fixed_large")
         assert torch.isfinite(sampler.sample(2, seed=0)).all()
 
@@ -172,7 +178,7 @@ def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
 
 def test_a_diffusers_unet_directly_and_our_conversion_agree():
     pipe = _pipeline(TINY_DIFFUSERS)
-    schedule = df.NoiseSchedule.linear(T)
+    schedule = seed_linear(T)
     theirs = df.FastSampler(pipe.unet, schedule, **FP32)  # UNet2DModel: config gives the shape, .sample is unwrapped
     ours = df.FastSampler(df.UNet.from_diffusers(pipe.unet), schedule, **FP32)
     with cpu_reference():
@@ -193,7 +199,7 @@ def test_from_diffusers_refuses_what_it_cannot_sample(tmp_path):
 
 def test_model_kinds_give_the_same_images():
     model = ConvEpsModel().eval()
-    schedule = df.NoiseSchedule.linear(T)
+    schedule = seed_linear(T)
     expected = df.FastSampler(model, schedule, (3, 6, 6), channels_last=False, **FP32).sample(2, seed=8)
 
     def function(x, t):
@@ -214,19 +220,19 @@ def test_model_kinds_give_the_same_images():
 
 def test_the_model_passed_in_is_left_alone():
     model = ConvEpsModel().train()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), dtype=torch.bfloat16, compile=False)
+    sampler = df.FastSampler(model, seed_linear(T), (3, 6, 6), dtype=torch.bfloat16, compile=False)
     assert model.training and model.inp.weight.dtype == torch.float32 and model.inp.weight.requires_grad
     assert model.inp.weight.is_contiguous()
     assert sampler.model.inp.weight.dtype == torch.bfloat16 and not sampler.model.training
     images = sampler.sample(2, seed=0)
     assert images.dtype == torch.float32  # x_t stays float32 whatever the model computes in
-    fp32 = df.FastSampler(model, df.NoiseSchedule.linear(T), (3, 6, 6), **FP32).sample(2, seed=0)
+    fp32 = df.FastSampler(model, seed_linear(T), (3, 6, 6), **FP32).sample(2, seed=0)
     assert (images - fp32).abs().max() < 0.1
 
 
 def test_compiled_model_matches_eager():
     model = ConvEpsModel().eval()
-    schedule = df.NoiseSchedule.linear(4)
+    schedule = seed_linear(4)
     eager = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     compiled = df.FastSampler(model, schedule, (3, 6, 6), dtype=torch.float32, compile=True)
     assert compiled.compiled
@@ -244,7 +250,7 @@ def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning(monkeypat
         torch._dynamo.graph_break()
         return model(x, t)
 
-    schedule = df.NoiseSchedule.linear(4)
+    schedule = seed_linear(4)
     sampler = df.FastSampler(breaks_the_graph, schedule, (3, 6, 6), dtype=torch.float32)
     with pytest.warns(df.FastPathFallbackWarning, match="runs it eagerly"):
         got = sampler.sample(2, seed=1)
@@ -269,7 +275,7 @@ def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_pa
             torch._dynamo.graph_break()
         return model(x, t)
 
-    sampler = df.FastSampler(breaks_at_batch_3, df.NoiseSchedule.linear(4), (3, 6, 6), dtype=torch.float32)
+    sampler = df.FastSampler(breaks_at_batch_3, seed_linear(4), (3, 6, 6), dtype=torch.float32)
     sampler.sample(2, seed=0)
     assert sampler.last_report.compiled and not sampler.last_report.fell_back
     with pytest.warns(df.FastPathFallbackWarning, match="torch.compile failed"):
@@ -289,7 +295,7 @@ def _steps_cost(monkeypatch, seconds):
 
 def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
     model = ConvEpsModel().eval()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6))
+    sampler = df.FastSampler(model, seed_linear(10), (3, 6, 6))
     assert sampler.compiled  # compile allowed; whether it pays is decided per chain
     _steps_cost(monkeypatch, 0.5)  # 10 steps x 0.5 s = 5 s, far below the policy's 60 s
     compiles = []
@@ -299,13 +305,13 @@ def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
     assert not compiles and not report.compiled and not report.fell_back
     assert report.compile_decision == ("eager: 10 steps take about 5.0 s eagerly, below the 60 s a CPU compile needs "
                                        "to pay off (compile=True forces it)")
-    plain = df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), **FP32)
+    plain = df.FastSampler(model, seed_linear(10), (3, 6, 6), **FP32)
     torch.testing.assert_close(images, plain.sample(2, seed=0))
 
 
 def test_cpu_default_compiles_a_long_chain_announces_it_and_reports_it_as_setup(monkeypatch, caplog):
     model = ConvEpsModel().eval()
-    schedule = df.NoiseSchedule.linear(100)
+    schedule = seed_linear(100)
     sampler = df.FastSampler(model, schedule, (3, 6, 6))
     _steps_cost(monkeypatch, 1.0)
     sampler.sample(2, seed=0, num_inference_steps=10)  # 10 s estimated: eager
@@ -327,24 +333,24 @@ def test_cpu_default_compiles_a_long_chain_announces_it_and_reports_it_as_setup(
 
 def test_compile_true_and_false_override_the_cpu_policy(monkeypatch):
     _steps_cost(monkeypatch, 1e-6)
-    forced = df.FastSampler(ConvEpsModel().eval(), df.NoiseSchedule.linear(4), (3, 6, 6), compile=True)
+    forced = df.FastSampler(ConvEpsModel().eval(), seed_linear(4), (3, 6, 6), compile=True)
     forced.sample(1, seed=0)
     assert forced.last_report.compiled and forced.last_report.compile_decision.startswith("compiled (compile=True")
     _steps_cost(monkeypatch, 1e6)
-    never = df.FastSampler(ConvEpsModel().eval(), df.NoiseSchedule.linear(4), (3, 6, 6), compile=False)
+    never = df.FastSampler(ConvEpsModel().eval(), seed_linear(4), (3, 6, 6), compile=False)
     never.sample(1, seed=0)
     assert not never.last_report.compiled and never.last_report.compile_decision == "eager (compile=False)"
 
 
 def test_sample_shape_from_the_model_config_and_defaults_on_cpu():
-    sampler = df.FastSampler(tiny_unet(), df.NoiseSchedule.linear(T))
+    sampler = df.FastSampler(tiny_unet(), seed_linear(T))
     assert sampler.sample_shape == (3, 32, 32)
     assert sampler.device.type == "cpu" and sampler.dtype == torch.float32  # least surprise: the model's images
     assert sampler.channels_last and sampler.compiled and not sampler.cuda_graphs
 
 
 def test_output_types():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 5), **FP32)
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 5), **FP32)
     tensor = sampler.sample(2, seed=0)
     pixels = sampler.sample(2, seed=0, output_type="uint8")
     assert pixels.shape == (2, 6, 5, 3) and pixels.dtype == torch.uint8
@@ -355,7 +361,7 @@ def test_output_types():
 
 
 def test_the_runner_cache_is_bounded_and_reports_setup_separately():
-    sampler = df.FastSampler(ConvEpsModel(), df.NoiseSchedule.linear(T), (3, 6, 6), max_cached_graphs=2, **FP32)
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), max_cached_graphs=2, **FP32)
     for batch in (1, 2, 3, 2):
         sampler.sample(batch, seed=0)
     assert len(sampler._runners) == 2 and [key[0] for key in sampler._runners] == [3, 2]
@@ -379,7 +385,7 @@ def test_seed_sample_on_the_sampler_machinery_equals_the_eager_seeded_loop():
 
 
 def test_bad_arguments_are_clear_errors():
-    schedule = df.NoiseSchedule.linear(T)
+    schedule = seed_linear(T)
     model = ConvEpsModel()
     with pytest.raises(TypeError, match="schedule"):
         df.FastSampler(model, "linear", (3, 6, 6))
@@ -425,7 +431,7 @@ def test_bad_arguments_are_clear_errors():
 @pytest.mark.parametrize("method,steps", [("ddpm", None), ("ddpm", 7), ("ddim", 7)])
 def test_cuda_graphs_equal_the_eager_loop(method, steps):
     model = ConvEpsModel().cuda()
-    schedule = df.NoiseSchedule.linear(40)
+    schedule = seed_linear(40)
     common = dict(dtype=torch.float32, compile=False)
     eager = df.FastSampler(model, schedule, (3, 16, 16), cuda_graphs=False, **common)
     for per_graph in (1, 8):
@@ -440,7 +446,7 @@ def test_cuda_graphs_equal_the_eager_loop(method, steps):
 @pytest.mark.gpu
 def test_cuda_graphs_with_generator_noise_equal_the_reference():
     model = ConvEpsModel(num_timesteps=30).cuda()
-    sampler = df.FastSampler(model, df.NoiseSchedule.linear(30), (3, 8, 8), dtype=torch.float32, compile=False,
+    sampler = df.FastSampler(model, seed_linear(30), (3, 8, 8), dtype=torch.float32, compile=False,
                              channels_last=False)  # the reference's layout, so cuDNN picks the same convolutions
     got = sampler.sample(2, generator=torch.Generator("cuda").manual_seed(3))
     betas = reference.linear_beta_schedule(30).cuda()
@@ -453,7 +459,7 @@ def test_cuda_graphs_with_generator_noise_equal_the_reference():
 
 @pytest.mark.gpu
 def test_the_graphed_loop_never_syncs_with_the_host():
-    sampler = df.FastSampler(ConvEpsModel().cuda(), df.NoiseSchedule.linear(50), (3, 16, 16), compile=False)
+    sampler = df.FastSampler(ConvEpsModel().cuda(), seed_linear(50), (3, 16, 16), compile=False)
     sampler.sample(4, seed=0)  # warm-up and capture
     runner = next(iter(sampler._runners.values()))
     runner.state.step_index.zero_()
@@ -469,7 +475,7 @@ def test_the_graphed_loop_never_syncs_with_the_host():
 @pytest.mark.gpu
 def test_compiled_bf16_unet_with_graphs_is_close_to_fp32():
     model = tiny_unet().cuda()
-    schedule = df.NoiseSchedule.linear(20)
+    schedule = seed_linear(20)
     fast = df.FastSampler(model, schedule)
     assert fast.dtype == torch.bfloat16
     exact = df.FastSampler(model, schedule, dtype=torch.float32, compile=False, cuda_graphs=False)
@@ -503,7 +509,7 @@ def test_a_step_that_cannot_be_captured_runs_without_graphs():
             raise AssertionError
         return model(x, t)
 
-    schedule = df.NoiseSchedule.linear(10)
+    schedule = seed_linear(10)
     sampler = df.FastSampler(syncs, schedule, (3, 8, 8), dtype=torch.float32, compile=False)
     with pytest.warns(RuntimeWarning, match="without graphs"):
         got = sampler.sample(2, seed=0)
@@ -519,7 +525,7 @@ def test_eager_cpu_prefetched_noise_is_the_noise_each_step_draws(method, steps, 
     # An eager CPU runner draws a seeded chain's z 16 steps at a time (PhiloxPrefetch); the images must be those of
     # steps that draw their own z in the op. T = 40: the full chain crosses two chunk boundaries.
     model = ConvEpsModel().eval()
-    schedule = df.NoiseSchedule.linear(40)
+    schedule = seed_linear(40)
     prefetched = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     in_op = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     in_op.warm_up(3, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
@@ -551,7 +557,7 @@ def test_ddim_ends_where_diffusers_ddim_scheduler_ends(set_alpha_to_one):
         ours = sampler.sample(2, generator=torch.Generator().manual_seed(3), num_inference_steps=10, method="ddim")
     torch.testing.assert_close(ours, x.clamp(-1, 1), rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="set_alpha_to_one must be True or False"):
-        df.FastSampler(model, df.NoiseSchedule.linear(10), (3, 6, 6), set_alpha_to_one=0)
+        df.FastSampler(model, seed_linear(10), (3, 6, 6), set_alpha_to_one=0)
 
 
 def test_from_diffusers_reads_a_ddim_schedulers_final_alpha_rule():
