@@ -21,11 +21,14 @@ import ddpm_fast as df
 from ddpm_fast import files
 from ddpm_fast.cli import main as cli
 from ddpm_fast.data.images import png_grid
+from ddpm_fast.diffusion_setup import DiffusionSetup
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
 from ddpm_fast.sampling.distributed import init_from_environment, sample_sharded, shard_bounds, teardown
 from subprocess_env import subprocess_env
 
 T = 10  # training timesteps of the test checkpoints: short chains keep whole-model runs fast
+# 1e-4 → 0.02 (NoiseSchedule.linear(10) scales β by 100, to 0.999 at the end, where float32 noise grows 30-fold)
+SCHEDULE = df.NoiseSchedule.linear(T, beta_start=1e-4, beta_end=0.02)
 N = 5  # samples: uneven over two ranks (3 + 2)
 FP32_EAGER = ["--dtype", "float32", "--no-compile"]  # exact comparisons, and no compile time per CLI call
 
@@ -176,13 +179,15 @@ def test_two_ranks_gather_what_one_process_samples(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    return df.UNet.from_preset("tiny", sample_size=16).save(tmp_path_factory.mktemp("checkpoint") / "unet")
+    # stored with its setup, so no flag has to name the schedule (the CLI reads setup.json)
+    return df.UNet.from_preset("tiny", sample_size=16).save(tmp_path_factory.mktemp("checkpoint") / "unet",
+                                                           setup=DiffusionSetup.from_schedule(SCHEDULE))
 
 
 def _sample(checkpoint, out, *extra):
     """`ddpm-fast sample` in this process (kernels on their torch references)."""
     with cpu_reference():
-        return cli.main(["sample", "--checkpoint", str(checkpoint), "--train-timesteps", str(T),
+        return cli.main(["sample", "--checkpoint", str(checkpoint),
                          "--num-samples", str(N), "--seed", "3", "--out", str(out), *FP32_EAGER, *extra])
 
 
@@ -198,7 +203,7 @@ def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
     assert images.dtype == torch.float32 and images.shape == (N, 3, 16, 16)
     with safe_open(str(one_process), "pt") as handle:
         assert handle.metadata()["seed"] == "3" and handle.metadata()["method"] == "ddpm"
-    sampler = df.FastSampler(df.UNet.load(checkpoint), df.NoiseSchedule.linear(T), dtype=torch.float32,
+    sampler = df.FastSampler(df.UNet.load(checkpoint), SCHEDULE, dtype=torch.float32,
                              compile=False)
     with cpu_reference():
         torch.testing.assert_close(images, sampler.sample(N, seed=3), rtol=0, atol=1e-6)
@@ -234,7 +239,7 @@ def test_png_grid_of_one_channel_images():
 
 def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_process, tmp_path):
     out = tmp_path / "two.safetensors"
-    result = _torchrun("-m", "ddpm_fast", "sample", "--checkpoint", str(checkpoint), "--train-timesteps", str(T),
+    result = _torchrun("-m", "ddpm_fast", "sample", "--checkpoint", str(checkpoint),
                        "--num-samples", str(N), "--seed", "3", "--out", str(out), *FP32_EAGER, cwd=tmp_path)
     assert result.stdout.count("wrote") == 1 and "world size 2" in result.stdout  # rank 0 alone reports
     torch.testing.assert_close(_images(out), _images(one_process), rtol=0, atol=1e-5)
@@ -248,12 +253,15 @@ def test_sample_from_a_diffusers_pipeline_folder(tmp_path):
                                  up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, clip_sample=False, timestep_spacing="linspace")
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
-    df.UNet.from_diffusers(unet).save(tmp_path / "ours")
+    # our folder stores the pipeline's setup: the same β (diffusers' float32 ones) and options
+    size = unet.config.sample_size
+    df.UNet.from_diffusers(unet).save(tmp_path / "ours", setup=DiffusionSetup.from_diffusers_config(
+        scheduler.config, sample_shape=(unet.config.in_channels, size, size)))
     common = ["--num-samples", "3", "--seed", "1", "--method", "ddim", "--steps", "4", *FP32_EAGER]
     with cpu_reference():
         assert cli.main(["sample", "--diffusers", str(tmp_path / "pipe"), *common,
                          "--out", str(tmp_path / "a.safetensors")]) == 0
-        assert cli.main(["sample", "--checkpoint", str(tmp_path / "ours"), "--train-timesteps", str(T), *common,
+        assert cli.main(["sample", "--checkpoint", str(tmp_path / "ours"), *common,
                          "--out", str(tmp_path / "b.safetensors")]) == 0
     # the same weights and schedule (diffusers builds β in float32, we in float64): the same samples
     torch.testing.assert_close(_images(tmp_path / "a.safetensors"), _images(tmp_path / "b.safetensors"),
@@ -270,7 +278,6 @@ def test_sample_from_a_diffusers_pipeline_folder(tmp_path):
     ([], "one of the arguments --checkpoint --diffusers is required"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.jpg"], "expected a .png or .safetensors path"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/folder.png"], "folder.png: is a folder"),
-    (["--diffusers", "{tmp}", "--schedule", "cosine"], "--schedule and --train-timesteps apply to --checkpoint"),
     (["--checkpoint", "{tmp}", "--eta", "0.5"], "--eta applies to --method ddim only"),
     (["--checkpoint", "{tmp}", "--num-samples", "0"], "expected a positive integer"),
     (["--checkpoint", "{tmp}", "--seed", "-1"], r"expected an integer in \[0, 2\*\*63\)"),

@@ -407,7 +407,7 @@ def open_dataset(*args, **kwargs):
     (lambda tmp: _export(tmp, graph="ddpm_step"), ValueError, "bakes the schedule into the file: pass schedule="),
     (lambda tmp: _export(tmp, schedule="linear"), TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),
     (lambda tmp: _export(tmp, sample_shape=(3, 30, 30)), ValueError, "H and W must be multiples of 4"),
-    (lambda tmp: _export(tmp, model=42), TypeError, "model must be an nn.Module or a model folder"),
+    (lambda tmp: _export(tmp, model=42), TypeError, "model must be an nn.Module, a model folder or a Hub id"),
     (lambda tmp: _export(tmp, model=tmp / "missing"), FileNotFoundError, "missing"),
     (lambda tmp: _export(tmp, path=tmp), ValueError, "is a folder"),
     (lambda tmp: _onnx_sampler(tmp / "missing.onnx"), FileNotFoundError, "missing.onnx"),

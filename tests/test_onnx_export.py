@@ -17,6 +17,7 @@ from torch import nn
 
 import ddpm_fast as df
 from ddpm_fast.cli import main as cli
+from ddpm_fast.diffusion_setup import SetupConflict
 from ddpm_fast.export import GRAPHS, OPSET, export_onnx, onnx_export, read_metadata
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.models.config import config_to_diffusers
@@ -308,10 +309,15 @@ def test_arguments_override_a_pipeline_folders_options(diffusers_unet, tmp_path,
         export(tmp_path / "pipe", tmp_path / "a.onnx", graph="ddpm_step")
     assert seen["options"] == ("v_prediction", "fixed_small", True, 1.0) and seen["schedule"].num_timesteps == T
     cosine = df.NoiseSchedule.cosine(10)
-    with pytest.raises(Stop):
-        export(tmp_path / "pipe", tmp_path / "a.onnx", graph="ddpm_step", schedule=cosine,
-                    prediction_type="epsilon", clip_sample=False, clip_sample_range=2.0)
-    assert seen["options"] == ("epsilon", "fixed_small", False, 2.0) and seen["schedule"] is cosine
+    with pytest.raises(SetupConflict, match="prediction_type='epsilon' contradicts the setup stored with"):
+        export(tmp_path / "pipe", tmp_path / "a.onnx", graph="ddpm_step", prediction_type="epsilon")
+    with pytest.raises(SetupConflict, match="schedule=cosine, T=10 contradicts"):
+        export(tmp_path / "pipe", tmp_path / "a.onnx", graph="ddpm_step", schedule=cosine)
+    with pytest.raises(Stop):  # asked for: the given values replace the stored ones
+        export(tmp_path / "pipe", tmp_path / "a.onnx", graph="ddpm_step", schedule=cosine, override_setup=True,
+               prediction_type="epsilon", clip_sample=False, clip_sample_range=2.0)
+    assert seen["options"] == ("epsilon", "fixed_small", False, 2.0)
+    assert torch.equal(seen["schedule"].betas, cosine.betas)
     assert sorted(os.listdir(tmp_path)) == ["pipe"]
 
 
@@ -390,7 +396,7 @@ def test_bad_arguments_are_refused_before_exporting(unet, tmp_path, kwargs, erro
 
 
 def test_bad_models_and_files(tmp_path):
-    with pytest.raises(TypeError, match="model must be an nn.Module or a model folder"):
+    with pytest.raises(TypeError, match="model must be an nn.Module, a model folder or a Hub id"):
         export(42, tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         export(tmp_path / "missing", tmp_path / "x.onnx")
@@ -459,28 +465,38 @@ def captured_export(monkeypatch):
 
 
 def test_cli_flags_become_export_arguments(tmp_path, captured_export, capsys):
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "pipe" / "scheduler").mkdir(parents=True)
-    (tmp_path / "pipe" / "scheduler" / "scheduler_config.json").write_text("{}")
+    from ddpm_fast.diffusion_setup import DiffusionSetup
+
+    unet = df.UNet.from_preset("tiny", sample_size=8)
+    unet.save(tmp_path / "ckpt")  # no stored setup: the defaults, said in a warning
+    stored = DiffusionSetup.from_schedule(df.NoiseSchedule.cosine(20), prediction_type="v_prediction",
+                                          clip_sample=True, timestep_spacing="trailing", sample_shape=(3, 8, 8))
+    df.save_diffusers_pipeline(unet, tmp_path / "pipe", setup=stored)
     out = str(tmp_path / "x.onnx")
-    assert cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", out]) == 0
+    with pytest.warns(UserWarning, match="ckpt stores no diffusion setup; using schedule=linear, T=1000"):
+        assert cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", out]) == 0
     _, _, kwargs = captured_export[-1]
     assert kwargs["graph"] == "model" and kwargs["dtype"] is torch.float32 and kwargs["dynamic_spatial"] is None
-    assert kwargs["schedule"].name == "linear" and kwargs["schedule"].num_timesteps == 1000  # as `sample`
-    assert (kwargs["prediction_type"], kwargs["variance_type"], kwargs["clip_sample"]) == (None, None, None)
-    # a pipeline folder: its own schedule and options, unless a flag overrides them
+    setup = kwargs["setup"]
+    assert setup.schedule_name == "linear" and setup.num_train_timesteps == 1000  # as `sample`
+    assert (setup.prediction_type, setup.variance_type, setup.clip_sample) == ("epsilon", "fixed_small", False)
+    # a pipeline folder: its own schedule and options; a flag that agrees with them is fine
     assert cli.main(["export", "--diffusers", str(tmp_path / "pipe"), "--out", out, "--graph", "ddim_step",
-                     "--eta", "0.3", "--dtype", "float16", "--static-spatial", "--no-clip-sample"]) == 0
+                     "--eta", "0.3", "--dtype", "float16", "--static-spatial", "--clip-sample"]) == 0
     _, _, kwargs = captured_export[-1]
-    assert kwargs["schedule"] is None and kwargs["eta"] == 0.3 and kwargs["dtype"] is torch.float16
-    assert kwargs["dynamic_spatial"] is False and kwargs["clip_sample"] is False and kwargs["prediction_type"] is None
+    assert kwargs["eta"] == 0.3 and kwargs["dtype"] is torch.float16 and kwargs["dynamic_spatial"] is False
+    assert kwargs["setup"].prediction_type == "v_prediction" and kwargs["setup"].timestep_spacing == "trailing"
+    assert kwargs["setup"].same_betas(df.NoiseSchedule.cosine(20)) and kwargs["setup"].clip_sample
     assert cli.main(["export", "--diffusers", str(tmp_path / "pipe"), "--out", out, "--graph", "ddpm_step",
-                     "--schedule", "cosine", "--train-timesteps", "20", "--variance-type", "fixed_large"]) == 0
+                     "--schedule", "linear", "--train-timesteps", "20", "--variance-type", "fixed_large",
+                     "--override-setup"]) == 0
     _, _, kwargs = captured_export[-1]
-    assert kwargs["schedule"].name == "cosine" and kwargs["schedule"].num_timesteps == 20
-    assert kwargs["variance_type"] == "fixed_large" and kwargs["contrib_ops"] is False
+    assert kwargs["setup"].schedule_name == "linear" and kwargs["setup"].num_train_timesteps == 20
+    assert kwargs["setup"].variance_type == "fixed_large" and kwargs["contrib_ops"] is False
+    assert kwargs["setup"].prediction_type == "v_prediction"  # what no flag replaced stays
     assert "ddpm_step graph (sample, timestep, noise -> prev_sample)" in capsys.readouterr().out
-    assert cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", out, "--contrib-ops"]) == 0
+    with pytest.warns(UserWarning):
+        assert cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", out, "--contrib-ops"]) == 0
     assert captured_export[-1][2]["contrib_ops"] is True and "CUDA contrib ops" in capsys.readouterr().out
 
 
@@ -495,7 +511,6 @@ def test_cli_flags_become_export_arguments(tmp_path, captured_export, capsys):
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--graph", "step"], "invalid choice"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--dtype", "bfloat16"], "invalid choice"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--train-timesteps", "0"], "expected a positive integer"),
-    (["--diffusers", "{tmp}", "--out", "{tmp}/x.onnx", "--graph", "ddpm_step"], "has no scheduler.*pass --schedule"),
 ])
 def test_cli_argument_errors(arguments, match, tmp_path, capsys):
     (tmp_path / "folder.onnx").mkdir()

@@ -136,7 +136,8 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
             raise ValueError(one_set)
         return Pretrained(UNet.from_diffusers(folder), None, "diffusers_unet", folder, None, name)
     raise ValueError(f"{name}: not a training run, training checkpoint, UNet.save, diffusers pipeline or UNet2DModel "
-                     "folder")
+                     f"folder (it holds neither {folder / 'state.json'}, {folder / 'checkpoints'}/, {config_file} nor "
+                     f"{scheduler_file})")
 
 
 def _check_setup_fits(setup: DiffusionSetup, model, source) -> None:
