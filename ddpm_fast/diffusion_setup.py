@@ -42,7 +42,8 @@ class SetupConflict(ValueError):
 
     def __init__(self, name: str, given: Any, stored: Any, source: str):
         self.name, self.given, self.stored, self.source = name, given, stored, source
-        super().__init__(f"{name}={_show(given)} contradicts the setup stored with {source} ({name}={_show(stored)}); "
+        show = str if name == "schedule" else _show  # a schedule is described ("cosine, T=250"), not quoted
+        super().__init__(f"{name}={show(given)} contradicts the setup stored with {source} ({name}={show(stored)}); "
                          "pass override_setup=True to use the given value anyway")
 
 
