@@ -29,7 +29,8 @@ from .. import files
 from ..diffusion import q_sample
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
-from ..sampling.timesteps import SPACINGS, respaced_coefficient_table, spaced_timesteps
+from ..sampling.plan import chain_timesteps
+from ..sampling.timesteps import SPACINGS, respaced_coefficient_table
 from ..schedule import NoiseSchedule
 
 CONFIG_NAME = "scheduler_config.json"
@@ -135,10 +136,8 @@ class FastDDPMScheduler:
             if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
                     or not 1 <= num_inference_steps <= total:
                 raise ValueError(f"num_inference_steps must be an int in [1, {total}], got {num_inference_steps!r}")
-            chain = spaced_timesteps(total, num_inference_steps, self.config.timestep_spacing,
-                                      self.config.steps_offset)
-            if chain[0] >= total or chain[-1] < 0:
-                raise ValueError(f"steps_offset={self.config.steps_offset} moves the timesteps out of [0, {total})")
+            # the one planner of FastSampler and OnnxSampler too
+            chain = chain_timesteps(total, num_inference_steps, self.config.timestep_spacing, self.config.steps_offset)
             self.custom_timesteps, self.num_inference_steps = False, num_inference_steps
         self.timesteps = torch.from_numpy(chain.copy()).to(device)
         self._tables = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..schedule import NoiseSchedule
@@ -48,22 +49,10 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
     (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
     set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod).
     """
-    total = schedule.num_timesteps
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if num_inference_steps is None:
-        num_inference_steps = total
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-        raise TypeError(f"num_inference_steps must be an int or None, got {type(num_inference_steps).__name__}")
-    if not 1 <= num_inference_steps <= total:
-        raise ValueError(f"num_inference_steps must lie in [1, {total}], got {num_inference_steps}")
-    if num_inference_steps == total:
-        chain = torch.arange(total - 1, -1, -1, dtype=torch.int64)
-    else:
-        chain = torch.from_numpy(spaced_timesteps(total, num_inference_steps, timestep_spacing, steps_offset).copy())
-        if int(chain[0]) >= total or int(chain[-1]) < 0 or bool((chain[1:] >= chain[:-1]).any()):
-            raise ValueError(f"timestep_spacing={timestep_spacing!r} with steps_offset={steps_offset} gives "
-                             f"timesteps outside [0, {total}) or repeated ones: {chain.tolist()}")
+    total = schedule.num_timesteps
+    chain = torch.from_numpy(chain_timesteps(total, num_inference_steps, timestep_spacing, steps_offset))
     steps = chain.numel()
 
     table = schedule.coefficient_table("cpu")
@@ -75,6 +64,26 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
     prev = torch.cat([chain[1:], torch.tensor([-1 if set_alpha_to_one else 0], dtype=torch.int64)])
     return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
                         table)
+
+
+def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep_spacing: str = "linspace",
+                    steps_offset: int = 0) -> np.ndarray:
+    """The descending int64 timesteps of a chain of `num_inference_steps` (None or T: all of them) out of `total`:
+    the one function FastSampler, OnnxSampler and FastDDPMScheduler plan with. TypeError / ValueError naming
+    num_inference_steps, or timestep_spacing / steps_offset when they put a timestep outside [0, total)."""
+    if num_inference_steps is None:
+        num_inference_steps = total
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+        raise TypeError(f"num_inference_steps must be an int or None, got {type(num_inference_steps).__name__}")
+    if not 1 <= num_inference_steps <= total:
+        raise ValueError(f"num_inference_steps must lie in [1, {total}], got {num_inference_steps}")
+    if num_inference_steps == total:
+        return np.arange(total - 1, -1, -1, dtype=np.int64)
+    chain = spaced_timesteps(total, int(num_inference_steps), timestep_spacing, steps_offset)
+    if chain[0] >= total or chain[-1] < 0 or (chain[1:] >= chain[:-1]).any():
+        raise ValueError(f"timestep_spacing={timestep_spacing!r} with steps_offset={steps_offset} gives timesteps "
+                         f"outside [0, {total}) or repeated ones: {chain.tolist()}")
+    return chain
 
 
 def _padded(vector: torch.Tensor, length: int) -> torch.Tensor:

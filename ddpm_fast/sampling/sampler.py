@@ -35,7 +35,7 @@ from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
                    run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
-from .plan import SamplingPlan, build_plan
+from .plan import METHODS, SamplingPlan, build_plan, chain_timesteps
 from .timesteps import check_chain_options
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
@@ -326,8 +326,10 @@ class FastSampler:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
         it with this sampler's timestep_spacing and steps_offset (the one spacing function FastDDPMScheduler and
         OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
-        return build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one).timesteps
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        return chain_timesteps(self.schedule.num_timesteps, num_inference_steps, self.timestep_spacing,
+                               self.steps_offset).tolist()
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:
