@@ -48,7 +48,7 @@ def test_record_round_trips_and_refuses_what_it_does_not_know(tmp_path):
     assert DiffusionSetup.load(tmp_path) == setup
     assert torch.equal(setup.schedule().betas, df.NoiseSchedule.cosine(T).betas)  # β as numbers, exactly
     assert setup.schedule().name == "cosine" and setup.num_train_timesteps == T
-    with pytest.raises(ValueError, match="unknown setup keys: colour"):
+    with pytest.raises(ValueError, match="x.json: unknown setup keys colour"):
         DiffusionSetup.from_dict({**setup.to_dict(), "colour": "red"}, "x.json")
     with pytest.raises(ValueError, match="not a ddpm_fast.DiffusionSetup record"):
         DiffusionSetup.from_dict({"betas": [0.1]})
