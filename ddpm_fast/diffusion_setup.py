@@ -229,7 +229,7 @@ class DiffusionSetup:
 
 def defaults_note(source: str, used: Mapping[str, Any]) -> str:
     """The one line that says which defaults stand in where nothing is stored."""
-    shown = ", ".join(f"{name}={_show(value)}" for name, value in used.items())
+    shown = ", ".join(f"{name}={value if name == 'schedule' else _show(value)}" for name, value in used.items())
     return f"{source} stores no diffusion setup; using {shown}"
 
 
