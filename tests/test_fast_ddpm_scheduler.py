@@ -111,7 +111,7 @@ def test_config_round_trips_through_both_libraries(tmp_path):
     ours = df.FastDDPMScheduler(num_train_timesteps=T, beta_schedule="scaled_linear", prediction_type="v_prediction")
     ours.save_config(tmp_path)
     saved = json.loads((tmp_path / "scheduler_config.json").read_text())
-    assert saved["_class_name"] == "DDPMScheduler" and saved["prediction_type"] == "v_prediction"
+    assert saved["_class_name"] == "FastDDPMScheduler" and saved["prediction_type"] == "v_prediction"
     theirs = diffusers.DDPMScheduler.from_pretrained(tmp_path)
     assert theirs.config.beta_schedule == "scaled_linear" and theirs.config.num_train_timesteps == T
     again = df.FastDDPMScheduler.from_pretrained(tmp_path)
@@ -144,8 +144,10 @@ def test_bad_calls():
         ours.step(torch.randn(1, 3, 4, 4), 11, torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match="channels"):
         ours.step(torch.randn(1, 4, 4, 4), int(ours.timesteps[0]), torch.randn(1, 3, 4, 4))
-    with pytest.warns(UserWarning, match="unknown config keys: set_alpha_to_one"):
+    with pytest.raises(TypeError, match="set_alpha_to_one"):  # as DDPMScheduler(set_alpha_to_one=False)
         df.FastDDPMScheduler(set_alpha_to_one=False)
+    # from a config, a compatible scheduler's key (DDIMScheduler's) is ignored, as diffusers ignores it
+    assert "set_alpha_to_one" not in df.FastDDPMScheduler.from_config({"set_alpha_to_one": False}).config
 
 
 def test_trailing_spacing_gives_exactly_n_timesteps_for_every_n():
@@ -198,3 +200,99 @@ def test_sixty_one_trailing_steps_sample():
     scheduler = df.FastDDPMScheduler(timestep_spacing="trailing")
     scheduler.set_timesteps(61)
     assert len(scheduler.timesteps) == 61 and scheduler.timesteps[-1] == 15
+
+
+# ------------------------------------------------------------------------------------ a real diffusers scheduler
+
+
+def test_it_is_a_diffusers_scheduler():
+    ours = df.FastDDPMScheduler(num_train_timesteps=T, prediction_type="v_prediction")
+    assert isinstance(ours, (diffusers.DDPMScheduler, diffusers.SchedulerMixin, diffusers.ConfigMixin))
+    assert type(ours).__name__ == "FastDDPMScheduler" and "DDIMScheduler" in {c.__name__ for c in ours.compatibles}
+    ours.register_to_config(prediction_type="epsilon")
+    assert ours.config.prediction_type == "epsilon"
+    assert json.loads(ours.to_json_string())["_class_name"] == "FastDDPMScheduler"
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=T)
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(6)
+    for t in ours.timesteps:
+        prev_ours, prev_theirs = ours.previous_timestep(t), theirs.previous_timestep(t)
+        assert isinstance(prev_ours, torch.Tensor) and int(prev_ours) == int(prev_theirs)
+        torch.testing.assert_close(ours._get_variance(int(t)), theirs._get_variance(int(t)), rtol=1e-5, atol=1e-7)
+    fresh = df.FastDDPMScheduler(num_train_timesteps=T)  # before set_timesteps: t - 1
+    assert fresh.previous_timestep(5) == 4 == diffusers.DDPMScheduler(num_train_timesteps=T).previous_timestep(5)
+
+
+def test_step_output_is_diffusers_output():
+    ours = df.FastDDPMScheduler(num_train_timesteps=T)
+    x = torch.randn(1, 3, 4, 4)
+    out = ours.step(torch.randn_like(x), 5, x, generator=torch.Generator().manual_seed(0))
+    assert type(out).__name__ == "DDPMSchedulerOutput" and list(out.keys()) == ["prev_sample", "pred_original_sample"]
+    assert out.to_tuple()[0] is out.prev_sample and out["pred_original_sample"] is out.values()[1]
+
+
+def test_trained_betas_as_an_array_save_and_load(tmp_path):
+    import numpy as np
+
+    betas = np.linspace(1e-4, 0.05, T)
+    ours = df.FastDDPMScheduler(num_train_timesteps=T, trained_betas=betas)
+    ours.save_pretrained(tmp_path)  # was "ndarray is not JSON serializable"
+    again = df.FastDDPMScheduler.from_pretrained(tmp_path)
+    assert again.config.trained_betas == betas.tolist()
+    theirs = diffusers.DDPMScheduler.from_pretrained(tmp_path)
+    torch.testing.assert_close(theirs.betas, torch.tensor(betas, dtype=torch.float32))
+
+
+def test_a_pipeline_holding_it_saves_and_loads_back(tmp_path):
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=df.FastDDPMScheduler(num_train_timesteps=T,
+                                                                               timestep_spacing="trailing"))
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == \
+        "FastDDPMScheduler"
+    loaded = diffusers.DDPMPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.scheduler, df.FastDDPMScheduler)
+    assert loaded.scheduler.config.timestep_spacing == "trailing"
+
+    def images(p):
+        return p(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=7,
+                 output_type="np").images
+
+    torch.testing.assert_close(torch.from_numpy(images(loaded)), torch.from_numpy(images(pipe)), rtol=0, atol=1e-6)
+    # diffusers' own DDPMScheduler reads the same folder (and, asked for, ours reads a DDPMScheduler's)
+    theirs = diffusers.DDPMPipeline.from_pretrained(
+        tmp_path, scheduler=diffusers.DDPMScheduler.from_pretrained(tmp_path, subfolder="scheduler"))
+    torch.testing.assert_close(torch.from_numpy(images(theirs)), torch.from_numpy(images(pipe)), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_without_diffusers_the_scheduler_still_works_standalone():
+    import subprocess
+    import sys
+
+    from subprocess_env import subprocess_env
+
+    code = (
+        "import sys, json, tempfile, torch\n"
+        "sys.modules['diffusers'] = None  # as if not installed: `import diffusers` raises ImportError\n"
+        "import ddpm_fast as df\n"
+        "from ddpm_fast.interop.diffusers_scheduler import HAS_DIFFUSERS\n"
+        "assert not HAS_DIFFUSERS\n"
+        "s = df.FastDDPMScheduler(num_train_timesteps=24, timestep_spacing='trailing')\n"
+        "s.set_timesteps(61 // 8)\n"
+        "x = torch.randn(1, 3, 4, 4)\n"
+        "for t in s.timesteps:\n"
+        "    out = s.step(0.1 * x, t, x, generator=torch.Generator().manual_seed(0))\n"
+        "    x = out.prev_sample\n"
+        "assert out.keys() == ['prev_sample', 'pred_original_sample'] and torch.isfinite(x).all()\n"
+        "assert int(s.previous_timestep(s.timesteps[-1])) == -1\n"
+        "d = tempfile.mkdtemp(); s.save_pretrained(d)\n"
+        "assert df.FastDDPMScheduler.from_pretrained(d).config == s.config\n"
+        "print('standalone ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "standalone ok" in result.stdout, result.stderr[-2000:]

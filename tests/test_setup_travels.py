@@ -25,14 +25,16 @@ SIZE = 8
 FP32 = dict(dtype=torch.float32, compile=False, device="cpu")
 
 
-def cli(argv, capsys=None):
+def cli(argv):
+    """`ddpm-fast ...` in this process, whole-model work on the torch references (the interpreter would take minutes;
+    the kernels are proven against the references elsewhere). Its exit status."""
     from ddpm_fast.cli import main as entry
 
-    try:
-        code = entry.main([str(part) for part in argv])
-    except SystemExit as exit:
-        code = exit.code
-    return code
+    with cpu_reference():
+        try:
+            return entry.main([str(part) for part in argv])
+        except SystemExit as exit:
+            return exit.code
 
 
 # ---------------------------------------------------------------------------------------------------- the record

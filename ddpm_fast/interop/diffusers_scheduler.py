@@ -4,11 +4,18 @@
     pipe.scheduler = ddpm_fast.FastDDPMScheduler.from_config(pipe.scheduler.config)
     images = pipe(generator=torch.Generator().manual_seed(0)).images      # the same images as with diffusers'
 
-It keeps diffusers' config keys, `from_config` / `save_config`, `set_timesteps` (leading / trailing / linspace
-spacing, custom timesteps), `step` (an output with prev_sample and pred_original_sample, or a tuple), `add_noise`,
-`get_velocity`, `scale_model_input`, `timesteps` and `init_noise_sigma`. The noise of a step is drawn exactly as
-diffusers draws it (same generator calls, same order), so the same generator gives the same images. diffusers needs
-not be installed.
+With diffusers installed it is a real diffusers scheduler — a subclass of DDPMScheduler (SchedulerMixin +
+ConfigMixin): config registration, `from_config` / `from_pretrained` / `save_pretrained`, `compatibles`,
+`_get_variance`, diffusers' output class; a pipeline holding it saves it (scheduler/, `_class_name`
+FastDDPMScheduler, library ddpm_fast) and `DDPMPipeline.from_pretrained` loads it back. Without diffusers, a
+standalone class keeps the same config keys and methods. Either way `set_timesteps` plans with ddpm_fast's one
+planner (integer spacings: exactly n timesteps for every n), and `step`, `add_noise` and `get_velocity` are fused
+kernels on a float64-derived schedule; the noise of a step is drawn exactly as diffusers draws it (same generator
+calls, same order), so the same generator gives the same images.
+
+Refused with a ValueError at construction (documented differences from DDPMScheduler): thresholding=True (dynamic
+thresholding), variance_type="learned" (an unclamped learned variance; "learned_range" is supported),
+rescale_betas_zero_snr=True (ᾱ_T = 0), and spacings other than leading / trailing / linspace.
 
 Respaced chains (num_inference_steps < num_train_timesteps, or custom timesteps) step from each kept timestep to the
 next one, as diffusers does: the coefficient table then holds, per kept timestep, the posterior of that pair.
@@ -54,63 +61,53 @@ class SchedulerConfig(dict):
 
 @dataclass
 class DDPMSchedulerOutput:
+    """step's output without diffusers (with diffusers, its own DDPMSchedulerOutput): attributes, keys, a tuple."""
+
     prev_sample: torch.Tensor
     pred_original_sample: Optional[torch.Tensor] = None
 
-    def __getitem__(self, index):  # diffusers' BaseOutput also indexes like a tuple
-        return (self.prev_sample, self.pred_original_sample)[index]
+    def __getitem__(self, index):  # diffusers' BaseOutput also indexes like a tuple, and by key
+        if isinstance(index, str):
+            return dict(self.items())[index]
+        return self.to_tuple()[index]
+
+    def keys(self):
+        return [key for key, _ in self.items()]
+
+    def values(self):
+        return [value for _, value in self.items()]
+
+    def items(self):
+        # as BaseOutput: the fields that are set (not None), in order
+        return [(key, value) for key, value in (("prev_sample", self.prev_sample),
+                                                ("pred_original_sample", self.pred_original_sample))
+                if value is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
 
 
-class FastDDPMScheduler:
+class _FusedDDPMScheduling:
+    """What FastDDPMScheduler adds to (or, without diffusers, has instead of) diffusers' DDPMScheduler: the chain
+    planned by ddpm_fast's one planner, the fused `step`, `add_noise` and `get_velocity`, on a float64-derived schedule.
+    Needs `self.config` (keys as diffusers' DDPMScheduler config) and `_init_fused` called once the config is set."""
+
     order = 1
     init_noise_sigma = 1.0
-    config_name = CONFIG_NAME
+    _output_class: Any = DDPMSchedulerOutput
 
-    def __init__(self, **config: Any):
-        unknown = sorted(k for k in config if k not in DEFAULT_CONFIG and not k.startswith("_"))
-        if unknown:  # diffusers ignores keys it does not know (with a warning); so do we
-            warnings.warn(f"FastDDPMScheduler ignores unknown config keys: {', '.join(unknown)}", stacklevel=2)
-        values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
-        check_scheduler_config(values)
-        self.config = SchedulerConfig(values)
+    def _init_fused(self, values: Mapping[str, Any]) -> None:
         self.schedule = NoiseSchedule.from_diffusers(values)
         self.betas = self.schedule.betas.float()
         self.alphas = self.schedule.alphas.float()
         self.alphas_cumprod = self.schedule.alphas_cumprod.float()
+        self.one = torch.tensor(1.0)
         self.variance_type = values["variance_type"]
         self.num_inference_steps: Optional[int] = None
         self.custom_timesteps = False
         self.timesteps = torch.arange(values["num_train_timesteps"] - 1, -1, -1, dtype=torch.int64)
         self._tables: dict[torch.device, torch.Tensor] = {}
         self._step_index: Optional[dict[int, int]] = None  # kept timestep -> column of the respaced table
-
-    # ------------------------------------------------------------------------------------------------ config
-
-    @classmethod
-    def from_config(cls, config: Union[Mapping, Any] = None, **overrides: Any) -> "FastDDPMScheduler":
-        """From a config dict (e.g. `pipe.scheduler.config`) or a scheduler; keyword arguments override keys."""
-        config = getattr(config, "config", config)
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"config must be a mapping or a scheduler, got {type(config).__name__}")
-        return cls(**{**dict(config or {}), **overrides})
-
-    @classmethod
-    def from_pretrained(cls, path: Union[str, os.PathLike], subfolder: Optional[str] = None,
-                        **overrides: Any) -> "FastDDPMScheduler":
-        """From a local folder holding scheduler_config.json (or a pipeline folder with scheduler/)."""
-        folder = pathlib.Path(path) / (subfolder or "")
-        if not (folder / CONFIG_NAME).exists() and (folder / "scheduler" / CONFIG_NAME).exists():
-            folder = folder / "scheduler"
-        return cls.from_config(files.read_json(folder / CONFIG_NAME), **overrides)
-
-    def save_config(self, save_directory: Union[str, os.PathLike], **_: Any) -> None:
-        """Write scheduler_config.json (atomically) so either diffusers' DDPMScheduler or this class reads it."""
-        data = {"_class_name": "DDPMScheduler", **self.config}
-        if isinstance(data["trained_betas"], torch.Tensor):
-            data["trained_betas"] = data["trained_betas"].tolist()
-        files.atomic_write_json(pathlib.Path(save_directory) / CONFIG_NAME, data)
-
-    save_pretrained = save_config
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
@@ -144,12 +141,13 @@ class FastDDPMScheduler:
         self._step_index = {int(t): column for column, t in enumerate(chain[::-1].tolist(), start=1)}
 
     def previous_timestep(self, timestep: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
-        t = int(timestep)
+        """The timestep after `timestep` in the chain, as diffusers gives it: once set_timesteps has run, a tensor (the
+        next kept timestep, or tensor(-1) after the last); before, timestep - 1."""
         if self._step_index is None:
-            return t - 1
+            return timestep - 1
         chain = self.timesteps.tolist()
-        position = chain.index(t)
-        return chain[position + 1] if position + 1 < len(chain) else -1
+        position = chain.index(_host_timestep(timestep))
+        return self.timesteps[position + 1] if position + 1 < len(chain) else torch.tensor(-1)
 
     # -------------------------------------------------------------------------------------------------- step
 
@@ -185,7 +183,7 @@ class FastDDPMScheduler:
         prev, x0 = prev.to(sample.dtype), x0.to(sample.dtype)
         if not return_dict:
             return (prev, x0)
-        return DDPMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+        return self._output_class(prev_sample=prev, pred_original_sample=x0)
 
     def _column(self, t: int) -> int:
         try:
@@ -237,6 +235,96 @@ class FastDDPMScheduler:
         if t.numel() == 1:
             t = t.reshape(())
         return q_sample(first, t, self.schedule, noise=second.to(first.dtype))[0]
+
+
+class _StandaloneFastDDPMScheduler(_FusedDDPMScheduling):
+    """FastDDPMScheduler where diffusers is not installed: the same config keys, from_config / from_pretrained /
+    save_pretrained of a local folder, the same fused steps."""
+
+    config_name = CONFIG_NAME
+
+    def __init__(self, **config: Any):
+        unknown = sorted(k for k in config if k not in DEFAULT_CONFIG and not k.startswith("_"))
+        if unknown:  # diffusers ignores keys it does not know (with a warning); so do we
+            warnings.warn(f"FastDDPMScheduler ignores unknown config keys: {', '.join(unknown)}", stacklevel=2)
+        values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
+        if values["trained_betas"] is not None:  # JSON-ready, whatever the caller passed
+            values["trained_betas"] = np.asarray(values["trained_betas"], dtype=np.float64).tolist()
+        check_scheduler_config(values)
+        self.config = SchedulerConfig(values)
+        self._init_fused(values)
+
+    @classmethod
+    def from_config(cls, config: Union[Mapping, Any] = None, **overrides: Any) -> "FastDDPMScheduler":
+        """From a config dict (e.g. `pipe.scheduler.config`) or a scheduler; keyword arguments override keys."""
+        config = getattr(config, "config", config)
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping or a scheduler, got {type(config).__name__}")
+        return cls(**{**dict(config or {}), **overrides})
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], subfolder: Optional[str] = None,
+                        **overrides: Any) -> "FastDDPMScheduler":
+        """From a local folder holding scheduler_config.json (or a pipeline folder with scheduler/)."""
+        folder = pathlib.Path(path) / (subfolder or "")
+        if not (folder / CONFIG_NAME).exists() and (folder / "scheduler" / CONFIG_NAME).exists():
+            folder = folder / "scheduler"
+        return cls.from_config(files.read_json(folder / CONFIG_NAME), **overrides)
+
+    def save_config(self, save_directory: Union[str, os.PathLike], **_: Any) -> None:
+        """Write scheduler_config.json (atomically) so either diffusers' DDPMScheduler or this class reads it."""
+        files.atomic_write_json(pathlib.Path(save_directory) / CONFIG_NAME,
+                                {"_class_name": "DDPMScheduler", **self.config})
+
+    save_pretrained = save_config
+
+
+def _diffusers_flavour():
+    """FastDDPMScheduler as a real diffusers scheduler: a DDPMScheduler subclass (SchedulerMixin + ConfigMixin: config
+    registration, from_config / from_pretrained / save_pretrained, compatibles, _get_variance, pipelines that save
+    and load it) whose chain, step, add_noise and get_velocity are ours."""
+    from diffusers import DDPMScheduler
+    from diffusers.configuration_utils import register_to_config
+    from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput as Output
+
+    class FastDDPMScheduler(_FusedDDPMScheduling, DDPMScheduler):
+        _output_class = Output
+
+        @register_to_config
+        def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                     beta_schedule: str = "linear", trained_betas: Union[np.ndarray, list, None] = None,
+                     variance_type: str = "fixed_small", clip_sample: bool = True, prediction_type: str = "epsilon",
+                     thresholding: bool = False, dynamic_thresholding_ratio: float = 0.995,
+                     clip_sample_range: float = 1.0, sample_max_value: float = 1.0, timestep_spacing: str = "leading",
+                     steps_offset: int = 0, rescale_betas_zero_snr: bool = False):
+            values = {"num_train_timesteps": num_train_timesteps, "beta_start": beta_start, "beta_end": beta_end,
+                      "beta_schedule": beta_schedule, "trained_betas": trained_betas, "variance_type": variance_type,
+                      "clip_sample": clip_sample, "prediction_type": prediction_type, "thresholding": thresholding,
+                      "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "clip_sample_range": clip_sample_range,
+                      "sample_max_value": sample_max_value, "timestep_spacing": timestep_spacing,
+                      "steps_offset": steps_offset, "rescale_betas_zero_snr": rescale_betas_zero_snr}
+            if trained_betas is not None:  # a list of floats in the config, so save_pretrained writes JSON
+                values["trained_betas"] = np.asarray(trained_betas, dtype=np.float64).tolist()
+            check_scheduler_config(values)  # our refusals, before diffusers builds anything
+            DDPMScheduler.__init__(self, **values)
+            self.register_to_config(trained_betas=values["trained_betas"])
+            self._init_fused(values)
+
+    FastDDPMScheduler.__module__ = __name__
+    FastDDPMScheduler.__qualname__ = "FastDDPMScheduler"
+    FastDDPMScheduler.__doc__ = __doc__
+    return FastDDPMScheduler
+
+
+try:
+    # diffusers' pipeline loader finds a component's loading methods by looking up SchedulerMixin (and its other
+    # base classes) in the module model_index.json names for it: this one
+    from diffusers import SchedulerMixin  # noqa: F401
+except ImportError:  # no diffusers: the standalone scheduler
+    FastDDPMScheduler = _StandaloneFastDDPMScheduler
+else:
+    FastDDPMScheduler = _diffusers_flavour()
+HAS_DIFFUSERS = FastDDPMScheduler is not _StandaloneFastDDPMScheduler
 
 
 def _host_timestep(timestep: Union[int, torch.Tensor]) -> int:
