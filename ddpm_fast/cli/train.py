@@ -48,7 +48,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--no-grad-clip", action="store_true", help="do not clip the gradient norm")
     train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     train.add_argument("--no-ema-warmup", action="store_true", help="use the full EMA decay from step 0")
-    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                       help="the noise schedule; β is stored in every checkpoint as numbers (linear: 1e-4 → 0.02 "
+                            "scaled by 1000/T, so any T ends near pure noise)")
     train.add_argument("--train-timesteps", type=arguments.positive_int, default=defaults.num_train_timesteps)
     train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
     train.add_argument("--min-snr-gamma", type=arguments.positive_float, default=None,
