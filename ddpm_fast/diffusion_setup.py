@@ -116,6 +116,16 @@ class DiffusionSetup:
         """The FastSampler keyword arguments this record sets (prediction and variance type, clipping, spacing...)."""
         return {name: getattr(self, name) for name in SAMPLER_OPTIONS}
 
+    def check_fits(self, model_config, source: str) -> None:
+        """ValueError naming `source` when this record's sample shape (its channels) or class count does not fit a
+        UNetConfig: a record is never read with another model's weights."""
+        if self.sample_shape is not None and self.sample_shape[0] != model_config.in_channels:
+            raise ValueError(f"{source}: sample_shape {self.sample_shape} does not fit the model's "
+                             f"{model_config.in_channels} input channels")
+        if self.num_class_embeds != model_config.num_class_embeds:
+            raise ValueError(f"{source}: num_class_embeds={self.num_class_embeds} differs from the model's "
+                             f"{model_config.num_class_embeds}")
+
     def describe_schedule(self) -> str:
         return f"{self.schedule_name}, T={self.num_train_timesteps}"
 

@@ -234,18 +234,14 @@ def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespa
         flag, folder = "--checkpoint", args.checkpoint
     else:
         flag, folder = "--diffusers", pathlib.Path(args.diffusers)
-        if not folder.exists() and _looks_like_hub_id(args.diffusers):
+        from ..models.pretrained import looks_like_hub_id
+
+        if not folder.exists() and looks_like_hub_id(args.diffusers):
             return  # resolved through huggingface_hub when the model loads
     if folder.is_file():
         parser.error(f"{flag} {folder}: is a file; expected a folder")
     if not folder.is_dir():
         parser.error(f"{flag} {folder}: no such folder")
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    from ..models.pretrained import _HUB_ID
-
-    return bool(_HUB_ID.match(text)) and not text.startswith(".")
 
 
 # Each setup setting's flag, for errors that name what the user typed.

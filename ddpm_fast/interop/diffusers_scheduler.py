@@ -15,7 +15,9 @@ calls, same order), so the same generator gives the same images.
 
 Refused with a ValueError at construction (documented differences from DDPMScheduler): thresholding=True (dynamic
 thresholding), variance_type="learned" (an unclamped learned variance; "learned_range" is supported),
-rescale_betas_zero_snr=True (ᾱ_T = 0), and spacings other than leading / trailing / linspace.
+rescale_betas_zero_snr=True (ᾱ_T = 0), spacings other than leading / trailing / linspace, and any β outside (0, 1)
+(diffusers accepts β ≥ 1 and steps to NaN). diffusers' own DDPMScheduler tests, run with this class swapped in, pass
+but for those refusals and one expected number that carries diffusers' float32 error (see the README).
 
 Respaced chains (num_inference_steps < num_train_timesteps, or custom timesteps) step from each kept timestep to the
 next one, as diffusers does: the coefficient table then holds, per kept timestep, the posterior of that pair.

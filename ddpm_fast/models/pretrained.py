@@ -67,11 +67,16 @@ def load_pretrained(source: Union[str, os.PathLike], weights: Optional[str] = No
     if folder.is_file():
         raise ValueError(f"{name} is a file; expected a training run, checkpoint, UNet.save or diffusers folder")
     if not folder.exists():
-        if isinstance(source, str) and _HUB_ID.match(source) and not source.startswith("."):
+        if isinstance(source, str) and looks_like_hub_id(source):
             folder = _hub_snapshot(source)
         else:
             raise FileNotFoundError(f"{name}: no such folder")
     return _load_folder(folder, weights, name)
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """Whether a string that names no local folder reads as a Hub model id ("name" or "owner/name")."""
+    return bool(_HUB_ID.match(text)) and not text.startswith(".")
 
 
 def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override: bool = False,
@@ -120,7 +125,7 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
         model = UNet.load(folder)
         setup = DiffusionSetup.load(folder) if (folder / "setup.json").is_file() else None
         if setup is not None:
-            _check_setup_fits(setup, model, folder / "setup.json")
+            setup.check_fits(model.config, str(folder / "setup.json"))
         return Pretrained(model, setup, "unet", folder, None, name)
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     if scheduler_file.is_file():
@@ -138,15 +143,6 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
     raise ValueError(f"{name}: not a training run, training checkpoint, UNet.save, diffusers pipeline or UNet2DModel "
                      f"folder (it holds neither {folder / 'state.json'}, {folder / 'checkpoints'}/, {config_file} nor "
                      f"{scheduler_file})")
-
-
-def _check_setup_fits(setup: DiffusionSetup, model, source) -> None:
-    if setup.sample_shape is not None and setup.sample_shape[0] != model.config.in_channels:
-        raise ValueError(f"{source}: sample_shape {setup.sample_shape} does not fit the model's "
-                         f"{model.config.in_channels} input channels")
-    if setup.num_class_embeds != model.config.num_class_embeds:
-        raise ValueError(f"{source}: num_class_embeds={setup.num_class_embeds} differs from the model's "
-                         f"{model.config.num_class_embeds}")
 
 
 def _model_sample_shape(model) -> tuple[int, int, int]:

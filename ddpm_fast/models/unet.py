@@ -147,12 +147,7 @@ class UNet(nn.Module):
         if setup is not None:
             if not isinstance(setup, DiffusionSetup):
                 raise TypeError(f"setup must be a ddpm_fast.DiffusionSetup or None, got {type(setup).__name__}")
-            if setup.sample_shape is not None and setup.sample_shape[0] != self.config.in_channels:
-                raise ValueError(f"setup.sample_shape {setup.sample_shape} does not fit this model's "
-                                 f"{self.config.in_channels} input channels")
-            if setup.num_class_embeds != self.config.num_class_embeds:
-                raise ValueError(f"setup.num_class_embeds={setup.num_class_embeds} differs from this model's "
-                                 f"{self.config.num_class_embeds}")
+            setup.check_fits(self.config, "setup")
         directory = pathlib.Path(directory)
         files.save_tensors(directory / WEIGHTS_NAME, self.state_dict(), metadata={"format": CHECKPOINT_FORMAT})
         files.atomic_write_json(directory / CONFIG_NAME, {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict()})

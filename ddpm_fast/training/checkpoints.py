@@ -242,6 +242,7 @@ def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
     stored = checkpoint.state.get("setup")
     if stored is not None:
         setup = DiffusionSetup.from_dict(stored, f"{checkpoint.path / STATE_NAME} (setup)")
+        setup.check_fits(config, str(checkpoint.path / STATE_NAME))
     else:
         schedule = checkpoint.state["schedule"]
         setup = DiffusionSetup.from_schedule(
