@@ -211,8 +211,10 @@ def test_sixty_one_trailing_steps_sample():
 # ------------------------------------------------------------------------------------ a real diffusers scheduler
 
 
-def test_it_is_a_diffusers_scheduler():
+def test_it_is_a_diffusers_scheduler(tmp_path):
     ours = df.FastDDPMScheduler(num_train_timesteps=T, prediction_type="v_prediction")
+    ours.save_pretrained(tmp_path)
+    assert df.FastDDPMScheduler.load_config(tmp_path)["prediction_type"] == "v_prediction"
     assert isinstance(ours, (diffusers.DDPMScheduler, diffusers.SchedulerMixin, diffusers.ConfigMixin))
     assert type(ours).__name__ == "FastDDPMScheduler" and "DDIMScheduler" in {c.__name__ for c in ours.compatibles}
     ours.register_to_config(prediction_type="epsilon")
