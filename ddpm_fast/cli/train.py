@@ -13,7 +13,7 @@ import pathlib
 import sys
 
 from ..kernels.constants import PREDICTION_TYPES
-from ..training.config import DTYPES, SCHEDULES, TrainingConfig
+from ..training.config import DTYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TrainingConfig
 from . import arguments
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
@@ -55,6 +55,11 @@ def add_train_parser(commands) -> None:
     train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
     train.add_argument("--min-snr-gamma", type=arguments.positive_float, default=None,
                        help="Min-SNR-γ loss weighting (default: off)")
+    train.add_argument("--variance-type", choices=TRAINED_VARIANCE_TYPES, default=defaults.variance_type,
+                       help="σ_t of sampling: fixed_small / fixed_large (fixed), or learned_range (the model learns it "
+                            "with improved DDPM's hybrid loss L_simple + λ·L_vlb; it outputs 2C channels)")
+    train.add_argument("--vlb-weight", type=arguments.positive_float, default=defaults.vlb_weight,
+                       help="λ of the hybrid loss (--variance-type learned_range)")
     train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
@@ -81,7 +86,8 @@ def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
         model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable,
         image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
-        min_snr_gamma=args.min_snr_gamma, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        min_snr_gamma=args.min_snr_gamma, variance_type=args.variance_type, vlb_weight=args.vlb_weight,
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=None if args.no_grad_clip else args.grad_clip, ema_decay=args.ema_decay,
         ema_warmup=not args.no_ema_warmup, seed=args.seed, dtype=args.dtype, channels_last=args.channels_last,

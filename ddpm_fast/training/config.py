@@ -12,6 +12,7 @@ from ..checks import check_min_snr_gamma, check_prediction_type
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 DTYPES = ("auto", "float32", "bfloat16")
+TRAINED_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
 @dataclass
@@ -25,6 +26,9 @@ class TrainingConfig:
     schedule, num_train_timesteps: the noise schedule (linear with T ≠ 1000 scales β by 1000/T, as improved-diffusion
         does, so ᾱ_T still reaches ~0).
     prediction_type, min_snr_gamma: the objective (ε, x0 or v; optional Min-SNR-γ weighting).
+    variance_type, vlb_weight: σ_t of the reverse step. "fixed_small" / "fixed_large": fixed (β̃_t / β_t), the loss is
+        L_simple. "learned_range": the model outputs 2C channels and learns the variance with improved DDPM's hybrid
+        loss L_simple + vlb_weight·L_vlb (Nichol & Dhariwal 2021; λ = 0.001). Stored with every checkpoint.
     learning_rate, weight_decay, adam_betas, warmup_steps, grad_clip: AdamW with a linear warm-up, then constant; the
         global gradient norm is clipped to grad_clip (None: no clipping).
     ema_decay, ema_warmup: the EMA of the weights (sampling uses it).
@@ -43,6 +47,8 @@ class TrainingConfig:
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"
     min_snr_gamma: Optional[float] = None
+    variance_type: str = "fixed_small"
+    vlb_weight: float = 0.001
     steps: int = 10_000
     batch_size: int = 64
     learning_rate: float = 2e-4
@@ -79,6 +85,13 @@ class TrainingConfig:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         check_prediction_type(self.prediction_type)
         check_min_snr_gamma(self.min_snr_gamma)
+        if self.variance_type not in TRAINED_VARIANCE_TYPES:
+            raise ValueError(f"variance_type must be one of {', '.join(TRAINED_VARIANCE_TYPES)}, "
+                             f"got {self.variance_type!r}")
+        _check_number("vlb_weight", self.vlb_weight, positive=True)
+        if self.variance_type == "learned_range" and self.min_snr_gamma is not None:
+            raise ValueError("min_snr_gamma weights L_simple alone; with variance_type='learned_range' (the hybrid "
+                             "loss) it is not supported: leave one of them out")
         for name in ("image_size", "num_train_timesteps", "steps", "batch_size", "checkpoint_every",
                      "keep_checkpoints", "log_every", "sample_count"):
             _check_int(name, getattr(self, name), low=1)

@@ -40,6 +40,7 @@ from .config import TrainingConfig
 from .ema import EMA
 from .log import JsonlLog, plot_loss_curve
 from .objectives import diffusion_loss
+from .vlb import hybrid_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RUN_MARKERS = ("checkpoints", "log.jsonl")  # what a run folder holds once training has started
@@ -121,8 +122,10 @@ class Trainer:
 
         with torch.random.fork_rng(devices=[]):  # the initial weights, the same on every rank; torch's RNG untouched
             torch.manual_seed(config.seed)
+            # a learned-variance model outputs its prediction and the variance's v: 2C channels
+            out_channels = 2 * channels if config.variance_type == "learned_range" else channels
             self.model = UNet.from_preset(config.model, **{"sample_size": config.image_size, "in_channels": channels,
-                                                           "out_channels": channels, **config.model_overrides})
+                                                           "out_channels": out_channels, **config.model_overrides})
         self.model.config.check_spatial(config.image_size, config.image_size, "image_size")  # before any file is made
         self.model = self.model.to(self.device, memory_format=memory_format)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
@@ -230,8 +233,12 @@ class Trainer:
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                     else contextlib.nullcontext())
         with autocast:
-            loss = diffusion_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
-                                  prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
+            if config.variance_type == "learned_range":
+                loss, _ = hybrid_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
+                                      prediction_type=config.prediction_type, vlb_weight=config.vlb_weight)
+            else:
+                loss = diffusion_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
+                                      prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None
@@ -313,6 +320,7 @@ class Trainer:
         from ..diffusion_setup import DiffusionSetup
 
         return DiffusionSetup.from_schedule(self.schedule, prediction_type=self.config.prediction_type,
+                                            variance_type=self.config.variance_type,
                                             sample_shape=tuple(self.sample_shape),
                                             num_class_embeds=self.model.config.num_class_embeds)
 
