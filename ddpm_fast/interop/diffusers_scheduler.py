@@ -43,6 +43,7 @@ from ..sampling.timesteps import SPACINGS, respaced_coefficient_table
 from ..schedule import NoiseSchedule
 
 CONFIG_NAME = "scheduler_config.json"
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # what NoiseSchedule.from_diffusers builds
 DEFAULT_CONFIG = {
     "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
     "trained_betas": None, "variance_type": "fixed_small", "clip_sample": True, "prediction_type": "epsilon",
@@ -312,6 +313,28 @@ def _diffusers_flavour():
             self.register_to_config(trained_betas=values["trained_betas"])
             self._init_fused(values)
 
+        @classmethod
+        def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+            """diffusers' from_config, with a TypeError for what is neither a config mapping nor a scheduler."""
+            if config is not None and not isinstance(config, Mapping) and not hasattr(config, "config"):
+                raise TypeError(f"config must be a mapping or a scheduler, got {type(config).__name__}")
+            return super().from_config(getattr(config, "config", config), return_unused_kwargs=return_unused_kwargs,
+                                       **kwargs)
+
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,
+                            **kwargs):
+            """diffusers' from_pretrained (a folder, or a Hub id through the user's cache); a local path that does not
+            exist is a FileNotFoundError naming it, not a Hub lookup. A pipeline folder's scheduler/ is found."""
+            path = pathlib.Path(os.fspath(pretrained_model_name_or_path))
+            local = path.is_absolute() or str(path).startswith(".") or len(path.parts) > 2
+            if local and not path.is_dir():
+                raise FileNotFoundError(f"{path}: no such scheduler folder")
+            if subfolder is None and (path / "scheduler" / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).is_file():
+                subfolder = "scheduler"
+            return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder,
+                                           return_unused_kwargs=return_unused_kwargs, **kwargs)
+
     FastDDPMScheduler.__module__ = __name__
     FastDDPMScheduler.__qualname__ = "FastDDPMScheduler"
     FastDDPMScheduler.__doc__ = __doc__
@@ -358,6 +381,9 @@ def check_scheduler_config(config: dict) -> None:
     total = config["num_train_timesteps"]
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise ValueError(f"num_train_timesteps must be a positive int, got {total!r}")
+    if config["trained_betas"] is None and config["beta_schedule"] not in BETA_SCHEDULES:
+        raise ValueError(f"beta_schedule={config['beta_schedule']!r} is not supported; expected one of "
+                         f"{', '.join(BETA_SCHEDULES)} or trained_betas")
     if config["thresholding"]:
         raise ValueError("thresholding=True (dynamic thresholding) is not supported by FastDDPMScheduler")
     if config["variance_type"] not in VARIANCE_TYPES:
