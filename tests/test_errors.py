@@ -356,6 +356,9 @@ def test_unet_load_of_the_wrong_kind_of_path_is_named(tmp_path):
     (dict(compile="yes"), TypeError, "compile must be True, False or None"),
     (dict(skip_unreadable_images=1), TypeError, "skip_unreadable_images must be True or False"),
     (dict(num_workers=-1), ValueError, "num_workers"),
+    (dict(variance_type="learned"), ValueError, "variance_type must be one of fixed_small, fixed_large"),
+    (dict(variance_type="learned_range", vlb_weight=0), ValueError, "vlb_weight"),
+    (dict(variance_type="learned_range", min_snr_gamma=5.0), ValueError, "min_snr_gamma weights L_simple alone"),
 ])
 def test_training_config_mistakes(changes, error, match):
     with pytest.raises(error, match=match):
