@@ -398,9 +398,9 @@ def test_bad_arguments_are_refused_before_exporting(unet, tmp_path, kwargs, erro
 def test_bad_models_and_files(tmp_path):
     with pytest.raises(TypeError, match="model must be an nn.Module, a model folder or a Hub id"):
         export(42, tmp_path / "x.onnx")
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="missing: no such folder"):
         export(tmp_path / "missing", tmp_path / "x.onnx")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="not a training run.*config.json"):
         export(tmp_path, tmp_path / "x.onnx")  # an empty folder
     checkpoint = small_unet().save(tmp_path / "ckpt")
     weights = checkpoint / "model.safetensors"

@@ -380,7 +380,7 @@ def test_sample_from_a_training_run(tmp_path, capsys):
     assert Image.open(out).size == (2 * 16 * 16, 2 * 16 * 16)  # 32 px enlarged 16x to 512
     capsys.readouterr()
     assert cli.main(["sample", "--checkpoint", str(tmp_path / "run"), "--schedule", "cosine", "--out", str(out)]) == 2
-    assert "--schedule/--train-timesteps cosine, T=1000 contradicts the schedule stored with" in capsys.readouterr().err
+    assert "--schedule/--train-timesteps cosine, T=100 contradicts the schedule stored with" in capsys.readouterr().err
 
 
 def test_train_cli_errors_are_messages(tmp_path, capsys):
