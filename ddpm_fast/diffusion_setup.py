@@ -162,7 +162,6 @@ class DiffusionSetup:
         trained_betas (diffusers would recompute a named schedule in float32, and has no name for several of ours);
         set_alpha_to_one is DDIMScheduler's key, which DDPMScheduler ignores silently (a compatible scheduler's)."""
         return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
-                "beta_start": self.betas[0], "beta_end": self.betas[-1], "beta_schedule": "linear",
                 "trained_betas": list(self.betas), "variance_type": self.variance_type,
                 "clip_sample": self.clip_sample, "clip_sample_range": self.clip_sample_range,
                 "prediction_type": self.prediction_type, "thresholding": False,
@@ -185,8 +184,11 @@ class DiffusionSetup:
                 if self.same_betas(value):
                     continue
                 if not override:
-                    raise SetupConflict("schedule", value.name + f", T={value.num_timesteps}", self.describe_schedule(),
-                                        source)
+                    given_text, stored_text = f"{value.name}, T={value.num_timesteps}", self.describe_schedule()
+                    if given_text == stored_text:  # one name, two meanings (e.g. diffusers' unscaled "linear")
+                        given_text += f", β {value.betas[0].item():.4g} … {value.betas[-1].item():.4g}"
+                        stored_text += f", β {self.betas[0]:.4g} … {self.betas[-1]:.4g}"
+                    raise SetupConflict("schedule", given_text, stored_text, source)
                 changes.update(betas=tuple(value.betas.tolist()), schedule_name=value.name)
             elif value != getattr(self, name):
                 if not override:

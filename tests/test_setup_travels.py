@@ -98,25 +98,15 @@ def test_linear_has_one_meaning_at_every_T():
 # -------------------------------------------------------------------------------------------------- spacings
 
 
-@pytest.fixture(scope="module")
-def model_graph_file(tmp_path_factory):
-    from ddpm_fast.export import export_onnx
-
-    torch.manual_seed(0)
-    unet = df.UNet.from_preset("tiny", sample_size=SIZE)
-    return export_onnx(unet, tmp_path_factory.mktemp("spacing") / "model.onnx", schedule=df.NoiseSchedule.linear(8))
-
-
 @pytest.mark.parametrize("total", [1000, 999])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-def test_every_spacing_gives_n_distinct_in_range_timesteps_in_all_three_samplers(spacing, total, model_graph_file,
-                                                                                 tmp_path):
+def test_every_spacing_gives_n_distinct_in_range_timesteps_in_all_three_samplers(spacing, total, runs):
     from ddpm_fast.export import OnnxSampler
 
     schedule = df.NoiseSchedule.linear(total)
     fast = df.FastSampler(lambda x, t: x, schedule, (3, 2, 2), timestep_spacing=spacing, **FP32)
     scheduler = df.FastDDPMScheduler(num_train_timesteps=total, timestep_spacing=spacing)
-    onnx_sampler = OnnxSampler(model_graph_file, schedule=schedule)
+    onnx_sampler = OnnxSampler(runs["cosine"]["model"], schedule=schedule)  # a model graph takes any schedule
     onnx_sampler.timestep_spacing = spacing  # as a file of this spacing would say; the file is of another schedule
     for n in range(1, total + 1):
         chain = fast.timesteps(n)
@@ -369,3 +359,45 @@ def test_a_hub_id_resolves_from_the_local_cache_offline(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: ddpm-fast-tests/not-cached: no such folder, and no Hugging Face Hub model" in result.stdout
+
+
+# ----------------------------------------------------------------------------------- what a new user ran into
+
+
+def test_the_stored_T_alone_is_no_conflict_whatever_the_schedule_is_called(tmp_path, capsys):
+    torch.manual_seed(0)
+    unet = df.UNet.from_preset("tiny", sample_size=SIZE)
+    custom = DiffusionSetup(betas=tuple(np.linspace(1e-3, 0.2, 40)), sample_shape=(3, SIZE, SIZE))
+    unet.save(tmp_path / "custom", setup=custom)
+    out = tmp_path / "x.safetensors"
+    common = ["--steps", 3, "--num-samples", 2, "--no-compile", "--out", out]
+    assert cli(["sample", "--checkpoint", tmp_path / "custom", "--train-timesteps", 40, *common]) == 0
+    capsys.readouterr()
+    assert cli(["sample", "--checkpoint", tmp_path / "custom", "--train-timesteps", 50, *common]) == 2
+    assert "--schedule/--train-timesteps T=50 contradicts the schedule stored with" in capsys.readouterr().err
+    assert cli(["sample", "--checkpoint", tmp_path / "custom", "--train-timesteps", 50, "--override-setup",
+                *common]) == 2
+    assert "alone cannot rebuild the stored schedule (custom, T=40)" in capsys.readouterr().err
+
+
+def test_one_name_two_meanings_shows_the_betas():
+    # diffusers' "linear" at T = 50 (1e-4 → 0.02) against ours (scaled by 1000/T): the same words, other β
+    diffusers_linear = DiffusionSetup.from_schedule(df.NoiseSchedule.linear(50, beta_start=1e-4, beta_end=0.02))
+    with pytest.raises(SetupConflict, match=r"linear, T=50, β 0.002 … 0.4 contradicts .*linear, T=50, β 0.0001 … 0.02"):
+        diffusers_linear.with_given({"schedule": df.NoiseSchedule.linear(50)}, source="pipe")
+
+
+def test_from_pretrained_takes_another_sample_shape_and_a_guessed_setup_is_not_saved_to_diffusers(tmp_path):
+    torch.manual_seed(0)
+    unet = df.UNet.from_preset("tiny", sample_size=SIZE)
+    unet.save(tmp_path / "with", setup=DiffusionSetup.from_schedule(df.NoiseSchedule.cosine(10),
+                                                                    sample_shape=(3, SIZE, SIZE)))
+    sampler = df.FastSampler.from_pretrained(tmp_path / "with", sample_shape=(3, 16, 16), **FP32)
+    with cpu_reference():
+        assert sampler.sample(1, seed=0, num_inference_steps=2).shape == (1, 3, 16, 16)
+    unet.save(tmp_path / "without")
+    with pytest.raises(ValueError, match="stores no diffusion setup; save it with UNet.save"):
+        df.save_diffusers_pipeline(tmp_path / "without", tmp_path / "pipe")
+    assert not (tmp_path / "pipe").exists()
+    with pytest.raises(ValueError, match="trained_betas holds 10 values; num_train_timesteps is 50"):
+        df.FastDDPMScheduler(num_train_timesteps=50, trained_betas=[0.01] * 10)

@@ -80,7 +80,8 @@ def _add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-timesteps", type=arguments.positive_int, default=None,
                         help="T of --schedule (default: the stored T, else 1000)")
     parser.add_argument("--weights", choices=("ema", "model"), default=None,
-                        help="a training checkpoint's EMA weights (the default) or its trained weights")
+                        help="a training checkpoint's EMA weights (its default) or its trained weights; other sources "
+                             "hold one set of weights and take no --weights")
     _add_step_option_arguments(parser)
     parser.add_argument("--override-setup", action="store_true",
                         help="let --schedule and the step options replace the source's stored setup (without it, a "
@@ -266,18 +267,25 @@ def _error_text(error: Exception) -> str:
 def _load_source(args: argparse.Namespace):
     """(model, DiffusionSetup) of --checkpoint / --diffusers: the one loader, the stored setup checked against the
     flags (ddpm_fast.models.pretrained)."""
+    from ..diffusion_setup import SetupConflict
     from ..models.pretrained import load_pretrained, resolve_setup
     from ..schedule import NoiseSchedule
 
     pretrained = load_pretrained(args.checkpoint if args.checkpoint is not None else args.diffusers, args.weights)
-    schedule = None
-    if args.schedule is not None or args.train_timesteps is not None:
-        stored = pretrained.setup
-        name = args.schedule
-        if name is None:  # --train-timesteps alone: the stored schedule's kind at that T
-            name = stored.schedule_name if stored is not None and stored.schedule_name in SCHEDULES else "linear"
+    schedule, stored = None, pretrained.setup
+    if args.schedule is None and args.train_timesteps is not None and stored is not None:
+        # --train-timesteps alone: the stored T is fine; another T means the stored kind of schedule at that T
+        if args.train_timesteps != stored.num_train_timesteps:
+            if stored.schedule_name not in SCHEDULES:  # β stored as numbers, with no name to rebuild at another T
+                if not args.override_setup:
+                    raise SetupConflict("schedule", f"T={args.train_timesteps}", stored.describe_schedule(),
+                                        pretrained.name)
+                raise ValueError(f"--train-timesteps {args.train_timesteps} alone cannot rebuild the stored schedule "
+                                 f"({stored.describe_schedule()}) at another T; give --schedule too")
+            schedule = getattr(NoiseSchedule, stored.schedule_name)(args.train_timesteps)
+    elif args.schedule is not None or args.train_timesteps is not None:
         total = args.train_timesteps or (stored.num_train_timesteps if stored is not None else 1000)
-        schedule = getattr(NoiseSchedule, name)(total)
+        schedule = getattr(NoiseSchedule, args.schedule or "linear")(total)
     given = {"schedule": schedule, "prediction_type": args.prediction_type, "variance_type": args.variance_type,
              "clip_sample": args.clip_sample}
     return pretrained.model, resolve_setup(pretrained, given, override=args.override_setup)

@@ -57,8 +57,8 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
 
     source: a FastSampler that samples in float32 (its model and `setup`), our UNet with `setup=` given, or anything
     load_pretrained reads (a training run folder — EMA weights unless weights="model" —, a checkpoint folder, a
-    UNet.save folder with its setup, a pipeline folder or a Hub id). The folder is written under a temporary name and
-    renamed: a crash leaves no half pipeline. An existing pipeline folder is replaced; any other non-empty folder is
+    UNet.save folder with its setup, a pipeline folder or a Hub id; a source that stores no setup is refused). The
+    folder is written under a temporary name and renamed: a crash leaves no half pipeline. An existing pipeline folder is replaced; any other non-empty folder is
     refused (ValueError), as are a sampler in bf16/fp16 (its weights were rounded: save from its source instead) and a
     model without its setup (TypeError/ValueError naming the argument).
     """
@@ -83,6 +83,9 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
         if setup is not None:
             raise ValueError("setup= applies to a UNet; a folder brings its own (or the defaults, said in a warning)")
         pretrained = load_pretrained(source, weights)
+        if pretrained.setup is None:  # defaults would become a stored setup that no longer says it was guessed
+            raise ValueError(f"source {pretrained.name} stores no diffusion setup; save it with UNet.save(folder, "
+                             "setup=...) first, or pass the UNet with setup=")
         model, setup = pretrained.model, resolve_setup(pretrained, {})
     else:
         raise TypeError(f"source must be a FastSampler, a UNet or a model folder / Hub id, got {type(source).__name__}")

@@ -381,6 +381,8 @@ def check_scheduler_config(config: dict) -> None:
     total = config["num_train_timesteps"]
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise ValueError(f"num_train_timesteps must be a positive int, got {total!r}")
+    if config["trained_betas"] is not None and len(config["trained_betas"]) != total:
+        raise ValueError(f"trained_betas holds {len(config['trained_betas'])} values; num_train_timesteps is {total}")
     if config["trained_betas"] is None and config["beta_schedule"] not in BETA_SCHEDULES:
         raise ValueError(f"beta_schedule={config['beta_schedule']!r} is not supported; expected one of "
                          f"{', '.join(BETA_SCHEDULES)} or trained_betas")

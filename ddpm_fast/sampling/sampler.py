@@ -265,7 +265,8 @@ class FastSampler:
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         setup = resolve_setup(pretrained, given, override=override_setup)
         options.setdefault("device", "auto")
-        return cls(pretrained.model, setup.schedule(), setup.sample_shape, **setup.sampler_options(), **options)
+        sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
+        return cls(pretrained.model, setup.schedule(), sample_shape, **setup.sampler_options(), **options)
 
     @property
     def setup(self):
