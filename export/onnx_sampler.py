@@ -163,6 +163,13 @@ class OnnxSampler:
                 if isinstance(expected, int) and size != expected:
                     raise ValueError(f"{name} must have size {expected} in dimension {axis}, got {tuple(value.shape)}")
         self._check_spatial(tuple(inputs["sample"].shape[2:]))
+        # values too (one host sync, at this one-call boundary; sample()'s loop never comes here)
+        total, t = self.schedule.num_timesteps, inputs["timestep"]
+        low, high = (int(v) for v in t.aminmax())
+        if low < 0 or high >= total:
+            raise ValueError(f"timestep must lie in [0, {total}), got values in [{low}, {high}]")
+        if "prev_timestep" in inputs and bool(((inputs["prev_timestep"] < -1) | (inputs["prev_timestep"] >= t)).any()):
+            raise ValueError("prev_timestep must lie in [-1, timestep) for every sample (-1 ends the chain)")
 
     def _check_spatial(self, spatial: tuple[int, int]) -> None:
         factor = self.metadata.get("spatial_factor") or 1

@@ -94,6 +94,14 @@ def test_run_calls_the_graph_once_and_checks_its_inputs(exported, unet):
         sampler.run(sample=x)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         sampler.run(sample=x, timestep=[0, 1])
+    for bad in ([0, T], [-1, 3]):  # values as well as shapes: the graph would read past its schedule
+        with pytest.raises(ValueError, match=rf"timestep must lie in \[0, {T}\)"):
+            sampler.run(sample=x, timestep=torch.tensor(bad))
+    ddim = OnnxSampler(exported["ddim_step"])
+    x16 = torch.randn(2, 3, SIZE, SIZE)
+    for prev in ([5, 5], [-2, 3]):
+        with pytest.raises(ValueError, match=r"prev_timestep must lie in \[-1, timestep\)"):
+            ddim.run(sample=x16, timestep=torch.tensor([5, 7]), prev_timestep=torch.tensor(prev), noise=x16)
 
 
 def test_what_each_graph_cannot_sample_is_a_clear_error(exported):

@@ -387,6 +387,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
 
     model, setup = _load_source(args)
+    # torch's exporter warns about its own internals (pytree's LeafSpec); not the user's business on the CLI
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     path = export_onnx(model, args.out, graph=args.graph, setup=setup, eta=args.eta, dtype=getattr(torch, args.dtype),
                        dynamic_spatial=False if args.static_spatial else None, contrib_ops=args.contrib_ops)
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"
