@@ -239,6 +239,12 @@ class DiffusionSetup:
         return cls.from_dict(files.read_json(path), str(path))
 
 
+def model_class_count(model: Any) -> Optional[int]:
+    """num_class_embeds of a model with a config that has one (our UNet, diffusers' UNet2DModel), else None."""
+    classes = getattr(getattr(model, "config", None), "num_class_embeds", None)
+    return classes if isinstance(classes, int) and not isinstance(classes, bool) else None
+
+
 def defaults_note(source: str, used: Mapping[str, Any]) -> str:
     """The one line that says which defaults stand in where nothing is stored."""
     shown = ", ".join(f"{name}={value if name == 'schedule' else _show(value)}" for name, value in used.items())

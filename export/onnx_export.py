@@ -25,7 +25,7 @@ from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
-from ddpm_fast.diffusion_setup import DiffusionSetup
+from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
 from ddpm_fast.checks import check_choice, check_positive_float
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.sampling.timesteps import check_chain_options
@@ -238,17 +238,13 @@ def _model_and_setup(model, setup: Optional[DiffusionSetup], given: dict, weight
         return model, setup.with_given(given, source="setup=", override=override)
     if given["schedule"] is None:
         return model, None
-    config = getattr(model, "config", None)
-    classes = getattr(config, "num_class_embeds", None)
     options = {name: value for name, value in given.items() if name != "schedule" and value is not None}
-    return model, DiffusionSetup.from_schedule(given["schedule"], num_class_embeds=classes if isinstance(
-        classes, int) else None, **options)
+    return model, DiffusionSetup.from_schedule(given["schedule"], num_class_embeds=model_class_count(model), **options)
 
 
 def _sample_shape(model: nn.Module, sample_shape) -> tuple[int, int, int]:
     if sample_shape is None and isinstance(model, UNet):
-        size = model.config.sample_size
-        sample_shape = (model.config.in_channels, size, size)
+        sample_shape = model.config.sample_shape
     if not (isinstance(sample_shape, (tuple, list)) and len(sample_shape) == 3 and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sample_shape)):
         raise ValueError(f"sample_shape must be (C, H, W) of positive ints, got {sample_shape!r}")

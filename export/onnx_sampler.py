@@ -29,7 +29,7 @@ from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
-from ddpm_fast.sampling.plan import METHODS, build_plan, chain_timesteps
+from ddpm_fast.sampling.plan import build_plan, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
 
 from .onnx_export import METADATA_KEY
@@ -235,10 +235,8 @@ class OnnxSampler:
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, planned with the
         file's timestep_spacing and steps_offset as FastSampler.timesteps plans them."""
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        return chain_timesteps(self.schedule.num_timesteps, num_inference_steps, self.timestep_spacing,
-                               self.steps_offset).tolist()
+        return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
+                                 self.steps_offset)
 
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,

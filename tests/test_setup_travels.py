@@ -401,3 +401,18 @@ def test_from_pretrained_takes_another_sample_shape_and_a_guessed_setup_is_not_s
     assert not (tmp_path / "pipe").exists()
     with pytest.raises(ValueError, match="trained_betas holds 10 values; num_train_timesteps is 50"):
         df.FastDDPMScheduler(num_train_timesteps=50, trained_betas=[0.01] * 10)
+
+
+def test_a_checkpoint_written_before_the_setup_record_still_loads(runs, tmp_path):
+    # older checkpoints stored only {"schedule": {name, betas}} and the training config's prediction type
+    import shutil
+
+    from ddpm_fast import files
+
+    step = next((runs["cosine"]["run"] / "checkpoints").iterdir())
+    old = shutil.copytree(step, tmp_path / "old")
+    state = files.read_json(old / "state.json")
+    setup = DiffusionSetup.from_dict(state.pop("setup"))
+    state["schedule"] = {"name": setup.schedule_name, "betas": list(setup.betas)}
+    files.atomic_write_json(old / "state.json", state)
+    assert load_pretrained(old).setup == setup

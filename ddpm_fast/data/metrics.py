@@ -606,6 +606,7 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     a generator seeded with `seed`. Runs on the model's device (the images move there). Raises ValueError / TypeError
     naming the argument.
     """
+    from ..diffusion import q_sample
     from ..kernels.constants import PREDICTION_TYPES
     from ..sampling.loop import unwrap_model_output
     from ..schedule import NoiseSchedule
@@ -629,9 +630,7 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
         bpd = prior_bpd(x0, schedule)
         for step in range(schedule.num_timesteps):
             t = torch.full((x0.shape[0],), step, dtype=torch.int64, device=device)
-            noise = torch.randn(x0.shape, generator=generator, device=device)
-            buffers = schedule.buffers(device)
-            x_t = buffers["sqrt_alphas_cumprod"][step] * x0 + buffers["sqrt_one_minus_alphas_cumprod"][step] * noise
+            x_t, _ = q_sample(x0, t, schedule, noise=torch.randn(x0.shape, generator=generator, device=device))
             output = unwrap_model_output(model(x_t, t)).float()
             values = None
             if variance_type == "learned_range":

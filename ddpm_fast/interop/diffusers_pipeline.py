@@ -39,8 +39,7 @@ def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
     else:
         raise TypeError(f"expected a diffusers DDPMPipeline or a local pipeline folder, got {type(source).__name__}")
 
-    size = model.config.sample_size
-    setup = DiffusionSetup.from_diffusers_config(scheduler_config, sample_shape=(model.config.in_channels, size, size),
+    setup = DiffusionSetup.from_diffusers_config(scheduler_config, sample_shape=model.config.sample_shape,
                                                  num_class_embeds=model.config.num_class_embeds)
     return {"model": model, "schedule": setup.schedule(), "sample_shape": setup.sample_shape, "device": device,
             **setup.sampler_options()}

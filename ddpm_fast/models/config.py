@@ -91,6 +91,11 @@ class UNetConfig:
     # --------------------------------------------------------------------------------------------- derived
 
     @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this model was configured for: in_channels and the square sample_size."""
+        return (self.in_channels, self.sample_size, self.sample_size)
+
+    @property
     def spatial_factor(self) -> int:
         """What H and W must be multiples of: each level but the last halves them, and the up path concatenates
         its upsampled maps with the down path's skips, which only line up when every halving was exact."""

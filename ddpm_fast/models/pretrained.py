@@ -100,7 +100,7 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
             options[option] = used[option] = DEFAULTS[option]
     if used and warn:
         warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=3)
-    return DiffusionSetup.from_schedule(schedule, sample_shape=_model_sample_shape(pretrained.model),
+    return DiffusionSetup.from_schedule(schedule, sample_shape=pretrained.model.config.sample_shape,
                                         num_class_embeds=pretrained.model.config.num_class_embeds, **options)
 
 
@@ -133,7 +133,7 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
             raise ValueError(one_set)
         model = UNet.from_diffusers(folder)
         setup = DiffusionSetup.from_diffusers_config(files.read_json(scheduler_file),
-                                                     sample_shape=_model_sample_shape(model),
+                                                     sample_shape=model.config.sample_shape,
                                                      num_class_embeds=model.config.num_class_embeds)
         return Pretrained(model, setup, "diffusers_pipeline", folder, None, name)
     if config is not None:  # a diffusers UNet2DModel folder
@@ -144,10 +144,6 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
                      f"folder (it holds neither {folder / 'state.json'}, {folder / 'checkpoints'}/, {config_file} nor "
                      f"{scheduler_file})")
 
-
-def _model_sample_shape(model) -> tuple[int, int, int]:
-    size = model.config.sample_size
-    return (model.config.in_channels, size, size)
 
 
 def _hub_snapshot(repo_id: str) -> pathlib.Path:

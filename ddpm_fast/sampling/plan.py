@@ -66,6 +66,15 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
                         table)
 
 
+def planned_timesteps(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
+                      timestep_spacing: str = "linspace", steps_offset: int = 0) -> list[int]:
+    """The timesteps build_plan's chain visits, in sampling order, without building its coefficient table (what
+    FastSampler.timesteps and OnnxSampler.timesteps answer)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return chain_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset).tolist()
+
+
 def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep_spacing: str = "linspace",
                     steps_offset: int = 0) -> np.ndarray:
     """The descending int64 timesteps of a chain of `num_inference_steps` (None or T: all of them) out of `total`:

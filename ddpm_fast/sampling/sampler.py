@@ -35,7 +35,7 @@ from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
                    run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
-from .plan import METHODS, SamplingPlan, build_plan, chain_timesteps
+from .plan import SamplingPlan, build_plan, planned_timesteps
 from .timesteps import check_chain_options
 
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
@@ -256,13 +256,13 @@ class FastSampler:
 
         if not isinstance(override_setup, bool):
             raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
+        if schedule is not None and not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         pretrained = load_pretrained(path_or_id, weights)
         given = {"schedule": schedule, "prediction_type": prediction_type, "variance_type": variance_type,
                  "clip_sample": clip_sample, "clip_sample_range": clip_sample_range,
                  "timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
                  "set_alpha_to_one": set_alpha_to_one}
-        if schedule is not None and not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         setup = resolve_setup(pretrained, given, override=override_setup)
         options.setdefault("device", "auto")
         sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
@@ -272,16 +272,14 @@ class FastSampler:
     def setup(self):
         """The DiffusionSetup this sampler samples with (β, prediction and variance type, clipping, spacing, DDIM's
         final ᾱ, sample shape, class conditioning): what export_onnx and save_diffusers_pipeline store."""
-        from ..diffusion_setup import DiffusionSetup
+        from ..diffusion_setup import DiffusionSetup, model_class_count
 
-        config = getattr(self.model, "config", None)
-        classes = getattr(config, "num_class_embeds", None)
         return DiffusionSetup.from_schedule(
             self.schedule, prediction_type=self.prediction_type, variance_type=self.variance_type,
             clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range,
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
-            num_class_embeds=classes if isinstance(classes, int) else None)
+            num_class_embeds=model_class_count(self.model))
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -327,10 +325,8 @@ class FastSampler:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
         it with this sampler's timestep_spacing and steps_offset (the one spacing function FastDDPMScheduler and
         OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        return chain_timesteps(self.schedule.num_timesteps, num_inference_steps, self.timestep_spacing,
-                               self.steps_offset).tolist()
+        return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
+                                 self.steps_offset)
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:

@@ -248,6 +248,6 @@ def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
         setup = DiffusionSetup.from_schedule(
             NoiseSchedule.from_betas(schedule["betas"], name=schedule.get("name") or "custom"),
             prediction_type=checkpoint.state["training_config"]["prediction_type"],
-            sample_shape=(config.in_channels, config.sample_size, config.sample_size),
+            sample_shape=config.sample_shape,
             num_class_embeds=config.num_class_embeds)
     return model, setup

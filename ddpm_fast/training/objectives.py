@@ -61,14 +61,23 @@ def diffusion_loss(
     An inner-loop function: no host sync, so nothing checks t's values (kernels clamp it into [0, T)).
     t: int64 [B] on x0's device, drawn in [0, T). seed: the Philox key of this step's noise, int64 [1] on the device.
     """
+    _, prediction, target = noised_prediction(model, x0, t, schedule, seed, sample_offset, prediction_type)
+    per_sample = (prediction - target).pow(2).flatten(1).mean(dim=1)
+    alphas_cumprod_t = schedule.buffers(x0.device)["alphas_cumprod"][t]
+    return (loss_weights(alphas_cumprod_t, prediction_type, min_snr_gamma) * per_sample).mean()
+
+
+def noised_prediction(model: Callable, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                      seed: torch.Tensor, sample_offset: int, prediction_type: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, model(x_t, t) in float32, the regression target at x_t): x0 noised with the fused q-sample (ε drawn
+    in-kernel from Philox), the model's whole output (a learned-variance model's 2C channels included), and ε, x0
+    or v as prediction_type asks. What diffusion_loss and the hybrid loss share."""
     buffers = schedule.buffers(x0.device)
     x_t, eps = torch.ops.ddpm_fast.q_sample_philox(x0, t, buffers["sqrt_alphas_cumprod"],
                                                    buffers["sqrt_one_minus_alphas_cumprod"], seed, sample_offset)
-    prediction = unwrap_model_output(model(x_t, t)).float()
-    alphas_cumprod_t = buffers["alphas_cumprod"][t]
-    target = training_target(x0, eps, alphas_cumprod_t, prediction_type)
-    per_sample = (prediction - target).pow(2).flatten(1).mean(dim=1)
-    return (loss_weights(alphas_cumprod_t, prediction_type, min_snr_gamma) * per_sample).mean()
+    output = unwrap_model_output(model(x_t, t)).float()
+    return x_t, output, training_target(x0, eps, buffers["alphas_cumprod"][t], prediction_type)
 
 
 def epsilon_from_prediction(output: torch.Tensor, x_t: torch.Tensor, alphas_cumprod_t: torch.Tensor,

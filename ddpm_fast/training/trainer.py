@@ -349,8 +349,7 @@ class Trainer:
             tensors, optimizer_meta = checkpoints.optimizer_tensors(self.optimizer)
             state = {"training_config": self.config.to_dict(), "optimizer": optimizer_meta,
                      "ema_num_updates": self.ema.num_updates, "rng": checkpoints.rng_states(),
-                     "schedule": {"name": self.schedule.name, "betas": self.schedule.betas.tolist()},
-                     "setup": self.setup.to_dict(),
+                     "setup": self.setup.to_dict(),  # β, as numbers, live here (older checkpoints: "schedule")
                      "world_size": self.world_size}
             folder = checkpoints.save_checkpoint(
                 self.run_dir, self.step, unet_config=self.model.config.to_dict(), model_state=self.model.state_dict(),

@@ -20,8 +20,6 @@ from typing import Callable
 
 import torch
 
-from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..sampling.loop import unwrap_model_output
 from ..schedule import NoiseSchedule
 
 LOG2 = math.log(2.0)
@@ -137,14 +135,10 @@ def hybrid_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, schedule: No
     stop-gradient (only the variance learns from it). Returns (loss, {"mse", "vb"}: per-sample float32 [B]).
     An inner-loop function: no host sync. t: int64 [B] in [0, T); seed: the Philox key, int64 [1] on the device.
     """
-    from .objectives import training_target
+    from .objectives import noised_prediction
 
-    buffers = schedule.buffers(x0.device)
-    x_t, eps = torch.ops.ddpm_fast.q_sample_philox(x0, t, buffers["sqrt_alphas_cumprod"],
-                                                   buffers["sqrt_one_minus_alphas_cumprod"], seed, sample_offset)
-    output = unwrap_model_output(model(x_t, t)).float()
+    x_t, output, target = noised_prediction(model, x0, t, schedule, seed, sample_offset, prediction_type)
     prediction, variance_values = split_learned_output(output, x0.shape[1])
-    target = training_target(x0, eps, buffers["alphas_cumprod"][t], prediction_type)
     mse = (prediction - target).pow(2).flatten(1).mean(dim=1)
     x_t, x0_float = x_t.float(), x0.float()
     frozen_x0 = predicted_x0(prediction.detach(), x_t, t, schedule, prediction_type)  # the stop-gradient of §3.1
