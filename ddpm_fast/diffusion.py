@@ -7,6 +7,7 @@ sync-needing range check is skipped; the kernels clamp t, so nothing can be read
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -154,6 +155,32 @@ def _check_model_output(model_output: torch.Tensor, x_t: torch.Tensor, learned_v
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}; expected {expected} ({what})")
 
 
+def check_guidance_scale(guidance_scale: object) -> Optional[float]:
+    """None, or classifier-free guidance's w as a finite float (any sign: w = 0 is the unconditional model, w = 1
+    the conditional one, w > 1 guides past it)."""
+    if guidance_scale is None:
+        return None
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise TypeError(f"guidance_scale must be a number or None, got {type(guidance_scale).__name__}")
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+    return float(guidance_scale)
+
+
+def _guided_halves(model_output: torch.Tensor, x_t: torch.Tensor, guidance_scale: object):
+    """(the conditional half of a guided [2B] model output — or the output itself —, w as a float32 [1] tensor or
+    None), checked for the public steps."""
+    w = check_guidance_scale(guidance_scale)
+    if w is None:
+        return model_output, None
+    check_sample_tensor("model_output", model_output)
+    if model_output.shape[0] != 2 * x_t.shape[0]:
+        raise ValueError(f"with guidance_scale, model_output is [2B, ...] (the conditional batch, then the "
+                         f"unconditional one): expected {2 * x_t.shape[0]} samples for x_t's {x_t.shape[0]}, got "
+                         f"{model_output.shape[0]}")
+    return model_output[: x_t.shape[0]], torch.tensor([w], dtype=torch.float32, device=x_t.device)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # public ops
 
@@ -198,6 +225,7 @@ def p_step(
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
     sample_offset: int = 0,
+    guidance_scale: Optional[float] = None,
 ) -> torch.Tensor:
     """One ancestral DDPM step x_t -> x_{t-1}, fused; returns float32 in x_t's memory format.
 
@@ -206,12 +234,16 @@ def p_step(
     interpolating log σ² between β̃_t and β_t). clip_sample clamps the predicted x0 to ±clip_sample_range.
     z is `noise` when given, else drawn in-kernel from (seed, sample index, t); no noise is added where t == 0.
     Giving both noise and seed is a ValueError (the seed would be ignored).
+    guidance_scale: classifier-free guidance (Ho & Salimans 2022) fused into the step: model_output is then
+    [2B, ...], the conditional batch followed by the unconditional one, and the step uses u + w·(c − u) in the
+    model's own parameterisation (a learned variance from the conditional half).
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))
     prediction = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     variance = check_choice("variance_type", variance_type, VARIANCE_TYPES)
-    _check_model_output(model_output, x_t, variance_type == "learned_range")
+    cond_output, guidance = _guided_halves(model_output, x_t, guidance_scale)
+    _check_model_output(cond_output, x_t, variance_type == "learned_range")
     t = timesteps_tensor("t", t, x_t.shape[0], x_t.device, schedule.num_timesteps)
     noise = check_noise(noise, x_t, "x_t", seed)
     clip_range = check_positive_float("clip_sample_range", clip_sample_range)
@@ -219,7 +251,7 @@ def p_step(
     key = None if noise is not None else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.p_step(
         model_output, t, x_t, schedule.coefficient_table(x_t.device), noise, key, sample_offset, prediction,
-        variance, bool(clip_sample), clip_range,
+        variance, bool(clip_sample), clip_range, guidance,
     )
 
 
@@ -236,21 +268,24 @@ def ddim_step(
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
     sample_offset: int = 0,
+    guidance_scale: Optional[float] = None,
 ) -> torch.Tensor:
     """One DDIM step x_t -> x_{t_prev} for any t_prev < t (t_prev = -1 ends the chain at ᾱ = 1), fused.
 
     eta = 0 is deterministic DDIM; eta = 1 has DDPM's posterior variance for adjacent steps. A 2C-channel
     (learned-variance) model output is accepted; its variance half is ignored. Returns float32. With eta > 0, z is
     `noise` when given, else drawn in-kernel from (seed, sample index, t); giving both is a ValueError.
+    guidance_scale: classifier-free guidance fused in, as in p_step (model_output [2B, ...]).
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))
     prediction = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     check_sample_tensor("model_output", model_output)
     check_same_device("model_output", model_output, x_t, "x_t")
+    cond_output, guidance = _guided_halves(model_output, x_t, guidance_scale)
     channels = x_t.shape[1]
-    if model_output.shape[1] not in (channels, 2 * channels) or (
-            model_output.shape[0], *model_output.shape[2:]) != (x_t.shape[0], *x_t.shape[2:]):
+    if cond_output.shape[1] not in (channels, 2 * channels) or (
+            cond_output.shape[0], *cond_output.shape[2:]) != (x_t.shape[0], *x_t.shape[2:]):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}; expected the shape of x_t "
                          f"{tuple(x_t.shape)} (or 2C channels with a learned variance)")
     batch = x_t.shape[0]
@@ -265,6 +300,5 @@ def ddim_step(
     key = None if noise is not None or eta == 0.0 else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, t_prev, x_t, schedule.buffers(x_t.device)["alphas_cumprod_float64"], noise, key,
-        sample_offset,
-        prediction, eta, bool(clip_sample), clip_range,
+        sample_offset, prediction, eta, bool(clip_sample), clip_range, guidance,
     )

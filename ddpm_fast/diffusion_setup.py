@@ -30,7 +30,8 @@ FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"
 # What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
 DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
-            "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True}
+            "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True,
+            "null_class_label": None}
 SAMPLER_OPTIONS = tuple(DEFAULTS)  # the FastSampler keyword arguments the record sets
 # Settings a caller may give (to check against, or to override, a stored record): the options and the schedule.
 GIVEN_NAMES = ("schedule",) + SAMPLER_OPTIONS
@@ -58,7 +59,9 @@ class DiffusionSetup:
     timestep_spacing, steps_offset: how a shorter chain picks its timesteps (diffusers' names: "leading",
     "trailing", "linspace"). set_alpha_to_one: DDIM's final ᾱ (True: 1; False: ᾱ_0, diffusers' DDIMScheduler key).
     sample_shape: (C, H, W) the model samples, or None when unknown. num_class_embeds: the number of classes of a
-    class-conditional model, None for an unconditional one.
+    class-conditional model, None for an unconditional one. null_class_label: the class label that stands for "no
+    class" in a model trained for classifier-free guidance (label dropout; our Trainer's is the last one,
+    num_class_embeds - 1), None when the model has none (guidance then needs it given).
     """
 
     betas: tuple
@@ -72,6 +75,7 @@ class DiffusionSetup:
     set_alpha_to_one: bool = DEFAULTS["set_alpha_to_one"]
     sample_shape: Optional[tuple] = None
     num_class_embeds: Optional[int] = None
+    null_class_label: Optional[int] = None
 
     def __post_init__(self) -> None:
         from .sampling.timesteps import check_chain_options
@@ -99,6 +103,7 @@ class DiffusionSetup:
         if self.num_class_embeds is not None and (isinstance(self.num_class_embeds, bool) or not isinstance(
                 self.num_class_embeds, int) or self.num_class_embeds < 1):
             raise ValueError(f"num_class_embeds must be a positive int or None, got {self.num_class_embeds!r}")
+        check_null_class_label(self.null_class_label, self.num_class_embeds)
 
     # -------------------------------------------------------------------------------------------- derived
 
@@ -237,6 +242,18 @@ class DiffusionSetup:
     def load(cls, folder: Union[str, os.PathLike]) -> "DiffusionSetup":
         path = pathlib.Path(folder) / SETUP_NAME
         return cls.from_dict(files.read_json(path), str(path))
+
+
+def check_null_class_label(label: Any, num_class_embeds: Optional[int], name: str = "null_class_label") -> None:
+    """ValueError / TypeError unless `label` is None or a class index of a model with num_class_embeds classes."""
+    if label is None:
+        return
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise TypeError(f"{name} must be an int or None, got {type(label).__name__}")
+    if num_class_embeds is None:
+        raise ValueError(f"{name}={label} given for a model with no class embedding (num_class_embeds=None)")
+    if not 0 <= label < num_class_embeds:
+        raise ValueError(f"{name} must be a class index in [0, {num_class_embeds}), got {label}")
 
 
 def model_class_count(model: Any) -> Optional[int]:

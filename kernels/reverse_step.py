@@ -61,8 +61,19 @@ def _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, la
 
 
 @triton.jit
+def _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED: tl.constexpr):
+    """The model's prediction at these elements; with GUIDED, classifier-free guidance's u + w·(c − u) of the
+    conditional half (at model_ptr) and the unconditional half (uncond_offset elements further), in float32."""
+    prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
+    if GUIDED:
+        uncond = tl.load(model_ptr + uncond_offset + model_offsets, mask=mask).to(tl.float32)
+        prediction = uncond + tl.load(guidance_ptr) * (prediction - uncond)
+    return prediction
+
+
+@triton.jit
 def p_step_kernel(
-    model_ptr,  # [B, C, H, W] model output (ε, x0 or v)
+    model_ptr,  # [B, C, H, W] model output (ε, x0 or v); GUIDED: the conditional half of a [2B] output
     model_var_ptr,  # [B, C, H, W] the variance half of a 2C-channel output (LEARNED_RANGE only; model strides)
     x_ptr,  # [B, C, H, W] x_t, float32
     noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
@@ -77,12 +88,15 @@ def p_step_kernel(
     HW,
     W,
     clip_range,  # x0 is clamped to [-clip_range, clip_range] when CLIP
+    guidance_ptr,  # float32 [1] guidance scale w (GUIDED only)
+    uncond_offset,  # elements from the conditional to the unconditional half of the model output (GUIDED only)
     md_sb, md_sc, md_sh, md_sw,  # model output strides
     x_sb, x_sc, x_sh, x_sw,  # x_t strides
     nz_sb, nz_sc, nz_sh, nz_sw,  # noise strides
     out_sb, out_sc, out_sh, out_sw,  # output strides
     PREDICTION: tl.constexpr,
     VARIANCE: tl.constexpr,
+    GUIDED: tl.constexpr,
     CLIP: tl.constexpr,
     NOISE: tl.constexpr,
     SPATIAL_FLAT: tl.constexpr,
@@ -95,7 +109,7 @@ def p_step_kernel(
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
-    prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
+    prediction = _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
 
     if (PREDICTION == EPSILON) and (not CLIP):
         # The paper's form, (x_t - β/sqrt(1-ᾱ)·ε) / sqrt(α): what the seed computes, without an x0 round trip.
@@ -119,7 +133,8 @@ def p_step_kernel(
         x_prev = mean
     else:
         if VARIANCE == LEARNED_RANGE:
-            # improved DDPM: the model's v in [-1, 1] interpolates log σ² between β̃_t and β_t.
+            # improved DDPM: the model's v in [-1, 1] interpolates log σ² between β̃_t and β_t (guided: the
+            # conditional half's v, as DiT and diffusers take it).
             fraction = (tl.load(model_var_ptr + model_offsets, mask=mask).to(tl.float32) + 1.0) * 0.5
             log_variance = (fraction * _row(table_ptr, ROW_LOG_BETAS, t, num_timesteps)
                             + (1.0 - fraction) * _row(table_ptr, ROW_LOG_VAR_CLIPPED, t, num_timesteps))
@@ -138,7 +153,7 @@ def p_step_kernel(
 
 @triton.jit
 def ddim_step_kernel(
-    model_ptr,  # [B, C, H, W] model output (ε, x0 or v)
+    model_ptr,  # [B, C, H, W] model output (ε, x0 or v); GUIDED: the conditional half of a [2B] output
     x_ptr,  # [B, C, H, W] x_t, float32
     noise_ptr,  # [B, C, H, W] z (GIVEN_NOISE only)
     out_ptr,  # [B, C, H, W] x_{t_prev}, float32
@@ -155,11 +170,14 @@ def ddim_step_kernel(
     W,
     eta,  # DDIM η: 0 is deterministic, 1 matches the DDPM posterior variance
     clip_range,
+    guidance_ptr,  # float32 [1] guidance scale w (GUIDED only)
+    uncond_offset,  # elements from the conditional to the unconditional half of the model output (GUIDED only)
     md_sb, md_sc, md_sh, md_sw,  # model output strides
     x_sb, x_sc, x_sh, x_sw,  # x_t strides
     nz_sb, nz_sc, nz_sh, nz_sw,  # noise strides
     out_sb, out_sc, out_sh, out_sw,  # output strides
     PREDICTION: tl.constexpr,
+    GUIDED: tl.constexpr,
     CLIP: tl.constexpr,
     NOISE: tl.constexpr,
     SPATIAL_FLAT: tl.constexpr,
@@ -188,7 +206,7 @@ def ddim_step_kernel(
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
-    prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
+    prediction = _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
     if PREDICTION == EPSILON:
         eps = prediction
         x0 = (x - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
@@ -222,9 +240,23 @@ def _reference_noise(noise, seed, sample_offset, t, like):
     return philox_normal_reference(seed, sample_index, t, STREAM_REVERSE_STEP, shape4).view(like.shape)
 
 
+def guided_output(model_output: torch.Tensor, channels: int, guidance_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) in the model's own parameterisation: for a [2B, C(, +C), ...]
+    output of the conditional batch then the unconditional one, u + w·(c − u) on the first C channels (float32),
+    with a learned variance's channels taken from the conditional half. Without guidance_scale: the output as is."""
+    if guidance_scale is None:
+        return model_output
+    batch = model_output.shape[0] // 2
+    cond, uncond = model_output[:batch].float(), model_output[batch:].float()
+    w = guidance_scale.float().reshape((1,) * model_output.dim())
+    mean = uncond[:, :channels] + w * (cond[:, :channels] - uncond[:, :channels])
+    return torch.cat([mean, cond[:, channels:]], dim=1) if model_output.shape[1] > channels else mean
+
+
 def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance, clip,
-                     clip_range):
+                     clip_range, guidance_scale=None):
     channels = x_t.shape[1]
+    model_output = guided_output(model_output, channels, guidance_scale)
     t = t.clamp(0, table.shape[1] - 1)
     # Every row at each sample's t in one gather (this is also the CPU fallback, where each op costs µs).
     coefficients = table.index_select(1, t).view((table.shape[0], -1) + (1,) * (x_t.dim() - 1))
@@ -259,7 +291,8 @@ def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, pr
 
 
 def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset, prediction, eta,
-                        clip, clip_range):
+                        clip, clip_range, guidance_scale=None):
+    model_output = guided_output(model_output, x_t.shape[1], guidance_scale)
     n = x_t.dim()
     shape = (-1,) + (1,) * (n - 1)
     last = alphas_cumprod.numel() - 1
@@ -315,24 +348,44 @@ def _common_launch_args(model_output, x_t, noise, out):
     return (batch * programs,), noise, strides, meta
 
 
+def _guidance_parts(model_output: torch.Tensor, x_t: torch.Tensor, guidance_scale: Optional[torch.Tensor]):
+    """(the output the kernel indexes per sample, elements to its unconditional half, the guidance pointer): a
+    guided [2B] output is checked (metadata only) and split; an unguided one passes as it is."""
+    if guidance_scale is None:
+        return model_output, 0, x_t
+    batch = x_t.shape[0]
+    if model_output.dim() < 1 or model_output.shape[0] != 2 * batch:
+        raise ValueError(f"with guidance_scale the model output holds the conditional then the unconditional batch: "
+                         f"[{2 * batch}, ...], got {tuple(model_output.shape)}")
+    if guidance_scale.device != x_t.device or guidance_scale.dtype != torch.float32 or guidance_scale.numel() != 1:
+        raise ValueError(f"guidance_scale must be a float32 tensor of one element on {x_t.device}, got "
+                         f"{guidance_scale.dtype} {tuple(guidance_scale.shape)} on {guidance_scale.device}")
+    return model_output[:batch], batch * model_output.stride(0), guidance_scale
+
+
 @triton_op("ddpm_fast::p_step", mutates_args=())
 def p_step_op(
     model_output: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, table: torch.Tensor,
     noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int, prediction: int,
-    variance: int, clip: bool, clip_range: float,
+    variance: int, clip: bool, clip_range: float, guidance_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Unchecked DDPM step x_t -> x_{t-1} (float32). No noise when both `noise` and `seed` are None."""
+    """Unchecked DDPM step x_t -> x_{t-1} (float32). No noise when both `noise` and `seed` are None.
+
+    guidance_scale (float32 [1], on the device so one captured graph serves every w): classifier-free guidance fused
+    in — model_output is then [2B, ...], the conditional batch followed by the unconditional one.
+    """
     channels = x_t.shape[1]
     learned = variance == _LEARNED_RANGE
+    cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
     _launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
-                                model_output=model_output, noise=noise)
+                                model_output=cond_output, noise=noise)
     _launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(COEFFICIENT_ROWS))
     if seed is not None:
         _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
-                                clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))
-    x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(model_output)
+                                clip, clip_range, guidance_scale).to(memory_format=_launch.memory_format_of(x_t))
+    x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(cond_output)
     mean_part = model4[:, :channels]
     variance_part = model4[:, channels:] if learned else mean_part
     out = _launch.empty_like_layout(x4, torch.float32)
@@ -340,8 +393,9 @@ def p_step_op(
     grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
     _launch.wrap_triton(p_step_kernel)[grid](
         mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
-        table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, *strides,
-        PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
+        table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, guidance, uncond_offset,
+        *strides, PREDICTION=prediction, VARIANCE=variance, GUIDED=guidance_scale is not None, CLIP=clip,
+        NOISE=_noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)
 
@@ -350,30 +404,34 @@ def p_step_op(
 def ddim_step_op(
     model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, x_t: torch.Tensor,
     alphas_cumprod: torch.Tensor, noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int,
-    prediction: int, eta: float, clip: bool, clip_range: float,
+    prediction: int, eta: float, clip: bool, clip_range: float, guidance_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Unchecked DDIM step x_t -> x_{t_prev} (float32); t_prev < 0 ends the chain. No noise when eta == 0.
 
-    alphas_cumprod is the float64 [T] ᾱ (NoiseSchedule.buffers(device)["alphas_cumprod_float64"]).
+    alphas_cumprod is the float64 [T] ᾱ (NoiseSchedule.buffers(device)["alphas_cumprod_float64"]). guidance_scale:
+    as p_step's (model_output [2B, ...]: conditional, then unconditional).
     """
     if eta == 0.0:
         noise, seed = None, None
-    _launch.check_launch_bounds(x_t, t, {}, model_output=model_output, noise=noise)
+    cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
+    _launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise)
     _launch.check_launch_bounds(x_t, t_prev, {})
     _launch.check_lookup_tensor("alphas_cumprod", alphas_cumprod, x_t, torch.float64)
     if seed is not None:
         _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
-                                   prediction, eta, clip, clip_range).to(memory_format=_launch.memory_format_of(x_t))
+                                   prediction, eta, clip, clip_range,
+                                   guidance_scale).to(memory_format=_launch.memory_format_of(x_t))
     x4 = _launch.as_bchw(x_t)
-    model4 = _launch.as_bchw(model_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
+    model4 = _launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
     _launch.wrap_triton(ddim_step_kernel)[grid](
-        model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod, seed if seed is not None else t, sample_offset,
-        alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3], x4.shape[3], eta, clip_range, *strides,
-        PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
+        model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod,
+        seed if seed is not None else t, sample_offset, alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3],
+        x4.shape[3], eta, clip_range, guidance, uncond_offset, *strides, PREDICTION=prediction,
+        GUIDED=guidance_scale is not None, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)

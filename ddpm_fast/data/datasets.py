@@ -1,7 +1,9 @@
 """Training data: the built-in shapes dataset, image folders, ``.npz`` arrays and local CIFAR-10 batches.
 
-Every dataset yields one float32 tensor [C, H, W] in [-1, 1] per index (no labels: DDPM is unconditional) and
-carries ``image_size`` and ``channels`` so the trainer can size the model. Random horizontal flips are not done
+Every dataset yields one float32 tensor [C, H, W] in [-1, 1] per index and carries ``image_size`` and ``channels``
+so the trainer can size the model. Those with classes also carry ``labels`` (int64 [N], in [0, num_classes)) and
+``class_names``, which class-conditional training reads (``dataset_labels``): CIFAR-10 its ten classes, an image
+folder its sub-folders, the shapes dataset the kind of the shape drawn on top. Random horizontal flips are not done
 here: the trainer flips each global batch with flips drawn from (seed, step) (``training/batches.py``), so a run is
 reproducible, resumes exactly, and is the same under torchrun, whatever the number of loader workers.
 
@@ -129,6 +131,8 @@ def _contrasting_colours() -> tuple[np.ndarray, np.ndarray]:
 
 _ALLOWED_COLOURS, _ALLOWED_COUNTS = _contrasting_colours()
 _SHAPE_KINDS = 3  # filled circle, square, upward triangle
+SHAPE_CLASS_NAMES = ("circle", "square", "triangle")
+CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _DRAWS_PER_IMAGE = 12  # background, has-second-shape, and (kind, colour, size, x, y) per shape
 
 
@@ -141,6 +145,10 @@ class ShapesDataset(InMemoryImages):
     ``np.random.default_rng`` uniform doubles, and the drawing uses exact float64 arithmetic (+, -, *, abs and
     comparisons; no transcendental functions, no reductions), so neither the CPU nor threading can change a pixel.
     Image i does not depend on ``num_images``. ``split="held_out"`` draws from another stream of the same seed.
+
+    Its class (``labels``, for class-conditional training) is the kind of the shape drawn last, on top and so never
+    covered: 0 circle, 1 square, 2 triangle (``class_names``). An image with two shapes may hold another kind
+    beneath it.
     """
 
     def __init__(self, num_images: int = 4096, image_size: int = 32, seed: int = 0, split: str = "train"):
@@ -151,13 +159,24 @@ class ShapesDataset(InMemoryImages):
         self.split, self.channels = split, 3
         self.source = f"generated, seed {self.seed}, {split}"
         rng = np.random.default_rng([self.seed, stream])
-        self.images = torch.from_numpy(_draw_shapes(rng.random((self.num_images, _DRAWS_PER_IMAGE)),
-                                                    self.image_size))
+        draws = rng.random((self.num_images, _DRAWS_PER_IMAGE))
+        self.images = torch.from_numpy(_draw_shapes(draws, self.image_size))
+        self.labels = torch.from_numpy(_top_shape_kinds(draws))
+        self.class_names = SHAPE_CLASS_NAMES
 
     @classmethod
     def held_out(cls, num_images: int = 1024, image_size: int = 32, seed: int = 0) -> "ShapesDataset":
         """Images from the held-out stream: same distribution as training, never the same images."""
         return cls(num_images, image_size, seed, split="held_out")
+
+
+def _shape_kind(kind_draw: np.ndarray) -> np.ndarray:
+    return np.minimum((kind_draw * _SHAPE_KINDS).astype(np.int64), _SHAPE_KINDS - 1)
+
+
+def _top_shape_kinds(draws: np.ndarray) -> np.ndarray:
+    """int64 [N]: the kind of the shape _draw_shapes draws last (the second when there is one)."""
+    return np.where(draws[:, 1] < 0.5, _shape_kind(draws[:, 7]), _shape_kind(draws[:, 2]))
 
 
 def _draw_shapes(draws: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
@@ -180,7 +199,7 @@ def _draw_shapes(draws: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
         image = np.broadcast_to(_BACKGROUNDS[background[part], None, None, :], images[part].shape).copy()
         for shape, offset in enumerate((2, 7)):
             d = draws[part, offset:offset + 5]
-            kind = np.minimum((d[:, 0] * _SHAPE_KINDS).astype(np.int64), _SHAPE_KINDS - 1)
+            kind = _shape_kind(d[:, 0])
             extent = (0.3 + 0.4 * d[:, 2]) * size  # bounding-box side, 30–70% of the image
             half = (extent * 0.5)[:, None, None]
             dx = centres[None, None, :] - (extent * 0.5 + d[:, 3] * (size - extent))[:, None, None]
@@ -210,6 +229,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     DataLoader workers share the decoding), turned upright by their EXIF orientation, converted to RGB (greyscale
     is replicated, alpha is dropped), resized so the shorter side is ``image_size`` (bicubic) and centre-cropped to
     a square.
+
+    Classes (``labels``, ``class_names``) are the sub-folders of ``root``, sorted by name, as torchvision's
+    ImageFolder has them: an image's class is the first folder of its path below ``root``. A folder with images
+    directly in ``root`` has no classes (``labels`` is None).
     """
 
     def __init__(self, root: PathLike, image_size: int, skip_unreadable: bool = False):
@@ -241,6 +264,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if not self.files:
             raise ValueError(f"root {self.root}: none of its {len(found)} images can be read (first: "
                              f"{self.skipped[0][0]}: {self.skipped[0][1]})")
+        folders = [path.relative_to(self.root).parts[:-1] for path in self.files]
+        self.class_names = tuple(sorted({parts[0] for parts in folders if parts}))
+        self.labels = None
+        self.unlabelled_because = None
+        loose = [str(path) for path, parts in zip(self.files, folders) if not parts]
+        if loose:
+            self.unlabelled_because = (f"{len(loose)} image(s) lie directly in {self.root} (e.g. {loose[0]}), in no "
+                                       "class sub-folder")
+        else:
+            index = {name: i for i, name in enumerate(self.class_names)}
+            self.labels = torch.tensor([index[parts[0]] for parts in folders], dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -361,12 +395,15 @@ class Cifar10Dataset(InMemoryImages):
         self.folder, self.split, self.channels = folder, split, 3
         self.image_size = _check_int("image_size", image_size, 1)
         self.source = f"{folder}, {split}"
-        images = torch.cat([torch.from_numpy(_read_cifar_batch(folder / name)) for name in CIFAR10_FILES[split]])
-        self.images = _resize_square(images, self.image_size)
+        batches = [_read_cifar_batch(folder / name) for name in CIFAR10_FILES[split]]
+        self.images = _resize_square(torch.cat([torch.from_numpy(images) for images, _ in batches]), self.image_size)
+        self.labels = torch.cat([torch.from_numpy(labels) for _, labels in batches])
+        self.class_names = CIFAR10_CLASS_NAMES
 
 
-def _read_cifar_batch(path: pathlib.Path) -> np.ndarray:
-    """uint8 [N, 3, 32, 32] from one CIFAR-10 batch file (a dict whose b"data" is uint8 [N, 3072], RGB planes)."""
+def _read_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, 3, 32, 32], int64 [N] labels) from one CIFAR-10 batch file: a dict whose b"data" is uint8
+    [N, 3072] (RGB planes) and b"labels" N class indices in 0..9."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such CIFAR-10 batch file")
     try:
@@ -379,7 +416,14 @@ def _read_cifar_batch(path: pathlib.Path) -> np.ndarray:
             or data.shape[0] == 0:
         found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{path}: expected a dict with b'data' uint8 [N, 3072], N > 0; got {found}")
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32))
+    labels = batch.get(b"labels")
+    try:
+        labels = np.asarray(labels, dtype=np.int64) if isinstance(labels, (list, np.ndarray)) else None
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() >= 10:
+        raise ValueError(f"{path}: expected b'labels', {data.shape[0]} class indices in 0..9, beside b'data'")
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), labels
 
 
 try:  # numpy >= 2 pickles arrays under numpy._core, older numpy (and the CIFAR files) under numpy.core
@@ -421,6 +465,41 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise ValueError(f"{self.path}: refused to unpickle {module}.{name}; CIFAR-10 batches hold only "
                              f"numpy arrays, lists and bytes")
         return allowed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classes
+
+
+def dataset_labels(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """(labels int64 [N] in [0, K), class_names of length K) of a dataset with classes, for class-conditional
+    training. ValueError saying why for one without: a .npz array, an image folder with loose images, any dataset
+    lacking ``labels`` / ``class_names`` or holding labels outside [0, K)."""
+    labels = getattr(dataset, "labels", None)
+    names = getattr(dataset, "class_names", None)
+    if labels is None or names is None:
+        why = getattr(dataset, "unlabelled_because", None) or f"{type(dataset).__name__} has no class labels"
+        raise ValueError(f"class-conditional training needs a dataset with classes (the shapes dataset, CIFAR-10, "
+                         f"or an image folder with one sub-folder per class): {why}")
+    labels = torch.as_tensor(labels)
+    if labels.dtype != torch.int64 or labels.shape != (len(dataset),):
+        raise ValueError(f"dataset labels must be int64 [{len(dataset)}], got {labels.dtype} {tuple(labels.shape)}")
+    if len(names) < 1 or (labels.numel() and (labels.min() < 0 or labels.max() >= len(names))):
+        raise ValueError(f"dataset labels must lie in [0, {len(names)}) (one per class name)")
+    return labels, tuple(str(name) for name in names)
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """(image, label) pairs of a dataset and its labels; a DataLoader collates them into (images, labels [B])."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, labels: torch.Tensor):
+        self.dataset, self.labels = dataset, labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset[index], self.labels[index]
 
 
 # ---------------------------------------------------------------------------------------------------------------

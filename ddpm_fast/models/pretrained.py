@@ -97,7 +97,9 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
     for option in SAMPLER_OPTIONS:
         options[option] = given.get(option)
         if options[option] is None:
-            options[option] = used[option] = DEFAULTS[option]
+            options[option] = DEFAULTS[option]
+            if option != "null_class_label":  # None: no null class, which nothing but guidance asks for
+                used[option] = DEFAULTS[option]
     if used and warn:
         warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=3)
     return DiffusionSetup.from_schedule(schedule, sample_shape=pretrained.model.config.sample_shape,

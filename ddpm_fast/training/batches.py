@@ -38,6 +38,16 @@ def step_draws(seed: int, step: int, global_batch: int, num_timesteps: int) -> t
     return t, flip
 
 
+_LABEL_DROP_STREAM = 0x2545F4914F6CDD1D  # keys the label-dropout draws apart from the timestep and flip draws
+
+
+def label_drops(seed: int, step: int, global_batch: int, probability: float) -> torch.Tensor:
+    """bool [B]: which labels of step `step`'s global batch classifier-free-guidance training replaces by the null
+    class, each with `probability`; drawn on the CPU from (seed, step) alone, like step_draws."""
+    generator = torch.Generator().manual_seed(step_key(seed, step) ^ _LABEL_DROP_STREAM)
+    return torch.rand(global_batch, generator=generator) < probability
+
+
 def flip_horizontally(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """images [B, C, H, W] with sample i mirrored left-right where flip[i]."""
     return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)

@@ -29,12 +29,19 @@ class TrainingConfig:
     variance_type, vlb_weight: σ_t of the reverse step. "fixed_small" / "fixed_large": fixed (β̃_t / β_t), the loss is
         L_simple. "learned_range": the model outputs 2C channels and learns the variance with improved DDPM's hybrid
         loss L_simple + vlb_weight·L_vlb (Nichol & Dhariwal 2021; λ = 0.001). Stored with every checkpoint.
+    class_conditional, cond_drop_prob: train a class-conditional model on the dataset's classes (the shapes' kinds,
+        CIFAR-10's classes, an image folder's sub-folders) for classifier-free guidance (Ho & Salimans 2022): the
+        U-Net gets num_classes + 1 class embeddings, the last one the null (unconditional) class, and each label is
+        replaced by the null class with probability cond_drop_prob (0 trains a conditional model alone; drawn from
+        (seed, step), so a resumed run drops the same labels).
     learning_rate, weight_decay, adam_betas, warmup_steps, grad_clip: AdamW with a linear warm-up, then constant; the
         global gradient norm is clipped to grad_clip (None: no clipping).
     ema_decay, ema_warmup: the EMA of the weights (sampling uses it).
     dtype: "auto" (bf16 autocast on CUDA, fp32 on CPU), "float32" or "bfloat16" (autocast). Weights stay fp32.
     channels_last, compile: None picks the device's default (on for CUDA, off for CPU).
     checkpoint_every, keep_checkpoints, log_every, sample_every, sample_count, sample_steps: what is written when.
+    tensorboard: also write a TensorBoard event file into the run folder (loss, lr, grad norm, images/s, the sample
+        grids); needs the tensorboard package.
     """
 
     model: str = "tiny"
@@ -49,6 +56,8 @@ class TrainingConfig:
     min_snr_gamma: Optional[float] = None
     variance_type: str = "fixed_small"
     vlb_weight: float = 0.001
+    class_conditional: bool = False
+    cond_drop_prob: float = 0.1
     steps: int = 10_000
     batch_size: int = 64
     learning_rate: float = 2e-4
@@ -68,6 +77,7 @@ class TrainingConfig:
     sample_every: int = 0
     sample_count: int = 16
     sample_steps: Optional[int] = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)
@@ -107,7 +117,10 @@ class TrainingConfig:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
-        for name in ("ema_warmup", "skip_unreadable_images"):
+        if isinstance(self.cond_drop_prob, bool) or not isinstance(self.cond_drop_prob, (int, float)) or not (
+                0 <= self.cond_drop_prob < 1):
+            raise ValueError(f"cond_drop_prob must be a number in [0, 1), got {self.cond_drop_prob!r}")
+        for name in ("ema_warmup", "skip_unreadable_images", "class_conditional", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("channels_last", "compile"):
