@@ -49,6 +49,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    value = _number(text, float, "a number in [0, 1)")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a usage error is one line on stderr ("PROG: error: ...; see PROG --help") and exit
     status 2: no usage block above it. Subcommand parsers inherit the class."""

@@ -3,6 +3,7 @@
     ddpm-fast train --run-dir runs/shapes --steps 2000                # the embedded shapes dataset
     ddpm-fast train --run-dir runs/cifar --data cifar-10-batches-py/ --model ddpm-cifar10 --batch-size 128
     ddpm-fast train --run-dir runs/shapes --steps 4000 --resume       # continue from the last good checkpoint
+    ddpm-fast train --run-dir runs/classes --class-conditional        # for sample --class-labels --guidance-scale
     torchrun --nproc_per_node 8 -m ddpm_fast train --run-dir runs/cifar --data ... --batch-size 1024
 """
 
@@ -60,6 +61,13 @@ def add_train_parser(commands) -> None:
                             "with improved DDPM's hybrid loss L_simple + λ·L_vlb; it outputs 2C channels)")
     train.add_argument("--vlb-weight", type=arguments.positive_float, default=defaults.vlb_weight,
                        help="λ of the hybrid loss (--variance-type learned_range)")
+    train.add_argument("--class-conditional", action="store_true",
+                       help="train on the dataset's classes (shapes: the kind of the top shape; CIFAR-10: its ten "
+                            "classes; an image folder: one sub-folder per class) for classifier-free guidance; the "
+                            "model gets one more class, the null class, which `sample --guidance-scale` uses")
+    train.add_argument("--cond-drop-prob", type=arguments.probability, default=defaults.cond_drop_prob,
+                       help="with --class-conditional: how often a label is replaced by the null class, so one model "
+                            "learns the conditional and the unconditional score")
     train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
@@ -75,6 +83,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--sample-count", type=arguments.positive_int, default=defaults.sample_count)
     train.add_argument("--sample-steps", type=arguments.positive_int, default=None,
                        help="num_inference_steps of the sample grids (default: every training timestep)")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard events to RUN_DIR (loss, lr, grad norm, images/s, sample grids; "
+                            "needs `pip install tensorboard`)")
     train.add_argument("--num-workers", type=arguments.non_negative_int, default=defaults.num_workers,
                        help="DataLoader worker processes")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
@@ -87,6 +98,7 @@ def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
         image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, variance_type=args.variance_type, vlb_weight=args.vlb_weight,
+        class_conditional=args.class_conditional, cond_drop_prob=args.cond_drop_prob, tensorboard=args.tensorboard,
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=None if args.no_grad_clip else args.grad_clip, ema_decay=args.ema_decay,

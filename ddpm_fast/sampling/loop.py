@@ -19,7 +19,7 @@ from ..kernels.constants import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_
 from ..kernels.philox import philox_normal_reference
 from .plan import SamplingPlan
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # (x_t, t, class_labels)
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class StepOptions:
     eta: float  # DDIM only
     noise: str  # "philox" (in-kernel, keyed by seed) | "given" (drawn by torch into a buffer between steps)
     sample_offset: int  # global index of sample 0, for the Philox keys of a shard
+    conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
+
+
+CONDITIONINGS = ("none", "labels", "guided")
 
 
 class ChainBuffers:
@@ -63,12 +67,17 @@ class StepState:
     seed: Optional[torch.Tensor]  # int64 [1] Philox key ("philox" noise)
     noise: Optional[torch.Tensor]  # float32 [B, C, H, W] contiguous ("given" noise)
     step_index: torch.Tensor = field(default=None)  # int64 [1]
+    # int64 [B] class labels ("labels"), or [2B]: the labels then the null class ("guided"); else None
+    class_labels: Optional[torch.Tensor] = None
+    guidance: Optional[torch.Tensor] = None  # float32 [1] guidance scale w ("guided"), read by the fused step
 
     @classmethod
     def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str,
-                 noise_buffer: bool = False) -> "StepState":
-        """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key."""
+                 noise_buffer: bool = False, conditioning: str = "none") -> "StepState":
+        """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key;
+        `conditioning` adds the class labels (and the guidance scale)."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
+        labels = {"none": 0, "labels": shape[0], "guided": 2 * shape[0]}[conditioning]
         return cls(
             x=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout),
             seed=torch.zeros(1, device=device, dtype=torch.int64) if noise == "philox" else None,
@@ -76,6 +85,8 @@ class StepState:
             noise=torch.zeros(shape, device=device, dtype=torch.float32) if noise == "given" or noise_buffer
             else None,
             step_index=torch.zeros(1, device=device, dtype=torch.int64),
+            class_labels=torch.zeros(labels, device=device, dtype=torch.int64) if labels else None,
+            guidance=torch.ones(1, device=device, dtype=torch.float32) if conditioning == "guided" else None,
         )
 
 
@@ -130,8 +141,10 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     given = options.noise == "given"
     # DDIM with eta = 0 adds σ·z = 0: no noise to draw (a CPU step would spend ~130 integer ops on it).
     noiseless = options.method == "ddim" and options.eta == 0.0
+    guided = options.conditioning == "guided"
 
-    def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed):
+    def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed,
+                  class_labels=None, guidance=None):
         # The state may hold both a key and a noise buffer (a CPU runner that prefetches its Philox noise): use the
         # one these options name.
         noise, seed = (noise, None) if given else (None, seed)
@@ -139,14 +152,21 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
             noise = seed = None
         index = step_index.expand(x.shape[0])
         t = model_timesteps.index_select(0, index)
-        output = check_model_output(denoise(x, t), x, learned_variance)
+        if guided:
+            # Classifier-free guidance: the conditional and the unconditional pass as one model call of 2B; the
+            # fused step combines the halves (u + w·(c − u)) as it reads them.
+            model_x = torch.cat([x, x])
+            output = check_model_output(denoise(model_x, torch.cat([t, t]), class_labels), model_x, learned_variance)
+        else:
+            output = check_model_output(denoise(x, t, class_labels), x, learned_variance)
+            guidance = None
         if options.method == "ddpm":
             return torch.ops.ddpm_fast.p_step(
                 output, kernel_steps.index_select(0, index), x, table, noise, seed, options.sample_offset,
-                prediction, variance, options.clip_sample, options.clip_sample_range)
+                prediction, variance, options.clip_sample, options.clip_sample_range, guidance)
         return torch.ops.ddpm_fast.ddim_step(
             output, t, prev_timesteps.index_select(0, index), x, alphas_cumprod, noise, seed, options.sample_offset,
-            prediction, options.eta, options.clip_sample, options.clip_sample_range)
+            prediction, options.eta, options.clip_sample, options.clip_sample_range, guidance)
 
     return step_core
 
@@ -187,7 +207,7 @@ class PhiloxPrefetch:
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
     """One reverse step in place: x ← core(x, ...), then step_index += 1. No host sync."""
     x_prev = core(state.x, state.step_index, chain.model_timesteps, chain.kernel_steps, chain.prev_timesteps,
-                  chain.table, chain.alphas_cumprod, state.noise, state.seed)
+                  chain.table, chain.alphas_cumprod, state.noise, state.seed, state.class_labels, state.guidance)
     state.x.copy_(x_prev)
     state.step_index.add_(1)
 

@@ -3,6 +3,7 @@
     sampler = ddpm_fast.FastSampler(model, ddpm_fast.NoiseSchedule.linear(1000), sample_shape=(3, 32, 32))
     images = sampler.sample(16, seed=0)                          # float32 in [-1, 1]
     images = sampler.sample(16, seed=0, num_inference_steps=50, method="ddim")
+    images = sampler.sample(4, seed=0, class_labels=[3, 3, 5, 5], guidance_scale=2.0)   # classifier-free guidance
 
 On a GPU the model runs in bf16 and channels-last, compiled with torch.compile(fullgraph=True), and each reverse
 step — model, fused update, in-kernel noise — is captured in a CUDA graph on static buffers, then replayed T times
@@ -137,6 +138,9 @@ class FastSampler:
     timestep_spacing, steps_offset: how num_inference_steps < T picks timesteps ("linspace", "leading", "trailing").
     set_alpha_to_one: where a DDIM chain ends: at ᾱ = 1 (True, the default) or at ᾱ_0 (False), as diffusers'
         DDIMScheduler option of that name.
+    null_class_label: the class label that means "no class" to a class-conditional model trained for classifier-free
+        guidance (our Trainer's: the last class); needed by `sample(..., guidance_scale=)`. A model with a
+        `config.num_class_embeds` (our UNet, diffusers' UNet2DModel) is called as model(x_t, t, class_labels=...).
 
     What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays,
     fallbacks) and `fallbacks` (each fast path this sampler gave up, with the error).
@@ -163,7 +167,10 @@ class FastSampler:
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
+        null_class_label: Optional[int] = None,
     ):
+        from ..diffusion_setup import check_null_class_label, model_class_count
+
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         if not callable(model):
@@ -210,6 +217,14 @@ class FastSampler:
         self.timestep_spacing = timestep_spacing
         self.steps_offset = steps_offset
         self.set_alpha_to_one = set_alpha_to_one
+        # The class count of a model whose config has one (None: unconditional, or a model that does not say).
+        self.num_class_embeds = model_class_count(model)
+        self._says_unconditional = self.num_class_embeds is None and hasattr(config, "num_class_embeds")
+        if self.num_class_embeds is not None or self._says_unconditional:
+            check_null_class_label(null_class_label, self.num_class_embeds)
+        elif null_class_label is not None:  # a model that does not say how many classes it has
+            check_null_class_label(null_class_label, null_class_label + 1 if isinstance(null_class_label, int) else 1)
+        self.null_class_label = null_class_label
 
         self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
         self._denoise = _denoiser(self.model, self.dtype)
@@ -279,7 +294,7 @@ class FastSampler:
             clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range,
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
-            num_class_embeds=model_class_count(self.model))
+            num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label)
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -295,6 +310,8 @@ class FastSampler:
         progress: bool = False,
         output_type: str = "tensor",
         sample_offset: int = 0,
+        class_labels: Union[torch.Tensor, list, tuple, int, None] = None,
+        guidance_scale: Optional[float] = None,
     ):
         """`batch_size` samples: float32 [B, C, H, W] in [-1, 1] ("tensor"), [B, H, W, C] uint8 ("uint8") or a
         list of PIL images ("pil").
@@ -306,6 +323,12 @@ class FastSampler:
         num_inference_steps: None runs every timestep; fewer gives respaced DDPM or DDIM on spaced timesteps.
         method: "ddpm" (ancestral) or "ddim" (eta=0 deterministic). progress: a tqdm bar of the steps launched.
         sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
+        class_labels: the class of each sample (int64 [B], a list, or one int for all) for a class-conditional model;
+            required by one (its null_class_label gives unconditional samples). guidance_scale: classifier-free
+            guidance (Ho & Salimans 2022), ε = ε_uncond + w·(ε_cond − ε_uncond) in the model's own parameterisation:
+            each step runs the model once on 2B samples (the labels, then the null class) and the fused step
+            combines the halves; needs class_labels and null_class_label. None or 1 is plain conditional sampling
+            (one pass of B); w = 0 is unconditional. Guided or not, sample i's noise is the same.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
@@ -318,8 +341,11 @@ class FastSampler:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
+        conditioning = self._conditioning(class_labels, guidance_scale)
+        labels = self._checked_labels(class_labels, batch_size) if conditioning != "none" else None
         key = None if generator is not None else seed_tensor(seed, self.device)
-        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
+                                 conditioning, labels, guidance_scale)
 
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
@@ -327,6 +353,57 @@ class FastSampler:
         OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
                                  self.steps_offset)
+
+    def _conditioning(self, class_labels: Any, guidance_scale: Any) -> str:
+        """"none", "labels" or "guided": how the model is called, checked against what it is."""
+        from ..diffusion import check_guidance_scale
+
+        guidance_scale = check_guidance_scale(guidance_scale)
+        conditional = self.num_class_embeds is not None
+        if class_labels is None:
+            if conditional:
+                null = ("" if self.null_class_label is None else
+                        f"; class_labels={self.null_class_label} (the null class) samples unconditionally")
+                raise ValueError(f"class_labels is required: this model is class-conditional ({self.num_class_embeds} "
+                                 f"class embeddings){null}")
+            if guidance_scale is not None:
+                raise ValueError("guidance_scale needs class_labels (classifier-free guidance steers towards them)")
+            return "none"
+        if self._says_unconditional:
+            raise ValueError("class_labels given, but this model has no class embedding (its config's "
+                             "num_class_embeds is None)")
+        if guidance_scale is None or guidance_scale == 1.0:
+            return "labels"  # w = 1 is the conditional model itself: one pass, no unconditional half
+        if self.null_class_label is None:
+            raise ValueError("guidance_scale needs the model's null class: pass null_class_label= to FastSampler (a "
+                             "model trained by ddpm_fast with class_conditional=True stores it in its setup)")
+        return "guided"
+
+    def _checked_labels(self, class_labels: Any, batch_size: int) -> torch.Tensor:
+        """class_labels as int64 [batch_size] on the sampler's device; values checked against the class count (one
+        host check before the loop, none inside it)."""
+        if isinstance(class_labels, bool):
+            raise TypeError("class_labels must be an int, a sequence of ints or an integer tensor, got bool")
+        if isinstance(class_labels, int):
+            class_labels = [class_labels] * batch_size
+        if isinstance(class_labels, (list, tuple)):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in class_labels):
+                raise TypeError("class_labels must be an int, a sequence of ints or an integer tensor")
+            class_labels = torch.tensor(class_labels, dtype=torch.int64)
+        if not isinstance(class_labels, torch.Tensor):
+            raise TypeError(f"class_labels must be an int, a sequence of ints or an integer tensor, got "
+                            f"{type(class_labels).__name__}")
+        if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
+            raise TypeError(f"class_labels must be an integer tensor, got {class_labels.dtype}")
+        if class_labels.dim() != 1 or class_labels.shape[0] != batch_size:
+            raise ValueError(f"class_labels must hold one label per sample: [{batch_size}], got "
+                             f"{tuple(class_labels.shape)}")
+        if batch_size and self.num_class_embeds is not None:
+            low, high = int(class_labels.min()), int(class_labels.max())
+            if low < 0 or high >= self.num_class_embeds:
+                raise ValueError(f"class_labels must lie in [0, {self.num_class_embeds}), got values in "
+                                 f"[{low}, {high}]")
+        return class_labels.to(device=self.device, dtype=torch.int64)
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:
@@ -340,17 +417,21 @@ class FastSampler:
 
     def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
                      generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
-                     output_type: str = "tensor", sample_offset: int = 0):
+                     output_type: str = "tensor", sample_offset: int = 0, conditioning: str = "none",
+                     labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None):
         """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
-        (None: torch's global generator on the sampler's device) in a reference loop's order."""
+        (None: torch's global generator on the sampler's device) in a reference loop's order. conditioning, labels,
+        guidance_scale: checked by `sample`."""
         with self._on_device():
-            return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset)
+            return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
+                                  conditioning, labels, guidance_scale)
 
     def _on_device(self):
         """Streams, graph pools, events and syncs act on the current CUDA device: make it the sampler's."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset):
+    def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
+                  conditioning="none", labels=None, guidance_scale=None):
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
             self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, fallbacks=tuple(self.fallbacks),
@@ -358,7 +439,8 @@ class FastSampler:
             return _convert(torch.empty(shape, device=self.device), output_type)
 
         options = StepOptions(plan.method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, eta, "philox" if key is not None else "given", sample_offset)
+                              self.clip_sample_range, eta, "philox" if key is not None else "given", sample_offset,
+                              conditioning)
         setup_start = time.perf_counter()
         runner = self._runner(batch_size, options, plan)
         setup_seconds = time.perf_counter() - setup_start
@@ -373,6 +455,11 @@ class FastSampler:
             x_T = torch_noise(shape, generator, self.device)
         state.x.copy_(x_T)
         state.step_index.zero_()
+        if conditioning != "none":  # into the static buffers a captured graph reads
+            state.class_labels[:batch_size].copy_(labels)
+            if conditioning == "guided":
+                state.class_labels[batch_size:].fill_(self.null_class_label)
+                state.guidance.fill_(guidance_scale)
 
         clock = _Clock(self.device)
         bar = progress_bar(progress, plan.num_steps, f"{plan.method} steps")
@@ -391,14 +478,19 @@ class FastSampler:
 
     @torch.no_grad()
     def warm_up(self, batch_size: int, method: str = "ddpm", eta: float = 0.0,
-                num_inference_steps: Optional[int] = None, sample_offset: int = 0) -> float:
-        """Compile, warm up and capture for seeded sampling at this batch size now; returns the seconds it took
-        (0 when already cached). sample() does this itself on first use."""
+                num_inference_steps: Optional[int] = None, sample_offset: int = 0,
+                guidance_scale: Optional[float] = None) -> float:
+        """Compile, warm up and capture for seeded sampling at this batch size now (a class-conditional model: with
+        class labels, guided when guidance_scale is given and not 1); returns the seconds it took (0 when already
+        cached). sample() does this itself on first use."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
+        conditioning = "none"
+        if self.num_class_embeds is not None or guidance_scale is not None:
+            conditioning = self._conditioning(0, guidance_scale)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, eta, "philox", sample_offset)
+                              self.clip_sample_range, eta, "philox", sample_offset, conditioning)
         start = time.perf_counter()
         with self._on_device():
             self._runner(batch_size, options, plan)
@@ -430,7 +522,7 @@ class FastSampler:
         prefetch = (self.device.type == "cpu" and options.noise == "philox"
                     and not (options.method == "ddim" and options.eta == 0.0))
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
-                                   noise_buffer=prefetch)
+                                   noise_buffer=prefetch, conditioning=options.conditioning)
         eager_core = make_step_core(self._denoise, replace(options, noise="given") if prefetch else options)
         # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
         runner = _Runner(state, eager_core, self._chain, fallbacks=self.fallbacks,
@@ -448,6 +540,7 @@ class FastSampler:
         self._layout_pending = False
         x = torch.zeros(batch_size, *self.sample_shape, device=self.device)
         t = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+        labels = t if self.num_class_embeds is not None else None  # class 0 for a class-conditional model
         seconds: dict[bool, list[float]] = {True: [], False: []}
         for round_index in range(1 + LAYOUT_ROUNDS):
             for channels_last in (True, False):
@@ -455,7 +548,7 @@ class FastSampler:
                 self.model.to(memory_format=layout)
                 x_layout = x.contiguous(memory_format=layout)
                 start = time.perf_counter()
-                self._denoise(x_layout, t)
+                self._denoise(x_layout, t, labels)
                 if round_index:  # round 0 warms up (oneDNN primitives, allocations)
                     seconds[channels_last].append(time.perf_counter() - start)
         self.channels_last = min(seconds[True]) < (1.0 - LAYOUT_MARGIN) * min(seconds[False])
@@ -681,12 +774,14 @@ def _prepared_model(model: Any, device: torch.device, dtype: torch.dtype, channe
     return model
 
 
-def _denoiser(model: Any, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """x_t (float32) and t → the model's prediction, with x_t cast to the model's dtype and diffusers' output
-    (an object with .sample, or a tuple) unwrapped."""
+def _denoiser(model: Any, dtype: torch.dtype) -> Callable[..., torch.Tensor]:
+    """x_t (float32), t and the class labels (None: an unconditional call) → the model's prediction, with x_t cast
+    to the model's dtype and diffusers' output (an object with .sample, or a tuple) unwrapped."""
 
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unwrap_model_output(model(x.to(dtype), t))
+    def denoise(x: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if class_labels is None:
+            return unwrap_model_output(model(x.to(dtype), t))
+        return unwrap_model_output(model(x.to(dtype), t, class_labels=class_labels))
 
     return denoise
 

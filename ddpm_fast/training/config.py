@@ -95,6 +95,9 @@ class TrainingConfig:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         check_prediction_type(self.prediction_type)
         check_min_snr_gamma(self.min_snr_gamma)
+        if "num_class_embeds" in self.model_overrides:
+            raise ValueError("model_overrides cannot set num_class_embeds: class_conditional=True sizes the class "
+                             "embedding from the dataset's classes (plus the null class)")
         if self.variance_type not in TRAINED_VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {', '.join(TRAINED_VARIANCE_TYPES)}, "
                              f"got {self.variance_type!r}")

@@ -1,4 +1,5 @@
-"""The training log: one JSON object per line (log.jsonl), and the loss curve drawn from it (loss.png)."""
+"""The training log: one JSON object per line (log.jsonl), the loss curve drawn from it (loss.png), and optionally
+the same figures and the sample grids as TensorBoard events (tensorboard/)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,46 @@ from typing import Any, Union
 from .. import files
 
 PathLike = Union[str, os.PathLike]
+
+
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_SCALARS = ("loss", "lr", "grad_norm", "images_per_second", "ema_decay")
+
+
+def check_tensorboard() -> None:
+    """ValueError when the tensorboard package (which torch.utils.tensorboard writes with) is not installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError("tensorboard=True (--tensorboard) needs the tensorboard package: pip install tensorboard") \
+            from None
+
+
+class TensorBoardLog:
+    """TensorBoard events in run_dir/tensorboard: the log records' scalars as train/<name>, and image grids.
+
+    A resumed run opens the writer with purge_step = its start, so TensorBoard drops the events a killed run wrote
+    after its checkpoint, as JsonlLog.truncate_after drops its records.
+    """
+
+    def __init__(self, run_dir: PathLike, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(pathlib.Path(run_dir) / TENSORBOARD_DIR), purge_step=start_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        for name in TENSORBOARD_SCALARS:
+            if name in record:
+                self.writer.add_scalar(f"train/{name}", record[name], record["step"])
+        self.writer.flush()
+
+    def images(self, tag: str, images, step: int) -> None:
+        """images: float [N, C, H, W] in [-1, 1], shown as one grid."""
+        self.writer.add_images(tag, (images.detach().float().cpu() + 1) / 2, step, dataformats="NCHW")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class JsonlLog:

@@ -17,6 +17,7 @@ images), samples/step-XXXXXXXX.png (EMA samples every sample_every steps), check
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import pathlib
@@ -35,17 +36,17 @@ from ..models.unet import UNet
 from ..sampling.distributed import communication_device, resolve_device
 from ..schedule import NoiseSchedule
 from . import checkpoints
-from .batches import GlobalBatchSampler, flip_horizontally, rank_slice, step_draws, step_key
+from .batches import GlobalBatchSampler, flip_horizontally, label_drops, rank_slice, step_draws, step_key
 from .config import TrainingConfig
 from .ema import EMA
-from .log import JsonlLog, plot_loss_curve
+from .log import JsonlLog, TensorBoardLog, check_tensorboard, plot_loss_curve
 from .objectives import diffusion_loss
 from .vlb import hybrid_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RUN_MARKERS = ("checkpoints", "log.jsonl")  # what a run folder holds once training has started
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "sample_count",
-                     "sample_steps", "num_workers", "compile", "skip_unreadable_images")
+                     "sample_steps", "num_workers", "compile", "skip_unreadable_images", "tensorboard")
 
 
 def build_schedule(config: TrainingConfig) -> NoiseSchedule:
@@ -101,6 +102,8 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
                              f"{self.world_size}")
 
+        if config.tensorboard and self.rank == 0:
+            check_tensorboard()
         if dataset is None:
             from ..data.datasets import open_dataset
 
@@ -110,6 +113,12 @@ class Trainer:
             raise ValueError(f"the dataset holds {len(dataset)} images, fewer than one batch of {config.batch_size} "
                              "(lower batch_size, --batch-size)")
         channels = int(getattr(dataset, "channels", 3))
+        self.class_names: Optional[tuple[str, ...]] = None
+        self._labels = None
+        if config.class_conditional:  # found before any file is made
+            from ..data.datasets import dataset_labels
+
+            self._labels, self.class_names = dataset_labels(dataset)
         self.schedule = build_schedule(config)
         self.sample_shape = (channels, config.image_size, config.image_size)
 
@@ -124,8 +133,10 @@ class Trainer:
             torch.manual_seed(config.seed)
             # a learned-variance model outputs its prediction and the variance's v: 2C channels
             out_channels = 2 * channels if config.variance_type == "learned_range" else channels
-            self.model = UNet.from_preset(config.model, **{"sample_size": config.image_size, "in_channels": channels,
-                                                           "out_channels": out_channels, **config.model_overrides})
+            shape = {"sample_size": config.image_size, "in_channels": channels, "out_channels": out_channels}
+            if self.class_names is not None:  # one embedding per class, and the null class last
+                shape["num_class_embeds"] = len(self.class_names) + 1
+            self.model = UNet.from_preset(config.model, **{**shape, **config.model_overrides})
         self.model.config.check_spatial(config.image_size, config.image_size, "image_size")  # before any file is made
         self.model = self.model.to(self.device, memory_format=memory_format)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
@@ -143,6 +154,7 @@ class Trainer:
         self.network = torch.compile(network) if self.compiled else network
         self._memory_format = memory_format
         self._sampler = None
+        self._tensorboard: Optional[TensorBoardLog] = None
         self._stop_signalled = False  # set by SIGINT / SIGTERM
         self._stop = False  # acted on: at once in one process, at the next log step on every rank under torchrun
 
@@ -159,6 +171,8 @@ class Trainer:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
         start_step = self.step
         log = JsonlLog(self.run_dir / "log.jsonl") if self.rank == 0 else None
+        if log is not None and config.tensorboard:
+            self._tensorboard = TensorBoardLog(self.run_dir, start_step)
         if log is not None:
             log.truncate_after(start_step)
             skipped = getattr(self.dataset, "skipped", None)
@@ -209,6 +223,9 @@ class Trainer:
                 bar.close()
             if log is not None:
                 log.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
         if log is not None:
             plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
         if saved is None and self._saved_step == self.step:  # nothing to do: the checkpoint already there
@@ -218,12 +235,29 @@ class Trainer:
         return TrainingSummary(self.step, done, seconds, done * config.batch_size / seconds if seconds > 0 else 0.0,
                                last_loss, saved, interrupted)
 
-    def train_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    @property
+    def null_class_label(self) -> Optional[int]:
+        """The class label of "no class" (the last embedding) of a class-conditional run, else None."""
+        return len(self.class_names) if self.class_names is not None else None
+
+    def train_step(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """One optimisation step on this rank's part of the global batch of step self.step (float [B, C, H, W] in
-        [-1, 1], before flips): returns (loss, gradient norm) as device tensors, without a host sync."""
+        [-1, 1], before flips; for a class-conditional run the pair (images, labels int64 [B])): returns (loss,
+        gradient norm) as device tensors, without a host sync."""
         config = self.config
+        labels = None
+        if self.class_names is not None:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError("a class-conditional Trainer's batch is (images, labels)")
+            batch, labels = batch
         t_global, flip_global = step_draws(config.seed, self.step, config.batch_size, config.num_train_timesteps)
         part = rank_slice(config.batch_size, self.rank, self.world_size)
+        network = self.network
+        if labels is not None:
+            # classifier-free guidance training: each label becomes the null class with cond_drop_prob
+            drop = label_drops(config.seed, self.step, config.batch_size, config.cond_drop_prob)[part]
+            labels = torch.where(drop, self.null_class_label, labels).to(self.device, non_blocking=True)
+            network = functools.partial(self.network, class_labels=labels)
         x0 = flip_horizontally(batch, flip_global[part])
         x0 = x0.to(self.device, non_blocking=True).contiguous(memory_format=self._memory_format)
         t = t_global[part].to(self.device, non_blocking=True)
@@ -234,10 +268,10 @@ class Trainer:
                     else contextlib.nullcontext())
         with autocast:
             if config.variance_type == "learned_range":
-                loss, _ = hybrid_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
+                loss, _ = hybrid_loss(network, x0, t, self.schedule, seed=key, sample_offset=part.start,
                                       prediction_type=config.prediction_type, vlb_weight=config.vlb_weight)
             else:
-                loss = diffusion_loss(self.network, x0, t, self.schedule, seed=key, sample_offset=part.start,
+                loss = diffusion_loss(network, x0, t, self.schedule, seed=key, sample_offset=part.start,
                                       prediction_type=config.prediction_type, min_snr_gamma=config.min_snr_gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -259,10 +293,13 @@ class Trainer:
     def _loader(self, start_step: int):
         from torch.utils.data import DataLoader
 
+        from ..data.datasets import LabelledImages
+
         batches = GlobalBatchSampler(len(self.dataset), self.config.batch_size, seed=self.config.seed,
                                      rank=self.rank, world_size=self.world_size, start_step=start_step)
         workers = self.config.num_workers
-        return DataLoader(self.dataset, batch_sampler=batches, num_workers=workers,
+        dataset = LabelledImages(self.dataset, self._labels) if self._labels is not None else self.dataset
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=False,
                           prefetch_factor=2 if workers else None)
 
@@ -283,6 +320,8 @@ class Trainer:
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             log.write(record)
+            if self._tensorboard is not None:
+                self._tensorboard.write(record)
         if bar is not None:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if not math.isfinite(loss):
@@ -299,7 +338,10 @@ class Trainer:
 
     def _write_data_grid(self) -> None:
         count = min(self.config.sample_count, len(self.dataset))
-        save_grid(self.run_dir / "data.png", torch.stack([self.dataset[i] for i in range(count)]))
+        images = torch.stack([self.dataset[i] for i in range(count)])
+        save_grid(self.run_dir / "data.png", images)
+        if self._tensorboard is not None:
+            self._tensorboard.images("data", images, 0)
 
     def _write_sample_grid(self, bar=None) -> None:
         if self.rank == 0:
@@ -309,6 +351,8 @@ class Trainer:
             images = self.sample(self.config.sample_count, seed=self.config.seed,
                                  num_inference_steps=self.config.sample_steps)
             save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images)
+            if self._tensorboard is not None:
+                self._tensorboard.images("samples", images, self.step)
         if self.world_size > 1:
             dist.barrier()
 
@@ -322,7 +366,8 @@ class Trainer:
         return DiffusionSetup.from_schedule(self.schedule, prediction_type=self.config.prediction_type,
                                             variance_type=self.config.variance_type,
                                             sample_shape=tuple(self.sample_shape),
-                                            num_class_embeds=self.model.config.num_class_embeds)
+                                            num_class_embeds=self.model.config.num_class_embeds,
+                                            null_class_label=self.null_class_label)
 
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
@@ -332,13 +377,18 @@ class Trainer:
         return FastSampler(self.ema.model, self.schedule, self.sample_shape, **{**setup.sampler_options(), **options})
 
     def sample(self, num_samples: int, seed: int = 0, num_inference_steps: Optional[int] = None) -> torch.Tensor:
-        """EMA samples for the periodic grids: one sampler kept (compiled on CUDA only), its weights refreshed."""
+        """EMA samples for the periodic grids: one sampler kept (compiled on CUDA only), its weights refreshed. A
+        class-conditional run draws sample i of class i mod num_classes (conditional, no guidance)."""
         if self._sampler is None:
             self._sampler = self.sampler(compile=None if self.device.type == "cuda" else False)
         with torch.no_grad():
             for own, ema in zip(self._sampler.model.parameters(), self.ema.model.parameters()):
                 own.copy_(ema)  # in place: captured CUDA graphs keep reading these buffers
-        return self._sampler.sample(num_samples, seed=seed, num_inference_steps=num_inference_steps)
+        labels = None
+        if self.class_names is not None:
+            labels = torch.arange(num_samples) % len(self.class_names)
+        return self._sampler.sample(num_samples, seed=seed, num_inference_steps=num_inference_steps,
+                                    class_labels=labels)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
