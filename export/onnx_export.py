@@ -53,6 +53,13 @@ INPUT_NAMES = {
 OUTPUT_NAMES = {"model": ("model_output",), "ddpm_step": ("prev_sample",), "ddim_step": ("prev_sample",)}
 
 
+def input_names(graph: str, class_conditional: bool = False, guided: bool = False) -> tuple[str, ...]:
+    """A graph's inputs in order: INPUT_NAMES, then class_labels [B] int64 for a class-conditional model, then (step
+    graphs of a model with a null class) guidance_scale [1] float32."""
+    names = INPUT_NAMES[graph] + (("class_labels",) if class_conditional else ())
+    return names + (("guidance_scale",) if guided and graph != "model" else ())
+
+
 def export_onnx(
     model: Union[nn.Module, str, os.PathLike],
     path: Union[str, os.PathLike],
@@ -87,7 +94,10 @@ def export_onnx(
         predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
         (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
         schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
-        int64 (-1 ends the chain) and bakes eta.
+        int64 (-1 ends the chain) and bakes eta. A class-conditional model's graphs also take class_labels [B]
+        int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
+        float32 and run the model once on 2B samples (the labels, then the null class) for classifier-free guidance
+        (w = 1: the conditional model; input_names() lists a graph's inputs).
     dtype: float32 or float16 weights (a step graph still takes and returns float32 x_t).
     dynamic_spatial: H and W dynamic too (multiples of the U-Net's downsampling factor); default on for our UNet.
     schedule: needed by the step graphs; for "model" it is stored in the metadata when given (a diffusers pipeline
@@ -143,13 +153,16 @@ def export_onnx(
     if dynamic_spatial and (sample_shape[1] % factor or sample_shape[2] % factor):
         raise ValueError(f"sample_shape {sample_shape}: H and W must be multiples of {factor}")
 
+    class_count = model_class_count(unet)
+    null_class_label = setup.null_class_label if setup is not None else None
+    names = input_names(graph, class_count is not None, null_class_label is not None)
     unet = _export_copy(unet, dtype)
     module = _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, clip_sample,
-                           clip_sample_range, eta)
-    example = _example_inputs(graph, sample_shape, dtype)
-    program = _export_program(module, example, graph, dynamic_spatial, factor)
+                           clip_sample_range, eta, null_class_label)
+    example = _example_inputs(graph, names, sample_shape, dtype, class_count)
+    program = _export_program(module, example, names, dynamic_spatial, factor)
     onnx_program = torch.onnx.export(program, example, dynamo=True, opset_version=opset,
-                                     input_names=list(INPUT_NAMES[graph]), output_names=list(OUTPUT_NAMES[graph]),
+                                     input_names=list(names), output_names=list(OUTPUT_NAMES[graph]),
                                      verbose=False)
     proto = onnx_program.model_proto
     metadata = {
@@ -160,7 +173,7 @@ def export_onnx(
         "prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": bool(clip_sample),
         "clip_sample_range": clip_sample_range, "eta": eta,
         **{name: options[name] for name in CHAIN_OPTIONS},
-        "inputs": list(INPUT_NAMES[graph]), "outputs": list(OUTPUT_NAMES[graph]),
+        "inputs": list(names), "outputs": list(OUTPUT_NAMES[graph]),
         # the whole record (β, options, sample shape, class conditioning), as every artefact stores it
         "setup": dataclasses.replace(setup, sample_shape=tuple(sample_shape)).to_dict() if setup is not None else None,
     }
@@ -267,27 +280,29 @@ def _export_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, clip_sample, clip_sample_range,
-                  eta) -> nn.Module:
+                  eta, null_class_label=None) -> nn.Module:
     if graph == "model":
         return ModelGraph(unet).eval()
     if graph == "ddpm_step":
         return DDPMStepGraph(unet, schedule, dtype, prediction_type, variance_type, clip_sample,
-                             clip_sample_range).eval()
-    return DDIMStepGraph(unet, schedule, dtype, prediction_type, eta, clip_sample, clip_sample_range).eval()
+                             clip_sample_range, null_class_label).eval()
+    return DDIMStepGraph(unet, schedule, dtype, prediction_type, eta, clip_sample, clip_sample_range,
+                         null_class_label).eval()
 
 
-def _example_inputs(graph: str, sample_shape: tuple[int, int, int], dtype: torch.dtype) -> tuple:
+def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int, int, int], dtype: torch.dtype,
+                    class_count: Optional[int]) -> tuple:
     batch = 2  # not 1: torch.export specialises a dimension of size 1
     x = torch.randn(batch, *sample_shape)
-    t = torch.tensor([1, 2], dtype=torch.int64)
-    if graph == "model":
-        return (x.to(dtype), t)
-    if graph == "ddpm_step":
-        return (x, t, torch.randn_like(x))
-    return (x, t, torch.tensor([0, -1], dtype=torch.int64), torch.randn_like(x))
+    values = {"sample": x.to(dtype) if graph == "model" else x,  # a step graph takes x_t in float32
+              "timestep": torch.tensor([1, 2], dtype=torch.int64), "prev_timestep": torch.tensor([0, -1]),
+              "noise": torch.randn_like(x), "guidance_scale": torch.tensor([2.0]),
+              "class_labels": torch.tensor([0, 1]) % (class_count or 1)}
+    return tuple(values[name] for name in names)
 
 
-def _export_program(module: nn.Module, example: tuple, graph: str, dynamic_spatial: bool, factor: Optional[int]):
+def _export_program(module: nn.Module, example: tuple, names: tuple[str, ...], dynamic_spatial: bool,
+                    factor: Optional[int]):
     """torch.export with a dynamic batch (and H, W), then the fused GroupNorm op replaced by its torch reference."""
     from torch.export import Dim
 
@@ -296,8 +311,9 @@ def _export_program(module: nn.Module, example: tuple, graph: str, dynamic_spati
     if dynamic_spatial:
         height, width = Dim("height_blocks", min=1, max=4096), Dim("width_blocks", min=1, max=4096)
         image = {0: batch, 2: factor * height, 3: factor * width}
-    shapes = {"model": (image, {0: batch}), "ddpm_step": (image, {0: batch}, image),
-              "ddim_step": (image, {0: batch}, {0: batch}, image)}[graph]
+    per_input = {"sample": image, "noise": image, "timestep": {0: batch}, "prev_timestep": {0: batch},
+                 "class_labels": {0: batch}, "guidance_scale": None}
+    shapes = tuple(per_input[name] for name in names)
     with torch.no_grad():
         program = torch.export.export(module, example, dynamic_shapes=shapes)
     return program.run_decompositions({torch.ops.ddpm_fast.group_norm_act.default: group_norm_act_reference})

@@ -2,6 +2,7 @@
 
     sampler = OnnxSampler("step.onnx")                  # schedule and options from the file's metadata
     images = sampler.sample(16, seed=0)                 # float32 [16, C, H, W] in [-1, 1], like FastSampler's
+    images = sampler.sample(4, seed=0, class_labels=[1, 1, 2, 2], guidance_scale=3.0)   # a class-conditional file
 
 A step graph runs the whole reverse step in ONNX Runtime (T calls of one graph); a model graph runs the U-Net there
 and the fused update in torch. Noise is drawn exactly as FastSampler draws it — Philox keyed by (seed, sample, step)
@@ -28,6 +29,7 @@ from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
+from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
@@ -113,6 +115,10 @@ class OnnxSampler:
         self.cuda_graph = bool(cuda_graph) and self.uses_cuda
         self.inputs = {node.name: node for node in self.session.get_inputs()}
         self.outputs = [node.name for node in self.session.get_outputs()]
+        # Class conditioning as the file stores it: a class_labels input, and the null class guidance uses.
+        setup = self.metadata.get("setup") or {}
+        self.num_class_embeds = setup.get("num_class_embeds") if "class_labels" in self.inputs else None
+        self.null_class_label = setup.get("null_class_label") if "class_labels" in self.inputs else None
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     @staticmethod
@@ -156,6 +162,10 @@ class OnnxSampler:
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
             if value.dtype != _TORCH[node.type]:
                 raise TypeError(f"{name} must have dtype {_TORCH[node.type]}, got {value.dtype}")
+            if name == "guidance_scale":
+                if value.shape != (1,):
+                    raise ValueError(f"guidance_scale must have shape (1,), got {tuple(value.shape)}")
+                continue
             if value.dim() != len(node.shape) or value.shape[0] != batch:
                 raise ValueError(f"{name} must have {len(node.shape)} dimensions and the batch size {batch} of "
                                  f"sample, got shape {tuple(value.shape)}")
@@ -192,6 +202,8 @@ class OnnxSampler:
         buffers = {}
         for node in self.session.get_inputs():
             shape = (batch,) if node.type == "tensor(int64)" else (batch, channels, *spatial)
+            if node.name == "guidance_scale":
+                shape = (1,)
             buffers[node.name] = torch.zeros(shape, dtype=_TORCH[node.type], device=self.device)
         for node in self.session.get_outputs():
             out_channels = node.shape[1] if isinstance(node.shape[1], int) else channels
@@ -241,20 +253,25 @@ class OnnxSampler:
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
                method: Optional[str] = None, eta: Optional[float] = None, sample_offset: int = 0,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, class_labels=None, guidance_scale: Optional[float] = None) -> torch.Tensor:
         """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
         method: "ddpm" or "ddim"; a step graph fixes it (a DDPM step graph runs the full chain only; a DDIM one any
         num_inference_steps with its baked eta). A model graph runs either, with the update in torch.
+        class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
+        take class_labels; guidance needs the null class its setup stores). A model graph then runs on 2B samples
+        (the labels, then the null class) with the guidance fused into the update, as FastSampler does; a step
+        graph runs its own 2B model call and combination, and w = 1 (guidance_scale None) is the conditional model.
         """
         result: list = []
         with self._on_stream(result):
             result.append(self._sample(batch_size, seed, generator, num_inference_steps, method, eta, sample_offset,
-                                       progress))
+                                       progress, class_labels, guidance_scale))
         return result[0]
 
-    def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress):
+    def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress,
+                class_labels=None, guidance_scale=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if seed is not None and generator is not None:
@@ -264,12 +281,26 @@ class OnnxSampler:
         if eta is not None:
             eta = check_positive_float("eta", eta, allow_zero=True)
         sample_offset = check_sample_range(sample_offset, batch_size)
+        conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
+                                        "class_labels" not in self.inputs)
+        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
+                  if conditioning != "none" else None)
         method, eta = self._method(method, eta, num_inference_steps)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
                           self.set_alpha_to_one)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
-        buffers = self._bind(batch_size, self.sample_shape[1:])
+        guided_model = self.graph == "model" and conditioning == "guided"  # the model graph runs 2B samples
+        buffers = self._bind(2 * batch_size if guided_model else batch_size, self.sample_shape[1:])
+        guidance = None
+        if labels is not None:
+            if guided_model:
+                buffers["class_labels"].copy_(torch.cat([labels, torch.full_like(labels, self.null_class_label)]))
+                guidance = torch.tensor([guidance_scale], dtype=torch.float32, device=self.device)
+            else:
+                buffers["class_labels"].copy_(labels)
+            if "guidance_scale" in buffers:  # a step graph's own combination (w = 1: the conditional model)
+                buffers["guidance_scale"].fill_(1.0 if guidance_scale is None else guidance_scale)
         x = torch.empty(shape, device=self.device)
         if key is not None:
             starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
@@ -289,7 +320,7 @@ class OnnxSampler:
             z = self._noise(shape, key, generator, noise_t.expand(batch_size), sample_offset, last=i == steps - 1)
             if self.graph == "model":
                 x = self._model_step(buffers, x, t, kernel_t[i].expand(batch_size), prev_t[i].expand(batch_size), z,
-                                     table, alphas, method, eta)
+                                     table, alphas, method, eta, guidance)
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
@@ -331,18 +362,26 @@ class OnnxSampler:
             return torch.zeros(shape, device=self.device)
         return torch_noise(shape, generator, self.device)
 
-    def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta) -> torch.Tensor:
-        buffers["sample"].copy_(x)
-        buffers["timestep"].copy_(t)
+    def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta,
+                    guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The model graph on x (on [x, x] when guided: buffers of 2B, labels then the null class), then the fused
+        update in torch."""
+        if guidance is not None:
+            x_model, t_model = torch.cat([x, x]), torch.cat([t, t])
+        else:
+            x_model, t_model = x, t
+        buffers["sample"].copy_(x_model)
+        buffers["timestep"].copy_(t_model)
         self._run(buffers)
         output = buffers["model_output"]
         prediction = PREDICTION_TYPES[self.metadata["prediction_type"]]
         clip, clip_range = self.metadata["clip_sample"], self.metadata["clip_sample_range"]
         if method == "ddpm":
             return torch.ops.ddpm_fast.p_step(output, kernel_t.contiguous(), x, table, z, None, 0, prediction,
-                                              VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range)
+                                              VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range,
+                                              guidance)
         return torch.ops.ddpm_fast.ddim_step(output, t.contiguous(), prev_t.contiguous(), x, alphas, z, None, 0,
-                                             prediction, eta, clip, clip_range)
+                                             prediction, eta, clip, clip_range, guidance)
 
 
 def _uses_contrib_ops(path: pathlib.Path) -> bool:

@@ -7,6 +7,8 @@ when the exporter decomposes the graph (see onnx_export.py).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, p_step_reference
 from torch import nn
@@ -15,51 +17,83 @@ from ddpm_fast.sampling.loop import unwrap_model_output
 from ddpm_fast.schedule import NoiseSchedule
 
 
+def _model_output(model: nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
+                  class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+    if class_labels is None:
+        return unwrap_model_output(model(sample, timestep))
+    return unwrap_model_output(model(sample, timestep, class_labels=class_labels))
+
+
+class _Conditioning:
+    """How a step graph calls a class-conditional model: with the class_labels input, and, where the model has a
+    null class, twice as one batch of 2B (the labels, then the null class) for classifier-free guidance, whose scale
+    w is the guidance_scale input ([1] float32; the fused combination is the kernels' reference)."""
+
+    def __init__(self, model: nn.Module, null_class_label: Optional[int]):
+        self.model, self.null_class_label = model, null_class_label
+
+    def output(self, sample, timestep, class_labels, dtype):
+        if class_labels is None or self.null_class_label is None:
+            return _model_output(self.model, sample.to(dtype), timestep, class_labels)
+        null = torch.full_like(class_labels, self.null_class_label)
+        return _model_output(self.model, torch.cat([sample, sample]).to(dtype), torch.cat([timestep, timestep]),
+                             torch.cat([class_labels, null]))
+
+
 class ModelGraph(nn.Module):
-    """(sample [B, C, H, W], timestep [B] int64) → model_output, in the model's dtype."""
+    """(sample [B, C, H, W], timestep [B] int64[, class_labels [B] int64]) → model_output, in the model's dtype."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return unwrap_model_output(self.model(sample, timestep))
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
+                class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return _model_output(self.model, sample, timestep, class_labels)
 
 
 class DDPMStepGraph(nn.Module):
-    """(sample = x_t float32, timestep [B] int64, noise float32) → x_{t-1} float32: the U-Net and the ancestral
-    update in one graph. The coefficient table is a constant; no noise is added where t == 0."""
+    """(sample = x_t float32, timestep [B] int64, noise float32[, class_labels [B] int64[, guidance_scale [1]
+    float32]]) → x_{t-1} float32: the U-Net and the ancestral update in one graph. The coefficient table is a
+    constant; no noise is added where t == 0."""
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, dtype: torch.dtype, prediction_type: str,
-                 variance_type: str, clip_sample: bool, clip_sample_range: float):
+                 variance_type: str, clip_sample: bool, clip_sample_range: float,
+                 null_class_label: Optional[int] = None):
         super().__init__()
         self.model, self.dtype = model, dtype
+        self.conditioning = _Conditioning(model, null_class_label)
         self.register_buffer("table", schedule.coefficient_table("cpu").clone())
         self.prediction = PREDICTION_TYPES[prediction_type]
         self.variance = VARIANCE_TYPES[variance_type]
         self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        output = unwrap_model_output(self.model(sample.to(self.dtype), timestep))
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor,
+                class_labels: Optional[torch.Tensor] = None,
+                guidance_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        output = self.conditioning.output(sample, timestep, class_labels, self.dtype)
         return p_step_reference(output, timestep, sample, self.table, noise, None, 0, self.prediction, self.variance,
-                                self.clip, self.clip_range)
+                                self.clip, self.clip_range, guidance_scale)
 
 
 class DDIMStepGraph(nn.Module):
-    """(sample = x_t float32, timestep, prev_timestep [B] int64 (-1 ends the chain), noise float32) → x_{prev}
-    float32. ᾱ is a float64 constant: the step's per-sample scalars cancel badly in float32 (see the kernel)."""
+    """(sample = x_t float32, timestep, prev_timestep [B] int64 (-1 ends the chain), noise float32[, class_labels
+    [, guidance_scale]]) → x_{prev} float32. ᾱ is a float64 constant: the step's per-sample scalars cancel badly in
+    float32 (see the kernel)."""
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, dtype: torch.dtype, prediction_type: str,
-                 eta: float, clip_sample: bool, clip_sample_range: float):
+                 eta: float, clip_sample: bool, clip_sample_range: float, null_class_label: Optional[int] = None):
         super().__init__()
         self.model, self.dtype = model, dtype
+        self.conditioning = _Conditioning(model, null_class_label)
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.clone())
         self.prediction = PREDICTION_TYPES[prediction_type]
         self.eta = float(eta)
         self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, prev_timestep: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
-        output = unwrap_model_output(self.model(sample.to(self.dtype), timestep))
+                noise: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                guidance_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        output = self.conditioning.output(sample, timestep, class_labels, self.dtype)
         return ddim_step_reference(output, timestep, prev_timestep, sample, self.alphas_cumprod, noise, None, 0,
-                                   self.prediction, self.eta, self.clip, self.clip_range)
+                                   self.prediction, self.eta, self.clip, self.clip_range, guidance_scale)

@@ -49,6 +49,25 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def class_labels(text: str) -> list[int]:
+    """'3,3,5' → [3, 3, 5]: class indices (integers >= 0), comma-separated."""
+    try:
+        labels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices such as 3,3,5, got {text!r}") \
+            from None
+    if any(label < 0 for label in labels):
+        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {text}")
+    return labels
+
+
+def finite_float(text: str) -> float:
+    value = _number(text, float, "a finite number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = _number(text, float, "a number in [0, 1)")
     if not 0.0 <= value < 1.0:

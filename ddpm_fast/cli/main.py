@@ -108,13 +108,21 @@ def _add_sample_parser(commands) -> None:
     _add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/; its scheduler config is the setup) or a "
                                   "Hugging Face Hub id (read through the local cache; HF_HUB_OFFLINE=1 works)")
     _add_setup_arguments(sample)
-    sample.add_argument("--num-samples", type=arguments.positive_int, default=16)
+    sample.add_argument("--num-samples", type=arguments.positive_int, default=None,
+                        help="how many samples (default: one per --class-labels entry, else 16)")
     sample.add_argument("--seed", type=arguments.seed, default=0,
                         help="the noise key; sample i draws the same noise at any batch size or world size")
     sample.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="num_inference_steps (default: every training timestep)")
     sample.add_argument("--method", choices=("ddpm", "ddim"), default="ddpm")
     sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
+    sample.add_argument("--class-labels", type=arguments.class_labels, default=None, metavar="K[,K...]",
+                        help="the class of each sample, for a class-conditional model (one value: every sample); "
+                             "e.g. 3,3,5")
+    sample.add_argument("--guidance-scale", type=arguments.finite_float, default=None, metavar="W",
+                        help="classifier-free guidance: ε_uncond + W·(ε_cond − ε_uncond), one model call of 2B per "
+                             "step (needs --class-labels and a model trained with --class-conditional; 1: the "
+                             "conditional model, 0: the unconditional one)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
                                                          "cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=DTYPES, default="auto",
@@ -255,7 +263,10 @@ def _error_text(error: Exception) -> str:
     from ..diffusion_setup import SetupConflict
 
     if not isinstance(error, SetupConflict):
-        return str(error)
+        text = str(error)
+        for name in ("class_labels", "guidance_scale"):  # the sampler's words for what the flags gave
+            text = text.replace(f"{name}=", f"--{name.replace('_', '-')} ").replace(name, f"--{name.replace('_', '-')}")
+        return text
     if error.name == "clip_sample":
         flag = "--clip-sample" if error.given else "--no-clip-sample"
     else:
@@ -302,6 +313,16 @@ def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Name
     _check_output_path(parser, args.out)
     if args.method == "ddpm" and args.eta != 0.0:
         parser.error("--eta applies to --method ddim only")
+    labels = args.class_labels
+    if args.num_samples is None:
+        args.num_samples = len(labels) if labels is not None else 16
+    if labels is not None and len(labels) not in (1, args.num_samples):
+        parser.error(f"--class-labels has {len(labels)} labels for --num-samples {args.num_samples}: give one per "
+                     "sample, or one for all")
+    if labels is not None and len(labels) == 1:
+        args.class_labels = labels * args.num_samples
+    if args.guidance_scale is not None and labels is None:
+        parser.error("--guidance-scale needs --class-labels (guidance steers towards a class)")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -319,7 +340,8 @@ def _run_sample(args: argparse.Namespace) -> int:
                              f"{sampler.sample_shape[0]}, write a .safetensors file instead")
         start = time.perf_counter()
         images = sample_sharded(sampler, args.num_samples, seed=args.seed, num_inference_steps=args.steps,
-                                method=args.method, eta=args.eta, progress=args.progress and rank == 0)
+                                method=args.method, eta=args.eta, progress=args.progress and rank == 0,
+                                class_labels=args.class_labels, guidance_scale=args.guidance_scale)
         if rank == 0:
             images = images.cpu()  # also waits for the device
             _write_samples(args.out, images, _metadata(args))
@@ -353,8 +375,12 @@ def _build_sampler(args: argparse.Namespace, device):
 
 def _metadata(args: argparse.Namespace) -> dict[str, str]:
     source = args.checkpoint if args.checkpoint is not None else args.diffusers
-    return {"format": "ddpm_fast.samples", "source": str(source), "seed": str(args.seed),
-            "method": args.method, "num_inference_steps": str(args.steps or "all"), "eta": str(args.eta)}
+    metadata = {"format": "ddpm_fast.samples", "source": str(source), "seed": str(args.seed),
+                "method": args.method, "num_inference_steps": str(args.steps or "all"), "eta": str(args.eta)}
+    if args.class_labels is not None:
+        metadata["class_labels"] = ",".join(map(str, args.class_labels))
+        metadata["guidance_scale"] = str(args.guidance_scale if args.guidance_scale is not None else 1.0)
+    return metadata
 
 
 def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None:
@@ -384,7 +410,7 @@ def _run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..export import export_onnx
-    from ..export.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES
+    from ..export.onnx_export import OPSET, OUTPUT_NAMES, input_names
 
     model, setup = _load_source(args)
     # torch's exporter warns about its own internals (pytree's LeafSpec); not the user's business on the CLI
@@ -394,7 +420,8 @@ def _run_export(args: argparse.Namespace) -> int:
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"
     if args.contrib_ops:
         spatial += ", CUDA contrib ops"
-    print(f"wrote {path}: {args.graph} graph ({', '.join(INPUT_NAMES[args.graph])} -> "
+    names = input_names(args.graph, setup.num_class_embeds is not None, setup.null_class_label is not None)
+    print(f"wrote {path}: {args.graph} graph ({', '.join(names)} -> "
           f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}; setup: "
           f"{setup.describe_schedule()}, {setup.prediction_type}, {setup.variance_type}, clip_sample "
           f"{setup.clip_sample}, {setup.timestep_spacing} spacing", flush=True)

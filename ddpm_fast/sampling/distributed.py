@@ -59,7 +59,8 @@ def sample_sharded(sampler: Any, num_samples: int, seed: Optional[int] = None, *
     seed: an int; None lets rank 0 draw one from torch's global generator and broadcast it, so the shards still
         share one key. generator= noise is a sequential stream and cannot be split: a ValueError.
     sample_offset: the global index of sample 0 (the batch itself may be a slice of a larger one).
-    sample_kwargs: passed on to sampler.sample (num_inference_steps, method, eta, progress).
+    sample_kwargs: passed on to sampler.sample (num_inference_steps, method, eta, progress, guidance_scale,
+        class_labels: [num_samples] labels, of which each rank takes its shard's).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
@@ -80,6 +81,11 @@ def sample_sharded(sampler: Any, num_samples: int, seed: Optional[int] = None, *
     rank, world_size = dist.get_rank(), dist.get_world_size()
     start, stop = shard_bounds(num_samples, rank, world_size)
     check_sample_range(sample_offset, num_samples)  # the last global index, on every rank alike
+    labels = sample_kwargs.get("class_labels")
+    if isinstance(labels, (list, tuple, torch.Tensor)):  # one label per sample: this rank's part
+        if len(labels) != num_samples:
+            raise ValueError(f"class_labels must hold one label per sample: {num_samples}, got {len(labels)}")
+        sample_kwargs["class_labels"] = labels[start:stop]
     shard = sampler.sample(stop - start, seed=seed, sample_offset=sample_offset + start, **sample_kwargs)
     gathered = gather_shards(shard, num_samples)
     return gathered.to(sampler.device) if gathered is not None else None

@@ -37,8 +37,6 @@ class StepOptions:
     conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
 
 
-CONDITIONINGS = ("none", "labels", "guided")
-
 
 class ChainBuffers:
     """The plan on the device, in buffers of fixed size [T] (a plan is copied in before each run)."""

@@ -36,6 +36,7 @@ from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
                    run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
+from .guidance import checked_labels, conditioning_for
 from .plan import SamplingPlan, build_plan, planned_timesteps
 from .timesteps import check_chain_options
 
@@ -341,8 +342,10 @@ class FastSampler:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
-        conditioning = self._conditioning(class_labels, guidance_scale)
-        labels = self._checked_labels(class_labels, batch_size) if conditioning != "none" else None
+        conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
+                                        self._says_unconditional)
+        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
+                  if conditioning != "none" else None)
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
                                  conditioning, labels, guidance_scale)
@@ -353,57 +356,6 @@ class FastSampler:
         OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
                                  self.steps_offset)
-
-    def _conditioning(self, class_labels: Any, guidance_scale: Any) -> str:
-        """"none", "labels" or "guided": how the model is called, checked against what it is."""
-        from ..diffusion import check_guidance_scale
-
-        guidance_scale = check_guidance_scale(guidance_scale)
-        conditional = self.num_class_embeds is not None
-        if class_labels is None:
-            if conditional:
-                null = ("" if self.null_class_label is None else
-                        f"; class_labels={self.null_class_label} (the null class) samples unconditionally")
-                raise ValueError(f"class_labels is required: this model is class-conditional ({self.num_class_embeds} "
-                                 f"class embeddings){null}")
-            if guidance_scale is not None:
-                raise ValueError("guidance_scale needs class_labels (classifier-free guidance steers towards them)")
-            return "none"
-        if self._says_unconditional:
-            raise ValueError("class_labels given, but this model has no class embedding (its config's "
-                             "num_class_embeds is None)")
-        if guidance_scale is None or guidance_scale == 1.0:
-            return "labels"  # w = 1 is the conditional model itself: one pass, no unconditional half
-        if self.null_class_label is None:
-            raise ValueError("guidance_scale needs the model's null class: pass null_class_label= to FastSampler (a "
-                             "model trained by ddpm_fast with class_conditional=True stores it in its setup)")
-        return "guided"
-
-    def _checked_labels(self, class_labels: Any, batch_size: int) -> torch.Tensor:
-        """class_labels as int64 [batch_size] on the sampler's device; values checked against the class count (one
-        host check before the loop, none inside it)."""
-        if isinstance(class_labels, bool):
-            raise TypeError("class_labels must be an int, a sequence of ints or an integer tensor, got bool")
-        if isinstance(class_labels, int):
-            class_labels = [class_labels] * batch_size
-        if isinstance(class_labels, (list, tuple)):
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in class_labels):
-                raise TypeError("class_labels must be an int, a sequence of ints or an integer tensor")
-            class_labels = torch.tensor(class_labels, dtype=torch.int64)
-        if not isinstance(class_labels, torch.Tensor):
-            raise TypeError(f"class_labels must be an int, a sequence of ints or an integer tensor, got "
-                            f"{type(class_labels).__name__}")
-        if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
-            raise TypeError(f"class_labels must be an integer tensor, got {class_labels.dtype}")
-        if class_labels.dim() != 1 or class_labels.shape[0] != batch_size:
-            raise ValueError(f"class_labels must hold one label per sample: [{batch_size}], got "
-                             f"{tuple(class_labels.shape)}")
-        if batch_size and self.num_class_embeds is not None:
-            low, high = int(class_labels.min()), int(class_labels.max())
-            if low < 0 or high >= self.num_class_embeds:
-                raise ValueError(f"class_labels must lie in [0, {self.num_class_embeds}), got values in "
-                                 f"[{low}, {high}]")
-        return class_labels.to(device=self.device, dtype=torch.int64)
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:
@@ -488,7 +440,8 @@ class FastSampler:
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
         conditioning = "none"
         if self.num_class_embeds is not None or guidance_scale is not None:
-            conditioning = self._conditioning(0, guidance_scale)
+            conditioning = conditioning_for(0, guidance_scale, self.num_class_embeds, self.null_class_label,
+                                            self._says_unconditional)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
                               self.clip_sample_range, eta, "philox", sample_offset, conditioning)
         start = time.perf_counter()

@@ -1,0 +1,66 @@
+"""Class labels and classifier-free guidance at sampling time: what a call asks for, checked once, before the loop.
+
+Shared by FastSampler and OnnxSampler so both accept and refuse the same things. Guidance follows Ho & Salimans
+(2022): each step runs the model on the conditional batch and on the same samples with the null class, and takes
+u + w·(c − u) of the two predictions (in the model's own parameterisation, as diffusers does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ..diffusion import check_guidance_scale
+
+
+def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: Optional[int],
+                     null_class_label: Optional[int], says_unconditional: bool) -> str:
+    """"none", "labels" or "guided" for a call with these arguments to a model of num_class_embeds classes (None:
+    unconditional, or a model that does not say; says_unconditional: its config says it has no class embedding).
+    guidance_scale None or 1 is plain conditional sampling: w = 1 is the conditional model itself."""
+    guidance_scale = check_guidance_scale(guidance_scale)
+    if class_labels is None:
+        if num_class_embeds is not None:
+            null = ("" if null_class_label is None else
+                    f"; class_labels={null_class_label} (the null class) samples unconditionally")
+            raise ValueError(f"class_labels is required: this model is class-conditional ({num_class_embeds} class "
+                             f"embeddings){null}")
+        if guidance_scale is not None:
+            raise ValueError("guidance_scale needs class_labels (classifier-free guidance steers towards them)")
+        return "none"
+    if says_unconditional:
+        raise ValueError("class_labels given, but this model has no class embedding (num_class_embeds is None)")
+    if guidance_scale is None or guidance_scale == 1.0:
+        return "labels"
+    if null_class_label is None:
+        raise ValueError("guidance_scale needs the model's null class (null_class_label): a model trained by ddpm_fast "
+                         "with class_conditional=True stores it in its setup; for another model, give it")
+    return "guided"
+
+
+def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optional[int],
+                   device: torch.device) -> torch.Tensor:
+    """class_labels (an int for every sample, a sequence of ints, or an integer tensor [B]) as int64 [batch_size] on
+    `device`, each checked to lie in [0, num_class_embeds) when that is known (one host check, before the loop)."""
+    kinds = "an int, a sequence of ints or an integer tensor"
+    if isinstance(class_labels, bool):
+        raise TypeError(f"class_labels must be {kinds}, got bool")
+    if isinstance(class_labels, int):
+        class_labels = [class_labels] * batch_size
+    if isinstance(class_labels, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in class_labels):
+            raise TypeError(f"class_labels must be {kinds}")
+        class_labels = torch.tensor(class_labels, dtype=torch.int64)
+    if not isinstance(class_labels, torch.Tensor):
+        raise TypeError(f"class_labels must be {kinds}, got {type(class_labels).__name__}")
+    if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
+        raise TypeError(f"class_labels must be an integer tensor, got {class_labels.dtype}")
+    if class_labels.dim() != 1 or class_labels.shape[0] != batch_size:
+        raise ValueError(f"class_labels must hold one label per sample: [{batch_size}], got "
+                         f"{tuple(class_labels.shape)}")
+    if batch_size and num_class_embeds is not None:
+        low, high = int(class_labels.min()), int(class_labels.max())
+        if low < 0 or high >= num_class_embeds:
+            raise ValueError(f"class_labels must lie in [0, {num_class_embeds}), got values in [{low}, {high}]")
+    return class_labels.to(device=device, dtype=torch.int64)
