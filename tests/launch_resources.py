@@ -47,9 +47,9 @@ def group_norm_pointers(element: str) -> dict:
 # The GPU default (bf16) and float32 models (dtype=torch.float32); fp16 holds the same registers as bf16.
 GROUP_NORM_DTYPES = ("*bf16", "*fp32")
 P_STEP_POINTERS = dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
-                       t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64")
+                       t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64", guidance_ptr="*fp32")
 DDIM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32", t_ptr="*i64",
-                     t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64")
+                     t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64", guidance_ptr="*fp32")
 Q_SAMPLE_POINTERS = dict(x0_ptr="*fp32", noise_ptr="*fp32", x_t_ptr="*fp32", eps_out_ptr="*fp32", t_ptr="*i64",
                          sqrt_ac_ptr="*fp32", sqrt_1m_ac_ptr="*fp32", seed_ptr="*i64")
 PHILOX_POINTERS = dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64")
@@ -110,12 +110,14 @@ def configurations():
             block_c, block_q, warps, _ = _launch.tile_config(3, size * size, channels_last)
             tile = dict(SPATIAL_FLAT=True, CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q)
             where = f"3x{size}x{size} {'NHWC' if channels_last else 'NCHW'}"
-            for prediction, variance, noise, clip in itertools.product((0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True)):
-                add(p_step_kernel, P_STEP_POINTERS,
-                    dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=noise, **tile), warps, where)
-            for prediction, noise, clip in itertools.product((0, 1, 2), (0, 1, 2), (False, True)):
-                add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise, **tile),
-                    warps, where)
+            for prediction, variance, noise, clip, guided in itertools.product(
+                    (0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True), (False, True)):
+                add(p_step_kernel, P_STEP_POINTERS, dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip,
+                                                         NOISE=noise, GUIDED=guided, **tile), warps, where)
+            for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
+                                                                     (False, True)):
+                add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
+                                                          GUIDED=guided, **tile), warps, where)
             for seeded in (False, True):
                 add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)
             add(philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=2, **tile), warps, where)

@@ -258,7 +258,8 @@ class FastSampler:
                         prediction_type: Optional[str] = None, variance_type: Optional[str] = None,
                         clip_sample: Optional[bool] = None, clip_sample_range: Optional[float] = None,
                         timestep_spacing: Optional[str] = None, steps_offset: Optional[int] = None,
-                        set_alpha_to_one: Optional[bool] = None, **options: Any) -> "FastSampler":
+                        set_alpha_to_one: Optional[bool] = None, null_class_label: Optional[int] = None,
+                        **options: Any) -> "FastSampler":
         """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.models.pretrained):
         a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
         pipeline folder or a Hugging Face Hub id (the user's cache; HF_HUB_OFFLINE=1 works with a cached copy).
@@ -278,7 +279,7 @@ class FastSampler:
         given = {"schedule": schedule, "prediction_type": prediction_type, "variance_type": variance_type,
                  "clip_sample": clip_sample, "clip_sample_range": clip_sample_range,
                  "timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
-                 "set_alpha_to_one": set_alpha_to_one}
+                 "set_alpha_to_one": set_alpha_to_one, "null_class_label": null_class_label}
         setup = resolve_setup(pretrained, given, override=override_setup)
         options.setdefault("device", "auto")
         sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
