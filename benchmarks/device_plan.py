@@ -11,7 +11,8 @@ finishes in about 9 minutes whatever happens, the first one carrying the verdict
                           then the kernels group (both `ddpm-fast bench --quick`).
   call 2:                 sampling at batch 128 and 512 (full mode).
   call 3:                 the unet and training groups.
-  call 4:                 the onnx group (the machine's onnxruntime has no CUDA provider: those cases are reported
+  call 4:                 the guidance group (batch 16 and 128), then the onnx group (the machine's onnxruntime has
+                          no CUDA provider: those cases are reported
                           unavailable, and the CUDA-provider tests skip).
 
 Usage, from the repository root (the device tool's command):
@@ -97,7 +98,8 @@ def call_stages(call: int, workers: int, commit: str) -> list[Stage]:
         return [bench_stage("unet", ["unet"], budget=260, min_seconds=120, commit=commit),
                 bench_stage("training", ["training"], budget=260, min_seconds=120, commit=commit)]
     if call == 4:
-        return [bench_stage("onnx", ["onnx"], budget=520, min_seconds=180, commit=commit)]
+        return [bench_stage("guidance", ["guidance"], budget=220, min_seconds=120, commit=commit),
+                bench_stage("onnx", ["onnx"], budget=300, min_seconds=180, commit=commit)]
     raise ValueError(f"call must be 1, 2, 3 or 4, got {call!r}")
 
 

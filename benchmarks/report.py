@@ -4,7 +4,8 @@
     python benchmarks/report.py --readme benchmarks/results [--write README.md]   # the README's Benchmarks section
 
 Kinds (each case's extra_info["kind"]): kernel (q-sample, reverse step, fused GroupNorm: GB/s over the copy rate),
-unet_forward, training_step, sampling, onnx_runtime (images/s, over the bf16 matmul rate where it applies).
+unet_forward, training_step, sampling, onnx_runtime (images/s, over the bf16 matmul rate where it applies), guidance
+(a classifier-free-guided step against an unguided one of twice the batch and diffusers' guidance loops).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pathlib
 import sys
 import textwrap
 
-KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "onnx_runtime")
+KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "guidance", "onnx_runtime")
 README_HEADING = "## Benchmarks"
 
 
@@ -74,6 +75,9 @@ def render(results: dict) -> str:
     if "sampling" in cases:
         lines += _sampling_tables(sorted((info for _, info in cases["sampling"]),
                                          key=lambda info: (info["preset"], info["batch"])))
+    if "guidance" in cases:
+        lines += _guidance_table(sorted((info for _, info in cases["guidance"]),
+                                        key=lambda info: (info["preset"], info["batch"])))
     if "onnx_runtime" in cases:
         lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
                                      key=lambda info: (info["device"], info["batch"], info["preset"])))
@@ -149,6 +153,16 @@ def _summary_onnx(group: str, info: dict) -> tuple:
             f"{info['speedup_vs_naive']['fast']:.2f}x", vs_peer, "-")
 
 
+def _summary_guidance(group: str, info: dict) -> tuple:
+    case = f"batch {info['batch']}, {_shape(info['sample_shape'])}, w={info['guidance_scale']:g}"
+    if _fell_back(info, "fast_guided"):
+        return (f"guided sampling ({info['preset']})", case, INVALID, "-", "-", "-")
+    return (f"guided sampling ({info['preset']})", case,
+            f"{info['seconds_per_step']['fast_guided'] * 1e3:.3g} ms/step, "
+            f"{info['guidance_overhead_vs_conditional_2B']:+.1%} vs an unguided 2B step", "-",
+            f"{info['speedup_vs_best_peer']:.2f}x ({info['best_peer']})", "-")
+
+
 INVALID = "INVALID: the fast path fell back"
 
 
@@ -164,7 +178,7 @@ def _fell_back_notes(info: dict, case: str) -> list[str]:
 
 
 _SUMMARY = {"kernel": _summary_kernel, "unet_forward": _summary_unet, "training_step": _summary_training,
-            "sampling": _summary_sampling, "onnx_runtime": _summary_onnx}
+            "sampling": _summary_sampling, "guidance": _summary_guidance, "onnx_runtime": _summary_onnx}
 
 
 # ------------------------------------------------------------------------------------------------ group tables
@@ -259,6 +273,36 @@ def _training_tables(infos: list[dict]) -> list[str]:
             lines.append(f"| {info['preset']} | {info['image_size']} | {info['batch']} | {name} | {_rate(value)} | "
                          f"{f'{value / naive:.2f}x' if naive else '-'} | "
                          f"{'-' if setup is None else f'{setup:.1f}'} |")
+    return lines
+
+
+def _guidance_table(infos: list[dict]) -> list[str]:
+    """Classifier-free guidance: ms per step of every method, the guided step's cost over an unguided step of 2B."""
+    first = infos[0]
+    peers = "fp16 + torch.compile" if first.get("peer_compiled") else f"{first.get('peer_dtype', 'fp32')} eager"
+    lines = [
+        "",
+        f"Classifier-free guidance ({first['preset']}, {_shape(first['sample_shape'])}, w = "
+        f"{first['guidance_scale']:g}): ms per step, median of {first['rounds']} chains of {first['steps_timed']} "
+        "steps each (round-robin). fast_guided: FastSampler, one model call of 2B with the combination fused into "
+        "the step; fast_conditional_2B: FastSampler at batch 2B without guidance (the same model work); diffusers: "
+        f"its UNet2DModel and DDPMScheduler in its pipelines' guidance loop ({peers}), batch doubled by torch.cat "
+        "(concat) or two model calls (two_pass).",
+        "",
+        "| batch | fast_guided | fast_conditional_2B | guided over unguided 2B | diffusers_concat | diffusers_two_pass "
+        "| vs best diffusers | goals |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for info in infos:
+        ms = {name: seconds * 1e3 for name, seconds in info["seconds_per_step"].items()}
+        goals = ", ".join(f"{goal}: {'met' if ok else 'NOT met'}" for goal, ok in info["goals"].items()) or "-"
+        guided = INVALID if _fell_back(info, "fast_guided") else f"{ms['fast_guided']:.3g}"
+        lines.append(f"| {info['batch']} | {guided} | {ms['fast_conditional_2B']:.3g} | "
+                     f"{info['guidance_overhead_vs_conditional_2B']:+.1%} | {ms['diffusers_concat']:.3g} | "
+                     f"{ms['diffusers_two_pass']:.3g} | {info['speedup_vs_best_peer']:.2f}x ({info['best_peer']}) | "
+                     f"{goals} |")
+    for info in infos:
+        lines += _fell_back_notes(info, f"batch {info['batch']}")
     return lines
 
 

@@ -34,6 +34,7 @@ SUITES = {
     "unet": ("test_unet_forward.py",),
     "training": ("test_training_step.py",),
     "sampling": ("test_sampling.py",),
+    "guidance": ("test_guidance.py",),
     "onnx": ("test_onnx_runtime.py",),
 }
 QUICK_ENV = "DDPM_FAST_BENCH_QUICK"  # read by benchmarks/timing.py: real timings, fewer sizes and rounds
