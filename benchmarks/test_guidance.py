@@ -12,7 +12,7 @@ Methods (per batch size B, one class-conditional model, the same weights everywh
 The diffusers loops run fp16 under torch.compile on a GPU (its usual recipe), fp32 eager on a CPU.
 
 GPU: ddpm-cifar10 with a class embedding (10 classes + the null class) at 32×32, batch 16 and 128, 50 steps timed.
-CPU: the tiny preset at 32×32 with the same embedding, batch 1 and 4 (quick mode: batch 1), 10 steps.
+CPU: the tiny preset at 32×32 with the same embedding, batch 1 and 4 (quick mode: batch 1), 20 steps.
 Smoke mode (CI): tiny at 16×16, batch 1, 2 steps, whole-model runs on the torch references.
 Every method runs the same respaced chain length after a warm-up; figures are seconds per step (median over rounds,
 round-robin so a busy patch of a shared CPU hits every method alike) and images/s of a 1000-step chain.
@@ -35,8 +35,8 @@ T_FULL = 1000
 NUM_CLASSES = 10  # + the null class
 GUIDANCE_SCALE = 3.0
 GPU_BATCHES, CPU_BATCHES, QUICK_CPU_BATCHES = [16, 128], [1, 4], [1]
-GPU_STEPS, CPU_STEPS, SMOKE_STEPS = 50, 10, 2
-GPU_ROUNDS, CPU_ROUNDS, QUICK_ROUNDS = 5, 5, 3
+GPU_STEPS, CPU_STEPS, SMOKE_STEPS = 50, 20, 2
+GPU_ROUNDS, CPU_ROUNDS, QUICK_ROUNDS = 5, 11, 3
 GPU_GOAL_OVERHEAD = 0.05  # fast_guided over fast_conditional_2B, per step
 
 
