@@ -170,10 +170,12 @@ def test_guidance(benchmark, device, smoke, quick, shape):
         "speedup_vs_best_peer": per_step[best_peer] / per_step["fast_guided"],
         "speedup_vs_two_pass": per_step["diffusers_two_pass"] / per_step["fast_guided"],
         "peer_dtype": dtype_name(peer_dtype), "peer_compiled": on_gpu,
-        "fast_options": {"dtype": str(guided_sampler.dtype).replace("torch.", ""),
-                         "compiled": guided_sampler.last_report.compiled,
-                         "cuda_graphs": guided_sampler.last_report.cuda_graphs,
-                         "compile_decision": guided_sampler.last_report.compile_decision},
+        "fast_options": {name: {"dtype": str(sampler.dtype).replace("torch.", ""),
+                                "channels_last": sampler.channels_last, "compiled": sampler.last_report.compiled,
+                                "cuda_graphs": sampler.last_report.cuda_graphs,
+                                "compile_decision": sampler.last_report.compile_decision}
+                         for name, sampler in (("fast_guided", guided_sampler),
+                                               ("fast_conditional_2B", conditional_sampler))},
         "fell_back": fallbacks, "goals": goals,
         "load_average": {"before": load_before, "after": os.getloadavg()},
     })

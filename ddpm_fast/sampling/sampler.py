@@ -469,8 +469,8 @@ class FastSampler:
         return runner
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
-        if self._layout_pending:
-            self._settle_layout(batch_size)
+        if self._layout_pending:  # timed at the batch the model sees: 2B when guided
+            self._settle_layout(2 * batch_size if options.conditioning == "guided" else batch_size)
         # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
         # in-kernel, where inductor fuses it.
         prefetch = (self.device.type == "cpu" and options.noise == "philox"
