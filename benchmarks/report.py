@@ -520,7 +520,7 @@ README_INTRO = """\
 pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime
 ddpm-fast bench --quick                           # every group at its smallest sizes: minutes on 2 CPU cores
 ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
-                                                  # sampling, onnx (default all)
+                                                  # sampling, guidance, onnx (default all)
 ddpm-fast bench --quick --threads 1               # a CPU shared with other jobs: torch's 2 threads stall there
 ```
 
@@ -541,6 +541,8 @@ case times our path beside its peers in the same process, after checking the fas
 - **training**: one training step — naive fp32 eager, compiled, diffusers bf16 + compile, ours.
 - **sampling**: whole DDPM chains — the seed's loop, diffusers' DDPMPipeline (fp32; fp16 + compile), FastSampler;
   on a CPU also FastSampler eager beside the seed's loop on diffusers' UNet2DModel (the eager path on a foreign model).
+- **guidance**: a classifier-free-guided chain (one model call of 2B, the combination fused into the step) beside
+  FastSampler's unguided chain of 2B and diffusers' guidance loops (batch doubled by `torch.cat`, or two passes).
 - **onnx**: OnnxSampler on ONNX Runtime (CPU; CUDA fp16/fp32, CUDA graph, contrib ops on a GPU) vs PyTorch.
 
 Ceilings are measured in the same run: the device-to-device copy rate (GB/s) and the dense bf16 matmul rate
@@ -553,8 +555,8 @@ runs one call of the device plan (`benchmarks/device_plan.py`: call 1 the gpu te
 other groups, each within ~9 minutes); `ddpm-fast bench --merge part1/ part2/ --out DIR` joins the calls into one
 set. A FastSampler row whose compile or CUDA graphs fell back is marked INVALID, never reported as ours.
 Committed result sets live in `benchmarks/results/<device>-<date>[-…]/`, as the runs wrote them, never edited by
-hand. This section is generated from the latest of them (`python benchmarks/report.py --readme benchmarks/results
---write README.md`; a test checks it matches).
+hand. This section is generated from them (`python benchmarks/report.py --readme benchmarks/results --write
+README.md`; a test checks it matches): the latest GPU set, or, while there is none, each group's latest CPU set.
 """
 
 CPU_CAVEAT = (
@@ -585,23 +587,40 @@ def is_gpu(results: dict) -> bool:
 
 def readme_section(root: pathlib.Path) -> str:
     """The README's Benchmarks section: how to run the suite, then the summary of the latest GPU result set; with no
-    GPU set, says so and shows the latest CPU set, labelled as CPU figures."""
+    GPU set, says so and shows, for each group, the latest CPU set that measured it, labelled as CPU figures."""
     sets = result_sets(root)
     gpu = [item for item in sets if is_gpu(item[1])]
     lines = [README_HEADING, "", README_INTRO.rstrip("\n"), ""]
     if gpu:
         folder, results = gpu[-1]
         lines += [_wrap(f"Latest GPU result set: **{_device(results)}**, {_where(root, folder, results)}."), ""]
+        rows = summary_rows(results)
     elif sets:
-        folder, results = sets[-1]
+        latest = latest_set_per_kind(sets)
+        used = list(dict.fromkeys(id(results) for _, (_, results) in latest.items()))
+        described = []
+        for folder, results in (item for item in sets if id(item[1]) in used):
+            kinds = ", ".join(kind for kind, (_, chosen) in latest.items() if chosen is results)
+            described.append(f"{_where(root, folder, results)} for {kinds}")
         lines += [_wrap("**No GPU result set has been committed yet**, so this README quotes no GPU figure. The latest "
-                        f"result set is a CPU one: **{_device(results)}**, {_where(root, folder, results)}. "
+                        f"CPU result sets ({_device(sets[-1][1])}) are, per group: {'; '.join(described)}. "
                         f"{CPU_CAVEAT}"), ""]
+        rows = [row for kind, (_, results) in latest.items()
+                for row in summary_rows({"benchmarks": [bench for bench in results.get("benchmarks", [])
+                                                         if kind_of(bench) == kind]})]
     else:
         return "\n".join(lines + ["No result set has been committed yet."]) + "\n"
-    rows = summary_rows(results)
     lines += summary_table(rows) if rows else ["(this set holds no case the summary covers)"]
     return "\n".join(lines) + "\n"
+
+
+def latest_set_per_kind(sets: list[tuple[pathlib.Path, dict]]) -> dict[str, tuple[pathlib.Path, dict]]:
+    """{kind: (folder, results)} of the newest set (sets are oldest first) holding each kind, in KIND_ORDER."""
+    latest = {}
+    for folder, results in sets:
+        for kind in by_kind(results):
+            latest[kind] = (folder, results)
+    return {kind: latest[kind] for kind in KIND_ORDER if kind in latest}
 
 
 def _wrap(paragraph: str) -> str:

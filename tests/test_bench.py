@@ -426,17 +426,19 @@ def test_readme_benchmarks_section_is_generated_from_the_committed_results():
         "--write README.md")
 
 
-def test_readme_section_without_a_gpu_set_says_so_and_labels_the_cpu_set(tmp_path):
+def test_readme_section_without_a_gpu_set_says_so_and_shows_each_groups_latest_cpu_set(tmp_path):
     root = tmp_path / "results"
-    write_set(root / "cpu-old", results_json([kernel_info()], when="2026-11-20T00:00:00+00:00"))
+    write_set(root / "cpu-old", results_json([kernel_info(), unet_info(4)], when="2026-11-20T00:00:00+00:00"))
     write_set(root / "cpu-new", results_json([unet_info(1)], when="2026-11-21T00:00:00+00:00"))
     section = report.readme_section(root)
     assert section.startswith("## Benchmarks\n")
     words = " ".join(section.split())  # the paragraphs are wrapped
     assert "**No GPU result set has been committed yet**" in words
-    assert f"CPU one: **CPU: Test CPU, 2 threads**, `{tmp_path.name}/results/cpu-new/` (quick mode" in words
+    assert f"`{tmp_path.name}/results/cpu-old/` (quick mode" in words and "for kernel;" in words
+    assert f"`{tmp_path.name}/results/cpu-new/` (quick mode" in words and "for unet_forward." in words
     assert "These are CPU figures, not GPU figures" in words
-    assert "U-Net forward (tiny)" in section and "group 0" not in section
+    assert "U-Net forward (tiny)" in section and "group 0" in section  # the kernel rows of the older set
+    assert "batch 1, 3x32x32" in section and "batch 4, 3x32x32" not in section  # its U-Net rows: the newer set's
 
 
 def test_readme_section_shows_the_latest_gpu_set_and_names_its_device(tmp_path):
