@@ -178,7 +178,7 @@ class DiffusionSetup:
     def with_given(self, given: Mapping[str, Any], *, source: str, override: bool = False) -> "DiffusionSetup":
         """This record with the caller's settings applied: `given` maps GIVEN_NAMES to a value, or None (not given).
         A given value equal to the stored one is fine; a different one raises SetupConflict naming both, unless
-        `override`, which replaces it. "schedule" is a NoiseSchedule, compared β by β."""
+        `override`, which replaces it; where the record stores None (no null class known), the given value is taken. "schedule" is a NoiseSchedule, compared β by β."""
         changes = {}
         for name, value in given.items():
             if name not in GIVEN_NAMES:
@@ -195,6 +195,8 @@ class DiffusionSetup:
                         stored_text += f", β {self.betas[0]:.4g} … {self.betas[-1]:.4g}"
                     raise SetupConflict("schedule", given_text, stored_text, source)
                 changes.update(betas=tuple(value.betas.tolist()), schedule_name=value.name)
+            elif getattr(self, name) is None:  # nothing stored (a null class of a diffusers folder): the given one
+                changes[name] = value
             elif value != getattr(self, name):
                 if not override:
                     raise SetupConflict(name, value, getattr(self, name), source)

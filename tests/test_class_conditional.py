@@ -449,3 +449,82 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="pip install tensorboard"):
         Trainer(small_config(tensorboard=True), tmp_path / "run", dataset=ShapesDataset(32, 16), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ compiled, graphed
+
+
+class ConditionalConv(torch.nn.Module):
+    """A cheap class-conditional ε(x, t, class_labels)."""
+
+    def __init__(self, classes=4, width=8):
+        super().__init__()
+        self.inp = torch.nn.Conv2d(3, width, 3, padding=1)
+        self.out = torch.nn.Conv2d(width, 3, 3, padding=1)
+        self.time = torch.nn.Embedding(64, width)
+        self.label = torch.nn.Embedding(classes, width)
+
+    def forward(self, x, t, class_labels):
+        return self.out(torch.tanh(self.inp(x) + (self.time(t) + self.label(class_labels))[:, :, None, None]))
+
+
+def test_the_compiled_guided_step_equals_the_eager_one():
+    model = ConditionalConv().eval()
+    schedule = df.NoiseSchedule.linear(6)
+    common = dict(dtype=torch.float32, null_class_label=3)
+    eager = df.FastSampler(model, schedule, (3, 6, 6), compile=False, **common)
+    compiled = df.FastSampler(model, schedule, (3, 6, 6), compile=True, **common)
+    for w in (2.0, -1.5):  # the scale is a buffer: one compiled step serves both
+        torch.testing.assert_close(compiled.sample(2, seed=1, class_labels=[0, 2], guidance_scale=w),
+                                   eager.sample(2, seed=1, class_labels=[0, 2], guidance_scale=w),
+                                   rtol=1e-5, atol=1e-5)
+        assert compiled.last_report.compiled and not compiled.last_report.fell_back
+    assert len(compiled._runners) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method,steps", [("ddpm", None), ("ddpm", 7), ("ddim", 7)])
+def test_guided_cuda_graphs_equal_the_eager_loop_for_any_scale_and_labels(method, steps):
+    model = ConditionalConv().cuda()
+    schedule = df.NoiseSchedule.linear(40)
+    common = dict(dtype=torch.float32, compile=False, null_class_label=3)
+    eager = df.FastSampler(model, schedule, (3, 16, 16), cuda_graphs=False, **common)
+    graphed = df.FastSampler(model, schedule, (3, 16, 16), cuda_graphs=True, steps_per_graph=4, **common)
+    for labels, w in (([0, 1, 2], 3.0), ([2, 2, 0], 0.5)):
+        call = dict(seed=1, method=method, num_inference_steps=steps, class_labels=labels, guidance_scale=w)
+        torch.testing.assert_close(graphed.sample(3, **call), eager.sample(3, **call), rtol=1e-5, atol=1e-5)
+        assert graphed.last_report.cuda_graphs
+    assert len(graphed._runners) == 1  # one captured set served both scales and label sets
+
+
+@pytest.mark.gpu
+def test_the_guided_graphed_loop_never_syncs_with_the_host():
+    sampler = df.FastSampler(ConditionalConv().cuda(), df.NoiseSchedule.linear(50), (3, 16, 16), compile=False,
+                             null_class_label=3)
+    sampler.sample(4, seed=0, class_labels=[0, 1, 2, 0], guidance_scale=2.0)  # warm-up and capture
+    runner = next(iter(sampler._runners.values()))
+    runner.state.step_index.zero_()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        runner.run(50, None, sampler.device, None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(runner.state.x).all()
+
+
+def test_a_diffusers_folder_keeps_the_classes_and_takes_the_null_class_as_an_argument(tmp_path):
+    pytest.importorskip("diffusers")
+    model = conditional_unet(seed=6)
+    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(10), num_class_embeds=4, null_class_label=3,
+                                            sample_shape=(3, 8, 8))
+    model.save(tmp_path / "unet", setup=setup)
+    df.save_diffusers_pipeline(tmp_path / "unet", tmp_path / "pipeline")
+    original = df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False)
+    read_back = df.FastSampler.from_pretrained(tmp_path / "pipeline", device="cpu", compile=False)
+    assert read_back.num_class_embeds == 4 and read_back.null_class_label is None
+    with pytest.raises(ValueError, match="null class"):
+        read_back.sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0)
+    given = df.FastSampler.from_pretrained(tmp_path / "pipeline", device="cpu", compile=False, null_class_label=3)
+    torch.testing.assert_close(given.sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0),
+                               original.sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0))

@@ -50,14 +50,21 @@ SCRIPT = textwrap.dedent('''
             build(q_sample_kernel, dict(x0_ptr="*bf16", noise_ptr="*fp32", x_t_ptr="*bf16", eps_out_ptr="*fp32",
                   t_ptr="*i64", sqrt_ac_ptr="*fp32", sqrt_1m_ac_ptr="*fp32", seed_ptr="*i64"),
                   dict(NOISE_FROM_SEED=seeded, **tile))
-        for prediction, variance, noise, clip in itertools.product((0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True)):
+        # Unguided: every option; guided (classifier-free guidance): every prediction and variance type, with the
+        # in-kernel noise the sampler draws.
+        p_step_variants = [(*options, False) for options in
+                           itertools.product((0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True))]
+        p_step_variants += [(prediction, variance, 2, clip, True) for prediction, variance, clip in
+                            itertools.product((0, 1, 2), (0, 1, 2), (False, True))]
+        for prediction, variance, noise, clip, guided in p_step_variants:
             build(p_step_kernel, dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32",
-                  out_ptr="*fp32", t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64"),
-                  dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=noise, **tile))
-        for prediction, noise in itertools.product((0, 1, 2), (0, 1, 2)):
+                  out_ptr="*fp32", t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64", guidance_ptr="*fp32"),
+                  dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=noise, GUIDED=guided, **tile))
+        for prediction, noise, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True)):
             build(ddim_step_kernel, dict(model_ptr="*fp16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
-                  t_ptr="*i64", t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64"),
-                  dict(PREDICTION=prediction, CLIP=True, NOISE=noise, **tile))
+                  t_ptr="*i64", t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64",
+                  guidance_ptr="*fp32"),
+                  dict(PREDICTION=prediction, CLIP=True, NOISE=noise, GUIDED=guided, **tile))
         build(philox_normal_kernel, dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64"), dict(STREAM=2, **tile))
     # GroupNorm: every flag combination in bf16 (fp32 statistics), both plans, and float64 (gradcheck) variants.
     for element, acc, acc_ptr in (("*bf16", tl.float32, "*fp32"), ("*fp64", tl.float64, "*fp64")):
@@ -87,7 +94,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "built 219" in result.stdout
+    assert "built 273" in result.stdout
 
 
 def test_no_kernel_spills_at_the_launch_configurations_of_real_models():

@@ -469,8 +469,9 @@ class FastSampler:
         return runner
 
     def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
-        if self._layout_pending:  # timed at the batch the model sees: 2B when guided
-            self._settle_layout(2 * batch_size if options.conditioning == "guided" else batch_size)
+        if self._layout_pending:  # timed on the calls the steps make: 2B when guided, with labels when conditional
+            self._settle_layout(2 * batch_size if options.conditioning == "guided" else batch_size,
+                                options.conditioning != "none")
         # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
         # in-kernel, where inductor fuses it.
         prefetch = (self.device.type == "cpu" and options.noise == "philox"
@@ -487,14 +488,14 @@ class FastSampler:
             runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
         return runner
 
-    def _settle_layout(self, batch_size: int) -> None:
+    def _settle_layout(self, batch_size: int, class_conditional: bool = False) -> None:
         """Keep the faster memory layout for this model on a CPU: after one warm-up call in each, the fastest of
         LAYOUT_ROUNDS calls in each, interleaved (so a machine growing busier favours neither). NHWC must win by
         LAYOUT_MARGIN: NCHW is what the model's own loop runs, and a near tie is noise."""
         self._layout_pending = False
         x = torch.zeros(batch_size, *self.sample_shape, device=self.device)
         t = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-        labels = t if self.num_class_embeds is not None else None  # class 0 for a class-conditional model
+        labels = t if class_conditional else None  # class 0
         seconds: dict[bool, list[float]] = {True: [], False: []}
         for round_index in range(1 + LAYOUT_ROUNDS):
             for channels_last in (True, False):
