@@ -8,6 +8,7 @@ sync-needing range check is skipped; the kernels clamp t, so nothing can be read
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -155,16 +156,20 @@ def _check_model_output(model_output: torch.Tensor, x_t: torch.Tensor, learned_v
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}; expected {expected} ({what})")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_guidance_scale(guidance_scale: object) -> Optional[float]:
     """None, or classifier-free guidance's w as a finite float (any sign: w = 0 is the unconditional model, w = 1
     the conditional one, w > 1 guides past it)."""
     if guidance_scale is None:
         return None
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
         raise TypeError(f"guidance_scale must be a number or None, got {type(guidance_scale).__name__}")
-    if not math.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
-    return float(guidance_scale)
+    value = float(guidance_scale)
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:  # the kernels read w as float32
+        raise ValueError(f"guidance_scale must be finite in float32 (|w| <= {FLOAT32_MAX:.4g}), got {guidance_scale}")
+    return value
 
 
 def _guided_halves(model_output: torch.Tensor, x_t: torch.Tensor, guidance_scale: object):

@@ -82,6 +82,7 @@ def export_onnx(
     setup: Optional[DiffusionSetup] = None,
     weights: Optional[str] = None,
     override_setup: bool = False,
+    null_class_label: Optional[int] = None,
 ) -> pathlib.Path:
     """Write `model` as ONNX to `path`; returns the path. `model` is our UNet (or any nn.Module), a diffusers
     UNet2DModel, or any source ddpm_fast.models.pretrained.load_pretrained reads: a training run folder (its last
@@ -109,7 +110,8 @@ def export_onnx(
         here is a SetupConflict (ValueError naming both) unless override_setup=True. With nothing stored, a given
         value is used, and the rest default to "epsilon", "fixed_small", False, 1.0, "linspace", 0, True (for a
         folder, a UserWarning says so). timestep_spacing, steps_offset and set_alpha_to_one tell OnnxSampler how a
-        shorter chain picks its timesteps and where DDIM ends.
+        shorter chain picks its timesteps and where DDIM ends. null_class_label: the null class of a
+        class-conditional model, checked against the stored one like the rest (a diffusers folder stores none).
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -132,8 +134,8 @@ def export_onnx(
         raise TypeError(f"setup must be a ddpm_fast.DiffusionSetup, got {type(setup).__name__}")
     if not isinstance(override_setup, bool):
         raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
-    unet, setup = _model_and_setup(model, setup, {"schedule": schedule, **given, **chain_given}, weights,
-                                   override_setup)
+    unet, setup = _model_and_setup(model, setup, {"schedule": schedule, **given, **chain_given,
+                                                  "null_class_label": null_class_label}, weights, override_setup)
     chosen = setup.sampler_options() if setup is not None else {
         name: value for name, value in {**given, **chain_given}.items() if value is not None}
     options = {**DEFAULT_OPTIONS, **CHAIN_OPTIONS, **chosen}

@@ -29,6 +29,7 @@ from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
+from ddpm_fast.diffusion_setup import check_null_class_label
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
@@ -49,11 +50,14 @@ class OnnxSampler:
         else the CPU provider.
     cuda_graph: let the CUDA provider capture and replay the graph (static shapes: one batch size per sampler).
     session_options: an onnxruntime.SessionOptions (threads, optimisation level, ...).
+    null_class_label: the null class of a class-conditional model whose file stores none (one exported from a
+        diffusers folder), so a model graph can run classifier-free guidance; a value contradicting the stored one
+        is a ValueError. A step graph guides only if it was exported with the null class (its guidance_scale input).
     """
 
     def __init__(self, path: Union[str, os.PathLike], schedule: Optional[NoiseSchedule] = None,
                  providers: Optional[Sequence] = None, *, cuda_graph: bool = False, device_id: int = 0,
-                 session_options=None):
+                 session_options=None, null_class_label: Optional[int] = None):
         import onnxruntime as ort
 
         path = pathlib.Path(path)
@@ -119,6 +123,12 @@ class OnnxSampler:
         setup = self.metadata.get("setup") or {}
         self.num_class_embeds = setup.get("num_class_embeds") if "class_labels" in self.inputs else None
         self.null_class_label = setup.get("null_class_label") if "class_labels" in self.inputs else None
+        if null_class_label is not None:
+            if self.null_class_label is not None and null_class_label != self.null_class_label:
+                raise ValueError(f"null_class_label={null_class_label} contradicts the {self.null_class_label} "
+                                 f"stored in {path}")
+            check_null_class_label(null_class_label, self.num_class_embeds)
+            self.null_class_label = null_class_label
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     @staticmethod
@@ -180,6 +190,10 @@ class OnnxSampler:
             raise ValueError(f"timestep must lie in [0, {total}), got values in [{low}, {high}]")
         if "prev_timestep" in inputs and bool(((inputs["prev_timestep"] < -1) | (inputs["prev_timestep"] >= t)).any()):
             raise ValueError("prev_timestep must lie in [-1, timestep) for every sample (-1 ends the chain)")
+        if "class_labels" in inputs and self.num_class_embeds is not None:
+            low, high = (int(v) for v in inputs["class_labels"].aminmax())
+            if low < 0 or high >= self.num_class_embeds:
+                raise ValueError(f"class_labels must lie in [0, {self.num_class_embeds}), got values in [{low}, {high}]")
 
     def _check_spatial(self, spatial: tuple[int, int]) -> None:
         factor = self.metadata.get("spatial_factor") or 1
@@ -285,6 +299,9 @@ class OnnxSampler:
                                         "class_labels" not in self.inputs)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
                   if conditioning != "none" else None)
+        if conditioning == "guided" and self.graph != "model" and "guidance_scale" not in self.inputs:
+            raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "
+                             "guide: export it with null_class_label= (--null-class-label), or export a model graph")
         method, eta = self._method(method, eta, num_inference_steps)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
                           self.set_alpha_to_one)

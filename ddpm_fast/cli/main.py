@@ -96,6 +96,10 @@ def _add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="σ_t of the DDPM step (default: the stored one, else fixed_small)")
     parser.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=None,
                         help="clamp the predicted x0 to [-1, 1] (default: the stored setting, else off)")
+    parser.add_argument("--null-class-label", type=arguments.non_negative_int, default=None, metavar="K",
+                        help="the class label meaning 'no class' to a class-conditional model, for classifier-free "
+                             "guidance (default: the stored one; a --class-conditional run stores it, a diffusers "
+                             "folder cannot)")
 
 
 def _add_sample_parser(commands) -> None:
@@ -146,7 +150,10 @@ def _add_export_parser(commands) -> None:
                     "--static-spatial, dynamic H and W in multiples of the U-Net's downsampling factor). --graph "
                     "model: inputs sample [B, C, H, W] and timestep [B] int64, output model_output. ddpm_step: "
                     "inputs sample (x_t), timestep, noise (float32), output prev_sample (x_{t-1}), the schedule "
-                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). The source's stored setup "
+                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). A class-conditional "
+                    "model's graphs also take class_labels [B] int64, and its step graphs, when the setup names the "
+                    "null class (a --class-conditional run), guidance_scale [1] float32 (classifier-free guidance: "
+                    "one model call of 2B inside the graph; 1 is the conditional model). The source's stored setup "
                     "(β, prediction type, clipping, spacing, ...) is baked in and travels in the file's metadata, "
                     "so OnnxSampler samples what `ddpm-fast sample` samples from the same source.")
     _add_source_arguments(export, "a DDPMPipeline folder (unet/ + scheduler/: its scheduler config is the setup), a "
@@ -255,7 +262,7 @@ def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 # Each setup setting's flag, for errors that name what the user typed.
 SETUP_FLAGS = {"schedule": "--schedule/--train-timesteps", "prediction_type": "--prediction-type",
-               "variance_type": "--variance-type"}
+               "variance_type": "--variance-type", "null_class_label": "--null-class-label"}
 
 
 def _error_text(error: Exception) -> str:
@@ -298,7 +305,7 @@ def _load_source(args: argparse.Namespace):
         total = args.train_timesteps or (stored.num_train_timesteps if stored is not None else 1000)
         schedule = getattr(NoiseSchedule, args.schedule or "linear")(total)
     given = {"schedule": schedule, "prediction_type": args.prediction_type, "variance_type": args.variance_type,
-             "clip_sample": args.clip_sample}
+             "clip_sample": args.clip_sample, "null_class_label": args.null_class_label}
     return pretrained.model, resolve_setup(pretrained, given, override=args.override_setup)
 
 

@@ -64,10 +64,12 @@ def add_train_parser(commands) -> None:
     train.add_argument("--class-conditional", action="store_true",
                        help="train on the dataset's classes (shapes: the kind of the top shape; CIFAR-10: its ten "
                             "classes; an image folder: one sub-folder per class) for classifier-free guidance; the "
-                            "model gets one more class, the null class, which `sample --guidance-scale` uses")
-    train.add_argument("--cond-drop-prob", type=arguments.probability, default=defaults.cond_drop_prob,
+                            "model gets one more class, the null class (trained when --cond-drop-prob > 0), which "
+                            "`sample --guidance-scale` uses")
+    train.add_argument("--cond-drop-prob", type=arguments.probability, default=None,
                        help="with --class-conditional: how often a label is replaced by the null class, so one model "
-                            "learns the conditional and the unconditional score")
+                            f"learns the conditional and the unconditional score (default {defaults.cond_drop_prob}; "
+                            "0 trains a conditional model with no null class, which guidance cannot use)")
     train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
@@ -98,7 +100,8 @@ def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
         image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, variance_type=args.variance_type, vlb_weight=args.vlb_weight,
-        class_conditional=args.class_conditional, cond_drop_prob=args.cond_drop_prob, tensorboard=args.tensorboard,
+        class_conditional=args.class_conditional, tensorboard=args.tensorboard,
+        cond_drop_prob=args.cond_drop_prob if args.cond_drop_prob is not None else TrainingConfig.cond_drop_prob,
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         grad_clip=None if args.no_grad_clip else args.grad_clip, ema_decay=args.ema_decay,
@@ -113,6 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.trainer import Trainer
 
     try:
+        if args.cond_drop_prob is not None and not args.class_conditional:
+            raise ValueError("--cond-drop-prob applies to --class-conditional training only")
         config = config_from_arguments(args)
     except (TypeError, ValueError) as error:
         print(f"ddpm-fast train: error: {error}", file=sys.stderr)
@@ -141,6 +146,11 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"training {config.model} U-Net ({trainer.model.num_parameters():,} parameters) on "
                   f"{_describe(trainer.dataset)}, {world_size} process(es) on {device}, global batch "
                   f"{config.batch_size}" + (f", resumed from {resumed}" if resumed else ""), flush=True)
+            if trainer.class_names is not None:
+                names = ", ".join(f"{i} {name}" for i, name in enumerate(trainer.class_names))
+                null = (f"; null class {trainer.null_class_label} (labels dropped with probability "
+                        f"{config.cond_drop_prob})" if trainer.null_class_label is not None else "; no null class")
+                print(f"class-conditional: {len(trainer.class_names)} classes ({names}){null}", flush=True)
         try:
             summary = trainer.train()
         except (ValueError, OSError) as error:  # e.g. an image the data folder holds but Pillow cannot read

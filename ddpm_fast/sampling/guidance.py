@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ..diffusion import check_guidance_scale
@@ -20,6 +21,10 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
     unconditional, or a model that does not say; says_unconditional: its config says it has no class embedding).
     guidance_scale None or 1 is plain conditional sampling: w = 1 is the conditional model itself."""
     guidance_scale = check_guidance_scale(guidance_scale)
+    if says_unconditional and (class_labels is not None or guidance_scale is not None):
+        what = "class_labels given" if class_labels is not None else "guidance_scale given"
+        raise ValueError(f"{what}, but this model has no class embedding (num_class_embeds is None): class labels "
+                         "and classifier-free guidance need a class-conditional model")
     if class_labels is None:
         if num_class_embeds is not None:
             null = ("" if null_class_label is None else
@@ -29,13 +34,13 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
         if guidance_scale is not None:
             raise ValueError("guidance_scale needs class_labels (classifier-free guidance steers towards them)")
         return "none"
-    if says_unconditional:
-        raise ValueError("class_labels given, but this model has no class embedding (num_class_embeds is None)")
     if guidance_scale is None or guidance_scale == 1.0:
         return "labels"
     if null_class_label is None:
         raise ValueError("guidance_scale needs the model's null class (null_class_label): a model trained by ddpm_fast "
-                         "with class_conditional=True stores it in its setup; for another model, give it")
+                         "with class_conditional=True and cond_drop_prob > 0 stores it in its setup; for another "
+                         "model, give it (null_class_label= to FastSampler, from_pretrained or export_onnx; "
+                         "--null-class-label on the command line)")
     return "guided"
 
 
@@ -43,15 +48,18 @@ def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optiona
                    device: torch.device) -> torch.Tensor:
     """class_labels (an int for every sample, a sequence of ints, or an integer tensor [B]) as int64 [batch_size] on
     `device`, each checked to lie in [0, num_class_embeds) when that is known (one host check, before the loop)."""
-    kinds = "an int, a sequence of ints or an integer tensor"
-    if isinstance(class_labels, bool):
+    kinds = "an int, a sequence of ints or an integer tensor or array"
+    if isinstance(class_labels, (bool, np.bool_)):
         raise TypeError(f"class_labels must be {kinds}, got bool")
-    if isinstance(class_labels, int):
-        class_labels = [class_labels] * batch_size
+    if isinstance(class_labels, (int, np.integer)):
+        class_labels = [int(class_labels)] * batch_size
     if isinstance(class_labels, (list, tuple)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in class_labels):
-            raise TypeError(f"class_labels must be {kinds}")
-        class_labels = torch.tensor(class_labels, dtype=torch.int64)
+        bad = [v for v in class_labels if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise TypeError(f"class_labels must be {kinds}, got an element of type {type(bad[0]).__name__}")
+        class_labels = torch.tensor([int(v) for v in class_labels], dtype=torch.int64)
+    if isinstance(class_labels, np.ndarray):
+        class_labels = torch.from_numpy(class_labels)
     if not isinstance(class_labels, torch.Tensor):
         raise TypeError(f"class_labels must be {kinds}, got {type(class_labels).__name__}")
     if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:

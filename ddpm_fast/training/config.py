@@ -123,6 +123,8 @@ class TrainingConfig:
         if isinstance(self.cond_drop_prob, bool) or not isinstance(self.cond_drop_prob, (int, float)) or not (
                 0 <= self.cond_drop_prob < 1):
             raise ValueError(f"cond_drop_prob must be a number in [0, 1), got {self.cond_drop_prob!r}")
+        if not self.class_conditional and self.cond_drop_prob != TrainingConfig.cond_drop_prob:
+            raise ValueError("cond_drop_prob applies to class_conditional=True training only")
         for name in ("ema_warmup", "skip_unreadable_images", "class_conditional", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")

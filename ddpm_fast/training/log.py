@@ -31,14 +31,15 @@ def check_tensorboard() -> None:
 class TensorBoardLog:
     """TensorBoard events in run_dir/tensorboard: the log records' scalars as train/<name>, and image grids.
 
-    A resumed run opens the writer with purge_step = its start, so TensorBoard drops the events a killed run wrote
-    after its checkpoint, as JsonlLog.truncate_after drops its records.
+    A resumed run opens the writer with purge_step = its start + 1, so TensorBoard drops the events a killed run
+    wrote after its checkpoint (and keeps the checkpoint step's own), as JsonlLog.truncate_after drops its records.
     """
 
     def __init__(self, run_dir: PathLike, start_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(pathlib.Path(run_dir) / TENSORBOARD_DIR), purge_step=start_step)
+        self.writer = SummaryWriter(log_dir=str(pathlib.Path(run_dir) / TENSORBOARD_DIR),
+                                    purge_step=start_step + 1 if start_step else None)
 
     def write(self, record: dict[str, Any]) -> None:
         for name in TENSORBOARD_SCALARS:

@@ -135,7 +135,7 @@ class Trainer:
             out_channels = 2 * channels if config.variance_type == "learned_range" else channels
             shape = {"sample_size": config.image_size, "in_channels": channels, "out_channels": out_channels}
             if self.class_names is not None:  # one embedding per class, and the null class last
-                shape["num_class_embeds"] = len(self.class_names) + 1
+                shape["num_class_embeds"] = len(self.class_names) + (self.null_class_label is not None)
             self.model = UNet.from_preset(config.model, **{**shape, **config.model_overrides})
         self.model.config.check_spatial(config.image_size, config.image_size, "image_size")  # before any file is made
         self.model = self.model.to(self.device, memory_format=memory_format)
@@ -237,8 +237,9 @@ class Trainer:
 
     @property
     def null_class_label(self) -> Optional[int]:
-        """The class label of "no class" (the last embedding) of a class-conditional run, else None."""
-        return len(self.class_names) if self.class_names is not None else None
+        """The class label of "no class" (the last embedding) of a class-conditional run with label dropout, else None
+        (cond_drop_prob = 0 trains no null class)."""
+        return len(self.class_names) if self.class_names is not None and self.config.cond_drop_prob > 0 else None
 
     def train_step(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """One optimisation step on this rank's part of the global batch of step self.step (float [B, C, H, W] in
@@ -253,10 +254,12 @@ class Trainer:
         t_global, flip_global = step_draws(config.seed, self.step, config.batch_size, config.num_train_timesteps)
         part = rank_slice(config.batch_size, self.rank, self.world_size)
         network = self.network
-        if labels is not None:
+        if labels is not None and self.null_class_label is not None:
             # classifier-free guidance training: each label becomes the null class with cond_drop_prob
             drop = label_drops(config.seed, self.step, config.batch_size, config.cond_drop_prob)[part]
-            labels = torch.where(drop, self.null_class_label, labels).to(self.device, non_blocking=True)
+            labels = torch.where(drop, self.null_class_label, labels)
+        if labels is not None:
+            labels = labels.to(self.device, non_blocking=True)
             network = functools.partial(self.network, class_labels=labels)
         x0 = flip_horizontally(batch, flip_global[part])
         x0 = x0.to(self.device, non_blocking=True).contiguous(memory_format=self._memory_format)
