@@ -364,6 +364,8 @@ class OnnxSampler:
                                  "None (export a model graph to sample respaced chains)")
             method = fixed
         method = method or "ddpm"
+        if method not in ("ddpm", "ddim"):  # DPM-Solver++ runs in FastSampler; OnnxSampler has not got it yet
+            raise ValueError(f"method must be 'ddpm' or 'ddim' for OnnxSampler, got {method!r}")
         eta = float(self.metadata["eta"] if self.graph == "ddim_step" else (eta or 0.0))
         if method == "ddpm" and eta:
             raise ValueError("eta applies to method='ddim' only")

@@ -23,6 +23,8 @@ _MODULE_OF = {
     "q_sample_philox_op": "q_sample",
     "q_sample_reference": "q_sample",
     "ddim_step_op": "reverse_step",
+    "dpm_solver_step_op": "dpm_solver",
+    "dpm_solver_step_reference": "dpm_solver",
     "ddim_step_reference": "reverse_step",
     "p_step_op": "reverse_step",
     "p_step_reference": "reverse_step",

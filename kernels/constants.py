@@ -27,6 +27,11 @@ COEFFICIENT_ROWS = (
 )
 ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 
+# Rows of the DPM-Solver++ step's per-step table (ddpm_fast/sampling/dpm_solver.py computes them): the data
+# prediction's α_s and σ_s, then the coefficients of x_t, x0, the previous step's x0 and z.
+SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef")
+SOLVER_ROW_INDEX = {name: i for i, name in enumerate(SOLVER_ROWS)}
+
 # Philox streams keep the noise of different uses independent under the same seed.
 STREAM_Q_SAMPLE = 0  # training noise ε of q-sample
 STREAM_REVERSE_STEP = 1  # the z of a DDPM / DDIM reverse step (step = the sample's timestep t)

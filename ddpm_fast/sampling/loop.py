@@ -17,6 +17,7 @@ import torch
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.constants import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
 from ..kernels.philox import philox_normal_reference
+from .dpm_solver import DPM_METHODS
 from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # (x_t, t, class_labels)
@@ -26,7 +27,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.
 class StepOptions:
     """What a step computes; everything here is baked into a captured graph (part of its cache key)."""
 
-    method: str  # "ddpm" | "ddim"
+    method: str  # "ddpm" | "ddim" | "dpm_solver++" | "sde_dpm_solver++"
     prediction_type: str
     variance_type: str
     clip_sample: bool
@@ -46,6 +47,7 @@ class ChainBuffers:
         self.kernel_steps = torch.empty_like(plan_like.kernel_steps, device=device)
         self.prev_timesteps = torch.empty_like(plan_like.prev_timesteps, device=device)
         self.table = torch.empty_like(plan_like.table, device=device)
+        self.solver_table = torch.empty_like(plan_like.solver_table, device=device)
         self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float64)  # DDIM's scalars need float64
         self.load(plan_like)
 
@@ -55,6 +57,7 @@ class ChainBuffers:
         self.kernel_steps.copy_(plan.kernel_steps)
         self.prev_timesteps.copy_(plan.prev_timesteps)
         self.table.copy_(plan.table)
+        self.solver_table.copy_(plan.solver_table)
 
 
 @dataclass
@@ -68,12 +71,13 @@ class StepState:
     # int64 [B] class labels ("labels"), or [2B]: the labels then the null class ("guided"); else None
     class_labels: Optional[torch.Tensor] = None
     guidance: Optional[torch.Tensor] = None  # float32 [1] guidance scale w ("guided"), read by the fused step
+    x0_prev: Optional[torch.Tensor] = None  # float32 [B, C, H, W], DPM-Solver++'s previous x0 estimate
 
     @classmethod
     def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str,
-                 noise_buffer: bool = False, conditioning: str = "none") -> "StepState":
+                 noise_buffer: bool = False, conditioning: str = "none", multistep: bool = False) -> "StepState":
         """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key;
-        `conditioning` adds the class labels (and the guidance scale)."""
+        `conditioning` adds the class labels (and the guidance scale); multistep the previous x0 (DPM-Solver++)."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
         labels = {"none": 0, "labels": shape[0], "guided": 2 * shape[0]}[conditioning]
         return cls(
@@ -85,6 +89,8 @@ class StepState:
             step_index=torch.zeros(1, device=device, dtype=torch.int64),
             class_labels=torch.zeros(labels, device=device, dtype=torch.int64) if labels else None,
             guidance=torch.ones(1, device=device, dtype=torch.float32) if conditioning == "guided" else None,
+            x0_prev=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
+            if multistep else None,
         )
 
 
@@ -137,12 +143,11 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     prediction = PREDICTION_TYPES[options.prediction_type]
     variance = VARIANCE_TYPES[options.variance_type]
     given = options.noise == "given"
-    # DDIM with eta = 0 adds σ·z = 0: no noise to draw (a CPU step would spend ~130 integer ops on it).
-    noiseless = options.method == "ddim" and options.eta == 0.0
+    noiseless = is_noiseless(options)
     guided = options.conditioning == "guided"
 
     def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed,
-                  class_labels=None, guidance=None):
+                  class_labels=None, guidance=None, solver_table=None, x0_prev=None):
         # The state may hold both a key and a noise buffer (a CPU runner that prefetches its Philox noise): use the
         # one these options name.
         noise, seed = (noise, None) if given else (None, seed)
@@ -162,6 +167,10 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
             return torch.ops.ddpm_fast.p_step(
                 output, kernel_steps.index_select(0, index), x, table, noise, seed, options.sample_offset,
                 prediction, variance, options.clip_sample, options.clip_sample_range, guidance)
+        if options.method in DPM_METHODS:  # (x_{t_next}, this step's x0 estimate)
+            return torch.ops.ddpm_fast.dpm_solver_step(
+                output, t, kernel_steps.index_select(0, index), x, x0_prev, solver_table, noise, seed,
+                options.sample_offset, prediction, options.clip_sample, options.clip_sample_range, guidance)
         return torch.ops.ddpm_fast.ddim_step(
             output, t, prev_timesteps.index_select(0, index), x, alphas_cumprod, noise, seed, options.sample_offset,
             prediction, options.eta, options.clip_sample, options.clip_sample_range, guidance)
@@ -202,10 +211,21 @@ class PhiloxPrefetch:
         self.state.noise.copy_(self._block[position])
 
 
+def is_noiseless(options: StepOptions) -> bool:
+    """Whether a step adds no noise at all: DDIM with eta = 0 (σ·z = 0; a CPU step would spend ~130 integer ops
+    drawing z) and the DPM-Solver++ ODE."""
+    return (options.method == "ddim" and options.eta == 0.0) or options.method == "dpm_solver++"
+
+
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
-    """One reverse step in place: x ← core(x, ...), then step_index += 1. No host sync."""
+    """One reverse step in place: x ← core(x, ...) (and DPM-Solver++'s x0_prev ← its x0), then step_index += 1.
+    No host sync."""
     x_prev = core(state.x, state.step_index, chain.model_timesteps, chain.kernel_steps, chain.prev_timesteps,
-                  chain.table, chain.alphas_cumprod, state.noise, state.seed, state.class_labels, state.guidance)
+                  chain.table, chain.alphas_cumprod, state.noise, state.seed, state.class_labels, state.guidance,
+                  chain.solver_table, state.x0_prev)
+    if isinstance(x_prev, tuple):
+        x_prev, x0 = x_prev
+        state.x0_prev.copy_(x0)
     state.x.copy_(x_prev)
     state.step_index.add_(1)
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..kernels.constants import SOLVER_ROWS
 from ..schedule import NoiseSchedule
+from .dpm_solver import DPM_METHODS, dpm_solver_table, dpm_solver_timesteps
 from .timesteps import respaced_coefficient_table, spaced_timesteps
 
-METHODS = ("ddpm", "ddim")
+METHODS = ("ddpm", "ddim") + DPM_METHODS
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,8 @@ class SamplingPlan:
 
     model_timesteps[i]: the t the model sees at step i (descending). kernel_steps[i]: the index the step kernel
     reads: DDPM, the coefficient-table column (index 0 is the chain's last step, which adds no noise); DDIM, t
-    itself. prev_timesteps[i]: DDIM's target timestep (after the last step, -1: the chain ends at ᾱ = 1; or 0, at
-    ᾱ_0, for set_alpha_to_one=False).
+    itself; DPM-Solver++, the step's column of solver_table (i). prev_timesteps[i]: DDIM's target timestep (after
+    the last step, -1: the chain ends at ᾱ = 1; or 0, at ᾱ_0, for set_alpha_to_one=False).
     """
 
     method: str
@@ -33,6 +35,7 @@ class SamplingPlan:
     kernel_steps: torch.Tensor  # int64 [T]
     prev_timesteps: torch.Tensor  # int64 [T]
     table: torch.Tensor  # float32 [rows, T], the DDPM step coefficients
+    solver_table: torch.Tensor  # float32 [len(SOLVER_ROWS), T], DPM-Solver++'s per-step scalars (zeros otherwise)
 
     @property
     def timesteps(self) -> list[int]:
@@ -47,32 +50,46 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
 
     A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
     (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
-    set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod).
+    set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod). DPM-Solver++
+    ("dpm_solver++", "sde_dpm_solver++") needs num_inference_steps and spaces it as diffusers'
+    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), ending at σ = 0.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     total = schedule.num_timesteps
-    chain = torch.from_numpy(chain_timesteps(total, num_inference_steps, timestep_spacing, steps_offset))
+    chain = torch.from_numpy(_method_chain(total, method, num_inference_steps, timestep_spacing, steps_offset))
     steps = chain.numel()
 
     table = schedule.coefficient_table("cpu")
+    solver_table = torch.zeros(len(SOLVER_ROWS), total)
     kernel_steps = chain
-    if method == "ddpm" and steps < total:
+    if method in DPM_METHODS:
+        solver_table[:, :steps] = dpm_solver_table(schedule.alphas_cumprod, chain.numpy(),
+                                                   sde=method == "sde_dpm_solver++")
+        kernel_steps = torch.arange(steps, dtype=torch.int64)
+    elif method == "ddpm" and steps < total:
         table = torch.zeros_like(table)
         table[:, :steps] = respaced_coefficient_table(schedule.alphas_cumprod, chain.flip(0).tolist())
         kernel_steps = torch.arange(steps - 1, -1, -1, dtype=torch.int64)
     prev = torch.cat([chain[1:], torch.tensor([-1 if set_alpha_to_one else 0], dtype=torch.int64)])
     return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
-                        table)
+                        table, solver_table)
 
 
 def planned_timesteps(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
                       timestep_spacing: str = "linspace", steps_offset: int = 0) -> list[int]:
     """The timesteps build_plan's chain visits, in sampling order, without building its coefficient table (what
     FastSampler.timesteps and OnnxSampler.timesteps answer)."""
+    return _method_chain(schedule.num_timesteps, method, num_inference_steps, timestep_spacing, steps_offset).tolist()
+
+
+def _method_chain(total: int, method: str, num_inference_steps: int | None, timestep_spacing: str,
+                  steps_offset: int) -> np.ndarray:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return chain_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset).tolist()
+    if method in DPM_METHODS:
+        if num_inference_steps is None:
+            raise ValueError(f"method={method!r} needs num_inference_steps (DPM-Solver++ is made for 10-25 steps)")
+        return dpm_solver_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
+    return chain_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
 
 
 def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep_spacing: str = "linspace",

@@ -33,8 +33,9 @@ from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.constants import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
-from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, make_step_core, progress_bar,
-                   run_step, torch_noise, unwrap_model_output)
+from .dpm_solver import DPM_METHODS
+from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,
+                   progress_bar, run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
 from .guidance import checked_labels, conditioning_for
 from .plan import SamplingPlan, build_plan, planned_timesteps
@@ -323,7 +324,11 @@ class FastSampler:
             then one draw per step but the last, as the seed's reference loop draws it (for comparisons; a CPU
             generator costs a host-to-device copy per step). Neither: a key drawn from torch's global generator.
         num_inference_steps: None runs every timestep; fewer gives respaced DDPM or DDIM on spaced timesteps.
-        method: "ddpm" (ancestral) or "ddim" (eta=0 deterministic). progress: a tqdm bar of the steps launched.
+        method: "ddpm" (ancestral), "ddim" (eta=0 deterministic), "dpm_solver++" (DPM-Solver++ 2M, Lu et al. 2022:
+            the multistep ODE solver of order 2, first order on the first and last step, as diffusers'
+            DPMSolverMultistepScheduler with final_sigmas_type="zero") or "sde_dpm_solver++" (its SDE variant, noise
+            as every method draws it); both need num_inference_steps (10-25 is what they are for) and space it as
+            that scheduler does (timestep_spacing; the chain ends at σ = 0). progress: a tqdm bar of the steps.
         sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
         class_labels: the class of each sample (int64 [B], a list, or one int for all) for a class-conditional model;
             required by one (its null_class_label gives unconditional samples). guidance_scale: classifier-free
@@ -361,7 +366,7 @@ class FastSampler:
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
-        if method == "ddpm" and eta != 0.0:
+        if method != "ddim" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
@@ -474,15 +479,16 @@ class FastSampler:
                                 options.conditioning != "none")
         # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
         # in-kernel, where inductor fuses it.
-        prefetch = (self.device.type == "cpu" and options.noise == "philox"
-                    and not (options.method == "ddim" and options.eta == 0.0))
+        prefetch = self.device.type == "cpu" and options.noise == "philox" and not is_noiseless(options)
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
-                                   noise_buffer=prefetch, conditioning=options.conditioning)
+                                   noise_buffer=prefetch, conditioning=options.conditioning,
+                                   multistep=options.method in DPM_METHODS)
         eager_core = make_step_core(self._denoise, replace(options, noise="given") if prefetch else options)
         # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
         runner = _Runner(state, eager_core, self._chain, fallbacks=self.fallbacks,
                          prefetch=PhiloxPrefetch(options, state, self._chain) if prefetch else None,
-                         compile_source=make_step_core(self._denoise, options))
+                         compile_source=make_step_core(self._denoise, options),
+                         noise_on_last_step=options.method == "sde_dpm_solver++")
         if self.cuda_graphs:
             per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
             runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
@@ -597,8 +603,12 @@ class _Runner:
     replayed from CUDA graphs."""
 
     def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, fallbacks: list[str],
-                 prefetch: Optional[PhiloxPrefetch] = None, compile_source: Optional[Callable] = None):
+                 prefetch: Optional[PhiloxPrefetch] = None, compile_source: Optional[Callable] = None,
+                 noise_on_last_step: bool = False):
         self.state, self.core, self.chain = state, core, chain
+        # generator= noise: diffusers' SDE DPM-Solver++ draws z on its last step too (scaled by σ = 0 there); drawing
+        # it keeps the generator's stream where diffusers' is
+        self.noise_on_last_step = noise_on_last_step
         self.prefetch = prefetch  # fills state.noise for eager steps; compiled steps draw their noise in-kernel
         self.compile_source = compile_source if compile_source is not None else core  # what torch.compile gets
         self.compiled = False
@@ -635,7 +645,7 @@ class _Runner:
         def draw(step_index: int) -> None:
             # z for every step but the last (which adds none), drawn before the step as a reference loop would
             # draw it after the model call: the same stream, unless the model itself draws random numbers.
-            if step_index < num_steps - 1:
+            if step_index < num_steps - 1 or self.noise_on_last_step:
                 noise.copy_(torch_noise(tuple(noise.shape), generator, device))
 
         if self.graphs is not None:
