@@ -30,6 +30,7 @@ from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
+from ddpm_fast.sampling.dpm_solver import DPM_METHODS
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
@@ -271,8 +272,9 @@ class OnnxSampler:
         """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
-        method: "ddpm" or "ddim"; a step graph fixes it (a DDPM step graph runs the full chain only; a DDIM one any
-        num_inference_steps with its baked eta). A model graph runs either, with the update in torch.
+        method: "ddpm", "ddim", "dpm_solver++" or "sde_dpm_solver++" (as FastSampler's); a step graph fixes it (a
+        DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta). A model
+        graph runs any of them, with the fused update in torch.
         class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
         take class_labels; guidance needs the null class its setup stores). A model graph then runs on 2B samples
         (the labels, then the null class) with the guidance fused into the update, as FastSampler does; a step
@@ -329,15 +331,21 @@ class OnnxSampler:
         kernel_t = plan.kernel_steps[:steps].to(self.device)
         prev_t = plan.prev_timesteps[:steps].to(self.device)
         table = plan.table.to(self.device)
+        solver = (plan.solver_table.to(self.device), torch.zeros(shape, device=self.device)) \
+            if method in DPM_METHODS else None  # DPM-Solver++: its per-step scalars and the previous x0
         alphas = self.schedule.alphas_cumprod.to(self.device)
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
             noise_t = kernel_t[i] if method == "ddpm" else model_t[i]  # the step index FastSampler keys z by
-            z = self._noise(shape, key, generator, noise_t.expand(batch_size), sample_offset, last=i == steps - 1)
+            if method == "dpm_solver++":
+                z = None
+            else:  # diffusers' SDE solver draws on its last step too (where σ = 0): the stream stays in step
+                z = self._noise(shape, key, generator, noise_t.expand(batch_size), sample_offset,
+                                last=i == steps - 1 and method != "sde_dpm_solver++")
             if self.graph == "model":
                 x = self._model_step(buffers, x, t, kernel_t[i].expand(batch_size), prev_t[i].expand(batch_size), z,
-                                     table, alphas, method, eta, guidance)
+                                     table, alphas, method, eta, guidance, solver)
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
@@ -364,10 +372,8 @@ class OnnxSampler:
                                  "None (export a model graph to sample respaced chains)")
             method = fixed
         method = method or "ddpm"
-        if method not in ("ddpm", "ddim"):  # DPM-Solver++ runs in FastSampler; OnnxSampler has not got it yet
-            raise ValueError(f"method must be 'ddpm' or 'ddim' for OnnxSampler, got {method!r}")
         eta = float(self.metadata["eta"] if self.graph == "ddim_step" else (eta or 0.0))
-        if method == "ddpm" and eta:
+        if method != "ddim" and eta:
             raise ValueError("eta applies to method='ddim' only")
         return method, eta
 
@@ -382,9 +388,9 @@ class OnnxSampler:
         return torch_noise(shape, generator, self.device)
 
     def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta,
-                    guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    guidance: Optional[torch.Tensor] = None, solver=None) -> torch.Tensor:
         """The model graph on x (on [x, x] when guided: buffers of 2B, labels then the null class), then the fused
-        update in torch."""
+        update in torch (DPM-Solver++: solver = (its table, the previous x0 buffer), updated in place)."""
         if guidance is not None:
             x_model, t_model = torch.cat([x, x]), torch.cat([t, t])
         else:
@@ -395,6 +401,13 @@ class OnnxSampler:
         output = buffers["model_output"]
         prediction = PREDICTION_TYPES[self.metadata["prediction_type"]]
         clip, clip_range = self.metadata["clip_sample"], self.metadata["clip_sample_range"]
+        if solver is not None:
+            solver_table, x0_prev = solver
+            x_next, x0 = torch.ops.ddpm_fast.dpm_solver_step(output, t.contiguous(), kernel_t.contiguous(), x, x0_prev,
+                                                             solver_table, z, None, 0, prediction, clip, clip_range,
+                                                             guidance)
+            x0_prev.copy_(x0)
+            return x_next
         if method == "ddpm":
             return torch.ops.ddpm_fast.p_step(output, kernel_t.contiguous(), x, table, z, None, 0, prediction,
                                               VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range,

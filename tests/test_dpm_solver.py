@@ -298,3 +298,48 @@ def test_dpm_cuda_graphs_equal_the_eager_loop(method):
                                    rtol=1e-5, atol=1e-5)
         assert graphed.last_report.cuda_graphs
     assert len(graphed._runners) == 1
+
+
+def test_onnx_sampler_runs_dpm_solver_on_a_model_graph(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from ddpm_fast.export import OnnxSampler, export_onnx
+
+    model = small_unet(seed=2)
+    schedule = df.NoiseSchedule.cosine(300)
+    with cpu_reference():
+        export_onnx(model, tmp_path / "model.onnx", schedule=schedule, prediction_type="v_prediction")
+        fast = df.FastSampler(model, schedule, prediction_type="v_prediction", compile=False)
+        onnx_sampler = OnnxSampler(tmp_path / "model.onnx")
+        for method in METHODS:
+            for noise in (dict(seed=4), dict(generator=torch.Generator().manual_seed(4))):
+                expected = fast.sample(3, method=method, num_inference_steps=12, **dict(
+                    noise, generator=torch.Generator().manual_seed(4)) if "generator" in noise else noise)
+                got = onnx_sampler.sample(3, method=method, num_inference_steps=12, **noise)
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert onnx_sampler.timesteps(12, "dpm_solver++") == fast.timesteps(12, "dpm_solver++")
+
+
+def test_cli_samples_with_dpm_solver(tmp_path, capsys):
+    with cpu_reference():  # whole-model runs (the interpreter would take minutes)
+        _cli_samples_with_dpm_solver(tmp_path, capsys)
+
+
+def _cli_samples_with_dpm_solver(tmp_path, capsys):
+    from ddpm_fast.cli import main as cli
+    from safetensors.torch import load_file
+
+    model = small_unet(seed=3)
+    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(200), prediction_type="v_prediction",
+                                            sample_shape=(3, 8, 8))
+    model.save(tmp_path / "unet", setup=setup)
+    common = ["sample", "--checkpoint", str(tmp_path / "unet"), "--device", "cpu", "--no-compile",
+              "--num-samples", "2"]
+    out = tmp_path / "x.safetensors"
+    assert cli.main(common + ["--method", "sde_dpm_solver++", "--steps", "10", "--out", str(out)]) == 0
+    expected = df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False).sample(
+        2, seed=0, method="sde_dpm_solver++", num_inference_steps=10)
+    torch.testing.assert_close(load_file(str(out))["images"], expected, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert cli.main(common + ["--method", "dpm_solver++", "--out", str(tmp_path / "y.png")]) == 2
+    error = capsys.readouterr().err
+    assert "needs --steps" in error and error.count("\n") == 1

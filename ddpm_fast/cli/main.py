@@ -118,7 +118,9 @@ def _add_sample_parser(commands) -> None:
                         help="the noise key; sample i draws the same noise at any batch size or world size")
     sample.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="num_inference_steps (default: every training timestep)")
-    sample.add_argument("--method", choices=("ddpm", "ddim"), default="ddpm")
+    sample.add_argument("--method", choices=("ddpm", "ddim", "dpm_solver++", "sde_dpm_solver++"), default="ddpm",
+                        help="ddpm (ancestral), ddim, or DPM-Solver++ 2M (ODE) / its SDE variant, which need --steps "
+                             "(10-25)")
     sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
     sample.add_argument("--class-labels", type=arguments.class_labels, default=None, metavar="K[,K...]",
                         help="the class of each sample, for a class-conditional model (one value: every sample); "
@@ -271,6 +273,7 @@ def _error_text(error: Exception) -> str:
 
     if not isinstance(error, SetupConflict):
         text = str(error)
+        text = text.replace("needs num_inference_steps", "needs --steps")
         for name in ("class_labels", "guidance_scale"):  # the sampler's words for what the flags gave
             text = text.replace(f"{name}=", f"--{name.replace('_', '-')} ").replace(name, f"--{name.replace('_', '-')}")
         return text
@@ -318,7 +321,7 @@ def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Name
     if args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--out {args.out}: expected a .png or .safetensors path")
     _check_output_path(parser, args.out)
-    if args.method == "ddpm" and args.eta != 0.0:
+    if args.method != "ddim" and args.eta != 0.0:
         parser.error("--eta applies to --method ddim only")
     labels = args.class_labels
     if args.num_samples is None:
