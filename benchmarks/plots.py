@@ -4,6 +4,8 @@ speedup_vs_batch.png     speed-up over the naive reference vs batch size, one li
                          training step, end-to-end sampling, ONNX Runtime (one panel per group and model).
 fraction_of_ceiling.png  each kernel's GB/s as a fraction of the copy rate, per method (grouped bars); each U-Net
                          forward, training-step and sampling figure as a fraction of the bf16 matmul rate.
+quality_vs_time.png      rf_kid against sampling seconds, one line per method (its chain lengths), the seeds'
+                         spread as error bars and full DDPM's noise band shaded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import textwrap
 from report import by_kind, fraction_of_copy
 
 SPEEDUP_PLOT = "speedup_vs_batch.png"
+QUALITY_PLOT = "quality_vs_time.png"
 CEILING_PLOT = "fraction_of_ceiling.png"
 
 
@@ -118,6 +121,29 @@ def write_plots(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
             axis.set_title(title)
         figure.suptitle(f"{device} ({mode} mode): ceilings measured in the same run", fontsize=10)
         written.append(_save(figure, out / CEILING_PLOT, plt))
+    for _, info in by_kind(results).get("quality", [])[:1]:
+        figure, axis = plt.subplots(figsize=(8, 5), layout="constrained")
+        low, high = info["noise_band"]
+        axis.axhspan(low, high, color="grey", alpha=0.2, label="full DDPM over seeds (noise band)")
+        by_method: dict[str, list] = {}
+        for m in info["methods"].values():
+            by_method.setdefault(m["method"], []).append(m)
+        for method, points in by_method.items():
+            points.sort(key=lambda m: m["seconds"])
+            means = [m["rf_kid"] for m in points]
+            errors = [[mean - m["rf_kid_spread"][0] for mean, m in zip(means, points)],
+                      [m["rf_kid_spread"][1] - mean for mean, m in zip(means, points)]]
+            axis.errorbar([m["seconds"] for m in points], means, yerr=errors, marker="o", capsize=3, label=method)
+            for m in points:
+                axis.annotate(str(m["model_calls"]), (m["seconds"], m["rf_kid"]), fontsize=7,
+                              textcoords="offset points", xytext=(4, 4))
+        axis.set_xscale("log")
+        axis.set_xlabel(f"sampling seconds for {info['num_samples']} samples (labels: model calls)")
+        axis.set_ylabel("rf_kid vs held-out (lower is better)")
+        axis.legend(fontsize=8)
+        figure.suptitle(f"{device} ({mode} mode): quality against time, T = {info['num_timesteps']}, "
+                        f"{info['seeds']} seed(s)", fontsize=10)
+        written.append(_save(figure, out / QUALITY_PLOT, plt))
     return written
 
 

@@ -15,7 +15,7 @@ import pathlib
 import sys
 import textwrap
 
-KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "guidance", "onnx_runtime")
+KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "guidance", "quality", "onnx_runtime")
 README_HEADING = "## Benchmarks"
 
 
@@ -78,6 +78,9 @@ def render(results: dict) -> str:
     if "guidance" in cases:
         lines += _guidance_table(sorted((info for _, info in cases["guidance"]),
                                         key=lambda info: (info["preset"], info["batch"])))
+    if "quality" in cases:
+        for _, info in cases["quality"]:
+            lines += _quality_table(info)
     if "onnx_runtime" in cases:
         lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
                                      key=lambda info: (info["device"], info["batch"], info["preset"])))
@@ -163,6 +166,48 @@ def _summary_guidance(group: str, info: dict) -> tuple:
             f"{info['speedup_vs_best_peer']:.2f}x ({info['best_peer']})", "-")
 
 
+def _summary_quality(group: str, info: dict) -> tuple:
+    methods = info["methods"]
+    best = info["fewest_calls_within_band"]
+    solver = best.get("dpm_solver++") or best.get("sde_dpm_solver++")
+    if solver is None:
+        ours = "no DPM-Solver++ chain within full DDPM's noise band"
+    else:
+        ours = (f"{methods[solver]['model_calls']} model calls ({solver}) within full DDPM's noise band, "
+                f"{methods[solver]['speedup_vs_full_ddpm']:.1f}x less sampling time")
+    return (f"quality vs time ({info['preset']})", f"n={info['num_samples']}, {info['seeds']} seeds, "
+            f"T={info['num_timesteps']}", ours, "-", "-", "-")
+
+
+def _quality_table(info: dict) -> list[str]:
+    """Quality against time: one row per method and chain length."""
+    low, high = info["noise_band"]
+    lines = [
+        "",
+        f"Quality against time ({info['preset']}, {_shape(info['sample_shape'])}, T = {info['num_timesteps']}; model "
+        f"{info['model']}): n = {info['num_samples']} samples per seed, {info['seeds']} seed(s), scored against "
+        f"{info['held_out']} held-out images. rf_kid: the headline (lower is better); its floor (real vs real) and "
+        "ceiling (noise vs real) are measured at the same n. The noise band is full DDPM's rf_kid over the seeds, "
+        f"[{low:.3g}, {high:.3g}]: a method is within it when its mean is no worse than full DDPM's worst seed.",
+        "",
+        "| method | model calls | seconds | speed-up vs full DDPM | rf_kid (mean) | rf_kid over seeds | within band | "
+        "pixel_sw | floor / ceiling rf_kid |",
+        "|---|---:|---:|---:|---:|---|---|---:|---|",
+    ]
+    for name, m in info["methods"].items():
+        lines.append(f"| {m['method']} | {m['model_calls']} | {m['seconds']:.3g} | {m['speedup_vs_full_ddpm']:.1f}x | "
+                     f"{m['rf_kid']:.3g} | {m['rf_kid_spread'][0]:.3g} … {m['rf_kid_spread'][1]:.3g} | "
+                     f"{'yes' if m['within_band'] else 'no'} | {m['pixel_sw']:.3g} | {m['floor']['rf_kid']:.3g} / "
+                     f"{m['ceiling']['rf_kid']:.3g} |")
+    best = info["fewest_calls_within_band"]
+    lines += ["", "Fewest model calls within the band: " + (", ".join(
+        f"{method} {info['methods'][name]['model_calls']} ({info['methods'][name]['speedup_vs_full_ddpm']:.1f}x "
+        "less time)" for method, name in best.items()) or "none") + "."]
+    lines += [f"- goal: {goal}: {'met' if ok else 'NOT met'}" for goal, ok in info.get("goals", {}).items()]
+    lines += [f"- {name} ran without a fast path: {reason}" for name, reason in (info.get("fell_back") or {}).items()]
+    return lines
+
+
 INVALID = "INVALID: the fast path fell back"
 
 
@@ -178,7 +223,8 @@ def _fell_back_notes(info: dict, case: str) -> list[str]:
 
 
 _SUMMARY = {"kernel": _summary_kernel, "unet_forward": _summary_unet, "training_step": _summary_training,
-            "sampling": _summary_sampling, "guidance": _summary_guidance, "onnx_runtime": _summary_onnx}
+            "sampling": _summary_sampling, "guidance": _summary_guidance, "quality": _summary_quality,
+            "onnx_runtime": _summary_onnx}
 
 
 # ------------------------------------------------------------------------------------------------ group tables
@@ -520,7 +566,7 @@ README_INTRO = """\
 pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime
 ddpm-fast bench --quick                           # every group at its smallest sizes: minutes on 2 CPU cores
 ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
-                                                  # sampling, guidance, onnx (default all)
+                                                  # sampling, guidance, quality, onnx (default all)
 ddpm-fast bench --quick --threads 1               # a CPU shared with other jobs: torch's 2 threads stall there
 ```
 
@@ -543,6 +589,9 @@ case times our path beside its peers in the same process, after checking the fas
   on a CPU also FastSampler eager beside the seed's loop on diffusers' UNet2DModel (the eager path on a foreign model).
 - **guidance**: a classifier-free-guided chain (one model call of 2B, the combination fused into the step) beside
   FastSampler's unguided chain of 2B and diffusers' guidance loops (batch doubled by `torch.cat`, or two passes).
+- **quality**: quality against time on the demo's trained model — full DDPM, respaced DDPM, DDIM and DPM-Solver++
+  (ODE and SDE) at several chain lengths, n = 256 samples per seed, rf_kid and pixel_sw with their floor and
+  ceiling, the seeds' spread as the noise band; `quality_vs_time.png`.
 - **onnx**: OnnxSampler on ONNX Runtime (CPU; CUDA fp16/fp32, CUDA graph, contrib ops on a GPU) vs PyTorch.
 
 Ceilings are measured in the same run: the device-to-device copy rate (GB/s) and the dense bf16 matmul rate

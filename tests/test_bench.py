@@ -144,7 +144,7 @@ def test_bench_rejects_an_unknown_suite_by_name(suite, capsys):
         build_parser().parse_args(["bench", "--suite", suite])
     assert raised.value.code == 2
     error = capsys.readouterr().err
-    assert "unknown suite" in error and "choose from kernels, unet, training, sampling, guidance, onnx" in error
+    assert "unknown suite" in error and "choose from kernels, unet, training, sampling, guidance, quality, onnx" in error
     assert repr(suite.split(",")[-1] or suite) in error
 
 
@@ -191,7 +191,7 @@ def test_training_suite_maps_to_its_file_and_copes_when_it_is_absent(tmp_path):
     (folder / "test_training_step.py").write_text("")
     selected, missing = bench.select(folder, list(bench.SUITES))
     assert "benchmarks/test_training_step.py" in selected and "training" not in missing
-    assert list(missing) == ["kernels", "guidance", "onnx"]
+    assert list(missing) == ["kernels", "guidance", "quality", "onnx"]
 
 
 def test_every_suite_in_order_by_default():

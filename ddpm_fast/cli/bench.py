@@ -35,6 +35,7 @@ SUITES = {
     "training": ("test_training_step.py",),
     "sampling": ("test_sampling.py",),
     "guidance": ("test_guidance.py",),
+    "quality": ("test_quality.py",),
     "onnx": ("test_onnx_runtime.py",),
 }
 QUICK_ENV = "DDPM_FAST_BENCH_QUICK"  # read by benchmarks/timing.py: real timings, fewer sizes and rounds
