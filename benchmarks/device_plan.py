@@ -9,7 +9,7 @@ finishes in about 9 minutes whatever happens, the first one carrying the verdict
                           tests/conftest.py) under a hard deadline -> in the time left, the headline: sampling at
                           batch 1 and 16 (naive fp32 loop, diffusers fp16 + compile if it was carried, FastSampler),
                           then the kernels group (both `ddpm-fast bench --quick`).
-  call 2:                 sampling at batch 128 and 512 (full mode).
+  call 2:                 sampling at batch 128 and 512 (full mode), then quality against time (quick mode).
   call 3:                 the unet and training groups.
   call 4:                 the guidance group (batch 16 and 128), then the onnx group (the machine's onnxruntime has
                           no CUDA provider: those cases are reported
@@ -92,8 +92,9 @@ def call_stages(call: int, workers: int, commit: str) -> list[Stage]:
                             env={"DDPM_FAST_SAMPLING_BATCHES": "1,16"}),
                 bench_stage("kernels", ["kernels"], budget=120, min_seconds=45, quick=True, commit=commit)]
     if call == 2:
-        return [bench_stage("sampling", ["sampling"], budget=520, min_seconds=240, commit=commit,
-                            env={"DDPM_FAST_SAMPLING_BATCHES": "128,512"})]
+        return [bench_stage("sampling", ["sampling"], budget=330, min_seconds=240, commit=commit,
+                            env={"DDPM_FAST_SAMPLING_BATCHES": "128,512"}),
+                bench_stage("quality", ["quality"], budget=190, min_seconds=150, quick=True, commit=commit)]
     if call == 3:
         return [bench_stage("unet", ["unet"], budget=260, min_seconds=120, commit=commit),
                 bench_stage("training", ["training"], budget=260, min_seconds=120, commit=commit)]
