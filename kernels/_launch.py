@@ -130,12 +130,13 @@ def bchw_strides(x: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(x.stride())  # type: ignore[return-value]
 
 
-def tile_config(channels: int, spatial: int, channels_last: bool) -> tuple[int, int, int, int]:
+def tile_config(channels: int, spatial: int, channels_last: bool, heavy: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_C, BLOCK_Q, num_warps, num_programs_per_sample) for a [C, HW] sample.
 
     About 2K elements per program keeps an H100 streaming without spilling (tests/launch_resources.py checks every
     kernel at the tiles real images get); channels-last tiles favour the channel axis, which is the contiguous one
-    there.
+    there. heavy: a kernel with more live values per element (DPM-Solver++, guided steps) gets twice the warps, so
+    each thread holds half the elements: at 8 elements per thread, triton 3.6's ptxas spills them.
     """
     block_hw = min(triton.next_power_of_2(max(spatial, 4)), 1024)
     block_c_cap = max(1, 2048 // block_hw)
@@ -145,6 +146,8 @@ def tile_config(channels: int, spatial: int, channels_last: bool) -> tuple[int, 
         block_hw = min(triton.next_power_of_2(max(spatial, 4)), max(4, 2048 // block_c))
     block_q = block_hw // 4
     num_warps = 8 if block_c * block_hw >= 2048 else 4
+    if heavy:
+        num_warps *= 2
     programs = triton.cdiv(channels, block_c) * triton.cdiv(spatial, block_hw)
     return block_c, block_q, num_warps, programs
 

@@ -177,7 +177,7 @@ def dpm_solver_step_op(
     noise4 = _launch.as_bchw(noise) if noise is not None else x4
     batch, channels, height, width = x4.shape
     channels_last = _launch.is_channels_last(x4)
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
+    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last, heavy=True)
     _launch.wrap_triton(dpm_solver_step_kernel)[(batch * programs,)](
         model4, x4, prev4, noise4, out, x0_out, t, t.stride(0), column, column.stride(0), table, table.shape[1],
         seed if seed is not None else t, sample_offset, 1 << 62, channels, height * width, width, clip_range,

@@ -335,11 +335,12 @@ def _noise_mode(noise: Optional[torch.Tensor], seed: Optional[torch.Tensor]) -> 
     return _PHILOX_NOISE if seed is not None else _NO_NOISE
 
 
-def _common_launch_args(model_output, x_t, noise, out):
+def _common_launch_args(model_output, x_t, noise, out, guided=False):
     """Grid, tile and stride arguments shared by both step kernels (all tensors already 4-D)."""
     batch, channels, height, width = x_t.shape
     channels_last = _launch.is_channels_last(x_t)
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
+    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last,
+                                                                heavy=guided)
     noise = noise if noise is not None else x_t
     strides = (*_launch.bchw_strides(model_output), *_launch.bchw_strides(x_t), *_launch.bchw_strides(noise),
                *_launch.bchw_strides(out))
@@ -390,7 +391,7 @@ def p_step_op(
     variance_part = model4[:, channels:] if learned else mean_part
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
-    grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out)
+    grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out, guidance_scale is not None)
     _launch.wrap_triton(p_step_kernel)[grid](
         mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
         table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, guidance, uncond_offset,
@@ -427,7 +428,7 @@ def ddim_step_op(
     model4 = _launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
     out = _launch.empty_like_layout(x4, torch.float32)
     noise4 = _launch.as_bchw(noise) if noise is not None else None
-    grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out)
+    grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out, guidance_scale is not None)
     _launch.wrap_triton(ddim_step_kernel)[grid](
         model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod,
         seed if seed is not None else t, sample_offset, alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3],

@@ -112,20 +112,23 @@ def configurations():
                     plan.num_warps, where + " backward")
         for channels_last in (True, False):
             block_c, block_q, warps, _ = _launch.tile_config(3, size * size, channels_last)
+            heavy_warps = _launch.tile_config(3, size * size, channels_last, heavy=True)[2]  # DPM, guided steps
             tile = dict(SPATIAL_FLAT=True, CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q)
             where = f"3x{size}x{size} {'NHWC' if channels_last else 'NCHW'}"
             for prediction, variance, noise, clip, guided in itertools.product(
                     (0, 1, 2), (0, 1, 2), (0, 1, 2), (False, True), (False, True)):
                 add(p_step_kernel, P_STEP_POINTERS, dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip,
-                                                         NOISE=noise, GUIDED=guided, **tile), warps, where)
+                                                         NOISE=noise, GUIDED=guided, **tile),
+                    heavy_warps if guided else warps, where)
             for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
                                                                      (False, True)):
                 add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
-                                                          GUIDED=guided, **tile), warps, where)
+                                                          GUIDED=guided, **tile), heavy_warps if guided else warps,
+                    where)
             for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
                                                                      (False, True)):
                 add(dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
-                                                               GUIDED=guided, **tile), warps, where)
+                                                               GUIDED=guided, **tile), heavy_warps, where)
             for seeded in (False, True):
                 add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)
             add(philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=2, **tile), warps, where)
@@ -168,7 +171,7 @@ def main() -> int:
                 f"(e.g. {where})")
         if stores or loads:
             spilled += 1
-            print("SPILLS", line)
+            print("SPILLS", line, {k: v for k, v in constants.items() if k not in tile})
         else:
             print("ok", line)
     print(f"{spilled} configuration(s) spill")
