@@ -180,6 +180,7 @@ def dpm_solver_step_op(
     block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last, heavy=True)
     _launch.wrap_triton(dpm_solver_step_kernel)[(batch * programs,)](
         model4, x4, prev4, noise4, out, x0_out, t, t.stride(0), column, column.stride(0), table, table.shape[1],
+        # num_timesteps: t only keys the noise here (no schedule is indexed by it), so it is clamped at 0 alone
         seed if seed is not None else t, sample_offset, 1 << 62, channels, height * width, width, clip_range,
         guidance, uncond_offset, *_launch.bchw_strides(model4), *_launch.bchw_strides(x4),
         *_launch.bchw_strides(noise4), PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed),

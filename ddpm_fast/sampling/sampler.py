@@ -359,7 +359,8 @@ class FastSampler:
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
         it with this sampler's timestep_spacing and steps_offset (the one spacing function FastDDPMScheduler and
-        OnnxSampler use too). ValueError / TypeError as `sample` raises them."""
+        OnnxSampler use too; DPM-Solver++ methods space theirs as diffusers' DPMSolverMultistepScheduler, and need
+        num_inference_steps). ValueError / TypeError as `sample` raises them."""
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
                                  self.steps_offset)
 
