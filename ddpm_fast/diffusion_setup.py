@@ -246,12 +246,19 @@ class DiffusionSetup:
         return cls.from_dict(files.read_json(path), str(path))
 
 
-def check_null_class_label(label: Any, num_class_embeds: Optional[int], name: str = "null_class_label") -> None:
-    """ValueError / TypeError unless `label` is None or a class index of a model with num_class_embeds classes."""
+def check_null_class_label(label: Any, num_class_embeds: Optional[int], name: str = "null_class_label", *,
+                           count_known: bool = True) -> None:
+    """ValueError / TypeError unless `label` is None or a class index of a model with num_class_embeds classes.
+    count_known=False: a model that does not say how many classes it has (a plain callable); the label need only be
+    a non-negative int."""
     if label is None:
         return
     if isinstance(label, bool) or not isinstance(label, int):
         raise TypeError(f"{name} must be an int or None, got {type(label).__name__}")
+    if not count_known:
+        if label < 0:
+            raise ValueError(f"{name} must be a class index >= 0, got {label}")
+        return
     if num_class_embeds is None:
         raise ValueError(f"{name}={label} given for a model with no class embedding (num_class_embeds=None)")
     if not 0 <= label < num_class_embeds:

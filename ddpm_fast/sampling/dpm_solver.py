@@ -20,7 +20,6 @@ import math
 import numpy as np
 import torch
 
-from ..kernels.constants import SOLVER_ROWS  # noqa: F401 — the table's rows, in order
 from .timesteps import SPACINGS, _round_half_even, spaced_timesteps
 
 DPM_METHODS = ("dpm_solver++", "sde_dpm_solver++")

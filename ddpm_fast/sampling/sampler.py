@@ -222,10 +222,8 @@ class FastSampler:
         # The class count of a model whose config has one (None: unconditional, or a model that does not say).
         self.num_class_embeds = model_class_count(model)
         self._says_unconditional = self.num_class_embeds is None and hasattr(config, "num_class_embeds")
-        if self.num_class_embeds is not None or self._says_unconditional:
-            check_null_class_label(null_class_label, self.num_class_embeds)
-        elif null_class_label is not None:  # a model that does not say how many classes it has
-            check_null_class_label(null_class_label, null_class_label + 1 if isinstance(null_class_label, int) else 1)
+        check_null_class_label(null_class_label, self.num_class_embeds,
+                               count_known=self.num_class_embeds is not None or self._says_unconditional)
         self.null_class_label = null_class_label
 
         self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
