@@ -274,6 +274,7 @@ def ddim_step(
     clip_sample_range: float = 1.0,
     sample_offset: int = 0,
     guidance_scale: Optional[float] = None,
+    use_clipped_model_output: bool = False,
 ) -> torch.Tensor:
     """One DDIM step x_t -> x_{t_prev} for any t_prev < t (t_prev = -1 ends the chain at ᾱ = 1), fused.
 
@@ -281,7 +282,12 @@ def ddim_step(
     (learned-variance) model output is accepted; its variance half is ignored. Returns float32. With eta > 0, z is
     `noise` when given, else drawn in-kernel from (seed, sample index, t); giving both is a ValueError.
     guidance_scale: classifier-free guidance fused in, as in p_step (model_output [2B, ...]).
+    use_clipped_model_output: with clip_sample, ε is re-derived from the clipped x0 (Song et al. 2021, eq. 12 with
+    the clipped x0 in both terms), as diffusers' DDIMScheduler.step(use_clipped_model_output=True) and lucidrains'
+    ddim_sample do; False (the default) keeps the model's ε, as diffusers' default.
     """
+    if not isinstance(use_clipped_model_output, bool):
+        raise TypeError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))
     prediction = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -305,5 +311,5 @@ def ddim_step(
     key = None if noise is not None or eta == 0.0 else seed_tensor(seed, x_t.device)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, t_prev, x_t, schedule.buffers(x_t.device)["alphas_cumprod_float64"], noise, key,
-        sample_offset, prediction, eta, bool(clip_sample), clip_range, guidance,
+        sample_offset, prediction, eta, bool(clip_sample), clip_range, guidance, use_clipped_model_output,
     )

@@ -179,6 +179,7 @@ def ddim_step_kernel(
     PREDICTION: tl.constexpr,
     GUIDED: tl.constexpr,
     CLIP: tl.constexpr,
+    CLIPPED_EPS: tl.constexpr,  # with CLIP: ε re-derived from the clipped x0 (diffusers' use_clipped_model_output)
     NOISE: tl.constexpr,
     SPATIAL_FLAT: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
@@ -218,6 +219,8 @@ def ddim_step_kernel(
         eps = sqrt_alpha_bar * prediction + sqrt_one_minus_alpha_bar * x
     if CLIP:
         x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+        if CLIPPED_EPS:
+            eps = (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
     x_prev = sqrt_alpha_bar_prev * x0 + direction * eps
     if NOISE != NO_NOISE:
         z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
@@ -291,7 +294,7 @@ def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, pr
 
 
 def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset, prediction, eta,
-                        clip, clip_range, guidance_scale=None):
+                        clip, clip_range, guidance_scale=None, use_clipped_model_output=False):
     model_output = guided_output(model_output, x_t.shape[1], guidance_scale)
     n = x_t.dim()
     shape = (-1,) + (1,) * (n - 1)
@@ -319,6 +322,8 @@ def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, see
         eps = sqrt_alpha_bar * out + sqrt_one_minus_alpha_bar * x
     if clip:
         x0 = x0.clamp(-clip_range, clip_range)
+        if use_clipped_model_output:
+            eps = (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
     x_prev = alpha_bar_prev.sqrt().float().view(shape) * x0 + direction * eps
     if noise is None and seed is None:
         return x_prev
@@ -406,11 +411,13 @@ def ddim_step_op(
     model_output: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, x_t: torch.Tensor,
     alphas_cumprod: torch.Tensor, noise: Optional[torch.Tensor], seed: Optional[torch.Tensor], sample_offset: int,
     prediction: int, eta: float, clip: bool, clip_range: float, guidance_scale: Optional[torch.Tensor] = None,
+    use_clipped_model_output: bool = False,
 ) -> torch.Tensor:
     """Unchecked DDIM step x_t -> x_{t_prev} (float32); t_prev < 0 ends the chain. No noise when eta == 0.
 
     alphas_cumprod is the float64 [T] ᾱ (NoiseSchedule.buffers(device)["alphas_cumprod_float64"]). guidance_scale:
-    as p_step's (model_output [2B, ...]: conditional, then unconditional).
+    as p_step's (model_output [2B, ...]: conditional, then unconditional). use_clipped_model_output: with clip, ε is
+    re-derived from the clipped x0 (diffusers' DDIMScheduler option of that name; lucidrains' ddim_sample).
     """
     if eta == 0.0:
         noise, seed = None, None
@@ -422,8 +429,8 @@ def ddim_step_op(
         _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
     if x_t.numel() == 0 or not _launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
-                                   prediction, eta, clip, clip_range,
-                                   guidance_scale).to(memory_format=_launch.memory_format_of(x_t))
+                                   prediction, eta, clip, clip_range, guidance_scale,
+                                   use_clipped_model_output).to(memory_format=_launch.memory_format_of(x_t))
     x4 = _launch.as_bchw(x_t)
     model4 = _launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
     out = _launch.empty_like_layout(x4, torch.float32)
@@ -433,6 +440,7 @@ def ddim_step_op(
         model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod,
         seed if seed is not None else t, sample_offset, alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3],
         x4.shape[3], eta, clip_range, guidance, uncond_offset, *strides, PREDICTION=prediction,
-        GUIDED=guidance_scale is not None, CLIP=clip, NOISE=_noise_mode(noise, seed), **meta,
+        GUIDED=guidance_scale is not None, CLIP=clip, CLIPPED_EPS=clip and use_clipped_model_output,
+        NOISE=_noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)

@@ -67,7 +67,7 @@ def p_step64(model_output, t, x_t, schedule, z, prediction_type="epsilon", varia
 
 
 def ddim_step64(model_output, t, t_prev, x_t, schedule, eta, z, prediction_type="epsilon", clip=False,
-                clip_range=1.0):
+                clip_range=1.0, use_clipped_model_output=False):
     n = x_t.dim()
     t, t_prev = t.cpu(), t_prev.cpu()
     x = x_t.double().cpu()
@@ -80,6 +80,8 @@ def ddim_step64(model_output, t, t_prev, x_t, schedule, eta, z, prediction_type=
     eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     if clip:
         x0 = x0.clamp(-clip_range, clip_range)
+        if use_clipped_model_output:  # Song et al. (2021) eq. 12 with the clipped x0 in both terms
+            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
     result = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
     if z is not None:

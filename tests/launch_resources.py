@@ -120,11 +120,12 @@ def configurations():
                 add(p_step_kernel, P_STEP_POINTERS, dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip,
                                                          NOISE=noise, GUIDED=guided, **tile),
                     heavy_warps if guided else warps, where)
-            for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
-                                                                     (False, True)):
-                add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
-                                                          GUIDED=guided, **tile), heavy_warps if guided else warps,
-                    where)
+            ddim_clips = ((False, False), (True, False), (True, True))  # (CLIP, CLIPPED_EPS)
+            for prediction, noise, (clip, clipped_eps), guided in itertools.product(
+                    (0, 1, 2), (0, 1, 2), ddim_clips, (False, True)):
+                add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, CLIPPED_EPS=clipped_eps,
+                                                          NOISE=noise, GUIDED=guided, **tile),
+                    heavy_warps if guided else warps, where)
             for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
                                                                      (False, True)):
                 add(dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,

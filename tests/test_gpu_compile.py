@@ -61,11 +61,13 @@ SCRIPT = textwrap.dedent('''
             build(p_step_kernel, dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32",
                   out_ptr="*fp32", t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64", guidance_ptr="*fp32"),
                   dict(PREDICTION=prediction, VARIANCE=variance, CLIP=clip, NOISE=noise, GUIDED=guided, **tile))
-        for prediction, noise, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True)):
+        for prediction, noise, guided, clipped_eps in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
+                                                                        (False, True)):
             build(ddim_step_kernel, dict(model_ptr="*fp16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
                   t_ptr="*i64", t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64",
                   guidance_ptr="*fp32"),
-                  dict(PREDICTION=prediction, CLIP=True, NOISE=noise, GUIDED=guided, **tile))
+                  dict(PREDICTION=prediction, CLIP=True, CLIPPED_EPS=clipped_eps, NOISE=noise, GUIDED=guided,
+                       **tile))
         for prediction, noise, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True)):
             build(dpm_solver_step_kernel, dict(model_ptr="*bf16", x_ptr="*fp32", x0_prev_ptr="*fp32",
                   noise_ptr="*fp32", out_ptr="*fp32", x0_out_ptr="*fp32", t_ptr="*i64", column_ptr="*i64",

@@ -116,9 +116,11 @@ def test_p_step_empty_batch(device):
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("eta, noise_mode", [(0.0, "none"), (0.5, "seed"), (1.0, "given")])
-@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("clip", [False, True, "clipped_eps"])
 @pytest.mark.parametrize("gap", [1, 20, "end"])
 def test_ddim_step_vs_float64(device, prediction, eta, noise_mode, clip, gap):
+    clipped_eps = clip == "clipped_eps"  # use_clipped_model_output: ε re-derived from the clipped x0
+    clip = bool(clip)
     s = df.NoiseSchedule.linear(1000)
     shape = (3, 3, 7, 9)
     x_t, model_output, t = _inputs(device, shape, torch.float32, False)
@@ -126,10 +128,16 @@ def test_ddim_step_vs_float64(device, prediction, eta, noise_mode, clip, gap):
     t_prev = torch.full_like(t, -1) if gap == "end" else (t - gap).clamp(min=-1)
     noise = torch.randn(shape, device=device) if noise_mode == "given" else None
     out = df.ddim_step(model_output, t, t_prev, x_t, s, eta=eta, noise=noise,
-                       seed=4 if noise_mode == "seed" else None, prediction_type=prediction, clip_sample=clip)
+                       seed=4 if noise_mode == "seed" else None, prediction_type=prediction, clip_sample=clip,
+                       use_clipped_model_output=clipped_eps)
     z = noise if noise is not None else (
         philox_noise64(4, 3, t.cpu(), STREAM_REVERSE_STEP, shape, "cpu") if noise_mode == "seed" else None)
-    expected = ddim_step64(model_output, t, t_prev, x_t, s, eta, z, prediction, clip)
+    expected = ddim_step64(model_output, t, t_prev, x_t, s, eta, z, prediction, clip,
+                           use_clipped_model_output=clipped_eps)
+    if clipped_eps and gap != "end":  # x0 reaches beyond the clip range, so the re-derived ε differs (at ᾱ = 1
+        # the step is x0 alone)
+        plain = ddim_step64(model_output, t, t_prev, x_t, s, eta, z, prediction, clip)
+        assert (plain - expected).abs().max() > 1e-3
     torch.testing.assert_close(out.double().cpu(), expected, rtol=1e-5, atol=5e-5)
 
 

@@ -36,6 +36,7 @@ class StepOptions:
     noise: str  # "philox" (in-kernel, keyed by seed) | "given" (drawn by torch into a buffer between steps)
     sample_offset: int  # global index of sample 0, for the Philox keys of a shard
     conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
+    use_clipped_model_output: bool = False  # DDIM with clip_sample: ε re-derived from the clipped x0
 
 
 
@@ -173,7 +174,8 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
                 options.sample_offset, prediction, options.clip_sample, options.clip_sample_range, guidance)
         return torch.ops.ddpm_fast.ddim_step(
             output, t, prev_timesteps.index_select(0, index), x, alphas_cumprod, noise, seed, options.sample_offset,
-            prediction, options.eta, options.clip_sample, options.clip_sample_range, guidance)
+            prediction, options.eta, options.clip_sample, options.clip_sample_range, guidance,
+            options.use_clipped_model_output)
 
     return step_core
 

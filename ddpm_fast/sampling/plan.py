@@ -7,6 +7,7 @@ counter, so one captured CUDA graph serves every chain of the same method, whate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,17 +46,23 @@ class SamplingPlan:
 
 def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
                timestep_spacing: str = "linspace", steps_offset: int = 0,
-               set_alpha_to_one: bool = True) -> SamplingPlan:
+               set_alpha_to_one: bool = True, timesteps: Sequence[int] | None = None) -> SamplingPlan:
     """Every timestep T-1..0 (num_inference_steps None or T), or `num_inference_steps` of them spaced as asked.
 
     A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
     (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
     set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod). DPM-Solver++
     ("dpm_solver++", "sde_dpm_solver++") needs num_inference_steps and spaces it as diffusers'
-    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), ending at σ = 0.
+    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), ending at σ = 0. timesteps: a custom chain instead
+    (check_custom_timesteps), as diffusers' set_timesteps(timesteps=...).
     """
     total = schedule.num_timesteps
-    chain = torch.from_numpy(_method_chain(total, method, num_inference_steps, timestep_spacing, steps_offset))
+    if timesteps is not None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        chain = torch.from_numpy(check_custom_timesteps(timesteps, total, num_inference_steps))
+    else:
+        chain = torch.from_numpy(_method_chain(total, method, num_inference_steps, timestep_spacing, steps_offset))
     steps = chain.numel()
 
     table = schedule.coefficient_table("cpu")
@@ -65,13 +72,32 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
         solver_table[:, :steps] = dpm_solver_table(schedule.alphas_cumprod, chain.numpy(),
                                                    sde=method == "sde_dpm_solver++")
         kernel_steps = torch.arange(steps, dtype=torch.int64)
-    elif method == "ddpm" and steps < total:
+    elif method == "ddpm" and (steps < total or timesteps is not None):
         table = torch.zeros_like(table)
         table[:, :steps] = respaced_coefficient_table(schedule.alphas_cumprod, chain.flip(0).tolist())
         kernel_steps = torch.arange(steps - 1, -1, -1, dtype=torch.int64)
     prev = torch.cat([chain[1:], torch.tensor([-1 if set_alpha_to_one else 0], dtype=torch.int64)])
     return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
                         table, solver_table)
+
+
+def check_custom_timesteps(timesteps: object, total: int, num_inference_steps: object = None) -> np.ndarray:
+    """A custom chain as descending int64: a non-empty 1-D sequence (list, tuple, numpy array or tensor) of
+    distinct ints in [0, total), strictly descending, given instead of num_inference_steps. TypeError / ValueError
+    naming `timesteps`."""
+    if num_inference_steps is not None:
+        raise ValueError("pass num_inference_steps or timesteps, not both")
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.detach().cpu().numpy()
+    if isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, (list, tuple, np.ndarray)):
+        raise TypeError(f"timesteps must be a sequence of ints, got {type(timesteps).__name__}")
+    chain = np.asarray(timesteps)
+    if chain.ndim != 1 or chain.size == 0 or not np.issubdtype(chain.dtype, np.integer):
+        raise TypeError(f"timesteps must be a non-empty 1-D sequence of ints, got {timesteps!r}")
+    chain = chain.astype(np.int64)
+    if chain.min() < 0 or chain.max() >= total or (chain[1:] >= chain[:-1]).any():
+        raise ValueError(f"timesteps must be strictly descending ints in [0, {total}), got {chain.tolist()}")
+    return chain
 
 
 def planned_timesteps(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,

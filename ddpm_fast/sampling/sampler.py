@@ -22,7 +22,7 @@ import time
 import types
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -252,6 +252,34 @@ class FastSampler:
         return cls(**{**arguments, **options})
 
     @classmethod
+    def from_denoising_diffusion_pytorch(cls, diffusion: Any, checkpoint: Union[str, os.PathLike, None] = None,
+                                         weights: str = "ema", **options: Any) -> "FastSampler":
+        """A sampler of a lucidrains denoising-diffusion-pytorch GaussianDiffusion: its Unet, β, objective, image
+        size and x0 clipping, read from the object (ddpm_fast.interop.denoising_diffusion_pytorch). checkpoint: one
+        of its Trainer's model-N.pt files, read with torch.load(weights_only=True) (`weights`: "ema" or "model").
+        Keyword arguments are FastSampler's (device=, dtype=, ...); one that contradicts the GaussianDiffusion
+        (schedule, prediction_type, clipping, ...) is a ValueError.
+
+        `sample(..., **sample_arguments(diffusion))` runs the loop its sample() runs (p_sample_loop or ddim_sample)
+        and, with generator=, gives its images in [-1, 1]; `unnormalize(images, diffusion)` maps them to its [0, 1]
+        when it auto-normalizes. Its self-conditioning and its other diffusion classes are refused, by name."""
+        from ..interop import denoising_diffusion_pytorch as lucidrains
+
+        if checkpoint is not None:
+            diffusion = lucidrains.load_checkpoint(diffusion, checkpoint, weights)
+        arguments = lucidrains.sampler_arguments(diffusion)
+        if "model" in options:
+            raise TypeError("model comes from the GaussianDiffusion; do not pass model=")
+        for name in sorted(options.keys() & arguments.keys()):
+            given, read = options[name], arguments[name]
+            same = (torch.equal(given.betas, read.betas) if isinstance(given, NoiseSchedule)
+                    and given.num_timesteps == read.num_timesteps else given == read)
+            if not same:
+                raise ValueError(f"{name}={given!r} contradicts the GaussianDiffusion, which samples with "
+                                 f"{name}={read!r}")
+        return cls(**{**arguments, **options})
+
+    @classmethod
     def from_pretrained(cls, path_or_id: Union[str, os.PathLike], weights: Optional[str] = None, *,
                         override_setup: bool = False, schedule: Optional[NoiseSchedule] = None,
                         prediction_type: Optional[str] = None, variance_type: Optional[str] = None,
@@ -313,6 +341,8 @@ class FastSampler:
         sample_offset: int = 0,
         class_labels: Union[torch.Tensor, list, tuple, int, None] = None,
         guidance_scale: Optional[float] = None,
+        timesteps: Optional[Sequence[int]] = None,
+        use_clipped_model_output: bool = False,
     ):
         """`batch_size` samples: float32 [B, C, H, W] in [-1, 1] ("tensor"), [B, H, W, C] uint8 ("uint8") or a
         list of PIL images ("pil").
@@ -334,6 +364,10 @@ class FastSampler:
             each step runs the model once on 2B samples (the labels, then the null class) and the fused step
             combines the halves; needs class_labels and null_class_label. None or 1 is plain conditional sampling
             (one pass of B); w = 0 is unconditional. Guided or not, sample i's noise is the same.
+        timesteps: a custom chain, strictly descending ints in [0, T), instead of num_inference_steps (diffusers'
+            `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says.
+        use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
+            DDIMScheduler.step option of that name; what lucidrains' ddim_sample does).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
@@ -345,14 +379,15 @@ class FastSampler:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
-        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
+        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset,
+                                                      timesteps, use_clipped_model_output)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         self._says_unconditional)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
                   if conditioning != "none" else None)
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                 conditioning, labels, guidance_scale)
+                                 conditioning, labels, guidance_scale, use_clipped_model_output)
 
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
@@ -363,32 +398,38 @@ class FastSampler:
                                  self.steps_offset)
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
-                      sample_offset: int) -> tuple[SamplingPlan, float, int]:
+                      sample_offset: int, timesteps: Optional[Sequence[int]] = None,
+                      use_clipped_model_output: bool = False) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
         if method != "ddim" and eta != 0.0:
             raise ValueError("eta applies to method='ddim' only")
+        if not isinstance(use_clipped_model_output, bool):
+            raise TypeError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
+        if use_clipped_model_output and method != "ddim":
+            raise ValueError("use_clipped_model_output applies to method='ddim' only")
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one)
+                          self.set_alpha_to_one, timesteps)
         return plan, eta, sample_offset
 
     def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
                      generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
                      output_type: str = "tensor", sample_offset: int = 0, conditioning: str = "none",
-                     labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None):
+                     labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
+                     use_clipped_model_output: bool = False):
         """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
         (None: torch's global generator on the sampler's device) in a reference loop's order. conditioning, labels,
         guidance_scale: checked by `sample`."""
         with self._on_device():
             return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                  conditioning, labels, guidance_scale)
+                                  conditioning, labels, guidance_scale, use_clipped_model_output)
 
     def _on_device(self):
         """Streams, graph pools, events and syncs act on the current CUDA device: make it the sampler's."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                  conditioning="none", labels=None, guidance_scale=None):
+                  conditioning="none", labels=None, guidance_scale=None, use_clipped_model_output=False):
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
             self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, fallbacks=tuple(self.fallbacks),
@@ -397,7 +438,7 @@ class FastSampler:
 
         options = StepOptions(plan.method, self.prediction_type, self.variance_type, self.clip_sample,
                               self.clip_sample_range, eta, "philox" if key is not None else "given", sample_offset,
-                              conditioning)
+                              conditioning, use_clipped_model_output and self.clip_sample)
         setup_start = time.perf_counter()
         runner = self._runner(batch_size, options, plan)
         setup_seconds = time.perf_counter() - setup_start
@@ -436,19 +477,22 @@ class FastSampler:
     @torch.no_grad()
     def warm_up(self, batch_size: int, method: str = "ddpm", eta: float = 0.0,
                 num_inference_steps: Optional[int] = None, sample_offset: int = 0,
-                guidance_scale: Optional[float] = None) -> float:
+                guidance_scale: Optional[float] = None, timesteps: Optional[Sequence[int]] = None,
+                use_clipped_model_output: bool = False) -> float:
         """Compile, warm up and capture for seeded sampling at this batch size now (a class-conditional model: with
         class labels, guided when guidance_scale is given and not 1); returns the seconds it took (0 when already
         cached). sample() does this itself on first use."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset)
+        plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset,
+                                                      timesteps, use_clipped_model_output)
         conditioning = "none"
         if self.num_class_embeds is not None or guidance_scale is not None:
             conditioning = conditioning_for(0, guidance_scale, self.num_class_embeds, self.null_class_label,
                                             self._says_unconditional)
         options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, eta, "philox", sample_offset, conditioning)
+                              self.clip_sample_range, eta, "philox", sample_offset, conditioning,
+                              use_clipped_model_output and self.clip_sample)
         start = time.perf_counter()
         with self._on_device():
             self._runner(batch_size, options, plan)
