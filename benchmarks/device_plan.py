@@ -148,6 +148,7 @@ def preflight() -> tuple[list[str], list[str], dict]:
         problems.append(f"no {header}: Triton cannot build its launcher")
     for module, purpose in (("pytest", "the tests"), ("xdist", "parallel gpu tests (-n)"),
                             ("pytest_benchmark", "ddpm-fast bench"), ("diffusers", "the diffusers peers"),
+                            ("denoising_diffusion_pytorch", "the lucidrains sampling peer"),
                             ("onnxruntime", "the onnx group")):
         found = importlib.util.find_spec(module) is not None
         facts[module] = found

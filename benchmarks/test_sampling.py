@@ -11,6 +11,12 @@ Methods (per batch size, in the same process):
                             bf16), to show what each part is worth on the device.
   naive_unet2d, fast_eager_unet2d   (CPU) the seed's loop and FastSampler (compile=False, other options default) on
                             diffusers' UNet2DModel with the same weights: the eager path on a model that is not ours.
+  lucidrains, fast_lucidrains   lucidrains' denoising-diffusion-pytorch: its own p_sample_loop (fp32, eager, its
+                            GaussianDiffusion built with `steps` timesteps) on its own Unet (GPU: dim 64, mults
+                            1/2/4/8; CPU: dim 16, mults 1/2; smoke: dim 8), beside FastSampler with its defaults on the
+                            same Unet (FastSampler.from_denoising_diffusion_pytorch): a model that is not ours, its
+                            library's loop as the peer. A test/bench dependency (tests/requirements-no-deps.txt;
+                            carried to the GPU machine as wheels); reported unavailable where it is not installed.
 
 GPU: ddpm-cifar10 (35.7M parameters, random seeded weights) at 32×32, T = 1000 linear schedule, batch 1, 16, 128,
 512. The slow peers would need minutes for 1000 steps at large batch, so every method runs the same number of
@@ -153,12 +159,56 @@ def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device
     return method
 
 
+def lucidrains_methods(batch: int, shape: tuple, device: torch.device, smoke: bool, steps: int) -> list[Method]:
+    """Its own p_sample_loop on its own Unet, and FastSampler (its defaults for the device) on the same Unet. The
+    GaussianDiffusion has exactly `steps` timesteps: its loop always runs all of them, and a step costs the same."""
+    from ddpm_fast.interop import denoising_diffusion_pytorch as lucidrains
+
+    library = lucidrains.import_library(stand_in_torchvision=True)
+    width, mults = (8, (1, 2)) if smoke else ((64, (1, 2, 4, 8)) if device.type == "cuda" else (16, (1, 2)))
+    torch.manual_seed(0)
+    unet = library.Unet(dim=width, dim_mults=mults, channels=shape[0])
+    diffusion = library.GaussianDiffusion(unet, image_size=tuple(shape[1:]), timesteps=steps,
+                                          objective="pred_noise").to(device).eval()
+
+    def check(run_steps: int) -> None:
+        if run_steps != steps:
+            raise ValueError(f"the lucidrains pair was built for {steps} steps, asked for {run_steps}")
+
+    def run_library(run_steps: int):
+        check(run_steps)
+        _sync(device)
+        start = time.perf_counter()
+        images = diffusion.p_sample_loop((batch, *shape)) * 2.0 - 1.0  # its [0, 1] back to [-1, 1]
+        _sync(device)
+        return images, time.perf_counter() - start
+
+    sampler = df.FastSampler.from_denoising_diffusion_pytorch(diffusion, **({"compile": False} if smoke else {}))
+
+    def run_fast(run_steps: int):
+        check(run_steps)
+        images = sampler.sample(batch, seed=0)
+        return images, sampler.last_report.sampling_seconds
+
+    fast = Method("fast_lucidrains", run_fast, {"dtype": str(sampler.dtype).replace("torch.", ""),
+                                                "channels_last": sampler.channels_last, "compile": sampler.compiled,
+                                                "cuda_graphs": sampler.cuda_graphs, "unet": f"dim {width}, {mults}"})
+    fast.sampler = sampler
+    return [Method("lucidrains", run_library, {"dtype": "float32", "eager": True, "unet": f"dim {width}, {mults}"}),
+            fast]
+
+
 def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: bool,
-                  quick: bool = False) -> tuple[list[Method], dict]:
+                  quick: bool = False, steps: int = SMOKE_STEPS) -> tuple[list[Method], dict]:
     """Every method this device runs, and {name: reason} for the ones it cannot (quick mode: FastSampler's
     defaults only, not its variants with parts turned off)."""
     methods = [naive_method(model, batch, shape, device)]
     unavailable = {}
+    try:
+        methods += lucidrains_methods(batch, shape, device, smoke, steps)
+    except ImportError as error:
+        unavailable["lucidrains"] = unavailable["fast_lucidrains"] = (
+            f"unavailable: {error} (pip install --no-deps -r tests/requirements-no-deps.txt)")
     try:
         import diffusers  # noqa: F401
     except ImportError as error:
@@ -333,7 +383,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
         model = df.UNet.from_preset(preset, sample_size=size).eval()
         gflop, counted = gflop_per_image(model, preset, sample_shape)
         model = model.to(device)
-        methods, unavailable = build_methods(model, batch, sample_shape, device, smoke, quick)
+        methods, unavailable = build_methods(model, batch, sample_shape, device, smoke, quick, steps)
 
         warm_up = {}
         for method in list(methods):  # warm-up: compile, capture, lazy init; then the images are checked
@@ -375,8 +425,9 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
     tflops = {name: gflop * batch / seconds / 1e3 for name, seconds in per_step.items()}
     diffusers_names = [name for name in images_per_s if name.startswith("diffusers")]
     best_diffusers = max(diffusers_names, key=images_per_s.get) if diffusers_names else None
-    fast_names = [name for name in images_per_s  # on our model (the _unet2d pair samples another one)
-                  if name.startswith("fast") and not name.endswith("_unet2d") and name not in fell_back]
+    fast_names = [name for name in images_per_s  # on our model (the _unet2d and _lucidrains ones sample others)
+                  if name.startswith("fast") and not name.endswith(("_unet2d", "_lucidrains"))
+                  and name not in fell_back]
     best_fast = max(fast_names, key=images_per_s.get) if fast_names else None
     met = goals(batch, {name: v for name, v in images_per_s.items() if name not in fell_back}, device)
     benchmark.extra_info.update({
@@ -392,6 +443,8 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
         "matmul_tflops": ceiling, "fraction_of_matmul": {name: v / ceiling for name, v in tflops.items()},
         "ceiling_images_per_s": ceiling * 1e3 / (gflop * T_FULL),
         "speedup_vs_naive": {name: v / images_per_s["naive"] for name, v in images_per_s.items()},
+        "fast_lucidrains_vs_its_loop": (images_per_s["fast_lucidrains"] / images_per_s["lucidrains"]
+                                        if {"fast_lucidrains", "lucidrains"} <= images_per_s.keys() else None),
         "speedup_vs_best_diffusers": ({name: v / images_per_s[best_diffusers] for name, v in images_per_s.items()}
                                       if best_diffusers else None),
         "best_diffusers": best_diffusers, "best_fast": best_fast, "goals": met, "fast_full_chain": full_chain,

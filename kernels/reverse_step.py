@@ -201,7 +201,8 @@ def ddim_step_kernel(
     sqrt_alpha_bar = tl.sqrt(alpha_bar).to(tl.float32)
     sqrt_one_minus_alpha_bar = tl.sqrt(one_minus_alpha_bar).to(tl.float32)
     sqrt_alpha_bar_prev = tl.sqrt(alpha_bar_prev).to(tl.float32)
-    direction = tl.sqrt(tl.maximum(one_minus_alpha_bar_prev - sigma64 * sigma64, 0.0)).to(tl.float32)
+    direction_64 = tl.sqrt(tl.maximum(one_minus_alpha_bar_prev - sigma64 * sigma64, 0.0))
+    direction = direction_64.to(tl.float32)
     sigma = sigma64.to(tl.float32)
 
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
@@ -219,9 +220,14 @@ def ddim_step_kernel(
         eps = sqrt_alpha_bar * prediction + sqrt_one_minus_alpha_bar * x
     if CLIP:
         x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
-        if CLIPPED_EPS:
-            eps = (x - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
-    x_prev = sqrt_alpha_bar_prev * x0 + direction * eps
+    if CLIP and CLIPPED_EPS:
+        # ε = (x - √ᾱ·x0) / √(1-ᾱ) from the clipped x0, folded into the update so that ε is never held: one fewer
+        # live value per element (the guided variant spilled under triton 3.6's ptxas otherwise).
+        x_coef = (direction_64 / tl.sqrt(one_minus_alpha_bar)).to(tl.float32)
+        x0_coef = (tl.sqrt(alpha_bar_prev) - direction_64 * tl.sqrt(alpha_bar) / tl.sqrt(one_minus_alpha_bar))
+        x_prev = x0_coef.to(tl.float32) * x0 + x_coef * x
+    else:
+        x_prev = sqrt_alpha_bar_prev * x0 + direction * eps
     if NOISE != NO_NOISE:
         z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                         nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)

@@ -30,6 +30,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert command in ci_lines
 
 
+def test_ci_installs_the_no_deps_test_requirements_the_readme_names():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"\*\*Run the tests\*\*.*?```bash\n(.*?)\n```", readme, re.S).group(1)
+    assert "pip install --no-deps -r tests/requirements-no-deps.txt" in block
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python -m pip install --quiet --no-deps -r tests/requirements-no-deps.txt" in ci
+    pins = [line for line in (ROOT / "tests" / "requirements-no-deps.txt").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")]
+    assert pins and all("==" in line for line in pins)  # pinned: installed without a resolver to keep them apart
+
+
 def _pyproject() -> dict:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

@@ -138,19 +138,29 @@ def load_checkpoint(diffusion: Any, path: Union[str, os.PathLike], weights: str 
 def import_library(stand_in_torchvision: bool = False) -> types.ModuleType:
     """Import denoising_diffusion_pytorch. stand_in_torchvision: where the real torchvision cannot load (PyPI's
     torchvision wheels need their own torch build; beside a CPU torch they fail with "operator torchvision::nms
-    does not exist"), put empty stand-in modules for torchvision, torchvision.transforms, torchvision.utils and
-    torchvision.models in sys.modules first. Its GaussianDiffusion and Unet never call them; its Trainer and Dataset
-    do, and fail with these stand-ins."""
-    if stand_in_torchvision and "torchvision" not in sys.modules:
-        try:
-            import torchvision  # noqa: F401
-        except Exception:  # noqa: BLE001 — ImportError, or the RuntimeError of a mismatched torch build
-            for name in ("torchvision", "torchvision.transforms", "torchvision.utils", "torchvision.models"):
-                sys.modules[name] = types.ModuleType(name)
-            for child in ("transforms", "utils", "models"):
-                setattr(sys.modules["torchvision"], child, sys.modules[f"torchvision.{child}"])
-    import denoising_diffusion_pytorch
+    does not exist"), empty stand-in modules for torchvision, torchvision.transforms, torchvision.utils and
+    torchvision.models sit in sys.modules while it imports, and are taken out again after (so that other libraries,
+    diffusers among them, still see no torchvision). Its GaussianDiffusion and Unet never call them; its Trainer and
+    Dataset do, and fail."""
+    if not stand_in_torchvision or "denoising_diffusion_pytorch" in sys.modules:
+        import denoising_diffusion_pytorch
 
+        return denoising_diffusion_pytorch
+    try:
+        import torchvision  # noqa: F401
+
+        stand_ins = []
+    except Exception:  # noqa: BLE001 — ImportError, or the RuntimeError of a mismatched torch build
+        stand_ins = ["torchvision", "torchvision.transforms", "torchvision.utils", "torchvision.models"]
+    for name in stand_ins:
+        sys.modules[name] = types.ModuleType(name)
+    for name in stand_ins[1:]:
+        setattr(sys.modules["torchvision"], name.split(".")[1], sys.modules[name])
+    try:
+        import denoising_diffusion_pytorch
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
     return denoising_diffusion_pytorch
 
 
