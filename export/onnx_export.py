@@ -31,10 +31,10 @@ from ddpm_fast.models.unet import UNet
 from ddpm_fast.sampling.timesteps import check_chain_options
 from ddpm_fast.schedule import NoiseSchedule
 
-from .step_graphs import DDIMStepGraph, DDPMStepGraph, ModelGraph
+from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph
 
 OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
-GRAPHS = ("model", "ddpm_step", "ddim_step")
+GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")
 DTYPES = {torch.float32: "float32", torch.float16: "float16"}
 METADATA_KEY = "ddpm_fast"  # one JSON document in the model's metadata_props
 MAX_BATCH = 1 << 16
@@ -49,8 +49,10 @@ INPUT_NAMES = {
     "model": ("sample", "timestep"),
     "ddpm_step": ("sample", "timestep", "noise"),
     "ddim_step": ("sample", "timestep", "prev_timestep", "noise"),
+    "dpm_solver_step": ("sample", "timestep", "solver_coefficients", "prev_pred_original_sample", "noise"),
 }
-OUTPUT_NAMES = {"model": ("model_output",), "ddpm_step": ("prev_sample",), "ddim_step": ("prev_sample",)}
+OUTPUT_NAMES = {"model": ("model_output",), "ddpm_step": ("prev_sample",), "ddim_step": ("prev_sample",),
+                "dpm_solver_step": ("prev_sample", "pred_original_sample")}
 
 
 def input_names(graph: str, class_conditional: bool = False, guided: bool = False) -> tuple[str, ...]:
@@ -95,7 +97,10 @@ def export_onnx(
         predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
         (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
         schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
-        int64 (-1 ends the chain) and bakes eta. A class-conditional model's graphs also take class_labels [B]
+        int64 (-1 ends the chain) and bakes eta. "dpm_solver_step" — one DPM-Solver++ step, ODE or SDE (Lu et al.
+        2022): inputs sample, timestep, solver_coefficients (float32 [len(SOLVER_ROWS)]: the step's column of the
+        chain's solver table, which depends on the whole chain), prev_pred_original_sample (the previous step's x0
+        estimate, float32, zeros at first) and noise; outputs prev_sample and pred_original_sample. A class-conditional model's graphs also take class_labels [B]
         int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
         float32 and run the model once on 2B samples (the labels, then the null class) for classifier-free guidance
         (w = 1: the conditional model; input_names() lists a graph's inputs).
@@ -285,6 +290,9 @@ def _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, 
                   eta, null_class_label=None) -> nn.Module:
     if graph == "model":
         return ModelGraph(unet).eval()
+    if graph == "dpm_solver_step":
+        return DPMSolverStepGraph(unet, dtype, prediction_type, clip_sample, clip_sample_range,
+                                  null_class_label).eval()
     if graph == "ddpm_step":
         return DDPMStepGraph(unet, schedule, dtype, prediction_type, variance_type, clip_sample,
                              clip_sample_range, null_class_label).eval()
@@ -299,6 +307,8 @@ def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int,
     values = {"sample": x.to(dtype) if graph == "model" else x,  # a step graph takes x_t in float32
               "timestep": torch.tensor([1, 2], dtype=torch.int64), "prev_timestep": torch.tensor([0, -1]),
               "noise": torch.randn_like(x), "guidance_scale": torch.tensor([2.0]),
+              "prev_pred_original_sample": torch.randn_like(x),
+              "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column of SOLVER_ROWS
               "class_labels": torch.tensor([0, 1]) % (class_count or 1)}
     return tuple(values[name] for name in names)
 
@@ -314,7 +324,8 @@ def _export_program(module: nn.Module, example: tuple, names: tuple[str, ...], d
         height, width = Dim("height_blocks", min=1, max=4096), Dim("width_blocks", min=1, max=4096)
         image = {0: batch, 2: factor * height, 3: factor * width}
     per_input = {"sample": image, "noise": image, "timestep": {0: batch}, "prev_timestep": {0: batch},
-                 "class_labels": {0: batch}, "guidance_scale": None}
+                 "class_labels": {0: batch}, "guidance_scale": None, "prev_pred_original_sample": image,
+                 "solver_coefficients": None}
     shapes = tuple(per_input[name] for name in names)
     with torch.no_grad():
         program = torch.export.export(module, example, dynamic_shapes=shapes)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.kernels.constants import SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
@@ -40,6 +40,10 @@ from .onnx_export import METADATA_KEY
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int64)": torch.int64}
+# Inputs without a batch dimension, and their shapes.
+_UNBATCHED = {"guidance_scale": (1,), "solver_coefficients": (len(SOLVER_ROWS),)}
+# The methods a step graph runs (the first is its default); a model graph runs every method.
+_STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solver_step": DPM_METHODS}
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -173,9 +177,9 @@ class OnnxSampler:
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
             if value.dtype != _TORCH[node.type]:
                 raise TypeError(f"{name} must have dtype {_TORCH[node.type]}, got {value.dtype}")
-            if name == "guidance_scale":
-                if value.shape != (1,):
-                    raise ValueError(f"guidance_scale must have shape (1,), got {tuple(value.shape)}")
+            if name in _UNBATCHED:
+                if value.shape != _UNBATCHED[name]:
+                    raise ValueError(f"{name} must have shape {_UNBATCHED[name]}, got {tuple(value.shape)}")
                 continue
             if value.dim() != len(node.shape) or value.shape[0] != batch:
                 raise ValueError(f"{name} must have {len(node.shape)} dimensions and the batch size {batch} of "
@@ -217,8 +221,8 @@ class OnnxSampler:
         buffers = {}
         for node in self.session.get_inputs():
             shape = (batch,) if node.type == "tensor(int64)" else (batch, channels, *spatial)
-            if node.name == "guidance_scale":
-                shape = (1,)
+            if node.name in _UNBATCHED:
+                shape = _UNBATCHED[node.name]
             buffers[node.name] = torch.zeros(shape, dtype=_TORCH[node.type], device=self.device)
         for node in self.session.get_outputs():
             out_channels = node.shape[1] if isinstance(node.shape[1], int) else channels
@@ -273,7 +277,8 @@ class OnnxSampler:
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
         method: "ddpm", "ddim", "dpm_solver++" or "sde_dpm_solver++" (as FastSampler's); a step graph fixes it (a
-        DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta). A model
+        DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta; a
+        dpm_solver_step one either DPM-Solver++ method, "dpm_solver++" by default, any num_inference_steps). A model
         graph runs any of them, with the fused update in torch.
         class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
         take class_labels; guidance needs the null class its setup stores). A model graph then runs on 2B samples
@@ -349,11 +354,19 @@ class OnnxSampler:
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
-                buffers["noise"].copy_(z)
+                if z is None:
+                    buffers["noise"].zero_()
+                else:
+                    buffers["noise"].copy_(z)
                 if self.graph == "ddim_step":
                     buffers["prev_timestep"].copy_(prev_t[i].expand(batch_size))
+                if self.graph == "dpm_solver_step":  # this step's column of the chain's table, and the last x0
+                    buffers["solver_coefficients"].copy_(solver[0][:, i])
+                    buffers["prev_pred_original_sample"].copy_(solver[1])
                 self._run(buffers)
                 x.copy_(buffers["prev_sample"])
+                if self.graph == "dpm_solver_step":
+                    solver[1].copy_(buffers["pred_original_sample"])
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -361,10 +374,12 @@ class OnnxSampler:
         return x.clamp(-1.0, 1.0)
 
     def _method(self, method: Optional[str], eta: Optional[float], num_inference_steps: Optional[int]):
-        fixed = {"ddpm_step": "ddpm", "ddim_step": "ddim"}.get(self.graph)
-        if fixed is not None:
-            if method not in (None, fixed):
-                raise ValueError(f"this file is a {self.graph} graph: method={method!r} is not available")
+        methods = _STEP_GRAPH_METHODS.get(self.graph)
+        if methods is not None:
+            if method is not None and method not in methods:
+                raise ValueError(f"this file is a {self.graph} graph: method={method!r} is not available (it runs "
+                                 f"{', '.join(methods)})")
+            fixed = method or methods[0]
             if eta is not None and fixed == "ddim" and eta != self.metadata["eta"]:
                 raise ValueError(f"this DDIM step graph bakes eta={self.metadata['eta']}; export again for eta={eta}")
             if fixed == "ddpm" and num_inference_steps not in (None, self.schedule.num_timesteps):

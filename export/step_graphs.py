@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, p_step_reference
+from ddpm_fast.kernels import (PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, dpm_solver_step_reference,
+                               p_step_reference)
 from torch import nn
 
 from ddpm_fast.sampling.loop import unwrap_model_output
@@ -97,3 +98,31 @@ class DDIMStepGraph(nn.Module):
         output = self.conditioning.output(sample, timestep, class_labels, self.dtype)
         return ddim_step_reference(output, timestep, prev_timestep, sample, self.alphas_cumprod, noise, None, 0,
                                    self.prediction, self.eta, self.clip, self.clip_range, guidance_scale)
+
+
+class DPMSolverStepGraph(nn.Module):
+    """(sample = x_t float32, timestep [B] int64, solver_coefficients [len(SOLVER_ROWS)] float32, the previous
+    step's x0 estimate (prev_pred_original_sample, float32; zeros on the first step), noise float32[, class_labels
+    [, guidance_scale]]) → (prev_sample, pred_original_sample): one DPM-Solver++ step (Lu et al. 2022), ODE or SDE.
+
+    The step's scalars depend on the whole chain (its λ differences and order), so they are an input — one column of
+    the plan's solver table, which OnnxSampler computes in float64 for any chain length — rather than constants.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, prediction_type: str, clip_sample: bool,
+                 clip_sample_range: float, null_class_label: Optional[int] = None):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.conditioning = _Conditioning(model, null_class_label)
+        self.prediction = PREDICTION_TYPES[prediction_type]
+        self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, solver_coefficients: torch.Tensor,
+                prev_pred_original_sample: torch.Tensor, noise: torch.Tensor,
+                class_labels: Optional[torch.Tensor] = None,
+                guidance_scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.conditioning.output(sample, timestep, class_labels, self.dtype)
+        column = torch.zeros_like(timestep)  # every sample reads the one column given
+        return dpm_solver_step_reference(output, timestep, column, sample, prev_pred_original_sample,
+                                         solver_coefficients.view(-1, 1), noise, None, 0, self.prediction, self.clip,
+                                         self.clip_range, guidance_scale)

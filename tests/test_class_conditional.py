@@ -321,7 +321,7 @@ def conditional_onnx(tmp_path_factory):
     model.save(folder / "unet", setup=setup)
     with cpu_reference():
         paths = {graph: export_onnx(folder / "unet", folder / f"{graph}.onnx", graph=graph)
-                 for graph in ("model", "ddpm_step", "ddim_step")}
+                 for graph in ("model", "ddpm_step", "ddim_step", "dpm_solver_step")}
     return folder / "unet", paths
 
 
@@ -339,7 +339,7 @@ def test_onnx_graphs_take_class_labels_and_guidance(conditional_onnx):
         assert read_metadata(proto)["setup"]["null_class_label"] == 3
 
 
-@pytest.mark.parametrize("graph", ["model", "ddpm_step", "ddim_step"])
+@pytest.mark.parametrize("graph", ["model", "ddpm_step", "ddim_step", "dpm_solver_step"])
 def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_onnx, graph):
     from ddpm_fast.export import OnnxSampler
 
@@ -347,7 +347,8 @@ def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_o
     fast = df.FastSampler.from_pretrained(unet_folder, device="cpu", compile=False)
     onnx_sampler = OnnxSampler(paths[graph])
     labels = [2, 0, 1]
-    ddim = dict(method="ddim", num_inference_steps=5) if graph != "ddpm_step" else {}
+    ddim = {"ddpm_step": {}, "dpm_solver_step": dict(method="sde_dpm_solver++", num_inference_steps=5)}.get(
+        graph, dict(method="ddim", num_inference_steps=5))
     for guidance in (None, 3.0):
         expected = fast.sample(3, seed=7, class_labels=labels, guidance_scale=guidance, **ddim)
         got = onnx_sampler.sample(3, seed=7, class_labels=labels, guidance_scale=guidance, **ddim)

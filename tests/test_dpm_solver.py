@@ -300,22 +300,39 @@ def test_dpm_cuda_graphs_equal_the_eager_loop(method):
     assert len(graphed._runners) == 1
 
 
-def test_onnx_sampler_runs_dpm_solver_on_a_model_graph(tmp_path):
+@pytest.mark.parametrize("graph", ["model", "dpm_solver_step"])
+def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
+    """A model graph (the update fused in torch) and the dpm_solver_step graph (the whole step in ONNX Runtime, the
+    step's solver column an input) both equal FastSampler, ODE and SDE, seed= and generator= noise."""
     pytest.importorskip("onnxruntime")
     from ddpm_fast.export import OnnxSampler, export_onnx
 
     model = small_unet(seed=2)
     schedule = df.NoiseSchedule.cosine(300)
+    path = tmp_path / f"{graph}.onnx"
     with cpu_reference():
-        export_onnx(model, tmp_path / "model.onnx", schedule=schedule, prediction_type="v_prediction")
-        fast = df.FastSampler(model, schedule, prediction_type="v_prediction", compile=False)
-        onnx_sampler = OnnxSampler(tmp_path / "model.onnx")
+        export_onnx(model, path, graph=graph, schedule=schedule, prediction_type="v_prediction", clip_sample=True)
+        fast = df.FastSampler(model, schedule, prediction_type="v_prediction", clip_sample=True, compile=False)
+        onnx_sampler = OnnxSampler(path)
         for method in METHODS:
             for noise in (dict(seed=4), dict(generator=torch.Generator().manual_seed(4))):
                 expected = fast.sample(3, method=method, num_inference_steps=12, **dict(
                     noise, generator=torch.Generator().manual_seed(4)) if "generator" in noise else noise)
                 got = onnx_sampler.sample(3, method=method, num_inference_steps=12, **noise)
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        if graph == "dpm_solver_step":
+            # Its default method is the ODE solver; other methods are refused by name.
+            torch.testing.assert_close(onnx_sampler.sample(2, seed=1, num_inference_steps=8),
+                                       fast.sample(2, seed=1, method="dpm_solver++", num_inference_steps=8),
+                                       rtol=1e-4, atol=1e-4)
+            with pytest.raises(ValueError, match="method='ddim' is not available"):
+                onnx_sampler.sample(1, seed=0, method="ddim", num_inference_steps=4)
+            with pytest.raises(ValueError, match="needs num_inference_steps"):
+                onnx_sampler.sample(1, seed=0)
+            with pytest.raises(ValueError, match=r"solver_coefficients must have shape \(6,\)"):
+                onnx_sampler.run(sample=torch.zeros(1, 3, 8, 8), timestep=torch.tensor([5]),
+                                 solver_coefficients=torch.zeros(5), prev_pred_original_sample=torch.zeros(1, 3, 8, 8),
+                                 noise=torch.zeros(1, 3, 8, 8))
     assert onnx_sampler.timesteps(12, "dpm_solver++") == fast.timesteps(12, "dpm_solver++")
 
 

@@ -373,7 +373,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    ({"graph": "nope"}, ValueError, "graph must be one of model, ddpm_step, ddim_step"),
+    ({"graph": "nope"}, ValueError, "graph must be one of model, ddpm_step, ddim_step, dpm_solver_step"),
     ({"graph": "ddpm_step", "schedule": None}, ValueError, "schedule"),
     ({"graph": "ddim_step", "schedule": None}, ValueError, "schedule"),
     ({"schedule": "linear"}, TypeError, "schedule must be a ddpm_fast.NoiseSchedule"),

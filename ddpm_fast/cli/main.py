@@ -25,7 +25,7 @@ from .train import add_train_parser, run_train
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_SUFFIXES = (".png", ".safetensors")
-EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)
+EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)
 EXPORT_DTYPES = ("float32", "float16")
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
@@ -163,7 +163,8 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
                         help="the ONNX file to write (atomically: an existing file is replaced whole)")
     export.add_argument("--graph", choices=EXPORT_GRAPHS, default="model",
-                        help="model: the U-Net alone; ddpm_step / ddim_step: one reverse step (default model)")
+                        help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step: one reverse step "
+                             "(default model)")
     _add_setup_arguments(export)
     export.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
