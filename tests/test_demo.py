@@ -29,6 +29,11 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     for name in ("samples.png", "naive_samples.png", "data.png", "loss.png"):
         assert Image.open(tmp_path / name).format == "PNG", name
     assert set(result["quality"]["figures"]) == {"samples", "real", "noise"}
+    # The short quality-against-time table: full DDPM, then fewer model calls (capped at T // 2 = 10 here).
+    assert [(row["method"], row["model_calls"]) for row in result["fewer_steps"]] == [
+        ("ddpm", 20), ("ddim", 10), ("dpm_solver++", 10), ("sde_dpm_solver++", 10)]
+    assert all(row["seconds"] > 0 and row["rf_kid"] == row["rf_kid"] for row in result["fewer_steps"])
+    assert "fewer model calls" in out and "DPM-Solver++" in out and "less time" in out
     again = run_demo(tmp_path, steps=12, batch_size=8, timesteps=20, num_samples=4, device="cpu", progress=False,
                      compile=False)  # a second run reuses the trained checkpoint
     assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out

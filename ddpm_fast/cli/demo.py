@@ -26,6 +26,10 @@ from ..training.config import TrainingConfig
 from ..training.objectives import AsEpsilonModel
 
 CHECK_STEPS = 10  # the equality check runs a short chain: it proves the same math, not the speed
+# The short quality-against-time table: (method, model calls), each capped at half the chain's T. The full version,
+# with the spread over seeds that tells a difference from noise, is `ddpm-fast bench --suite quality`.
+FEWER_STEPS = (("ddim", 20), ("dpm_solver++", 10), ("sde_dpm_solver++", 20))
+METHOD_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm_solver++": "DPM-Solver++", "sde_dpm_solver++": "SDE-DPM-Solver++"}
 HELD_OUT_IMAGES = 256
 
 
@@ -160,6 +164,7 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
     held_out = torch.stack(list(ShapesDataset.held_out(HELD_OUT_IMAGES, size, seed)))
     report = quality_report(fast.cpu(), held_out, seed=seed)
     print("  quality: " + report.format().replace("\n", "\n  "))
+    fewer = _fewer_steps(sampler, num_samples, seed, timesteps, fast_s, report, held_out)
 
     save_grid(run_dir / "samples.png", fast)
     save_grid(run_dir / "naive_samples.png", naive)
@@ -167,4 +172,31 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
           f"{run_dir / 'data.png'} (training data) and {run_dir / 'loss.png'}")
     return {"naive_s": naive_s, "fast_s": fast_s, "setup_s": setup_s, "speedup": naive_s / fast_s,
             "max_abs_difference": difference, "train_steps": summary.steps_this_run,
-            "train_seconds": summary.seconds, "final_loss": summary.final_loss, "quality": report.as_dict()}
+            "train_seconds": summary.seconds, "final_loss": summary.final_loss, "quality": report.as_dict(),
+            "fewer_steps": fewer}
+
+
+def _fewer_steps(sampler: FastSampler, num_samples: int, seed: int, timesteps: int, full_seconds: float,
+                 full_report, held_out: torch.Tensor) -> list[dict]:
+    """The same model and seed sampled in fewer model calls (FEWER_STEPS), each row's sampling seconds and rf_kid
+    beside full DDPM's, printed as a short table; returns the rows."""
+    from ..data.metrics import quality_report
+
+    rows = [{"method": "ddpm", "model_calls": timesteps, "seconds": full_seconds,
+             "rf_kid": full_report.primary}]
+    for method, calls in FEWER_STEPS:
+        calls = min(calls, max(timesteps // 2, 1))
+        with torch.no_grad():
+            images = sampler.sample(num_samples, seed=seed, method=method, num_inference_steps=calls)
+        rows.append({"method": method, "model_calls": calls, "seconds": sampler.last_report.sampling_seconds,
+                     "rf_kid": quality_report(images.cpu(), held_out, seed=seed).primary})
+    figures = full_report.figures
+    print(f"  fewer model calls (same model and seed, {full_report.n} samples per row; rf_kid floor "
+          f"{figures['real']['rf_kid']:.2g}, noise ceiling {figures['noise']['rf_kid']:.2g}; one seed only: "
+          "`ddpm-fast bench --suite quality` gives the spread over seeds):")
+    for row in rows:
+        label = METHOD_NAMES[row["method"]] + (f", all {timesteps} steps" if row["method"] == "ddpm" else "")
+        speed = "(the reference)" if row["method"] == "ddpm" else f"({full_seconds / row['seconds']:.1f}x less time)"
+        print(f"    {label:<24} {row['model_calls']:5d} calls {row['seconds']:8.2f} s  {speed:<18} "
+              f"rf_kid {row['rf_kid']:.4f}")
+    return rows
