@@ -98,6 +98,17 @@ def test_seeded_sampling_is_batch_invariant():
     torch.testing.assert_close(four[:2], two, rtol=0, atol=1e-5)
 
 
+def test_its_unet_samples_in_bf16():
+    # Its time embedding is float32 whatever the weights: the Unet runs under autocast to the sampler's dtype.
+    diffusion = make_diffusion("pred_noise")
+    with cpu_reference():
+        bf16 = FastSampler.from_denoising_diffusion_pytorch(diffusion, dtype=torch.bfloat16, compile=False)
+        fp32 = FastSampler.from_denoising_diffusion_pytorch(diffusion, **FP32)
+        low, full = bf16.sample(2, seed=3), fp32.sample(2, seed=3)
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and low.dtype == torch.float32
+    assert (low - full).abs().mean() < 0.05
+
+
 def test_ddim_timesteps_are_its_own():
     assert lucidrains.ddim_timesteps(1000, 250)[:3] == [999, 995, 991]
     assert lucidrains.ddim_timesteps(1000, 3) == [999, 665, 332]  # diffusers' trailing: 999, 666, 332
@@ -250,3 +261,8 @@ def test_compiled_graphed_cuda_sampler_matches_its_loop_on_cuda():
                             **lucidrains.sample_arguments(diffusion))
     assert sampler.last_report.compiled and not sampler.last_report.fell_back
     torch.testing.assert_close(lucidrains.unnormalize(images, diffusion), expected, rtol=0, atol=1e-3)
+    # The card's defaults (bf16 under autocast, channels-last, compile, CUDA graphs) run it without a fallback.
+    fast = FastSampler.from_denoising_diffusion_pytorch(diffusion)
+    images = fast.sample(4, generator=torch.Generator("cuda").manual_seed(6), **lucidrains.sample_arguments(diffusion))
+    assert fast.dtype == torch.bfloat16 and fast.last_report.cuda_graphs and not fast.last_report.fell_back
+    assert (lucidrains.unnormalize(images, diffusion) - expected).abs().mean() < 0.05

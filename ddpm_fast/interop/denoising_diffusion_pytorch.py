@@ -55,14 +55,30 @@ def check_gaussian_diffusion(diffusion: Any) -> None:
     _normalizes(diffusion)
 
 
+class UnetInModelDtype(nn.Module):
+    """Its Unet as FastSampler calls it, in the dtype FastSampler gives the weights: the Unet computes its sinusoidal
+    time embedding in float32 whatever its weights' dtype, so in bf16 / fp16 it runs under autocast to that dtype
+    (in float32, as it is). `unet` is the wrapped module."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return self.unet(x, t)
+        with torch.autocast(x.device.type, dtype=x.dtype):
+            return self.unet(x, t)
+
+
 def sampler_arguments(diffusion: Any) -> dict[str, Any]:
-    """FastSampler's arguments for a GaussianDiffusion: its Unet, its β (the float32 buffer it samples with, as a
+    """FastSampler's arguments for a GaussianDiffusion: its Unet (in UnetInModelDtype), its β (the float32 buffer it samples with, as a
     float64 schedule), (channels, *image_size), the objective as prediction_type, clip_sample=True (both of its
     samplers clip x0 to [-1, 1]) and the fixed-small posterior variance (its posterior_log_variance_clipped)."""
     check_gaussian_diffusion(diffusion)
     height, width = diffusion.image_size
     return {
-        "model": diffusion.model,
+        "model": UnetInModelDtype(diffusion.model),
         "schedule": NoiseSchedule.from_betas(diffusion.betas.detach().double().cpu(),
                                              name="denoising_diffusion_pytorch"),
         "sample_shape": (int(diffusion.channels), int(height), int(width)),
