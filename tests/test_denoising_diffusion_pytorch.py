@@ -181,8 +181,10 @@ def test_refusals_name_what_is_unsupported():
     # Agreeing values are accepted.
     sampler = FastSampler.from_denoising_diffusion_pytorch(
         diffusion, prediction_type="v_prediction", schedule=df.NoiseSchedule.from_betas(diffusion.betas.double()),
-        **FP32)
+        sample_shape=[3, 8, 8], **FP32)
     assert sampler.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match=r"sample_shape=\(3, 16, 16\) contradicts"):
+        FastSampler.from_denoising_diffusion_pytorch(diffusion, sample_shape=(3, 16, 16))
 
 
 # ------------------------------------------------------------------------ the sampler options it builds on

@@ -265,15 +265,17 @@ class FastSampler:
         when it auto-normalizes. Its self-conditioning and its other diffusion classes are refused, by name."""
         from ..interop import denoising_diffusion_pytorch as lucidrains
 
+        if "model" in options:
+            raise TypeError("model comes from the GaussianDiffusion; do not pass model=")
         if checkpoint is not None:
             diffusion = lucidrains.load_checkpoint(diffusion, checkpoint, weights)
         arguments = lucidrains.sampler_arguments(diffusion)
-        if "model" in options:
-            raise TypeError("model comes from the GaussianDiffusion; do not pass model=")
         for name in sorted(options.keys() & arguments.keys()):
             given, read = options[name], arguments[name]
-            same = (torch.equal(given.betas, read.betas) if isinstance(given, NoiseSchedule)
-                    and given.num_timesteps == read.num_timesteps else given == read)
+            if isinstance(given, NoiseSchedule):
+                same = given.num_timesteps == read.num_timesteps and torch.equal(given.betas, read.betas)
+            else:
+                same = (tuple(given) if isinstance(given, list) else given) == read  # sample_shape as a list
             if not same:
                 raise ValueError(f"{name}={given!r} contradicts the GaussianDiffusion, which samples with "
                                  f"{name}={read!r}")
