@@ -149,8 +149,10 @@ class OnnxSampler:
 
     # ------------------------------------------------------------------------------------------------- running
 
-    def run(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """One call of the graph on torch tensors (checked against the graph's inputs), returning its output."""
+    def run(self, **inputs: torch.Tensor) -> Union[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One call of the graph on torch tensors (checked against the graph's inputs), returning its output, or its
+        outputs as a tuple in the file's order where it has several (a dpm_solver_step graph: prev_sample,
+        pred_original_sample, the next step's prev_pred_original_sample)."""
         result: list = []
         with self._on_stream(result):
             result.append(self._run_once(inputs))
@@ -163,7 +165,8 @@ class OnnxSampler:
         for name, value in inputs.items():
             buffers[name].copy_(value)
         self._run(buffers)
-        return buffers[self.outputs[0]].clone()
+        outputs = tuple(buffers[name].clone() for name in self.outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def _check_inputs(self, inputs: dict) -> None:
         missing, unknown = set(self.inputs) - set(inputs), set(inputs) - set(self.inputs)
@@ -263,9 +266,12 @@ class OnnxSampler:
             result[0].record_stream(caller)  # the allocator must not reuse it while the caller's work is queued
 
     @torch.no_grad()
-    def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
+    def timesteps(self, num_inference_steps: Optional[int] = None, method: Optional[str] = None) -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, planned with the
-        file's timestep_spacing and steps_offset as FastSampler.timesteps plans them."""
+        file's timestep_spacing and steps_offset as FastSampler.timesteps plans them. method: as sample() takes it
+        (None: what sample() runs by default for this file: a step graph's own method, else "ddpm")."""
+        if method is None:
+            method = _STEP_GRAPH_METHODS.get(self.graph, ("ddpm",))[0]
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
                                  self.steps_offset)
 

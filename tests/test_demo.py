@@ -39,6 +39,21 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out
 
 
+def test_demo_edge_sizes(tmp_path, capsys):
+    from ddpm_fast.cli import main as cli
+
+    # A chain of one timestep samples (its naive loop's warm-up stays within t = 0).
+    result = run_demo(tmp_path / "one", steps=2, batch_size=4, timesteps=1, num_samples=2, device="cpu",
+                      progress=False, compile=False)
+    assert result["fewer_steps"][0]["model_calls"] == 1
+    # One sample cannot be compared as a set: refused up front, naming the flag.
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error: one line on stderr, status 2
+        cli.main(["demo", "--run-dir", str(tmp_path / "n1"), "--num-samples", "1", "--device", "cpu"])
+    assert exited.value.code == 2
+    assert "--num-samples must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "n1").exists()
+
+
 def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
     from ddpm_fast.cli import main as cli
 

@@ -155,6 +155,15 @@ def test_its_trainer_checkpoint_loads_with_weights_only(tmp_path):
     torch.save({"state_dict": trained.state_dict()}, other)
     with pytest.raises(ValueError, match="holds no 'ema' weights"):
         FastSampler.from_denoising_diffusion_pytorch(fresh, checkpoint=other)
+    with pytest.raises(ValueError, match="is a folder"):
+        FastSampler.from_denoising_diffusion_pytorch(fresh, checkpoint=tmp_path)
+    with pytest.raises(TypeError, match="checkpoint must be a path"):
+        FastSampler.from_denoising_diffusion_pytorch(fresh, checkpoint=123)
+    torch.manual_seed(0)
+    wider = ddp.GaussianDiffusion(ddp.Unet(dim=16, dim_mults=(1, 2), flash_attn=False), image_size=8, timesteps=T,
+                                  objective="pred_v")
+    with pytest.raises(ValueError, match="does not fit the given GaussianDiffusion"):
+        FastSampler.from_denoising_diffusion_pytorch(wider, checkpoint=path)
 
 
 def test_refusals_name_what_is_unsupported():
@@ -178,6 +187,11 @@ def test_refusals_name_what_is_unsupported():
         FastSampler.from_denoising_diffusion_pytorch(diffusion, schedule=df.NoiseSchedule.linear(T))
     with pytest.raises(TypeError, match="model comes from the GaussianDiffusion"):
         FastSampler.from_denoising_diffusion_pytorch(diffusion, model=diffusion.model)
+    with pytest.raises(TypeError, match="expected denoising_diffusion_pytorch's GaussianDiffusion"):
+        lucidrains.unnormalize(torch.zeros(1, 3, 8, 8), None)
+    # Its linear schedule scales β by 1000 / T, reaching β = 1 at T = 20: refused with the reason.
+    with pytest.raises(ValueError, match=r"β reach 1 \(T = 20\)"):
+        FastSampler.from_denoising_diffusion_pytorch(make_diffusion("pred_v", beta_schedule="linear"))
     # Agreeing values are accepted.
     sampler = FastSampler.from_denoising_diffusion_pytorch(
         diffusion, prediction_type="v_prediction", schedule=df.NoiseSchedule.from_betas(diffusion.betas.double()),

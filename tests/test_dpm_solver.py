@@ -329,6 +329,19 @@ def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
                 onnx_sampler.sample(1, seed=0, method="ddim", num_inference_steps=4)
             with pytest.raises(ValueError, match="needs num_inference_steps"):
                 onnx_sampler.sample(1, seed=0)
+            # timesteps() plans the chain sample() runs by default for this file.
+            assert onnx_sampler.timesteps(4) == fast.timesteps(4, "dpm_solver++")
+            # run() gives both outputs: the step and the x0 estimate the next step takes.
+            x, x0_prev = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+            column = fast._checked_plan(2, "dpm_solver++", 0.0, 12, 0)[0].solver_table[:, 1]
+            prev_sample, x0 = onnx_sampler.run(sample=x, timestep=torch.tensor([200, 200]),
+                                               solver_coefficients=column, prev_pred_original_sample=x0_prev,
+                                               noise=torch.zeros_like(x))
+            expected_step, expected_x0 = torch.ops.ddpm_fast.dpm_solver_step(
+                fast.model(x, torch.tensor([200, 200])), torch.tensor([200, 200]), torch.zeros(2, dtype=torch.int64),
+                x, x0_prev, column.view(-1, 1).contiguous(), None, None, 0, PREDICTION_TYPES["v_prediction"], True, 1.0)
+            torch.testing.assert_close(prev_sample, expected_step, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(x0, expected_x0, rtol=1e-4, atol=1e-4)
             with pytest.raises(ValueError, match=r"solver_coefficients must have shape \(6,\)"):
                 onnx_sampler.run(sample=torch.zeros(1, 3, 8, 8), timestep=torch.tensor([5]),
                                  solver_coefficients=torch.zeros(5), prev_pred_original_sample=torch.zeros(1, 3, 8, 8),

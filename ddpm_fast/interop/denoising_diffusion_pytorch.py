@@ -72,15 +72,20 @@ class UnetInModelDtype(nn.Module):
 
 
 def sampler_arguments(diffusion: Any) -> dict[str, Any]:
-    """FastSampler's arguments for a GaussianDiffusion: its Unet (in UnetInModelDtype), its β (the float32 buffer it samples with, as a
-    float64 schedule), (channels, *image_size), the objective as prediction_type, clip_sample=True (both of its
-    samplers clip x0 to [-1, 1]) and the fixed-small posterior variance (its posterior_log_variance_clipped)."""
+    """FastSampler's arguments for a GaussianDiffusion: its Unet (in UnetInModelDtype), its β (the float32 buffer
+    it samples with, as a float64 schedule; a β of 1, which its linear schedule reaches at T = 20, is a ValueError),
+    (channels, *image_size), the objective as prediction_type, clip_sample=True (both of its samplers clip x0 to
+    [-1, 1]) and the fixed-small posterior variance (its posterior_log_variance_clipped)."""
     check_gaussian_diffusion(diffusion)
+    betas = diffusion.betas.detach().double().cpu()
+    if not bool(((betas > 0) & (betas < 1)).all()):  # its linear schedule scales β by 1000 / T: 1.0 at T = 20
+        raise ValueError(f"the GaussianDiffusion's β reach {betas.max().item():g} (T = {betas.numel()}); a step "
+                         "with β = 1 destroys all signal, and FastSampler's schedule needs every β in (0, 1): use "
+                         "more timesteps or another beta_schedule")
     height, width = diffusion.image_size
     return {
         "model": UnetInModelDtype(diffusion.model),
-        "schedule": NoiseSchedule.from_betas(diffusion.betas.detach().double().cpu(),
-                                             name="denoising_diffusion_pytorch"),
+        "schedule": NoiseSchedule.from_betas(betas, name="denoising_diffusion_pytorch"),
         "sample_shape": (int(diffusion.channels), int(height), int(width)),
         "prediction_type": PREDICTION_TYPES[diffusion.objective],
         "variance_type": "fixed_small",
@@ -116,6 +121,9 @@ def sample_arguments(diffusion: Any) -> dict[str, Any]:
 
 def unnormalize(images: torch.Tensor, diffusion: Any) -> torch.Tensor:
     """FastSampler's images as its sample() returns them: (x + 1) / 2 for auto_normalize=True, else unchanged."""
+    check_gaussian_diffusion(diffusion)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     return (images + 1) * 0.5 if _normalizes(diffusion) else images
 
 
@@ -127,7 +135,11 @@ def load_checkpoint(diffusion: Any, path: Union[str, os.PathLike], weights: str 
     check_gaussian_diffusion(diffusion)
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path (str or os.PathLike), got {type(path).__name__}")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a folder; expected one of its Trainer's model-N.pt files")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
@@ -147,7 +159,11 @@ def load_checkpoint(diffusion: Any, path: Union[str, os.PathLike], weights: str 
         raise ValueError(f"checkpoint {path!r} was trained with other β than the given GaussianDiffusion's "
                          f"({diffusion.num_timesteps} steps): build it with the checkpoint's schedule")
     loaded = copy.deepcopy(diffusion)
-    loaded.load_state_dict(state)
+    try:
+        loaded.load_state_dict(state)
+    except RuntimeError as error:  # missing / unexpected keys, other shapes: weights of another Unet
+        raise ValueError(f"checkpoint {path!r} does not fit the given GaussianDiffusion (another Unet?): "
+                         f"{str(error)[:300]}") from error
     return loaded
 
 
