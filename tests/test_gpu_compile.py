@@ -102,7 +102,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "built 309" in result.stdout
+    assert "built 345" in result.stdout  # every variant above, counted: a dropped loop shows here
 
 
 def test_no_kernel_spills_at_the_launch_configurations_of_real_models():
