@@ -409,6 +409,15 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
         for name, reason in (info.get("unavailable") or {}).items():
             notes.append(f"- batch {info['batch']}, {name}: {reason}")
         notes += _fell_back_notes(info, f"batch {info['batch']}")
+        dpm = info.get("dpm_solver")
+        if dpm:
+            rates = dpm["images_per_s"]
+            peer = (f"; diffusers' DPMSolverMultistepScheduler on {dpm['peer']}'s UNet {_rate(rates[dpm['peer']])} "
+                    f"img/s" if dpm.get("peer") in rates else "")
+            state = f" ({INVALID}: fell back)" if dpm.get("fast_fell_back") else ""
+            notes.append(f"- batch {info['batch']}, DPM-Solver++ 2M, {dpm['steps']} model calls per chain: FastSampler "
+                         f"{_rate(rates['fast'])} img/s{state}, {dpm['vs_fast_ddpm_full_chain']:.1f}x its "
+                         f"{total}-step DDPM chain{peer}")
         full = info.get("fast_full_chain")
         if full and not _fell_back(info, "fast"):
             extrapolated = info["images_per_s"]["fast"]

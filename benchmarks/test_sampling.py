@@ -26,6 +26,9 @@ scheduler, the naive loop on a steps_timed-step linear schedule. A step costs th
 visits (one U-Net forward + one update), so the loop cost is linear in steps and images/s at T = 1000 is
 batch / (1000 × seconds per step). FastSampler also runs one full 1000-step chain per batch to confirm that.
 Setup (compile, warm-up, graph capture) is reported apart as setup_seconds and is never in a timing.
+Few-step chains (`dpm_solver` in the results): whole DPM-Solver++ 2M chains of DPM_STEPS (20) model calls, FastSampler
+beside diffusers' DPMSolverMultistepScheduler in a DDPMPipeline on the fastest diffusers method's UNet; images/s per
+chain, and FastSampler's over its own 1000-step DDPM chain (GPU goal: >= 50x at the same batch).
 Ceiling: one ddpm-cifar10 forward is 12.4 GFLOP per image (DESIGN §4), 12.4 TFLOP per image for T = 1000, over the
 bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
 
@@ -76,6 +79,11 @@ REQUIRED = ("naive", "diffusers_fp32", "fast")  # the others are reported as una
 GPU_GOALS_VS_NAIVE = ((1, 10.0), (16, 5.0), (128, 3.0))  # (batch, factor); the last row holds for any batch ≥
 GPU_GOALS_VS_DIFFUSERS = ((1, 1.5), (128, 1.2))
 GPU_GOAL_IMAGES_PER_S = (512, 25.0)
+# Few-step chains: DPM-Solver++ 2M of DPM_STEPS model calls, whole chains timed, FastSampler beside diffusers'
+# DPMSolverMultistepScheduler in its pipeline on the same UNet. GPU goal: its images/s at least
+# GPU_GOAL_DPM_VS_DDPM times our own T_FULL-step DDPM chain's at the same batch (the per-step cost must not grow).
+DPM_STEPS = 20
+GPU_GOAL_DPM_VS_DDPM = 50.0
 CPU_GOAL_VS_NAIVE = 2.0
 
 
@@ -141,8 +149,50 @@ def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: 
         _sync(device)
         return images, time.perf_counter() - start
 
-    return Method(name, run, {"dtype": str(dtype).replace("torch.", ""), "compile": compile,
-                              "num_train_timesteps": T_FULL})
+    method = Method(name, run, {"dtype": str(dtype).replace("torch.", ""), "compile": compile,
+                                "num_train_timesteps": T_FULL})
+    method.pipe = pipe  # the few-step chains reuse its (compiled) UNet
+    return method
+
+
+def dpm_solver_chains(fast: Method, peer: Optional[Method], batch: int, shape: tuple, device: torch.device,
+                      steps: int, repeats: int) -> dict:
+    """Whole DPM-Solver++ 2M chains of `steps` model calls: FastSampler (the "fast" method's sampler, seeded) and,
+    when a diffusers method ran, diffusers' DPMSolverMultistepScheduler (algorithm "dpmsolver++", order 2,
+    final_sigmas_type="zero", the same T = T_FULL linear schedule) in a DDPMPipeline on that method's UNet. Each is
+    warmed up once (FastSampler's setup reported apart), then timed `repeats` times, round-robin; medians."""
+    sampler = fast.sampler
+    options = dict(method="dpm_solver++", num_inference_steps=steps)
+    sampler.sample(batch, seed=0, **options)  # compile / capture for this method: setup, not timed
+    setup = sampler.last_report.setup_seconds
+    runs = {"fast": lambda: (sampler.sample(batch, seed=0, **options), sampler.last_report.sampling_seconds)}
+    if peer is not None:
+        import diffusers
+
+        scheduler = diffusers.DPMSolverMultistepScheduler.from_config(
+            peer.pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
+        pipe = diffusers.DDPMPipeline(unet=peer.pipe.unet, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+
+        def run_peer():
+            _sync(device)
+            start = time.perf_counter()
+            images = pipeline_images(pipe, batch, steps)
+            _sync(device)
+            return images, time.perf_counter() - start
+
+        run_peer()  # warm-up
+        runs[peer.name] = run_peer
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            images, elapsed = run()
+            check_images(f"{name} (DPM-Solver++ {steps})", images, batch, shape)
+            seconds[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"steps": steps, "chain_seconds": seconds, "images_per_s": {n: batch / v for n, v in medians.items()},
+            "fast_setup_seconds": setup, "peer": peer.name if peer is not None else None,
+            "fast_fell_back": list(sampler.last_report.fallbacks)}
 
 
 def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device, **options) -> Method:
@@ -340,7 +390,8 @@ def goals(batch: int, images_per_s: dict, device: torch.device) -> dict:
     met = {}
     if device.type != "cuda":
         met[f"fast >= {CPU_GOAL_VS_NAIVE:g}x naive"] = fast >= CPU_GOAL_VS_NAIVE * naive
-        ours = [name for name in images_per_s if name.startswith("fast") and not name.endswith("_unet2d")]
+        ours = [name for name in images_per_s  # on our model: the _unet2d and _lucidrains ones sample others
+                if name.startswith("fast") and not name.endswith(("_unet2d", "_lucidrains"))]
         best = max(ours, key=images_per_s.get)
         if best != "fast":
             met[f"{best} >= {CPU_GOAL_VS_NAIVE:g}x naive"] = images_per_s[best] >= CPU_GOAL_VS_NAIVE * naive
@@ -413,6 +464,10 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
 
         full_chain = None
         fast = next(m for m in methods if m.name == "fast")
+        peers = [m for m in methods if m.name.startswith("diffusers")]
+        fastest_peer = min(peers, key=lambda m: statistics.median(m.samples)) if peers else None
+        dpm = dpm_solver_chains(fast, fastest_peer, batch, sample_shape, device, SMOKE_STEPS if smoke else DPM_STEPS,
+                                repeats)
         if on_gpu and not smoke and not quick:  # the whole T = 1000 chain once, to confirm the extrapolation
             images = fast.sampler.sample(batch, seed=0)
             check_images("fast (T=1000)", images, batch, sample_shape)
@@ -435,6 +490,11 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
                   and name not in fell_back]
     best_fast = max(fast_names, key=images_per_s.get) if fast_names else None
     met = goals(batch, {name: v for name, v in images_per_s.items() if name not in fell_back}, device)
+    # The few-step chain against our own T_FULL-step DDPM chain (images/s extrapolated from the per-step time).
+    dpm["vs_fast_ddpm_full_chain"] = dpm["images_per_s"]["fast"] / images_per_s["fast"]
+    if on_gpu and not dpm["fast_fell_back"] and "fast" not in fell_back:
+        met[f"fast dpm_solver++ {dpm['steps']} >= {GPU_GOAL_DPM_VS_DDPM:g}x fast ddpm {T_FULL}"] = (
+            dpm["vs_fast_ddpm_full_chain"] >= GPU_GOAL_DPM_VS_DDPM)
     benchmark.extra_info.update({
         "kind": "sampling", "preset": preset, "batch": batch, "sample_shape": list(sample_shape),
         "num_timesteps": T_FULL, "steps_timed": steps, "repeats": repeats,
@@ -454,6 +514,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
         "speedup_vs_best_diffusers": ({name: v / images_per_s[best_diffusers] for name, v in images_per_s.items()}
                                       if best_diffusers else None),
         "best_diffusers": best_diffusers, "best_fast": best_fast, "goals": met, "fast_full_chain": full_chain,
+        "dpm_solver": dpm,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "parity": checked, "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                                     "cudnn": torch.backends.cudnn.allow_tf32} if on_gpu else None,
