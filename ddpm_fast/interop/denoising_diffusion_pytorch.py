@@ -2,7 +2,8 @@
 
     diffusion = GaussianDiffusion(Unet(dim=64), image_size=32, timesteps=1000, objective="pred_v")
     sampler = FastSampler.from_denoising_diffusion_pytorch(diffusion, checkpoint="results/model-10.pt")
-    images = unnormalize(sampler.sample(16, seed=0, **sample_arguments(diffusion)), diffusion)   # = diffusion.sample(16)
+    images = unnormalize(sampler.sample(16, generator=torch.Generator().manual_seed(0), **sample_arguments(diffusion)),
+                         diffusion)          # = torch.manual_seed(0); diffusion.sample(16)  (seed= for per-sample noise)
 
 Everything is read from the GaussianDiffusion object itself — its β buffer, objective, image size, channels, its
 sampling_timesteps / ddim_sampling_eta and its auto_normalize choice — never from the library's defaults. Its
