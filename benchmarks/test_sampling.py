@@ -139,8 +139,8 @@ def naive_method(model, batch: int, shape: tuple, device: torch.device, name: st
     return Method(name, run, {"dtype": "float32", "eager": True})
 
 
-def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: torch.dtype, compile: bool) -> Method:
-    pipe = diffusers_pipeline(model, device, dtype, compile, T_FULL)
+def timed_pipeline(pipe, batch: int, device: torch.device) -> Callable[[int], tuple[torch.Tensor, float]]:
+    """run(steps): one call of a diffusers pipeline of `steps` steps → (images in [-1, 1], wall seconds, synced)."""
 
     def run(steps: int):
         _sync(device)
@@ -149,8 +149,13 @@ def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: 
         _sync(device)
         return images, time.perf_counter() - start
 
-    method = Method(name, run, {"dtype": str(dtype).replace("torch.", ""), "compile": compile,
-                                "num_train_timesteps": T_FULL})
+    return run
+
+
+def diffusers_method(name: str, model, batch: int, device: torch.device, dtype: torch.dtype, compile: bool) -> Method:
+    pipe = diffusers_pipeline(model, device, dtype, compile, T_FULL)
+    method = Method(name, timed_pipeline(pipe, batch, device), {"dtype": str(dtype).replace("torch.", ""),
+                                                                "compile": compile, "num_train_timesteps": T_FULL})
     method.pipe = pipe  # the few-step chains reuse its (compiled) UNet
     return method
 
@@ -173,16 +178,9 @@ def dpm_solver_chains(fast: Method, peer: Optional[Method], batch: int, shape: t
             peer.pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
         pipe = diffusers.DDPMPipeline(unet=peer.pipe.unet, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
-
-        def run_peer():
-            _sync(device)
-            start = time.perf_counter()
-            images = pipeline_images(pipe, batch, steps)
-            _sync(device)
-            return images, time.perf_counter() - start
-
-        run_peer()  # warm-up
-        runs[peer.name] = run_peer
+        run_peer = timed_pipeline(pipe, batch, device)
+        run_peer(steps)  # warm-up
+        runs[peer.name] = lambda: run_peer(steps)
     seconds = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
@@ -197,6 +195,12 @@ def dpm_solver_chains(fast: Method, peer: Optional[Method], batch: int, shape: t
 
 def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device, **options) -> Method:
     sampler = df.FastSampler(model, df.NoiseSchedule.linear(T_FULL), sample_shape=shape, device=device, **options)
+    return sampler_method(name, sampler, batch)
+
+
+def sampler_method(name: str, sampler: df.FastSampler, batch: int, **options) -> Method:
+    """A FastSampler as a Method: run(steps) is a seeded chain of `steps` of its schedule's timesteps (all of them
+    when steps is its T), timed by its own report; `options` are added to what the report shows of the sampler."""
 
     def run(steps: int):
         images = sampler.sample(batch, seed=0, num_inference_steps=steps)
@@ -204,7 +208,8 @@ def fast_method(name: str, model, batch: int, shape: tuple, device: torch.device
 
     method = Method(name, run, {"dtype": str(sampler.dtype).replace("torch.", ""),
                                 "channels_last": sampler.channels_last, "compile": sampler.compiled,
-                                "cuda_graphs": sampler.cuda_graphs, "steps_per_graph": sampler.steps_per_graph})
+                                "cuda_graphs": sampler.cuda_graphs, "steps_per_graph": sampler.steps_per_graph,
+                                **options})
     method.sampler = sampler
     return method
 
@@ -222,29 +227,18 @@ def lucidrains_methods(batch: int, shape: tuple, device: torch.device, smoke: bo
     diffusion = library.GaussianDiffusion(unet, image_size=tuple(shape[1:]), timesteps=steps,
                                           objective="pred_noise").to(device).eval()
 
-    def check(run_steps: int) -> None:
-        if run_steps != steps:
-            raise ValueError(f"the lucidrains pair was built for {steps} steps, asked for {run_steps}")
-
     def run_library(run_steps: int):
-        check(run_steps)
+        if run_steps != steps:
+            raise ValueError(f"its loop was built for {steps} steps, asked for {run_steps}")
         _sync(device)
         start = time.perf_counter()
         images = diffusion.p_sample_loop((batch, *shape)) * 2.0 - 1.0  # its [0, 1] back to [-1, 1]
         _sync(device)
         return images, time.perf_counter() - start
 
+    # Its GaussianDiffusion has T = steps: FastSampler's chain of `steps` is all of them, as its loop's is.
     sampler = df.FastSampler.from_denoising_diffusion_pytorch(diffusion, **({"compile": False} if smoke else {}))
-
-    def run_fast(run_steps: int):
-        check(run_steps)
-        images = sampler.sample(batch, seed=0)
-        return images, sampler.last_report.sampling_seconds
-
-    fast = Method("fast_lucidrains", run_fast, {"dtype": str(sampler.dtype).replace("torch.", ""),
-                                                "channels_last": sampler.channels_last, "compile": sampler.compiled,
-                                                "cuda_graphs": sampler.cuda_graphs, "unet": f"dim {width}, {mults}"})
-    fast.sampler = sampler
+    fast = sampler_method("fast_lucidrains", sampler, batch, unet=f"dim {width}, {mults}")
     library_method = Method("lucidrains", run_library, {"dtype": "float32", "eager": True,
                                                         "unet": f"dim {width}, {mults}"})
     # Its Unet is another network than ours: TFLOP/s and the ceiling fraction count its own FLOPs.

@@ -515,13 +515,19 @@ def test_the_guided_graphed_loop_never_syncs_with_the_host():
     assert torch.isfinite(runner.state.x).all()
 
 
+def saved_without_null_class(folder, seed: int, num_timesteps: int) -> None:
+    """A class-conditional UNet (4 classes, null class 3) saved in folder/unet with its setup, and as a diffusers
+    pipeline in folder/pipeline, whose scheduler config stores no null class."""
+    model = conditional_unet(seed=seed)
+    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(num_timesteps), num_class_embeds=4,
+                                            null_class_label=3, sample_shape=(3, 8, 8))
+    model.save(folder / "unet", setup=setup)
+    df.save_diffusers_pipeline(folder / "unet", folder / "pipeline")
+
+
 def test_a_diffusers_folder_keeps_the_classes_and_takes_the_null_class_as_an_argument(tmp_path):
     pytest.importorskip("diffusers")
-    model = conditional_unet(seed=6)
-    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(10), num_class_embeds=4, null_class_label=3,
-                                            sample_shape=(3, 8, 8))
-    model.save(tmp_path / "unet", setup=setup)
-    df.save_diffusers_pipeline(tmp_path / "unet", tmp_path / "pipeline")
+    saved_without_null_class(tmp_path, seed=6, num_timesteps=10)
     original = df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False)
     read_back = df.FastSampler.from_pretrained(tmp_path / "pipeline", device="cpu", compile=False)
     assert read_back.num_class_embeds == 4 and read_back.null_class_label is None
@@ -604,13 +610,9 @@ def test_null_class_label_flag_and_argument_for_a_folder_that_stores_none(tmp_pa
     pytest.importorskip("diffusers")
     from ddpm_fast.export import OnnxSampler, export_onnx
 
-    model = conditional_unet(seed=7)
-    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(8), num_class_embeds=4, null_class_label=3,
-                                            sample_shape=(3, 8, 8))
-    model.save(tmp_path / "unet", setup=setup)
-    df.save_diffusers_pipeline(tmp_path / "unet", tmp_path / "pipe")
+    saved_without_null_class(tmp_path, seed=7, num_timesteps=8)
     out = tmp_path / "g.safetensors"
-    common = ["sample", "--checkpoint", str(tmp_path / "pipe"), "--device", "cpu", "--no-compile",
+    common = ["sample", "--checkpoint", str(tmp_path / "pipeline"), "--device", "cpu", "--no-compile",
               "--class-labels", "0,1", "--guidance-scale", "2", "--out", str(out)]
     assert cli.main(common) == 2 and "--null-class-label" in capsys.readouterr().err
     assert cli.main(common + ["--null-class-label", "3"]) == 0
@@ -620,7 +622,7 @@ def test_null_class_label_flag_and_argument_for_a_folder_that_stores_none(tmp_pa
         2, seed=0, class_labels=[0, 1], guidance_scale=2.0)
     torch.testing.assert_close(load_file(str(out))["images"], expected, rtol=1e-4, atol=3e-4)  # layouts may differ
     with cpu_reference():
-        export_onnx(tmp_path / "pipe", tmp_path / "m.onnx")
+        export_onnx(tmp_path / "pipeline", tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="null class"):
         OnnxSampler(tmp_path / "m.onnx").sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0)
     guided = OnnxSampler(tmp_path / "m.onnx", null_class_label=3).sample(2, seed=0, class_labels=[0, 1],
