@@ -28,13 +28,13 @@ def _mode(config) -> str:
 def pytest_benchmark_update_machine_info(config, machine_info):
     import triton
 
-    from ddpm_fast.kernels import _launch
+    from ddpm_fast.kernels import launch
 
     machine_info["device"], machine_info["device_type"] = device_name()
     machine_info["torch"] = torch.__version__
     machine_info["triton"] = triton.__version__
     machine_info["cuda"] = torch.version.cuda
-    machine_info["triton_interpreter"] = _launch.TRITON_INTERPRETED
+    machine_info["triton_interpreter"] = launch.TRITON_INTERPRETED
     # The GPU machine gets a copy of the work tree without .git: the device plan passes DDPM_FAST_COMMIT instead.
     machine_info["commit"] = os.environ.get("DDPM_FAST_COMMIT") or git_commit()
     machine_info["mode"] = _mode(config)

@@ -28,7 +28,7 @@ import time
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.kernels import cpu_reference, launch
 from models import diffusers_compiled_dtype, diffusers_unet, dtype_name
 
 T_FULL = 1000
@@ -117,7 +117,7 @@ def test_guidance(benchmark, device, smoke, quick, shape):
     benchmark.group = f"guidance ({preset}, {size}x{size}, w={GUIDANCE_SCALE:g})"
 
     def guard():  # whole-model runs take the torch references on CPU tensors even under the interpreter
-        return cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext()
+        return cpu_reference() if launch.TRITON_INTERPRETED else contextlib.nullcontext()
 
     if on_gpu:
         torch._dynamo.reset()

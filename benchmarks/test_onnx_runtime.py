@@ -67,7 +67,7 @@ import torch
 import ddpm_fast as df
 import test_sampling as sampling  # the end-to-end benchmark's helpers (its test function is not collected here)
 from ddpm_fast.cli.bench import THREADS_ENV
-from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.kernels import cpu_reference, launch
 
 T_FULL = sampling.T_FULL
 BATCHES = [1, 64]
@@ -104,7 +104,7 @@ def export_dir(tmp_path_factory):
 
 def _guard():
     """Whole-model runs take the torch references on CPU tensors under the interpreter (minutes otherwise)."""
-    return cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext()
+    return cpu_reference() if launch.TRITON_INTERPRETED else contextlib.nullcontext()
 
 
 _sync = sampling._sync

@@ -4,7 +4,7 @@ The model is the demo's: trained here with the demo's plan for the device (CPU: 
 T = 250, v-prediction; GPU: 4000 steps at 32×32, T = 1000), or read from DDPM_FAST_QUALITY_CHECKPOINT (any folder
 FastSampler.from_pretrained reads). For each method — DDPM over all T steps, respaced DDPM at 100 / 50, DDIM at
 50 / 20 / 10, DPM-Solver++ 2M and its SDE variant at 25 / 15 / 10 — FastSampler draws n = 256 samples with each of
-a few seeds; each set is timed (sampling seconds, setup apart) and scored by ddpm_fast.data.metrics.quality_report
+a few seeds; each set is timed (sampling seconds, setup apart) and scored by ddpm_fast.evaluation.metrics.quality_report
 against held-out shapes: rf_kid (the headline) and pixel_sw, beside their real-vs-real floor and noise ceiling.
 
 The noise band is full DDPM's own spread over the seeds: a method is "within the band" when its mean rf_kid is no
@@ -27,8 +27,8 @@ import torch
 import ddpm_fast as df
 from ddpm_fast.cli.demo import CPU_PLAN, GPU_PLAN
 from ddpm_fast.data.datasets import ShapesDataset
-from ddpm_fast.data.metrics import quality_report
-from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.evaluation.metrics import quality_report
+from ddpm_fast.kernels import cpu_reference, launch
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer
 
@@ -69,7 +69,7 @@ def test_quality(benchmark, device, smoke, quick):
     mode = "smoke" if smoke else ("quick" if quick else "full")
 
     def guard():  # whole-model runs take the torch references on CPU tensors even under the interpreter
-        return cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext()
+        return cpu_reference() if launch.TRITON_INTERPRETED else contextlib.nullcontext()
 
     load_before = os.getloadavg()
     with guard():

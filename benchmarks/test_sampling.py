@@ -59,7 +59,7 @@ import torch
 
 import ddpm_fast as df
 from ddpm_fast import reference
-from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.kernels import cpu_reference, launch
 from models import counted_gflop_per_image, diffusers_pipeline, gflop_per_image, pipeline_images
 
 T_FULL = 1000  # the chain the images/s figures are stated for
@@ -420,7 +420,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
 
     # Whole-model runs take the torch references on CPU tensors even under the interpreter (minutes otherwise).
     def guard():
-        return cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext()
+        return cpu_reference() if launch.TRITON_INTERPRETED else contextlib.nullcontext()
 
     if on_gpu:
         torch._dynamo.reset()  # each batch compiles afresh: no recompile limit, honest setup_seconds

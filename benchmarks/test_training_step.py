@@ -25,7 +25,7 @@ import time
 import torch
 
 from ddpm_fast import reference
-from ddpm_fast.kernels import _launch, cpu_reference
+from ddpm_fast.kernels import cpu_reference, launch
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer
 from models import diffusers_unet, gflop_per_image
@@ -68,7 +68,7 @@ def _seed_step(model, optimizer, schedule_rows, x0, t):
 
 
 def test_training_step(benchmark, shape, device, smoke, quick, bf16_matmul_tflops, tmp_path):
-    with cpu_reference() if _launch.TRITON_INTERPRETED else contextlib.nullcontext():
+    with cpu_reference() if launch.TRITON_INTERPRETED else contextlib.nullcontext():
         _measure(benchmark, shape, device, smoke, quick, bf16_matmul_tflops, tmp_path)
 
 

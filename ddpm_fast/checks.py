@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .kernels.constants import PREDICTION_TYPES
+from .vocabulary import PREDICTION_TYPES
 
 
 def check_choice(name: str, value: object, choices: dict[str, int]) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from .checks import check_choice, check_positive_float
 from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from .kernels.constants import MAX_CHANNELS, MAX_SEED, PREDICTION_TYPES, VARIANCE_TYPES
+from .vocabulary import MAX_CHANNELS, MAX_SEED, PREDICTION_TYPES, VARIANCE_TYPES
 from .schedule import NoiseSchedule
 
 SeedLike = Union[int, torch.Tensor, None]

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Union
 
 from . import files
 from .checks import check_choice
-from .kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
+from .vocabulary import PREDICTION_TYPES, VARIANCE_TYPES
 
 FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"

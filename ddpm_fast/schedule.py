@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .kernels.constants import COEFFICIENT_ROWS
+from .vocabulary import COEFFICIENT_ROWS
 
 # Quantities kept as float32 device buffers (a superset of the kernels' coefficient-table rows).
 BUFFER_NAMES = tuple(dict.fromkeys(COEFFICIENT_ROWS + (

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
 from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from .kernels.constants import PREDICTION_TYPES, ROW_INDEX, STREAM_INITIAL, VARIANCE_TYPES
+from .vocabulary import PREDICTION_TYPES, ROW_INDEX, STREAM_INITIAL, VARIANCE_TYPES
 from .sampling.plan import build_plan
 from .sampling.sampler import FastSampler
 from .schedule import NoiseSchedule

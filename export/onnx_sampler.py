@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.kernels.constants import SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor

@@ -6,14 +6,14 @@ capture see one op. Dispatch: CUDA tensors run the kernel; CPU tensors run the r
 the Triton interpreter when TRITON_INTERPRET=1 was set before triton was imported.
 
 Importing this package imports neither torch nor Triton: the names below load their module on first use (PEP 562),
-and ``ddpm_fast.kernels.ops`` registers every op at once. The constants live in ``ddpm_fast.kernels.constants``.
+and ``ddpm_fast.kernels.ops`` registers every op at once. The constants live in ``ddpm_fast.vocabulary``.
 """
 
 from .._lazy import lazy_names as _lazy_names
-from .constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 
 _MODULE_OF = {
-    "cpu_reference": "_launch",
+    "cpu_reference": "launch",
     "group_norm_act": "group_norm",
     "group_norm_act_op": "group_norm",
     "group_norm_act_reference": "group_norm",

@@ -23,9 +23,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from . import _launch
-from ._tile import clamped_timestep, element_offsets, sample_tile
-from .constants import PREDICTION_TYPES, SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
+from . import launch
+from .tile import clamped_timestep, element_offsets, sample_tile
+from ..vocabulary import PREDICTION_TYPES, SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
 from .philox import philox_normal_reference
 from .reverse_step import (EPSILON, NO_NOISE, SAMPLE, _draw_noise, _guidance_parts, _guided, _noise_mode,
                            guided_output)
@@ -136,7 +136,7 @@ def dpm_solver_step_reference(model_output, t, column, x_t, x0_prev, table, nois
         else:
             sample_index = torch.arange(x_t.shape[0], device=x_t.device) + sample_offset
             z = philox_normal_reference(seed, sample_index, t.clamp(0, None), STREAM_REVERSE_STEP,
-                                        tuple(_launch.as_bchw(x_t).shape)).view(x_t.shape)
+                                        tuple(launch.as_bchw(x_t).shape)).view(x_t.shape)
         x_new = x_new + row("noise_coef") * z
     return x_new, x0
 
@@ -156,36 +156,36 @@ def dpm_solver_step_op(
     column of `table` [B]; x0_prev: the previous step's x0 estimate, shaped like x_t (read only where the column's
     x0_prev_coef is not 0). guidance_scale: as p_step's (model_output [2B, ...])."""
     cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
-    _launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise, x0_prev=x0_prev)
-    _launch.check_launch_bounds(x_t, column, {})
-    _launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(SOLVER_ROWS))
+    launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise, x0_prev=x0_prev)
+    launch.check_launch_bounds(x_t, column, {})
+    launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(SOLVER_ROWS))
     if seed is not None:
-        _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
-    layout = _launch.memory_format_of(x_t)
-    if x_t.numel() == 0 or not _launch.runs_triton(x_t):
+        launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
+    layout = launch.memory_format_of(x_t)
+    if x_t.numel() == 0 or not launch.runs_triton(x_t):
         x_new, x0 = dpm_solver_step_reference(model_output, t, column, x_t, x0_prev, table, noise, seed,
                                               sample_offset, prediction, clip, clip_range, guidance_scale)
         return x_new.contiguous(memory_format=layout), x0.contiguous(memory_format=layout)
-    x4 = _launch.as_bchw(x_t)
-    layout4 = _launch.memory_format_of(x4)
+    x4 = launch.as_bchw(x_t)
+    layout4 = launch.memory_format_of(x4)
     x4 = x4.contiguous(memory_format=layout4)  # dense (a no-op for NCHW and NHWC inputs)
     # x0_prev, out and x0_out share x_t's strides: one set of offsets serves all four
-    prev4 = _launch.as_bchw(x0_prev).to(torch.float32).contiguous(memory_format=layout4)
-    model4 = _launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
-    out = _launch.empty_like_layout(x4, torch.float32)
-    x0_out = _launch.empty_like_layout(x4, torch.float32)
-    noise4 = _launch.as_bchw(noise) if noise is not None else x4
+    prev4 = launch.as_bchw(x0_prev).to(torch.float32).contiguous(memory_format=layout4)
+    model4 = launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
+    out = launch.empty_like_layout(x4, torch.float32)
+    x0_out = launch.empty_like_layout(x4, torch.float32)
+    noise4 = launch.as_bchw(noise) if noise is not None else x4
     batch, channels, height, width = x4.shape
-    channels_last = _launch.is_channels_last(x4)
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last, heavy=True)
-    _launch.wrap_triton(dpm_solver_step_kernel)[(batch * programs,)](
+    channels_last = launch.is_channels_last(x4)
+    block_c, block_q, num_warps, programs = launch.tile_config(channels, height * width, channels_last, heavy=True)
+    launch.wrap_triton(dpm_solver_step_kernel)[(batch * programs,)](
         model4, x4, prev4, noise4, out, x0_out, t, t.stride(0), column, column.stride(0), table, table.shape[1],
         # num_timesteps: t only keys the noise here (no schedule is indexed by it), so it is clamped at 0 alone
         seed if seed is not None else t, sample_offset, 1 << 62, channels, height * width, width, clip_range,
-        guidance, uncond_offset, *_launch.bchw_strides(model4), *_launch.bchw_strides(x4),
-        *_launch.bchw_strides(noise4), PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed),
+        guidance, uncond_offset, *launch.bchw_strides(model4), *launch.bchw_strides(x4),
+        *launch.bchw_strides(noise4), PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed),
         GUIDED=guidance_scale is not None,
-        SPATIAL_FLAT=_launch.spatial_is_flat(width, model4, x4, noise4, out),
+        SPATIAL_FLAT=launch.spatial_is_flat(width, model4, x4, noise4, out),
         CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,
     )
     return out.view(x_t.shape), x0_out.view(x_t.shape)

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from . import _launch
+from . import launch
 
 # Enough programs to keep every SM of an H100/H200 (132/141 SMs) busy with several resident programs.
 TARGET_PROGRAMS = 1024
@@ -386,7 +386,7 @@ def default_plan(batch: int, channels: int, spatial: int, groups: int, channels_
                  backward: bool = False) -> LaunchPlan:
     """plan_launch for the device that runs the kernel. The interpreter runs programs one after another, each as
     vectorised numpy, so there the fewest, largest programs are fastest: one per group whenever it fits."""
-    if _launch.TRITON_INTERPRETED:
+    if launch.TRITON_INTERPRETED:
         return plan_launch(batch, channels, spatial, groups, channels_last, max_single_tile=1 << 18,
                            target_programs=1, split_tile=1 << 14, backward=backward)
     if not backward:
@@ -399,8 +399,8 @@ def default_plan(batch: int, channels: int, spatial: int, groups: int, channels_
 def _as_flat_bchw(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """A 4-D view (a dense copy only for views whose H and W cannot be walked with one stride) and its
     (batch, channel, position) strides."""
-    x4 = _launch.as_bchw(x)
-    if not _launch.spatial_is_flat(x4.shape[3], x4):
+    x4 = launch.as_bchw(x)
+    if not launch.spatial_is_flat(x4.shape[3], x4):
         x4 = x4.contiguous()
     hw_stride = x4.stride(3) if x4.shape[3] > 1 or x4.shape[2] == 1 else x4.stride(2)
     return x4, (x4.stride(0), x4.stride(1), hw_stride)
@@ -420,8 +420,8 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
     batch, channels, height, width = x4.shape
     spatial = height * width
     if plan is None:
-        plan = default_plan(batch, channels, spatial, num_groups, _launch.is_channels_last(x4))
-    y = _launch.empty_like_layout(x4, x.dtype)
+        plan = default_plan(batch, channels, spatial, num_groups, launch.is_channels_last(x4))
+    y = launch.empty_like_layout(x4, x.dtype)
     _, y_strides = _as_flat_bchw(y)
     pairs = batch * num_groups
     mean = torch.empty(pairs, dtype=accumulation_dtype(x), device=x.device)
@@ -432,12 +432,12 @@ def _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu, p
     per_group = channels // num_groups
     grid = (pairs, plan.num_splits)
     if not plan.single_tile:
-        _launch.wrap_triton(group_norm_stats_kernel)[grid](
+        launch.wrap_triton(group_norm_stats_kernel)[grid](
             x4, emb if emb is not None else dummy, *parts, spatial, per_group, num_groups,
             plan.hw_per_split, plan.num_splits, *x_strides, *_row_strides(emb),
             HAS_EMB=emb is not None, ACC=_triton_dtype(x), BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw,
             num_warps=plan.num_warps)
-    _launch.wrap_triton(group_norm_forward_kernel)[grid](
+    launch.wrap_triton(group_norm_forward_kernel)[grid](
         x4, *(t if t is not None else dummy for t in (emb, weight, bias, scale, shift)), y, mean, rstd, *parts,
         spatial, per_group, num_groups, plan.hw_per_split, plan.num_splits, eps, *x_strides, *y_strides, *row_args,
         **_flags(emb, weight, bias, scale, shift, silu), SINGLE_TILE=plan.single_tile, ACC=_triton_dtype(x),
@@ -452,8 +452,8 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     batch, channels, height, width = x4.shape
     spatial = height * width
     if plan is None:
-        plan = default_plan(batch, channels, spatial, num_groups, _launch.is_channels_last(x4), backward=True)
-    dx = _launch.empty_like_layout(x4, x.dtype)
+        plan = default_plan(batch, channels, spatial, num_groups, launch.is_channels_last(x4), backward=True)
+    dx = launch.empty_like_layout(x4, x.dtype)
     _, dx_strides = _as_flat_bchw(dx)
     pairs = batch * num_groups
     parts = torch.empty((3, plan.num_splits, batch * channels), dtype=accumulation_dtype(x), device=x.device)
@@ -462,7 +462,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
 
     def launch(mode, group_coefficients):
-        _launch.wrap_triton(group_norm_backward_kernel)[(pairs, plan.num_splits)](
+        launch.wrap_triton(group_norm_backward_kernel)[(pairs, plan.num_splits)](
             dy4, x4, *inputs, mean, rstd, dx, group_coefficients, parts,
             spatial, channels // num_groups, num_groups, channels, pairs, plan.hw_per_split, plan.num_splits,
             *dy_strides, *x_strides, *dx_strides,
@@ -546,7 +546,7 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
     affine and FiLM terms into one multiply-add per element. The statistics are taken in NCHW: torch's CPU group
     norm of a channels-last tensor cancels at large means (at mean 1e4 and unit spread its float32 output was off
     by 4e3, against 2e-3 for the same values in NCHW), so a channels-last z is copied to NCHW first."""
-    x4 = _launch.as_bchw(x)
+    x4 = launch.as_bchw(x)
     batch, channels, height, width = x4.shape
     z = x4.to(accumulation_dtype(x))
     if emb is not None:
@@ -556,7 +556,7 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
     multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
     u = torch.addcmul(offset, n, multiplier)
     y = torch.nn.functional.silu(u) if silu else u
-    y = y.to(x.dtype).contiguous(memory_format=_launch.memory_format_of(x4))
+    y = y.to(x.dtype).contiguous(memory_format=launch.memory_format_of(x4))
     return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
 
 
@@ -571,14 +571,14 @@ def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, me
     """The backward in plain torch, same formulas as the kernel: (dx, d emb, d weight, d bias, d scale, d shift).
 
     It is the CPU training path too, so every full-size step is one fused torch op (addcmul, silu_backward)."""
-    x4 = _launch.as_bchw(x)
+    x4 = launch.as_bchw(x)
     batch, channels, height, width = x4.shape
     z = x4.to(accumulation_dtype(x))
     if emb is not None:
         z = z + emb.to(z.dtype)[:, :, None, None]
     rstd_c, shift_c = _per_channel_rows(mean, rstd, num_groups, channels)
     n = torch.addcmul(shift_c, z, rstd_c)
-    gu = _launch.as_bchw(dy).to(z.dtype)
+    gu = launch.as_bchw(dy).to(z.dtype)
     multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
     if silu:
         gu = torch.ops.aten.silu_backward(gu, torch.addcmul(offset, n, multiplier))
@@ -590,7 +590,7 @@ def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, me
     # dx = rstd·(g_u·w(1 + s) − mean_g(dL/dn) − n·mean_g(dL/dn·n)), as two multiply-adds.
     dx = torch.addcmul(-rstd_c * coef_mean, gu, rstd_c * multiplier)
     dx = torch.addcmul(dx, n, -rstd_c * coef_n).to(x.dtype)
-    dx = dx.contiguous(memory_format=_launch.memory_format_of(x4)).view(x.shape)
+    dx = dx.contiguous(memory_format=launch.memory_format_of(x4)).view(x.shape)
     return (dx,) + _input_grads(sums, coefficients, rstd, x, emb, weight, bias, scale, shift, num_groups,
                                 height * width)
 
@@ -637,7 +637,7 @@ def group_norm_act_op(
         batch = x.shape[0]
         mean = torch.zeros(batch, num_groups, dtype=accumulation_dtype(x), device=x.device)
         return torch.empty_like(x), mean, torch.full_like(mean, eps ** -0.5)
-    if not _launch.runs_triton(x):
+    if not launch.runs_triton(x):
         return group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu)
     return _launch_forward(x, emb, weight, bias, scale, shift, num_groups, eps, silu)
 
@@ -662,7 +662,7 @@ def group_norm_act_backward_op(
         def zeros(t):
             return torch.zeros_like(t) if t is not None else torch.empty(0, dtype=x.dtype, device=x.device)
         return (torch.zeros_like(x),) + tuple(zeros(t) for t in (emb, weight, bias, scale, shift))
-    if not _launch.runs_triton(x):
+    if not launch.runs_triton(x):
         return group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_groups,
                                                  silu)
     return _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_groups, silu)

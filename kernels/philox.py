@@ -17,9 +17,9 @@ import triton.language as tl
 from torch.library import triton_op
 from triton.language.extra import libdevice
 
-from . import _launch
-from .constants import STREAM_Q_SAMPLE, STREAM_REVERSE_STEP
-from ._tile import element_offsets, sample_tile
+from . import launch
+from ..vocabulary import STREAM_Q_SAMPLE, STREAM_REVERSE_STEP
+from .tile import element_offsets, sample_tile
 
 # The same ids for use inside @triton.jit code: compiled Triton (unlike the interpreter) refuses non-constexpr globals.
 STREAM_Q_SAMPLE_CONST = tl.constexpr(STREAM_Q_SAMPLE)
@@ -27,7 +27,7 @@ STREAM_REVERSE_STEP_CONST = tl.constexpr(STREAM_REVERSE_STEP)
 # Compiled kernels take cos(2πu) as cospi(2u): exact range reduction, so no Payne-Hanek slow path for arguments the
 # compiler cannot bound (its local-memory table cost a 40-byte stack frame and 4-16 bytes of spills per thread on
 # sm_90), and an angle that is never rounded (2u is exact). The interpreter has no libdevice, so it keeps cos(2πu).
-_PI_FUNCTIONS = tl.constexpr(not _launch.TRITON_INTERPRETED)
+_PI_FUNCTIONS = tl.constexpr(not launch.TRITON_INTERPRETED)
 
 # Philox4x32 constants (Salmon et al., 2011), identical to triton.language.random's.
 _ROUND_A = 0xD2511F53
@@ -200,18 +200,18 @@ def philox_normal_op(
     batch, channels, height, width = shape
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(shape, dtype=torch.float32, device=seed.device, memory_format=fmt)
-    _launch.check_launch_bounds(out, step, {})
-    _launch.check_lookup_tensor("seed", seed, out, torch.int64)
+    launch.check_launch_bounds(out, step, {})
+    launch.check_lookup_tensor("seed", seed, out, torch.int64)
     if out.numel() == 0:
         return out
-    if not _launch.runs_triton(out):
+    if not launch.runs_triton(out):
         sample_index = torch.arange(batch, device=seed.device) + sample_offset
         out.copy_(philox_normal_reference(seed, sample_index, step, stream, (batch, channels, height, width)))
         return out
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
-    _launch.wrap_triton(philox_normal_kernel)[(batch * programs,)](
-        out, seed, step, step.stride(0), sample_offset, channels, height * width, width, *_launch.bchw_strides(out),
-        STREAM=stream, SPATIAL_FLAT=_launch.spatial_is_flat(width, out), CHANNELS_LAST=channels_last,
+    block_c, block_q, num_warps, programs = launch.tile_config(channels, height * width, channels_last)
+    launch.wrap_triton(philox_normal_kernel)[(batch * programs,)](
+        out, seed, step, step.stride(0), sample_offset, channels, height * width, width, *launch.bchw_strides(out),
+        STREAM=stream, SPATIAL_FLAT=launch.spatial_is_flat(width, out), CHANNELS_LAST=channels_last,
         BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,
     )
     return out

@@ -11,9 +11,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from . import _launch
-from ._tile import clamped_timestep, element_offsets, sample_tile
-from .constants import STREAM_Q_SAMPLE
+from . import launch
+from .tile import clamped_timestep, element_offsets, sample_tile
+from ..vocabulary import STREAM_Q_SAMPLE
 from .philox import STREAM_Q_SAMPLE_CONST, philox_normal, philox_normal_reference
 
 
@@ -72,24 +72,24 @@ def q_sample_reference(
 
 
 def _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, seed, sample_offset, x_t, eps_out) -> None:
-    x0, x_t = _launch.as_bchw(x0), _launch.as_bchw(x_t)
-    noise = _launch.as_bchw(noise) if noise is not None else x0
-    eps_out = _launch.as_bchw(eps_out) if eps_out is not None else x_t
+    x0, x_t = launch.as_bchw(x0), launch.as_bchw(x_t)
+    noise = launch.as_bchw(noise) if noise is not None else x0
+    eps_out = launch.as_bchw(eps_out) if eps_out is not None else x_t
     batch, channels, height, width = x0.shape
-    channels_last = _launch.is_channels_last(x0)
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last)
-    _launch.wrap_triton(q_sample_kernel)[(batch * programs,)](
+    channels_last = launch.is_channels_last(x0)
+    block_c, block_q, num_warps, programs = launch.tile_config(channels, height * width, channels_last)
+    launch.wrap_triton(q_sample_kernel)[(batch * programs,)](
         x0, noise, x_t, eps_out, t, t.stride(0), sqrt_ac, sqrt_1m_ac, seed if seed is not None else t,
         sample_offset, sqrt_ac.numel(), channels, height * width, width,
-        *_launch.bchw_strides(x0), *_launch.bchw_strides(noise), *_launch.bchw_strides(x_t),
-        NOISE_FROM_SEED=seed is not None, SPATIAL_FLAT=_launch.spatial_is_flat(width, x0, noise, x_t),
+        *launch.bchw_strides(x0), *launch.bchw_strides(noise), *launch.bchw_strides(x_t),
+        NOISE_FROM_SEED=seed is not None, SPATIAL_FLAT=launch.spatial_is_flat(width, x0, noise, x_t),
         CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,
     )
 
 
 def _check_schedule_rows(x0: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor) -> None:
-    _launch.check_lookup_tensor("sqrt_alphas_cumprod", sqrt_ac, x0, torch.float32)
-    _launch.check_lookup_tensor("sqrt_one_minus_alphas_cumprod", sqrt_1m_ac, x0, torch.float32)
+    launch.check_lookup_tensor("sqrt_alphas_cumprod", sqrt_ac, x0, torch.float32)
+    launch.check_lookup_tensor("sqrt_one_minus_alphas_cumprod", sqrt_1m_ac, x0, torch.float32)
     if sqrt_ac.shape != sqrt_1m_ac.shape:
         raise ValueError("sqrt_alphas_cumprod and sqrt_one_minus_alphas_cumprod must have the same length")
 
@@ -99,11 +99,11 @@ def q_sample_op(
     x0: torch.Tensor, t: torch.Tensor, sqrt_ac: torch.Tensor, sqrt_1m_ac: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
     """Unchecked q-sample with a given ε. x0, noise: [B, C, *spatial]; t: int64 [B]; schedule rows: float32 [T]."""
-    _launch.check_launch_bounds(x0, t, {}, noise=noise)
+    launch.check_launch_bounds(x0, t, {}, noise=noise)
     _check_schedule_rows(x0, sqrt_ac, sqrt_1m_ac)
-    if x0.numel() == 0 or not _launch.runs_triton(x0):
+    if x0.numel() == 0 or not launch.runs_triton(x0):
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, noise)
-    x_t = _launch.empty_like_layout(x0, x0.dtype)
+    x_t = launch.empty_like_layout(x0, x0.dtype)
     _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, noise, None, 0, x_t, None)
     return x_t
 
@@ -114,18 +114,18 @@ def q_sample_philox_op(
     sample_offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked q-sample drawing ε in-kernel (Philox keyed by seed, sample index, element). Returns (x_t, ε fp32)."""
-    _launch.check_launch_bounds(x0, t, {})
+    launch.check_launch_bounds(x0, t, {})
     _check_schedule_rows(x0, sqrt_ac, sqrt_1m_ac)
-    _launch.check_lookup_tensor("seed", seed, x0, torch.int64)
-    if x0.numel() == 0 or not _launch.runs_triton(x0):
+    launch.check_lookup_tensor("seed", seed, x0, torch.int64)
+    if x0.numel() == 0 or not launch.runs_triton(x0):
         batch = x0.shape[0]
         sample_index = torch.arange(batch, device=x0.device) + sample_offset
-        shape4 = tuple(_launch.as_bchw(x0).shape)
+        shape4 = tuple(launch.as_bchw(x0).shape)
         eps = philox_normal_reference(seed, sample_index, torch.zeros_like(sample_index), STREAM_Q_SAMPLE, shape4)
-        eps = eps.view(x0.shape).contiguous(memory_format=_launch.memory_format_of(x0))
+        eps = eps.view(x0.shape).contiguous(memory_format=launch.memory_format_of(x0))
         return q_sample_reference(x0, t, sqrt_ac, sqrt_1m_ac, eps), eps
-    x_t = _launch.empty_like_layout(x0, x0.dtype)
-    eps = _launch.empty_like_layout(x0, torch.float32)
+    x_t = launch.empty_like_layout(x0, x0.dtype)
+    eps = launch.empty_like_layout(x0, torch.float32)
     _launch_q_sample(x0, t, sqrt_ac, sqrt_1m_ac, None, seed, sample_offset, x_t, eps)
     return x_t, eps
 

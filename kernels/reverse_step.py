@@ -15,9 +15,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from . import _launch
-from .constants import COEFFICIENT_ROWS, PREDICTION_TYPES, ROW_INDEX, STREAM_REVERSE_STEP, VARIANCE_TYPES
-from ._tile import clamped_timestep, element_offsets, sample_tile
+from . import launch
+from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, ROW_INDEX, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from .tile import clamped_timestep, element_offsets, sample_tile
 from .philox import STREAM_REVERSE_STEP_CONST, philox_normal, philox_normal_reference
 
 _ROW = {name: tl.constexpr(i) for name, i in ROW_INDEX.items()}  # the same indices, as kernel constants
@@ -245,7 +245,7 @@ def _reference_noise(noise, seed, sample_offset, t, like):
     if noise is not None:
         return noise.float()
     sample_index = torch.arange(like.shape[0], device=like.device) + sample_offset
-    shape4 = tuple(_launch.as_bchw(like).shape)
+    shape4 = tuple(launch.as_bchw(like).shape)
     return philox_normal_reference(seed, sample_index, t, STREAM_REVERSE_STEP, shape4).view(like.shape)
 
 
@@ -349,13 +349,13 @@ def _noise_mode(noise: Optional[torch.Tensor], seed: Optional[torch.Tensor]) -> 
 def _common_launch_args(model_output, x_t, noise, out, guided=False):
     """Grid, tile and stride arguments shared by both step kernels (all tensors already 4-D)."""
     batch, channels, height, width = x_t.shape
-    channels_last = _launch.is_channels_last(x_t)
-    block_c, block_q, num_warps, programs = _launch.tile_config(channels, height * width, channels_last,
+    channels_last = launch.is_channels_last(x_t)
+    block_c, block_q, num_warps, programs = launch.tile_config(channels, height * width, channels_last,
                                                                 heavy=guided)
     noise = noise if noise is not None else x_t
-    strides = (*_launch.bchw_strides(model_output), *_launch.bchw_strides(x_t), *_launch.bchw_strides(noise),
-               *_launch.bchw_strides(out))
-    meta = dict(SPATIAL_FLAT=_launch.spatial_is_flat(width, model_output, x_t, noise, out),
+    strides = (*launch.bchw_strides(model_output), *launch.bchw_strides(x_t), *launch.bchw_strides(noise),
+               *launch.bchw_strides(out))
+    meta = dict(SPATIAL_FLAT=launch.spatial_is_flat(width, model_output, x_t, noise, out),
                 CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps)
     return (batch * programs,), noise, strides, meta
 
@@ -389,21 +389,21 @@ def p_step_op(
     channels = x_t.shape[1]
     learned = variance == _LEARNED_RANGE
     cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
-    _launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
+    launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
                                 model_output=cond_output, noise=noise)
-    _launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(COEFFICIENT_ROWS))
+    launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(COEFFICIENT_ROWS))
     if seed is not None:
-        _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
-    if x_t.numel() == 0 or not _launch.runs_triton(x_t):
+        launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
+    if x_t.numel() == 0 or not launch.runs_triton(x_t):
         return p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance,
-                                clip, clip_range, guidance_scale).to(memory_format=_launch.memory_format_of(x_t))
-    x4, model4 = _launch.as_bchw(x_t), _launch.as_bchw(cond_output)
+                                clip, clip_range, guidance_scale).to(memory_format=launch.memory_format_of(x_t))
+    x4, model4 = launch.as_bchw(x_t), launch.as_bchw(cond_output)
     mean_part = model4[:, :channels]
     variance_part = model4[:, channels:] if learned else mean_part
-    out = _launch.empty_like_layout(x4, torch.float32)
-    noise4 = _launch.as_bchw(noise) if noise is not None else None
+    out = launch.empty_like_layout(x4, torch.float32)
+    noise4 = launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(mean_part, x4, noise4, out, guidance_scale is not None)
-    _launch.wrap_triton(p_step_kernel)[grid](
+    launch.wrap_triton(p_step_kernel)[grid](
         mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
         table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, guidance, uncond_offset,
         *strides, PREDICTION=prediction, VARIANCE=variance, GUIDED=guidance_scale is not None, CLIP=clip,
@@ -428,21 +428,21 @@ def ddim_step_op(
     if eta == 0.0:
         noise, seed = None, None
     cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
-    _launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise)
-    _launch.check_launch_bounds(x_t, t_prev, {})
-    _launch.check_lookup_tensor("alphas_cumprod", alphas_cumprod, x_t, torch.float64)
+    launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise)
+    launch.check_launch_bounds(x_t, t_prev, {})
+    launch.check_lookup_tensor("alphas_cumprod", alphas_cumprod, x_t, torch.float64)
     if seed is not None:
-        _launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
-    if x_t.numel() == 0 or not _launch.runs_triton(x_t):
+        launch.check_lookup_tensor("seed", seed, x_t, torch.int64)
+    if x_t.numel() == 0 or not launch.runs_triton(x_t):
         return ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, seed, sample_offset,
                                    prediction, eta, clip, clip_range, guidance_scale,
-                                   use_clipped_model_output).to(memory_format=_launch.memory_format_of(x_t))
-    x4 = _launch.as_bchw(x_t)
-    model4 = _launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
-    out = _launch.empty_like_layout(x4, torch.float32)
-    noise4 = _launch.as_bchw(noise) if noise is not None else None
+                                   use_clipped_model_output).to(memory_format=launch.memory_format_of(x_t))
+    x4 = launch.as_bchw(x_t)
+    model4 = launch.as_bchw(cond_output)[:, : x4.shape[1]]  # a learned-variance half, if any, is unused
+    out = launch.empty_like_layout(x4, torch.float32)
+    noise4 = launch.as_bchw(noise) if noise is not None else None
     grid, noise4, strides, meta = _common_launch_args(model4, x4, noise4, out, guidance_scale is not None)
-    _launch.wrap_triton(ddim_step_kernel)[grid](
+    launch.wrap_triton(ddim_step_kernel)[grid](
         model4, x4, noise4, out, t, t.stride(0), t_prev, t_prev.stride(0), alphas_cumprod,
         seed if seed is not None else t, sample_offset, alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3],
         x4.shape[3], eta, clip_range, guidance, uncond_offset, *strides, PREDICTION=prediction,

@@ -1,7 +1,7 @@
 """Registers and spills of every kernel at the launch configurations real models get, compiled for sm_90.
 
 Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does): it asks the launchers' own host-side
-planners (`_launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for the GroupNorm sites of
+planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for the GroupNorm sites of
 ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts, forward and backward, and
 for the elementwise kernels on their images; compiles each distinct configuration with triton.compile (no GPU
 needed) and reads ptxas's own report (`ptxas -v`: registers, spill stores and loads) as Triton's backend runs it.
@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import ddpm_fast as df
-from ddpm_fast.kernels import _launch
+from ddpm_fast.kernels import launch
 from ddpm_fast.kernels import group_norm as gn
 from ddpm_fast.kernels.philox import philox_normal_kernel
 from ddpm_fast.kernels.q_sample import q_sample_kernel
@@ -111,8 +111,8 @@ def configurations():
                 add(gn.group_norm_backward_kernel, pointers, dict(MODE=mode, **flags, **tile),
                     plan.num_warps, where + " backward")
         for channels_last in (True, False):
-            block_c, block_q, warps, _ = _launch.tile_config(3, size * size, channels_last)
-            heavy_warps = _launch.tile_config(3, size * size, channels_last, heavy=True)[2]  # DPM, guided steps
+            block_c, block_q, warps, _ = launch.tile_config(3, size * size, channels_last)
+            heavy_warps = launch.tile_config(3, size * size, channels_last, heavy=True)[2]  # DPM, guided steps
             tile = dict(SPATIAL_FLAT=True, CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q)
             where = f"3x{size}x{size} {'NHWC' if channels_last else 'NCHW'}"
             for prediction, variance, noise, clip, guided in itertools.product(

@@ -19,7 +19,7 @@ from ddpm_fast.cli import main as cli
 from ddpm_fast.data.datasets import (Cifar10Dataset, ImageFolderDataset, LabelledImages, NpzDataset, ShapesDataset,
                                      _top_shape_kinds, dataset_labels)
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.kernels.constants import STREAM_INITIAL
+from ddpm_fast.vocabulary import STREAM_INITIAL
 from ddpm_fast.training.batches import label_drops
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer

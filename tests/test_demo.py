@@ -6,7 +6,7 @@ from PIL import Image
 
 from ddpm_fast.cli.demo import run_demo
 from ddpm_fast.data.datasets import ShapesDataset
-from ddpm_fast.data.metrics import quality_report
+from ddpm_fast.evaluation.metrics import quality_report
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer

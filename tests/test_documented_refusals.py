@@ -80,7 +80,7 @@ def _diffusers_bin_with_a_pickled_object(tmp):
 
 
 def _checkpoint_missing_a_file(tmp):
-    from ddpm_fast.training import checkpoints
+    from ddpm_fast.models import checkpoints
 
     folder = checkpoints.save_checkpoint(tmp / "run", 1, unet_config={}, model_state={"w": torch.zeros(1)},
                                          ema_state={"w": torch.zeros(1)}, optimizer_tensors={}, state={})
@@ -89,14 +89,14 @@ def _checkpoint_missing_a_file(tmp):
 
 
 def _run_folder_without_checkpoints(tmp):
-    from ddpm_fast.training.checkpoints import resolve_checkpoint
+    from ddpm_fast.models.checkpoints import resolve_checkpoint
 
     (tmp / "run" / "checkpoints").mkdir(parents=True)
     return resolve_checkpoint(tmp / "run")
 
 
 def _resolve_checkpoint(path):
-    from ddpm_fast.training.checkpoints import resolve_checkpoint
+    from ddpm_fast.models.checkpoints import resolve_checkpoint
 
     return resolve_checkpoint(path)
 
@@ -214,11 +214,11 @@ def _capture_fails_with_cuda_graphs_requested():
     # ddpm_fast/sampling/sampler.py: FastSampler docstring ("cuda_graphs=True raises" when a step cannot be captured)
     pytest.param(lambda tmp: _capture_fails_with_cuda_graphs_requested(), RuntimeError, "(?i)captur",
                  marks=pytest.mark.gpu),
-    # ddpm_fast/training/checkpoints.py: resolve_checkpoint docstring ("a clear error when there is none")
+    # ddpm_fast/models/checkpoints.py: resolve_checkpoint docstring ("a clear error when there is none")
     (lambda tmp: _resolve_checkpoint(tmp / "nowhere"), FileNotFoundError,
      "nowhere: no such checkpoint or run folder"),
     (lambda tmp: _run_folder_without_checkpoints(tmp), FileNotFoundError, r"run: no usable checkpoint"),
-    # ddpm_fast/training/checkpoints.py: load_checkpoint docstring ("verify ...: every file present")
+    # ddpm_fast/models/checkpoints.py: load_checkpoint docstring ("verify ...: every file present")
     (lambda tmp: _checkpoint_missing_a_file(tmp), ValueError,
      r"optimizer\.safetensors: missing from the checkpoint"),
     # kernels/group_norm.py: check_group_norm_inputs docstring ("TypeError/ValueError naming the argument")

@@ -11,7 +11,7 @@ import torch
 
 import ddpm_fast as df
 from ddpm_fast.kernels import PREDICTION_TYPES, cpu_reference
-from ddpm_fast.kernels.constants import STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import STREAM_REVERSE_STEP
 from ddpm_fast.sampling.dpm_solver import dpm_solver_table, dpm_solver_timesteps
 from float64_reference import philox_noise64, predicted_x0
 

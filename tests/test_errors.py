@@ -476,7 +476,7 @@ def _img(*shape):
 
 
 def _quality(*args, **options):
-    from ddpm_fast.data.metrics import quality_report
+    from ddpm_fast.evaluation.metrics import quality_report
 
     return quality_report(*args, **options)
 

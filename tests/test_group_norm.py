@@ -76,7 +76,7 @@ def run_plan(x, extra, groups, eps, silu, dy, plan_kwargs):
     spatial = x[0, 0].numel()
     if "max_single_tile" in plan_kwargs:
         plan_kwargs = dict(plan_kwargs, target_programs=3 * batch * groups)
-    plan = gn.plan_launch(batch, channels, spatial, groups, gn._launch.is_channels_last(x), **plan_kwargs)
+    plan = gn.plan_launch(batch, channels, spatial, groups, gn.launch.is_channels_last(x), **plan_kwargs)
     assert plan.single_tile == ("max_single_tile" not in plan_kwargs)
     y, mean, rstd = gn._launch_forward(x, *[extra[k] for k in NAMES], groups, eps, silu, plan)
     grads = gn._launch_backward(dy, x, *[extra[k] for k in NAMES], mean, rstd, groups, silu, plan)
@@ -379,7 +379,7 @@ def _ours(v, w, b):
 def test_large_means_on_the_cpu_path_without_the_interpreter(mean, dtype, channels_last):
     # The path a CPU user gets: torch references (what cpu_reference() forces under TRITON_INTERPRET=1 too).
     x, weight, bias, dy = _large_mean_case(dtype, "cpu", channels_last, mean)
-    with gn._launch.cpu_reference():
+    with gn.launch.cpu_reference():
         y_error, dx_error = _errors(_ours, x, weight, bias, dy)
     y_bound, dx_bound = _bound(x, weight, bias, dy)
     assert y_error <= y_bound and dx_error <= dx_bound, (y_error, y_bound, dx_error, dx_bound)
@@ -390,7 +390,7 @@ def test_large_means_on_the_cpu_path_without_the_interpreter(mean, dtype, channe
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_large_means_in_the_kernel(device, mean, dtype, channels_last):
     # The Triton kernel itself: compiled on a GPU, under the interpreter on a CPU.
-    if device.type == "cpu" and not gn._launch.TRITON_INTERPRETED:
+    if device.type == "cpu" and not gn.launch.TRITON_INTERPRETED:
         pytest.skip("the kernel runs on CPU tensors only under TRITON_INTERPRET=1 (CI sets it)")
     x, weight, bias, dy = _large_mean_case(dtype, device, channels_last, mean)
     y_error, dx_error = _errors(_ours, x, weight, bias, dy)

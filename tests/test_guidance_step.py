@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels.constants import STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import STREAM_REVERSE_STEP
 from float64_reference import ddim_step64, p_step64, philox_noise64
 
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]

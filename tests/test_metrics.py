@@ -1,4 +1,4 @@
-"""ddpm_fast.data.metrics: sliced Wasserstein, random features, kernel distance, the quality report, FID/KID via ONNX.
+"""ddpm_fast.evaluation.metrics: sliced Wasserstein, random features, kernel distance, the quality report, FID/KID via ONNX.
 
 The ranking tests use synthetic images built here (solid squares on plain backgrounds, 32×32), real sets drawn
 with different seeds, and two controlled degradations: blur alone (which pixel distances cannot see) and blur
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpm_fast.data.metrics import (FIGURES, PRIMARY, InceptionFeatures, QualityReport, RandomFeatures, fid,
+from ddpm_fast.evaluation.metrics import (FIGURES, PRIMARY, InceptionFeatures, QualityReport, RandomFeatures, fid,
                                     frechet_distance, kernel_distance, kid, quality_report, sliced_wasserstein)
 
 N = 128  # images per set in the ranking tests
@@ -196,7 +196,7 @@ def test_kernel_distance_matches_direct_formula_and_is_symmetric():
 
 
 def test_kernel_distance_blocks_agree_with_one_block(monkeypatch):
-    from ddpm_fast.data import metrics
+    from ddpm_fast.evaluation import metrics
 
     generator = np.random.default_rng(1)
     x, y = generator.normal(size=(50, 4)), generator.normal(size=(37, 4))
@@ -439,7 +439,7 @@ def test_inception_errors(extractor, tmp_path):
 
 
 def test_import_does_not_need_onnxruntime():
-    code = "import sys, ddpm_fast.data.metrics; print('onnxruntime' in sys.modules)"
+    code = "import sys, ddpm_fast.evaluation.metrics; print('onnxruntime' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

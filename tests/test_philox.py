@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ddpm_fast.kernels import philox as px
-from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import STREAM_INITIAL, STREAM_REVERSE_STEP
 from float64_reference import philox_noise64
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels.constants import STREAM_Q_SAMPLE
+from ddpm_fast.vocabulary import STREAM_Q_SAMPLE
 from float64_reference import philox_noise64, q_sample64
 
 SHAPES = [(3, 3, 7, 9), (1, 4, 8, 8), (2, 48, 3, 5), (4, 6), (2, 5, 11)]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels import _launch
-from ddpm_fast.kernels.constants import STREAM_REVERSE_STEP
+from ddpm_fast.kernels import launch
+from ddpm_fast.vocabulary import STREAM_REVERSE_STEP
 from float64_reference import ddim_step64, p_step64, philox_noise64
 
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]
@@ -17,7 +17,7 @@ MODEL_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 def test_kernels_really_run_under_the_interpreter():
     # CI sets TRITON_INTERPRET=1 so these tests exercise the Triton kernels, not only the torch references.
     if os.environ.get("TRITON_INTERPRET") == "1":
-        assert _launch.TRITON_INTERPRETED
+        assert launch.TRITON_INTERPRETED
 
 
 def _inputs(device, shape, model_dtype, channels_last, learned=False, seed=0):

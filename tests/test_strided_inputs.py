@@ -12,7 +12,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import ddpm_fast as df
-from ddpm_fast.kernels.constants import STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import STREAM_REVERSE_STEP
 from float64_reference import p_step64, philox_noise64, q_sample64
 
 S = df.NoiseSchedule.linear(1000)

@@ -19,7 +19,7 @@ import ddpm_fast as df
 from ddpm_fast.cli import main as cli
 from ddpm_fast.data.datasets import ShapesDataset
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.training import checkpoints
+from ddpm_fast.models import checkpoints
 from ddpm_fast.training.batches import GlobalBatchSampler, rank_slice, step_draws, step_key
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.ema import EMA

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels import _launch
+from ddpm_fast.kernels import launch
 from ddpm_fast.models import config as unet_config
 from ddpm_fast.models.config import UNetConfig, config_to_diffusers
 
@@ -80,7 +80,7 @@ def test_parity_with_diffusers_saved_and_loaded(tmp_path, layout, shape):
     assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
     ours = df.UNet.from_diffusers(tmp_path).eval()
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
-    with _launch.cpu_reference():
+    with launch.cpu_reference():
         assert_same_outputs(theirs, ours, shape, [3, 999][: shape[0]])
 
 
@@ -106,7 +106,7 @@ def test_attn_norm_num_groups_applies_to_the_mid_attention_only():
               "down_block_types": ["AttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "AttnUpBlock2D"]}
     theirs = diffusers_model(config)
     ours = df.UNet.from_diffusers(theirs).eval()
-    with _launch.cpu_reference():
+    with launch.cpu_reference():
         assert_same_outputs(theirs, ours, (2, 3, 8, 8), [7, 123])
 
 
@@ -123,7 +123,7 @@ def test_old_attention_key_names_and_bin_weights(tmp_path):
     torch.save(state, tmp_path / "diffusion_pytorch_model.bin")
     (tmp_path / "config.json").write_text(json.dumps(dict(theirs.config)))
     ours = df.UNet.from_diffusers(tmp_path).eval()
-    with _launch.cpu_reference():
+    with launch.cpu_reference():
         assert_same_outputs(theirs, ours, (1, 3, 16, 16), [42])
 
 
@@ -173,7 +173,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = df.UNet.load(directory).eval()
     assert loaded.config == model.config
     x, t, labels = torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.tensor([0, 2])
-    with torch.no_grad(), _launch.cpu_reference():
+    with torch.no_grad(), launch.cpu_reference():
         assert torch.equal(model(x, t, labels), loaded(x, t, labels))
 
 
@@ -195,7 +195,7 @@ def test_bf16_channels_last_close_to_fp32():
     fast = df.UNet.from_preset("ddpm-cifar10").eval()
     fast.load_state_dict(model.state_dict())
     fast = fast.to(torch.bfloat16, memory_format=torch.channels_last)
-    with torch.no_grad(), _launch.cpu_reference():
+    with torch.no_grad(), launch.cpu_reference():
         expected = model(x, t)
         actual = fast(x.contiguous(memory_format=torch.channels_last), t)
     assert actual.dtype == torch.bfloat16 and actual.is_contiguous(memory_format=torch.channels_last)
@@ -226,7 +226,7 @@ def test_backward_through_interpreted_kernels_matches_reference():
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     kernel_grads = gradients()
-    with _launch.cpu_reference():
+    with launch.cpu_reference():
         reference_grads = gradients()
     for name, grad in kernel_grads.items():
         torch.testing.assert_close(grad, reference_grads[name], rtol=1e-3, atol=1e-5, msg=name)
@@ -239,7 +239,7 @@ def test_compile_fullgraph_on_cpu():
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 400])
     with torch.no_grad():
         actual = compiled(x, t)
-        with _launch.cpu_reference():
+        with launch.cpu_reference():
             expected = model(x, t)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
@@ -247,7 +247,7 @@ def test_compile_fullgraph_on_cpu():
 def test_timestep_forms_and_bad_inputs():
     model = df.UNet.from_preset("tiny").eval()
     x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad(), _launch.cpu_reference():
+    with torch.no_grad(), launch.cpu_reference():
         batch = model(x, torch.tensor([7, 7]))
         assert torch.equal(model(x, 7), batch)
         assert torch.equal(model(x, torch.tensor(7)), batch)

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 
-from ..kernels.constants import PREDICTION_TYPES, VARIANCE_TYPES
+from ..vocabulary import PREDICTION_TYPES, VARIANCE_TYPES
 from ..training.config import SCHEDULES
 from . import arguments, bench
 from .threads import HELP_NOTE as THREADS_NOTE

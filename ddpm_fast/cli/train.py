@@ -13,7 +13,7 @@ import argparse
 import pathlib
 import sys
 
-from ..kernels.constants import PREDICTION_TYPES
+from ..vocabulary import PREDICTION_TYPES
 from ..training.config import DTYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TrainingConfig
 from . import arguments
 from .threads import HELP_NOTE as THREADS_NOTE

@@ -37,7 +37,7 @@ import torch
 from .. import files
 from ..diffusion import q_sample
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..kernels.constants import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 from ..sampling.plan import chain_timesteps
 from ..sampling.timesteps import SPACINGS, respaced_coefficient_table
 from ..schedule import NoiseSchedule

@@ -110,7 +110,7 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
 
 
 def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pretrained:
-    from ..training import checkpoints
+    from . import checkpoints
     from .unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
 
     if checkpoints.is_training_checkpoint(folder):

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..kernels.constants import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from ..vocabulary import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
 from ..kernels.philox import philox_normal_reference
 from .dpm_solver import DPM_METHODS
 from .plan import SamplingPlan

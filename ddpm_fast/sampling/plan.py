@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..kernels.constants import SOLVER_ROWS
+from ..vocabulary import SOLVER_ROWS
 from ..schedule import NoiseSchedule
 from .dpm_solver import DPM_METHODS, dpm_solver_table, dpm_solver_timesteps
 from .timesteps import respaced_coefficient_table, spaced_timesteps

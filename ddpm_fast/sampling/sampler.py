@@ -31,7 +31,7 @@ from ..data.images import to_uint8
 from ..checks import check_choice, check_positive_float
 from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..kernels.constants import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
+from ..vocabulary import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
 from .dpm_solver import DPM_METHODS
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,

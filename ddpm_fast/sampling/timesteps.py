@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..kernels.constants import COEFFICIENT_ROWS
+from ..vocabulary import COEFFICIENT_ROWS
 
 SPACINGS = ("leading", "trailing", "linspace")
 # diffusers' smallest variance (it clamps before the log and the square root).

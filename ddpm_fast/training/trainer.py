@@ -11,7 +11,7 @@ on the same global batches as one. Rank 0 writes the checkpoints, the log and th
 
 Files in the run folder: log.jsonl (one record per log_every steps), loss.png, data.png (a grid of training
 images), samples/step-XXXXXXXX.png (EMA samples every sample_every steps), checkpoints/step-XXXXXXXX/
-(training/checkpoints.py).
+(models/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from ..data.images import save_grid
 from ..models.unet import UNet
 from ..sampling.distributed import communication_device, resolve_device
 from ..schedule import NoiseSchedule
-from . import checkpoints
+from ..models import checkpoints
 from .batches import GlobalBatchSampler, flip_horizontally, label_drops, rank_slice, step_draws, step_key
 from .config import TrainingConfig
 from .ema import EMA
 from .log import JsonlLog, TensorBoardLog, check_tensorboard, plot_loss_curve
 from .objectives import diffusion_loss
-from .vlb import hybrid_loss
+from ..evaluation.likelihood import hybrid_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RUN_MARKERS = ("checkpoints", "log.jsonl")  # what a run folder holds once training has started

@@ -135,7 +135,7 @@ def hybrid_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, schedule: No
     stop-gradient (only the variance learns from it). Returns (loss, {"mse", "vb"}: per-sample float32 [B]).
     An inner-loop function: no host sync. t: int64 [B] in [0, T); seed: the Philox key, int64 [1] on the device.
     """
-    from .objectives import noised_prediction
+    from ..training.objectives import noised_prediction
 
     x_t, output, target = noised_prediction(model, x0, t, schedule, seed, sample_offset, prediction_type)
     prediction, variance_values = split_learned_output(output, x0.shape[1])

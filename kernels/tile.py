@@ -1,4 +1,4 @@
-"""Device-side tile helpers shared by the elementwise kernels (see _launch.py for the host side)."""
+"""Device-side tile helpers shared by the elementwise kernels (see launch.py for the host side)."""
 
 import triton
 import triton.language as tl

@@ -70,7 +70,7 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
     final = root / step_folder_name(step)
     temp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
-        from ..models.unet import CHECKPOINT_FORMAT as UNET_FORMAT
+        from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
 
         blobs = {
             "config.json": files.json_bytes({"format": UNET_FORMAT, "config": unet_config}),
@@ -229,8 +229,8 @@ def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
     the trained ones ("model"). The setup is the one the Trainer stored; checkpoints written before it stored one
     give their β and prediction type, with the fixed options the Trainer always used (fixed_small, no clipping)."""
     from ..diffusion_setup import DiffusionSetup
-    from ..models.config import UNetConfig
-    from ..models.unet import CONFIG_NAME, UNet
+    from .config import UNetConfig
+    from .unet import CONFIG_NAME, UNet
     from ..schedule import NoiseSchedule
 
     if weights not in ("ema", "model"):

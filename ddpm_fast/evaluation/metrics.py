@@ -1,6 +1,6 @@
 """Sample quality: distances between generated and real images, with floor and ceiling to read them against.
 
-    from ddpm_fast.data.metrics import quality_report
+    from ddpm_fast.evaluation.metrics import quality_report
     report = quality_report(samples, held_out, train=train_images, seed=0)
     print(report.format())           # samples vs held-out, real vs real (floor), noise vs real (ceiling)
     report.primary                   # "rf_kid" of samples vs held-out
@@ -607,10 +607,10 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     naming the argument.
     """
     from ..diffusion import q_sample
-    from ..kernels.constants import PREDICTION_TYPES
+    from ..vocabulary import PREDICTION_TYPES
     from ..sampling.loop import unwrap_model_output
     from ..schedule import NoiseSchedule
-    from ..training.vlb import (model_log_variance, posterior_mean, predicted_x0, prior_bpd,
+    from .likelihood import (model_log_variance, posterior_mean, predicted_x0, prior_bpd,
                                 split_learned_output, vb_terms_bpd)
 
     images = _check_images("images", images)

@@ -1,0 +1,1 @@
+"""Evaluation: sample-quality figures (metrics) and the likelihood in bits/dim (likelihood)."""
