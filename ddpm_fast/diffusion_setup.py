@@ -24,14 +24,10 @@ from typing import Any, Mapping, Optional, Union
 
 from . import files
 from .checks import check_choice
-from .vocabulary import PREDICTION_TYPES, VARIANCE_TYPES
+from .vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
 
 FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"
-# What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
-DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
-            "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True,
-            "null_class_label": None}
 SAMPLER_OPTIONS = tuple(DEFAULTS)  # the FastSampler keyword arguments the record sets
 # Settings a caller may give (to check against, or to override, a stored record): the options and the schedule.
 GIVEN_NAMES = ("schedule",) + SAMPLER_OPTIONS

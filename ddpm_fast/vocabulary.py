@@ -1,7 +1,9 @@
-"""The kernels' names and numbers that the rest of the package needs without Triton: which prediction and variance
-types the reverse steps take, the rows of their coefficient table, the Philox stream ids and ranges.
+"""The words of the field and the numbers every layer shares: prediction and variance types, sampling methods,
+timestep spacings, schedule names, ONNX graphs, dtypes, the default sampler options, the rows of the coefficient
+tables and the Philox stream ids.
 
-Importing this module imports neither torch nor Triton, so configs and the command line's parser can use them.
+The bottom of the package: it imports nothing (neither torch nor Triton), so configs, checks and the command line's
+parser use it as the kernels do. A list of choices is written here once; every other module imports it.
 """
 
 # What the model predicts, as the kernels' integer codes.
@@ -38,3 +40,26 @@ STREAM_REVERSE_STEP = 1  # the z of a DDPM / DDIM reverse step (step = the sampl
 STREAM_INITIAL = 2  # x_T, the starting noise of a sampling run
 MAX_SEED = 2**63  # seeds live in [0, 2**63): an int64 tensor holds them without sign tricks
 MAX_CHANNELS = 2**24  # the channel shares Philox's counter word c3 with the stream id
+
+# Sampling methods: ancestral DDPM (Ho et al. 2020), DDIM (Song et al. 2020), DPM-Solver++ 2M and its SDE variant
+# (Lu et al. 2022).
+DPM_METHODS = ("dpm_solver++", "sde_dpm_solver++")
+METHODS = ("ddpm", "ddim") + DPM_METHODS
+# How a chain shorter than T picks its timesteps (diffusers' names).
+SPACINGS = ("leading", "trailing", "linspace")
+# The named β schedules NoiseSchedule builds and a training run takes.
+SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
+# The variance types a training run learns or fixes (the `_log` spellings are read from diffusers configs only).
+TRAINED_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+# The ONNX graphs export_onnx writes: the U-Net alone, or one whole reverse step of a method.
+GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")
+# Compute dtypes by name: a sampler's model ("auto": the device's default), a training run's autocast, an ONNX file.
+SAMPLER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRAINING_DTYPES = ("auto", "float32", "bfloat16")
+EXPORT_DTYPES = ("float32", "float16")
+# What FastSampler.sample returns: float32 [B, C, H, W] in [-1, 1], uint8 [B, H, W, C], or PIL images.
+OUTPUT_TYPES = ("tensor", "uint8", "pil")
+# What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
+DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
+            "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True,
+            "null_class_label": None}

@@ -20,13 +20,13 @@ import pathlib
 from typing import Any, Optional, Union
 
 import torch
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
 from ddpm_fast.checks import check_choice, check_positive_float
+from ddpm_fast.vocabulary import EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.sampling.timesteps import check_chain_options
 from ddpm_fast.schedule import NoiseSchedule
@@ -34,8 +34,7 @@ from ddpm_fast.schedule import NoiseSchedule
 from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph
 
 OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
-GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")
-DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+DTYPES = {getattr(torch, name): name for name in EXPORT_DTYPES}  # torch dtype -> its name in the metadata
 METADATA_KEY = "ddpm_fast"  # one JSON document in the model's metadata_props
 MAX_BATCH = 1 << 16
 # The step options when neither the call nor the source (a diffusers pipeline folder's scheduler) sets them.

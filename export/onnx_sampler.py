@@ -23,14 +23,13 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import (DPM_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP,
+                                  VARIANCE_TYPES)
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
-from ddpm_fast.sampling.dpm_solver import DPM_METHODS
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps

@@ -174,7 +174,7 @@ def test_batch_one_splits_each_group_over_many_programs():
 
 def test_backward_plans_keep_to_tiles_that_do_not_spill(monkeypatch):
     # What tests/launch_resources.py measured on sm_90, as the GPU's planner applies it (interpreter off).
-    monkeypatch.setattr(gn._launch, "TRITON_INTERPRETED", False)
+    monkeypatch.setattr(gn.launch, "TRITON_INTERPRETED", False)
     wide = gn.default_plan(16, 512, 256, 32, True, backward=True)  # 16 channels x 256 positions per group
     assert not wide.single_tile and wide.block_c * wide.block_hw <= gn.MAX_SPLIT_TILE_BACKWARD
     assert gn.default_plan(16, 512, 256, 32, True).single_tile  # the forward holds it in one tile

@@ -528,5 +528,7 @@ def test_cli_export_of_a_folder_that_is_no_model_is_an_error_naming_the_file(tmp
 
 
 def test_cli_choices_follow_the_exporter():
-    assert cli.EXPORT_GRAPHS == GRAPHS
-    assert set(cli.EXPORT_DTYPES) == set(onnx_export.DTYPES.values())
+    export_parser = cli.build_parser()._subparsers._group_actions[0].choices["export"]
+    choices = {action.dest: tuple(action.choices) for action in export_parser._actions if action.choices}
+    assert choices["graph"] == GRAPHS
+    assert set(choices["dtype"]) == set(onnx_export.DTYPES.values())

@@ -81,7 +81,7 @@ def test_every_wing_of_the_package_is_installed():
     # and be missing from a regular install.
     wings = {"ddpm_fast." + ".".join(init.parent.relative_to(ROOT / "ddpm_fast").parts)
              for init in (ROOT / "ddpm_fast").glob("*/**/__init__.py")}
-    assert wings == {"ddpm_fast.models", "ddpm_fast.sampling", "ddpm_fast.training", "ddpm_fast.data",
+    assert wings == {"ddpm_fast.models", "ddpm_fast.sampling", "ddpm_fast.training", "ddpm_fast.evaluation", "ddpm_fast.data",
                      "ddpm_fast.interop", "ddpm_fast.cli"}
     assert set(_pyproject()["tool"]["setuptools"]["packages"]) == {"ddpm_fast", "ddpm_fast.kernels",
                                                                    "ddpm_fast.export", *wings}

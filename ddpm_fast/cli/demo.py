@@ -109,7 +109,7 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
     Arguments left None come from the device's plan (CPU_PLAN / GPU_PLAN). compile: FastSampler's torch.compile
     (None: its default). Returns the figures printed."""
     from ..data.datasets import ShapesDataset
-    from ..data.metrics import quality_report
+    from ..evaluation.metrics import quality_report
     from ..training.trainer import Trainer
 
     dev = _device(device)
@@ -181,7 +181,7 @@ def _fewer_steps(sampler: FastSampler, num_samples: int, seed: int, timesteps: i
                  full_report, held_out: torch.Tensor) -> list[dict]:
     """The same model and seed sampled in fewer model calls (FEWER_STEPS), each row's sampling seconds and rf_kid
     beside full DDPM's, printed as a short table; returns the rows."""
-    from ..data.metrics import quality_report
+    from ..evaluation.metrics import quality_report
 
     rows = [{"method": "ddpm", "model_calls": timesteps, "seconds": full_seconds,
              "rf_kid": full_report.primary}]

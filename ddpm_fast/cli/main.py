@@ -16,17 +16,14 @@ import sys
 import time
 import warnings
 
-from ..vocabulary import PREDICTION_TYPES, VARIANCE_TYPES
-from ..training.config import SCHEDULES
+from ..vocabulary import (EXPORT_DTYPES, GRAPHS, METHODS, PREDICTION_TYPES, SAMPLER_DTYPES, SCHEDULES,
+                          VARIANCE_TYPES)
 from . import arguments, bench
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
 from .train import add_train_parser, run_train
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_SUFFIXES = (".png", ".safetensors")
-EXPORT_GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")  # ddpm_fast.export.GRAPHS (not imported: it loads torch)
-EXPORT_DTYPES = ("float32", "float16")
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a PNG holds
 
 
@@ -120,7 +117,7 @@ def _add_sample_parser(commands) -> None:
                         help="the noise key; sample i draws the same noise at any batch size or world size")
     sample.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="num_inference_steps (default: every training timestep)")
-    sample.add_argument("--method", choices=("ddpm", "ddim", "dpm_solver++", "sde_dpm_solver++"), default="ddpm",
+    sample.add_argument("--method", choices=METHODS, default="ddpm",
                         help="ddpm (ancestral), ddim, or DPM-Solver++ 2M (ODE) / its SDE variant, which need --steps "
                              "(10-25)")
     sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
@@ -133,7 +130,7 @@ def _add_sample_parser(commands) -> None:
                              "conditional model, 0: the unconditional one)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
                                                          "cuda:LOCAL_RANK)")
-    sample.add_argument("--dtype", choices=DTYPES, default="auto",
+    sample.add_argument("--dtype", choices=SAMPLER_DTYPES, default="auto",
                         help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on a CPU)")
     compiling = sample.add_mutually_exclusive_group()
     compiling.add_argument("--compile", action="store_true",
@@ -164,7 +161,7 @@ def _add_export_parser(commands) -> None:
                                   "UNet2DModel folder (config.json + weights) or a Hugging Face Hub id")
     export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
                         help="the ONNX file to write (atomically: an existing file is replaced whole)")
-    export.add_argument("--graph", choices=EXPORT_GRAPHS, default="model",
+    export.add_argument("--graph", choices=GRAPHS, default="model",
                         help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step: one reverse step "
                              "(DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE with the step's solver "
                              "coefficients as an input) (default model)")

@@ -13,8 +13,8 @@ import argparse
 import pathlib
 import sys
 
-from ..vocabulary import PREDICTION_TYPES
-from ..training.config import DTYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TrainingConfig
+from ..training.config import TrainingConfig
+from ..vocabulary import PREDICTION_TYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TRAINING_DTYPES
 from . import arguments
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
@@ -71,7 +71,7 @@ def add_train_parser(commands) -> None:
                             f"learns the conditional and the unconditional score (default {defaults.cond_drop_prob}; "
                             "0 trains a conditional model with no null class, which guidance cannot use)")
     train.add_argument("--seed", type=arguments.non_negative_int, default=defaults.seed)
-    train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
+    train.add_argument("--dtype", choices=TRAINING_DTYPES, default=defaults.dtype,
                        help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU); weights stay float32")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the U-Net (default: on CUDA only)")

@@ -39,7 +39,7 @@ from ..diffusion import q_sample
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 from ..sampling.plan import chain_timesteps
-from ..sampling.timesteps import SPACINGS, respaced_coefficient_table
+from ..sampling.timesteps import respaced_coefficient_table
 from ..schedule import NoiseSchedule
 
 CONFIG_NAME = "scheduler_config.json"

@@ -20,9 +20,9 @@ import math
 import numpy as np
 import torch
 
-from .timesteps import SPACINGS, _round_half_even, spaced_timesteps
+from ..vocabulary import DPM_METHODS, SPACINGS
+from .timesteps import round_half_even, spaced_timesteps
 
-DPM_METHODS = ("dpm_solver++", "sde_dpm_solver++")
 
 
 def dpm_solver_timesteps(total: int, steps: int, spacing: str = "linspace", offset: int = 0) -> np.ndarray:
@@ -39,7 +39,7 @@ def dpm_solver_timesteps(total: int, steps: int, spacing: str = "linspace", offs
         raise ValueError(f"num_inference_steps must lie in [1, {total}], got {steps}")
     k = np.arange(steps, 0, -1, dtype=np.int64)
     if spacing == "linspace":
-        chain = _round_half_even(k * (total - 1), steps)
+        chain = round_half_even(k * (total - 1), steps)
     elif spacing == "leading":
         chain = k * (total // (steps + 1)) + offset
     else:

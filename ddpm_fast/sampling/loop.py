@@ -15,9 +15,8 @@ from typing import Callable, Optional
 import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from ..vocabulary import DPM_METHODS, PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
 from ..kernels.philox import philox_normal_reference
-from .dpm_solver import DPM_METHODS
 from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # (x_t, t, class_labels)

@@ -14,10 +14,10 @@ import torch
 
 from ..vocabulary import SOLVER_ROWS
 from ..schedule import NoiseSchedule
-from .dpm_solver import DPM_METHODS, dpm_solver_table, dpm_solver_timesteps
+from ..vocabulary import DPM_METHODS, METHODS
+from .dpm_solver import dpm_solver_table, dpm_solver_timesteps
 from .timesteps import respaced_coefficient_table, spaced_timesteps
 
-METHODS = ("ddpm", "ddim") + DPM_METHODS
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,8 @@ from ..data.images import to_uint8
 from ..checks import check_choice, check_positive_float
 from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
+from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
-from .dpm_solver import DPM_METHODS
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,
                    progress_bar, run_step, torch_noise, unwrap_model_output)
 from .distributed import resolve_device
@@ -41,7 +40,6 @@ from .guidance import checked_labels, conditioning_for
 from .plan import SamplingPlan, build_plan, planned_timesteps
 from .timesteps import check_chain_options
 
-OUTPUT_TYPES = ("tensor", "uint8", "pil")
 _RUNNER_IDS = itertools.count()
 _LOG = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..vocabulary import COEFFICIENT_ROWS
+from ..vocabulary import COEFFICIENT_ROWS, SPACINGS
 
-SPACINGS = ("leading", "trailing", "linspace")
 # diffusers' smallest variance (it clamps before the log and the square root).
 MIN_VARIANCE = 1e-20
 
@@ -49,14 +48,14 @@ def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> n
         if steps == 1:
             return np.zeros(1, dtype=np.int64)
         k = np.arange(steps - 1, -1, -1, dtype=np.int64)
-        return _round_half_even(k * (total - 1), steps - 1)
+        return round_half_even(k * (total - 1), steps - 1)
     if spacing == "leading":
         return np.arange(steps - 1, -1, -1, dtype=np.int64) * (total // steps) + offset
     k = np.arange(steps, dtype=np.int64)
-    return _round_half_even(total * (steps - k), steps) - 1
+    return round_half_even(total * (steps - k), steps) - 1
 
 
-def _round_half_even(numerator: np.ndarray, denominator: int) -> np.ndarray:
+def round_half_even(numerator: np.ndarray, denominator: int) -> np.ndarray:
     """round(numerator / denominator) for non-negative ints, ties to even, exactly (no float)."""
     quotient, remainder = np.divmod(numerator, denominator)
     twice = 2 * remainder

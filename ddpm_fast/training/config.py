@@ -9,10 +9,9 @@ from typing import Any, Optional
 
 from ..models.config import PRESETS
 from ..checks import check_min_snr_gamma, check_prediction_type
+from ..vocabulary import SCHEDULES, TRAINED_VARIANCE_TYPES
+from ..vocabulary import TRAINING_DTYPES as DTYPES
 
-SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
-DTYPES = ("auto", "float32", "bfloat16")
-TRAINED_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
 @dataclass
