@@ -86,7 +86,7 @@ def export_onnx(
     null_class_label: Optional[int] = None,
 ) -> pathlib.Path:
     """Write `model` as ONNX to `path`; returns the path. `model` is our UNet (or any nn.Module), a diffusers
-    UNet2DModel, or any source ddpm_fast.models.pretrained.load_pretrained reads: a training run folder (its last
+    UNet2DModel, or any source ddpm_fast.interop.pretrained.load_pretrained reads: a training run folder (its last
     good checkpoint, EMA weights unless weights="model"), a checkpoint folder, a UNet.save folder, a diffusers
     pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup (β, prediction and variance type,
     clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and stores; for a module, `setup=`
@@ -241,7 +241,7 @@ def _model_and_setup(model, setup: Optional[DiffusionSetup], given: dict, weight
     stored setup checked against `given`); a module takes `setup=` (checked the same way) or, without one, what was
     given (None when no schedule was: a model graph of a bare module stores no setup)."""
     if isinstance(model, (str, os.PathLike)):
-        from ddpm_fast.models.pretrained import load_pretrained, resolve_setup
+        from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
 
         if setup is not None:
             raise ValueError("setup= applies to a model object; a folder brings its own setup")

@@ -16,7 +16,7 @@ import torch
 import ddpm_fast as df
 from ddpm_fast.diffusion_setup import DiffusionSetup, SetupConflict
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.models.pretrained import load_pretrained
+from ddpm_fast.interop.pretrained import load_pretrained
 
 from subprocess_env import subprocess_env
 

@@ -180,7 +180,7 @@ def test_checkpoint_round_trip(tmp_path):
         for key, value in state.items():
             assert torch.equal(loaded["state"][index][key], value), (index, key)
     assert json.loads(json.dumps(loaded["param_groups"])) == json.loads(json.dumps(saved["param_groups"]))
-    from ddpm_fast.models.pretrained import load_pretrained
+    from ddpm_fast.interop.pretrained import load_pretrained
 
     pretrained = load_pretrained(tmp_path)  # the run folder → its last checkpoint, EMA weights
     for name, tensor in trainer.ema.state_dict().items():

@@ -256,7 +256,7 @@ def _check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespa
         flag, folder = "--checkpoint", args.checkpoint
     else:
         flag, folder = "--diffusers", pathlib.Path(args.diffusers)
-        from ..models.pretrained import looks_like_hub_id
+        from ..interop.pretrained import looks_like_hub_id
 
         if not folder.exists() and looks_like_hub_id(args.diffusers):
             return  # resolved through huggingface_hub when the model loads
@@ -293,7 +293,7 @@ def _load_source(args: argparse.Namespace):
     """(model, DiffusionSetup) of --checkpoint / --diffusers: the one loader, the stored setup checked against the
     flags (ddpm_fast.models.pretrained)."""
     from ..diffusion_setup import SetupConflict
-    from ..models.pretrained import load_pretrained, resolve_setup
+    from ..interop.pretrained import load_pretrained, resolve_setup
     from ..schedule import NoiseSchedule
 
     pretrained = load_pretrained(args.checkpoint if args.checkpoint is not None else args.diffusers, args.weights)

@@ -77,7 +77,7 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
             raise TypeError(f"setup must be the model's ddpm_fast.DiffusionSetup, got {type(setup).__name__}")
         model = source
     elif isinstance(source, (str, os.PathLike)):
-        from ..models.pretrained import load_pretrained, resolve_setup
+        from .pretrained import load_pretrained, resolve_setup
 
         if setup is not None:
             raise ValueError("setup= applies to a UNet; a folder brings its own (or the defaults, said in a warning)")

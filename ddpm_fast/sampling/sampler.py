@@ -296,7 +296,7 @@ class FastSampler:
         override_setup=True; where the source stores no setup, they are used, and a UserWarning names the defaults
         taken for the rest. Other keyword arguments are FastSampler's (device defaults to "auto": CUDA if present).
         """
-        from ..models.pretrained import load_pretrained, resolve_setup
+        from ..interop.pretrained import load_pretrained, resolve_setup
 
         if not isinstance(override_setup, bool):
             raise TypeError(f"override_setup must be True or False, got {override_setup!r}")

@@ -110,8 +110,8 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
 
 
 def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pretrained:
-    from . import checkpoints
-    from .unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
+    from ..models import checkpoints
+    from ..models.unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
 
     if checkpoints.is_training_checkpoint(folder):
         checkpoint = checkpoints.resolve_checkpoint(folder)
