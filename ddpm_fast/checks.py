@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .vocabulary import PREDICTION_TYPES
+from .vocabulary import PREDICTION_TYPES, SPACINGS
 
 
 def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
@@ -39,3 +39,16 @@ def check_min_snr_gamma(min_snr_gamma: object) -> Optional[float]:
     if isinstance(min_snr_gamma, bool) or not isinstance(min_snr_gamma, (int, float)) or not min_snr_gamma > 0:
         raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
     return float(min_snr_gamma)
+
+
+def check_chain_options(timestep_spacing: object = None, steps_offset: object = None,
+                        set_alpha_to_one: object = None) -> None:
+    """The options that pick a chain's timesteps and end DDIM, each checked unless None (not given): a known
+    spacing, a non-negative int offset, a bool. ValueError / TypeError naming the argument."""
+    if timestep_spacing is not None and timestep_spacing not in SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
+    if steps_offset is not None and (isinstance(steps_offset, bool) or not isinstance(steps_offset, int)
+                                     or steps_offset < 0):
+        raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
+    if set_alpha_to_one is not None and not isinstance(set_alpha_to_one, bool):
+        raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")

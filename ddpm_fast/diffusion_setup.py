@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from . import files
-from .checks import check_choice
+from .checks import check_chain_options, check_choice
 from .vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
 
 FORMAT = "ddpm_fast.DiffusionSetup"
@@ -74,8 +74,6 @@ class DiffusionSetup:
     null_class_label: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from .sampling.timesteps import check_chain_options
-
         betas = tuple(float(b) for b in self.betas) if _is_sequence(self.betas) else None
         if not betas or not all(math.isfinite(b) and 0 < b < 1 for b in betas):
             raise ValueError("betas must be a non-empty sequence of numbers in (0, 1)")
@@ -140,23 +138,6 @@ class DiffusionSetup:
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         return cls(betas=tuple(schedule.betas.tolist()), schedule_name=schedule.name, **fields)
-
-    @classmethod
-    def from_diffusers_config(cls, config: Mapping, *, sample_shape: Optional[tuple] = None,
-                              num_class_embeds: Optional[int] = None) -> "DiffusionSetup":
-        """From a diffusers DDPMScheduler / DDIMScheduler config (keys diffusers' defaults fill where missing):
-        β built as diffusers builds it (NoiseSchedule.from_diffusers), its options under the same names."""
-        from .interop.diffusers_scheduler import DEFAULT_CONFIG, check_scheduler_config
-        from .schedule import NoiseSchedule
-
-        values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
-        check_scheduler_config(values)
-        return cls.from_schedule(
-            NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
-            variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),
-            clip_sample_range=float(values["clip_sample_range"]), timestep_spacing=values["timestep_spacing"],
-            steps_offset=int(values["steps_offset"]), set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
-            sample_shape=sample_shape, num_class_embeds=num_class_embeds)
 
     def to_diffusers_config(self) -> dict[str, Any]:
         """A DDPMScheduler config that diffusers and FastDDPMScheduler read back to this record. β goes as

@@ -4,7 +4,8 @@
     export_onnx(model, "step.onnx", sample_shape=(3, 32, 32), schedule=schedule, graph="ddpm_step")
 """
 
-from .onnx_export import GRAPHS, OPSET, export_onnx, read_metadata
+from .metadata import read_metadata
+from .onnx_export import GRAPHS, OPSET, export_onnx
 from .onnx_sampler import OnnxSampler
 
 __all__ = ["GRAPHS", "OPSET", "OnnxSampler", "export_onnx", "read_metadata"]

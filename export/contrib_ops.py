@@ -15,6 +15,8 @@ from typing import Union
 
 from ddpm_fast import files
 
+from .metadata import METADATA_KEY, read_metadata
+
 CONTRIB_OPS = ("GroupNorm", "SkipGroupNorm", "NhwcConv")
 
 
@@ -24,8 +26,6 @@ def fuse_contrib_ops(source: Union[str, os.PathLike], target: Union[str, os.Path
     import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
-
-    from .onnx_export import METADATA_KEY, read_metadata
 
     source, target = pathlib.Path(source), pathlib.Path(target)
     proto = onnx.load(source)

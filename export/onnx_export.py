@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from ddpm_fast.kernels.group_norm import group_norm_act_reference
@@ -25,23 +25,23 @@ from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
-from ddpm_fast.checks import check_choice, check_positive_float
-from ddpm_fast.vocabulary import EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.checks import check_chain_options, check_choice, check_positive_float
+from ddpm_fast.vocabulary import DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
-from ddpm_fast.sampling.timesteps import check_chain_options
 from ddpm_fast.schedule import NoiseSchedule
 
+from .contrib_ops import fuse_contrib_ops
+from .metadata import METADATA_KEY
 from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph
 
 OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
 DTYPES = {getattr(torch, name): name for name in EXPORT_DTYPES}  # torch dtype -> its name in the metadata
-METADATA_KEY = "ddpm_fast"  # one JSON document in the model's metadata_props
 MAX_BATCH = 1 << 16
 # The step options when neither the call nor the source (a diffusers pipeline folder's scheduler) sets them.
-DEFAULT_OPTIONS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
-                   "clip_sample_range": 1.0}
+DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in ("prediction_type", "variance_type", "clip_sample",
+                                                     "clip_sample_range")}
 # Which timesteps a sampler of the file visits (FastSampler's options of the same names), stored in its metadata.
-CHAIN_OPTIONS = {"timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True}
+CHAIN_OPTIONS = {name: DEFAULTS[name] for name in ("timestep_spacing", "steps_offset", "set_alpha_to_one")}
 
 # Inputs and outputs of each graph, in order (see step_graphs.py).
 INPUT_NAMES = {
@@ -189,7 +189,6 @@ def export_onnx(
     if not contrib_ops:
         files.atomic_write_bytes(path, proto.SerializeToString())
         return path
-    from .contrib_ops import fuse_contrib_ops
 
     standard = path.with_name(f".{path.name}.standard.onnx")  # the fusion reads a file; never left behind
     try:
@@ -198,14 +197,6 @@ def export_onnx(
     finally:
         standard.unlink(missing_ok=True)
     return path
-
-
-def read_metadata(proto) -> dict[str, Any]:
-    """The ddpm_fast metadata of a loaded ModelProto (ValueError when the file was not written by export_onnx)."""
-    for prop in proto.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    raise ValueError("this ONNX file carries no ddpm_fast metadata (it was not written by export_onnx)")
 
 
 def check_model(proto) -> None:

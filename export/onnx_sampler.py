@@ -35,7 +35,7 @@ from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
 
-from .onnx_export import METADATA_KEY
+from .metadata import METADATA_KEY
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int64)": torch.int64}

@@ -14,7 +14,7 @@ from ddpm_fast.kernels import (PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_refer
                                p_step_reference)
 from torch import nn
 
-from ddpm_fast.sampling.loop import unwrap_model_output
+from ddpm_fast.models.output import unwrap_model_output
 from ddpm_fast.schedule import NoiseSchedule
 
 

@@ -27,7 +27,7 @@ from . import launch
 from .tile import clamped_timestep, element_offsets, sample_tile
 from ..vocabulary import PREDICTION_TYPES, SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
 from .philox import philox_normal_reference
-from .reverse_step import (EPSILON, NO_NOISE, SAMPLE, _draw_noise, _guidance_parts, _guided, _noise_mode,
+from .reverse_step import (EPSILON, NO_NOISE, SAMPLE, draw_noise, guidance_parts, guided_prediction, noise_mode,
                            guided_output)
 
 
@@ -84,7 +84,7 @@ def dpm_solver_step_kernel(
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
-    prediction = _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
+    prediction = guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
     if PREDICTION == EPSILON:
         x0 = (x - sigma_s * prediction) / alpha_s
     elif PREDICTION == SAMPLE:
@@ -97,7 +97,7 @@ def dpm_solver_step_kernel(
     # A first-order step has no x0_prev term: whatever the buffer holds (an earlier run's last x0) must not leak in.
     x_new = x_coef * x + x0_coef * x0 + tl.where(x0_prev_coef == 0.0, 0.0, x0_prev_coef * x0_prev)
     if NOISE != NO_NOISE:
-        z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+        z = draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                         nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
         x_new = x_new + noise_coef * z
     tl.store(out_ptr + x_offsets, x_new, mask=mask)
@@ -155,7 +155,7 @@ def dpm_solver_step_op(
     when both `noise` and `seed` are None (the ODE solver). t: the step's timestep [B] (keys the noise); column: its
     column of `table` [B]; x0_prev: the previous step's x0 estimate, shaped like x_t (read only where the column's
     x0_prev_coef is not 0). guidance_scale: as p_step's (model_output [2B, ...])."""
-    cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
+    cond_output, uncond_offset, guidance = guidance_parts(model_output, x_t, guidance_scale)
     launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise, x0_prev=x0_prev)
     launch.check_launch_bounds(x_t, column, {})
     launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(SOLVER_ROWS))
@@ -183,7 +183,7 @@ def dpm_solver_step_op(
         # num_timesteps: t only keys the noise here (no schedule is indexed by it), so it is clamped at 0 alone
         seed if seed is not None else t, sample_offset, 1 << 62, channels, height * width, width, clip_range,
         guidance, uncond_offset, *launch.bchw_strides(model4), *launch.bchw_strides(x4),
-        *launch.bchw_strides(noise4), PREDICTION=prediction, CLIP=clip, NOISE=_noise_mode(noise, seed),
+        *launch.bchw_strides(noise4), PREDICTION=prediction, CLIP=clip, NOISE=noise_mode(noise, seed),
         GUIDED=guidance_scale is not None,
         SPATIAL_FLAT=launch.spatial_is_flat(width, model4, x4, noise4, out),
         CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=num_warps,

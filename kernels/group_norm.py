@@ -461,7 +461,7 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
     inputs = tuple(t if t is not None else dummy for t in (emb, weight, bias, scale, shift))
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
 
-    def launch(mode, group_coefficients):
+    def run_backward(mode, group_coefficients):
         launch.wrap_triton(group_norm_backward_kernel)[(pairs, plan.num_splits)](
             dy4, x4, *inputs, mean, rstd, dx, group_coefficients, parts,
             spatial, channels // num_groups, num_groups, channels, pairs, plan.hw_per_split, plan.num_splits,
@@ -471,15 +471,15 @@ def _launch_backward(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_gro
             BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, num_warps=plan.num_warps)
 
     if plan.single_tile:
-        launch(BACKWARD_SINGLE_TILE, mean)
+        run_backward(BACKWARD_SINGLE_TILE, mean)
         sums = parts[:, 0]
     else:
-        launch(BACKWARD_SUMS, mean)
+        run_backward(BACKWARD_SUMS, mean)
         sums = parts.sum(1)  # fixed-order reduction over splits: deterministic
     sums = sums.view(3, batch, channels)
     coefficients = _group_coefficients(sums, weight, scale, num_groups, spatial)
     if not plan.single_tile:
-        launch(BACKWARD_DX, coefficients.reshape(2, pairs).contiguous())
+        run_backward(BACKWARD_DX, coefficients.reshape(2, pairs).contiguous())
     return (dx.view(x.shape),) + _input_grads(sums, coefficients, rstd.view(batch, num_groups), x, emb, weight,
                                               bias, scale, shift, num_groups, spatial)
 

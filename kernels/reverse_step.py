@@ -49,7 +49,7 @@ def _row(table_ptr, row: tl.constexpr, t, num_timesteps):
 
 
 @triton.jit
-def _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+def draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                 nz_sb, nz_sc, nz_sh, nz_sw, NOISE: tl.constexpr, SPATIAL_FLAT: tl.constexpr):
     if NOISE == PHILOX_NOISE:
         z = philox_normal(tl.load(seed_ptr), quad, lane, sample + sample_offset, t, channel,
@@ -61,7 +61,7 @@ def _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, la
 
 
 @triton.jit
-def _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED: tl.constexpr):
+def guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED: tl.constexpr):
     """The model's prediction at these elements; with GUIDED, classifier-free guidance's u + w·(c − u) of the
     conditional half (at model_ptr) and the unconditional half (uncond_offset elements further), in float32."""
     prediction = tl.load(model_ptr + model_offsets, mask=mask).to(tl.float32)
@@ -109,7 +109,7 @@ def p_step_kernel(
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
-    prediction = _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
+    prediction = guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
 
     if (PREDICTION == EPSILON) and (not CLIP):
         # The paper's form, (x_t - β/sqrt(1-ᾱ)·ε) / sqrt(α): what the seed computes, without an x0 round trip.
@@ -144,7 +144,7 @@ def p_step_kernel(
         else:
             sigma = _row(table_ptr, ROW_POSTERIOR_STD, t, num_timesteps)
         sigma = tl.where(t > 0, sigma, 0.0)  # no noise at t = 0, as a mask
-        z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+        z = draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                         nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
         x_prev = mean + sigma * z
     out_offsets = element_offsets(sample, channel, hw, W, out_sb, out_sc, out_sh, out_sw, SPATIAL_FLAT)
@@ -208,7 +208,7 @@ def ddim_step_kernel(
     x_offsets = element_offsets(sample, channel, hw, W, x_sb, x_sc, x_sh, x_sw, SPATIAL_FLAT)
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
-    prediction = _guided(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
+    prediction = guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
     if PREDICTION == EPSILON:
         eps = prediction
         x0 = (x - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
@@ -229,7 +229,7 @@ def ddim_step_kernel(
     else:
         x_prev = sqrt_alpha_bar_prev * x0 + direction * eps
     if NOISE != NO_NOISE:
-        z = _draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
+        z = draw_noise(noise_ptr, seed_ptr, sample, sample_offset, t, channel, quad, lane, hw, mask, W,
                         nz_sb, nz_sc, nz_sh, nz_sw, NOISE, SPATIAL_FLAT)
         x_prev = x_prev + sigma * z
     out_offsets = element_offsets(sample, channel, hw, W, out_sb, out_sc, out_sh, out_sw, SPATIAL_FLAT)
@@ -340,7 +340,7 @@ def ddim_step_reference(model_output, t, t_prev, x_t, alphas_cumprod, noise, see
 # custom ops (unchecked: the public functions in ddpm_fast.diffusion validate; sampling loops call these directly)
 
 
-def _noise_mode(noise: Optional[torch.Tensor], seed: Optional[torch.Tensor]) -> int:
+def noise_mode(noise: Optional[torch.Tensor], seed: Optional[torch.Tensor]) -> int:
     if noise is not None:
         return _GIVEN_NOISE
     return _PHILOX_NOISE if seed is not None else _NO_NOISE
@@ -360,7 +360,7 @@ def _common_launch_args(model_output, x_t, noise, out, guided=False):
     return (batch * programs,), noise, strides, meta
 
 
-def _guidance_parts(model_output: torch.Tensor, x_t: torch.Tensor, guidance_scale: Optional[torch.Tensor]):
+def guidance_parts(model_output: torch.Tensor, x_t: torch.Tensor, guidance_scale: Optional[torch.Tensor]):
     """(the output the kernel indexes per sample, elements to its unconditional half, the guidance pointer): a
     guided [2B] output is checked (metadata only) and split; an unguided one passes as it is."""
     if guidance_scale is None:
@@ -388,7 +388,7 @@ def p_step_op(
     """
     channels = x_t.shape[1]
     learned = variance == _LEARNED_RANGE
-    cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
+    cond_output, uncond_offset, guidance = guidance_parts(model_output, x_t, guidance_scale)
     launch.check_launch_bounds(x_t, t, {"model_output": 2 * channels if learned else channels},
                                 model_output=cond_output, noise=noise)
     launch.check_lookup_tensor("table", table, x_t, torch.float32, rows=len(COEFFICIENT_ROWS))
@@ -407,7 +407,7 @@ def p_step_op(
         mean_part, variance_part, x4, noise4, out, t, t.stride(0), table, seed if seed is not None else t, sample_offset,
         table.shape[1], channels, x4.shape[2] * x4.shape[3], x4.shape[3], clip_range, guidance, uncond_offset,
         *strides, PREDICTION=prediction, VARIANCE=variance, GUIDED=guidance_scale is not None, CLIP=clip,
-        NOISE=_noise_mode(noise, seed), **meta,
+        NOISE=noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)
 
@@ -427,7 +427,7 @@ def ddim_step_op(
     """
     if eta == 0.0:
         noise, seed = None, None
-    cond_output, uncond_offset, guidance = _guidance_parts(model_output, x_t, guidance_scale)
+    cond_output, uncond_offset, guidance = guidance_parts(model_output, x_t, guidance_scale)
     launch.check_launch_bounds(x_t, t, {}, model_output=cond_output, noise=noise)
     launch.check_launch_bounds(x_t, t_prev, {})
     launch.check_lookup_tensor("alphas_cumprod", alphas_cumprod, x_t, torch.float64)
@@ -447,6 +447,6 @@ def ddim_step_op(
         seed if seed is not None else t, sample_offset, alphas_cumprod.numel(), x4.shape[1], x4.shape[2] * x4.shape[3],
         x4.shape[3], eta, clip_range, guidance, uncond_offset, *strides, PREDICTION=prediction,
         GUIDED=guidance_scale is not None, CLIP=clip, CLIPPED_EPS=clip and use_clipped_model_output,
-        NOISE=_noise_mode(noise, seed), **meta,
+        NOISE=noise_mode(noise, seed), **meta,
     )
     return out.view(x_t.shape)

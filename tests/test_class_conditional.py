@@ -328,7 +328,8 @@ def conditional_onnx(tmp_path_factory):
 def test_onnx_graphs_take_class_labels_and_guidance(conditional_onnx):
     import onnx
 
-    from ddpm_fast.export.onnx_export import input_names, read_metadata
+    from ddpm_fast.export.metadata import read_metadata
+    from ddpm_fast.export.onnx_export import input_names
 
     _, paths = conditional_onnx
     for graph, path in paths.items():

@@ -22,6 +22,7 @@ from ddpm_fast import files
 from ddpm_fast.cli import main as cli
 from ddpm_fast.data.images import png_grid
 from ddpm_fast.diffusion_setup import DiffusionSetup
+from ddpm_fast.interop.diffusers_scheduler import setup_from_diffusers_config
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, cpu_reference
 from ddpm_fast.sampling.distributed import init_from_environment, sample_sharded, shard_bounds, teardown
 from subprocess_env import subprocess_env
@@ -255,7 +256,7 @@ def test_sample_from_a_diffusers_pipeline_folder(tmp_path):
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     # our folder stores the pipeline's setup: the same β (diffusers' float32 ones) and options
     size = unet.config.sample_size
-    df.UNet.from_diffusers(unet).save(tmp_path / "ours", setup=DiffusionSetup.from_diffusers_config(
+    df.UNet.from_diffusers(unet).save(tmp_path / "ours", setup=setup_from_diffusers_config(
         scheduler.config, sample_shape=(unet.config.in_channels, size, size)))
     common = ["--num-samples", "3", "--seed", "1", "--method", "ddim", "--steps", "4", *FP32_EAGER]
     with cpu_reference():

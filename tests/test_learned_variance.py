@@ -12,7 +12,8 @@ from ddpm_fast.evaluation.metrics import nll_bits_per_dim
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer
-from ddpm_fast.evaluation.likelihood import (hybrid_loss, model_log_variance, posterior_mean, predicted_x0, prior_bpd,
+from ddpm_fast.training.objectives import hybrid_loss
+from ddpm_fast.evaluation.likelihood import (model_log_variance, posterior_mean, predicted_x0, prior_bpd,
                                    vb_terms_bpd)
 
 T = 40

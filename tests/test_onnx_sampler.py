@@ -10,7 +10,7 @@ import torch
 
 import ddpm_fast as df
 from ddpm_fast.export import OnnxSampler, export_onnx
-from ddpm_fast.export.onnx_export import METADATA_KEY
+from ddpm_fast.export.metadata import METADATA_KEY
 from ddpm_fast.kernels import cpu_reference
 
 T = 20
@@ -199,7 +199,7 @@ def test_contrib_op_fusion_rewrites_every_group_norm(exported, tmp_path):
     import json
 
     from ddpm_fast.export.contrib_ops import fuse_contrib_ops
-    from ddpm_fast.export.onnx_export import read_metadata
+    from ddpm_fast.export.metadata import read_metadata
 
     standard = onnx.load(exported["model"])
     norms = sum(node.op_type == "InstanceNormalization" for node in standard.graph.node)

@@ -1,8 +1,8 @@
-"""The variational bound of a DDPM and the hybrid objective of improved DDPM (Nichol & Dhariwal 2021, §3.1-3.2).
+"""The variational bound of a DDPM in bits per dimension (Nichol & Dhariwal 2021, §3.1-3.2): the terms that
+evaluation's nll_bits_per_dim sums over t and that training's hybrid objective (ddpm_fast.training.objectives.
+hybrid_loss, L_simple + λ·L_vlb, λ = VLB_WEIGHT) draws one t of.
 
-    loss, terms = hybrid_loss(model, x0, t, schedule, seed=key)        # L_simple + λ·L_vlb, λ = 0.001
-
-The model predicts 2C channels: its prediction (ε, x0 or v) and v ∈ [-1, 1], which interpolates the log-variance
+A learned-variance model predicts 2C channels: its prediction (ε, x0 or v) and v ∈ [-1, 1], which interpolates the log-variance
 between the posterior's β̃_t and β_t (eq. 15): log σ² = frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2.
 L_vlb's term at t is KL(q(x_{t-1}|x_t, x0) ‖ p(x_{t-1}|x_t)) in bits per dimension, and at t = 0 the discretized
 Gaussian negative log-likelihood of x0 (8-bit data in [-1, 1], bins of 2/255). Its gradient reaches only the variance
@@ -16,7 +16,6 @@ the tests compare it with an independent float64 statement of the same terms.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
@@ -124,25 +123,3 @@ def split_learned_output(output: torch.Tensor, channels: int) -> tuple[torch.Ten
         raise ValueError(f"a learned_range model must output 2 x {channels} channels (prediction, variance), "
                          f"got {output.shape[1]}")
     return output[:, :channels], output[:, channels:]
-
-
-def hybrid_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, *, seed: torch.Tensor,
-                sample_offset: int = 0, prediction_type: str = "epsilon", vlb_weight: float = VLB_WEIGHT
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """improved DDPM's L_hybrid = L_simple + λ·L_vlb for a model of 2C output channels, batch mean, float32.
-
-    L_simple: MSE of the prediction (ε, x0 or v) against its target. L_vlb: T·L_t in bits/dim with the mean
-    stop-gradient (only the variance learns from it). Returns (loss, {"mse", "vb"}: per-sample float32 [B]).
-    An inner-loop function: no host sync. t: int64 [B] in [0, T); seed: the Philox key, int64 [1] on the device.
-    """
-    from ..training.objectives import noised_prediction
-
-    x_t, output, target = noised_prediction(model, x0, t, schedule, seed, sample_offset, prediction_type)
-    prediction, variance_values = split_learned_output(output, x0.shape[1])
-    mse = (prediction - target).pow(2).flatten(1).mean(dim=1)
-    x_t, x0_float = x_t.float(), x0.float()
-    frozen_x0 = predicted_x0(prediction.detach(), x_t, t, schedule, prediction_type)  # the stop-gradient of §3.1
-    mean = posterior_mean(frozen_x0, x_t, t, schedule)
-    log_variance = model_log_variance("learned_range", t, schedule, mean, variance_values)
-    vb = vb_terms_bpd(mean, log_variance, x0_float, x_t, t, schedule) * schedule.num_timesteps
-    return (mse + vlb_weight * vb).mean(), {"mse": mse.detach(), "vb": vb.detach()}

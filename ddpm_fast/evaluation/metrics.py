@@ -608,7 +608,7 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     """
     from ..diffusion import q_sample
     from ..vocabulary import PREDICTION_TYPES
-    from ..sampling.loop import unwrap_model_output
+    from ..models.output import unwrap_model_output
     from ..schedule import NoiseSchedule
     from .likelihood import (model_log_variance, posterior_mean, predicted_x0, prior_bpd,
                                 split_learned_output, vb_terms_bpd)

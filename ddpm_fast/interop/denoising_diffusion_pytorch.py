@@ -72,6 +72,28 @@ class UnetInModelDtype(nn.Module):
             return self.unet(x, t)
 
 
+def sampler_arguments_with(diffusion: Any, checkpoint: Union[str, os.PathLike, None], weights: str,
+                           options: dict[str, Any]) -> dict[str, Any]:
+    """FastSampler's keyword arguments for FastSampler.from_denoising_diffusion_pytorch: sampler_arguments of the
+    GaussianDiffusion (its weights first read from `checkpoint` when given), then `options`; an option that
+    contradicts the GaussianDiffusion (schedule, prediction_type, clipping, ...) or model= is refused."""
+    if "model" in options:
+        raise TypeError("model comes from the GaussianDiffusion; do not pass model=")
+    if checkpoint is not None:
+        diffusion = load_checkpoint(diffusion, checkpoint, weights)
+    arguments = sampler_arguments(diffusion)
+    for name in sorted(options.keys() & arguments.keys()):
+        given, read = options[name], arguments[name]
+        if isinstance(given, NoiseSchedule):
+            same = given.num_timesteps == read.num_timesteps and torch.equal(given.betas, read.betas)
+        else:
+            same = (tuple(given) if isinstance(given, list) else given) == read  # sample_shape as a list
+        if not same:
+            raise ValueError(f"{name}={given!r} contradicts the GaussianDiffusion, which samples with "
+                             f"{name}={read!r}")
+    return {**arguments, **options}
+
+
 def sampler_arguments(diffusion: Any) -> dict[str, Any]:
     """FastSampler's arguments for a GaussianDiffusion: its Unet (in UnetInModelDtype), its β (the float32 buffer
     it samples with, as a float64 schedule; a β of 1, which its linear schedule reaches at T = 20, is a ValueError),

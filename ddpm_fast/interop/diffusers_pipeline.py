@@ -16,7 +16,7 @@ import torch
 from .. import files
 from ..models.unet import UNet
 from ..diffusion_setup import DiffusionSetup
-from .diffusers_scheduler import CONFIG_NAME
+from .diffusers_scheduler import CONFIG_NAME, setup_from_diffusers_config
 
 
 def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
     else:
         raise TypeError(f"expected a diffusers DDPMPipeline or a local pipeline folder, got {type(source).__name__}")
 
-    setup = DiffusionSetup.from_diffusers_config(scheduler_config, sample_shape=model.config.sample_shape,
+    setup = setup_from_diffusers_config(scheduler_config, sample_shape=model.config.sample_shape,
                                                  num_class_embeds=model.config.num_class_embeds)
     return {"model": model, "schedule": setup.schedule(), "sample_shape": setup.sample_shape, "device": device,
             **setup.sampler_options()}

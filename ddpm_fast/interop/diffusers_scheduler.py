@@ -36,8 +36,9 @@ import torch
 
 from .. import files
 from ..diffusion import q_sample
+from ..diffusion_setup import DiffusionSetup
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, SPACINGS, VARIANCE_TYPES
 from ..sampling.plan import chain_timesteps
 from ..sampling.timesteps import respaced_coefficient_table
 from ..schedule import NoiseSchedule
@@ -399,3 +400,18 @@ def check_scheduler_config(config: dict) -> None:
                          f"choose one of {', '.join(SPACINGS)}")
     if config["rescale_betas_zero_snr"]:
         raise ValueError("rescale_betas_zero_snr=True is not supported by FastDDPMScheduler")
+
+
+def setup_from_diffusers_config(config: Mapping, *, sample_shape: Optional[tuple] = None,
+                                num_class_embeds: Optional[int] = None) -> DiffusionSetup:
+    """The DiffusionSetup of a diffusers DDPMScheduler / DDIMScheduler config (keys diffusers' defaults fill where
+    missing): β built as diffusers builds it (NoiseSchedule.from_diffusers), its options under the same names.
+    ValueError for a config FastDDPMScheduler cannot reproduce (check_scheduler_config)."""
+    values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
+    check_scheduler_config(values)
+    return DiffusionSetup.from_schedule(
+        NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
+        variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),
+        clip_sample_range=float(values["clip_sample_range"]), timestep_spacing=values["timestep_spacing"],
+        steps_offset=int(values["steps_offset"]), set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
+        sample_shape=sample_shape, num_class_embeds=num_class_embeds)

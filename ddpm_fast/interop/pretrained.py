@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .. import files
 from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
+from .diffusers_scheduler import setup_from_diffusers_config
 
 WEIGHTS = ("ema", "model")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -80,7 +81,7 @@ def looks_like_hub_id(text: str) -> bool:
 
 
 def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override: bool = False,
-                  warn: bool = True) -> DiffusionSetup:
+                  warn: bool = True, warn_level: int = 3) -> DiffusionSetup:
     """The setup to sample or export with: the stored one with the caller's `given` settings checked against it
     (SetupConflict naming both values on a difference, unless override=True), or, where nothing is stored, the given
     settings with DEFAULTS (and linear, T = 1000) for the rest — said in one UserWarning when warn=True."""
@@ -101,9 +102,31 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
             if option != "null_class_label":  # None: no null class, which nothing but guidance asks for
                 used[option] = DEFAULTS[option]
     if used and warn:
-        warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=3)
+        warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=warn_level)
     return DiffusionSetup.from_schedule(schedule, sample_shape=pretrained.model.config.sample_shape,
                                         num_class_embeds=pretrained.model.config.num_class_embeds, **options)
+
+
+def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weights: Optional[str],
+                                      given: Mapping[str, Any], override_setup: bool,
+                                      options: Mapping[str, Any]) -> dict[str, Any]:
+    """FastSampler's keyword arguments for FastSampler.from_pretrained: the model and the stored setup read from
+    `path_or_id`, the caller's `given` settings checked against it (resolve_setup), then `options` (FastSampler's
+    other arguments; device defaults to "auto", sample_shape to the stored one)."""
+    from ..schedule import NoiseSchedule
+
+    if not isinstance(override_setup, bool):
+        raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
+    schedule = given.get("schedule")
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
+    pretrained = load_pretrained(path_or_id, weights)
+    setup = resolve_setup(pretrained, given, override=override_setup, warn_level=4)
+    options = dict(options)
+    options.setdefault("device", "auto")
+    sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
+    return {"model": pretrained.model, "schedule": setup.schedule(), "sample_shape": sample_shape,
+            **setup.sampler_options(), **options}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,7 +157,7 @@ def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pre
         if weights is not None:
             raise ValueError(one_set)
         model = UNet.from_diffusers(folder)
-        setup = DiffusionSetup.from_diffusers_config(files.read_json(scheduler_file),
+        setup = setup_from_diffusers_config(files.read_json(scheduler_file),
                                                      sample_shape=model.config.sample_shape,
                                                      num_class_embeds=model.config.num_class_embeds)
         return Pretrained(model, setup, "diffusers_pipeline", folder, None, name)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..vocabulary import DPM_METHODS, SPACINGS
+from ..vocabulary import SPACINGS
 from .timesteps import round_half_even, spaced_timesteps
 
 

@@ -94,15 +94,6 @@ class StepState:
         )
 
 
-def unwrap_model_output(output: object) -> object:
-    """What a model predicts: diffusers models return an object with .sample (or a tuple); ours a tensor."""
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
-        return output.sample
-    return output
-
-
 def torch_noise(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
     """torch.randn drawn on the generator's own device (the stream a reference loop with that generator would see),
     or from the global generator of `device`; returned on `device`."""

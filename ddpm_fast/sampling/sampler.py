@@ -28,17 +28,17 @@ import torch
 from torch import nn
 
 from ..data.images import to_uint8
-from ..checks import check_choice, check_positive_float
+from ..checks import check_chain_options, check_choice, check_positive_float
 from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,
-                   progress_bar, run_step, torch_noise, unwrap_model_output)
+                   progress_bar, run_step, torch_noise)
+from ..models.output import unwrap_model_output
 from .distributed import resolve_device
 from .guidance import checked_labels, conditioning_for
 from .plan import SamplingPlan, build_plan, planned_timesteps
-from .timesteps import check_chain_options
 
 _RUNNER_IDS = itertools.count()
 _LOG = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class FastSampler:
         """A whole diffusers DDPMPipeline — an instance or a local folder (unet/ + scheduler/) — as a FastSampler:
         our UNet with its weights, the scheduler's schedule, prediction type, variance type, clipping and spacing.
         Keyword arguments override (device=, dtype=, compile=, ...)."""
-        from ..interop.diffusers_pipeline import sampler_arguments_from_diffusers
+        from ..interop.diffusers_pipeline import sampler_arguments_from_diffusers  # the adapter sits above sampling
 
         arguments = sampler_arguments_from_diffusers(pipeline_or_path)
         return cls(**{**arguments, **options})
@@ -261,22 +261,9 @@ class FastSampler:
         `sample(..., **sample_arguments(diffusion))` runs the loop its sample() runs (p_sample_loop or ddim_sample)
         and, with generator=, gives its images in [-1, 1]; `unnormalize(images, diffusion)` maps them to its [0, 1]
         when it auto-normalizes. Its self-conditioning and its other diffusion classes are refused, by name."""
-        from ..interop import denoising_diffusion_pytorch as lucidrains
+        from ..interop import denoising_diffusion_pytorch as lucidrains  # the adapter sits above sampling
 
-        if "model" in options:
-            raise TypeError("model comes from the GaussianDiffusion; do not pass model=")
-        if checkpoint is not None:
-            diffusion = lucidrains.load_checkpoint(diffusion, checkpoint, weights)
-        arguments = lucidrains.sampler_arguments(diffusion)
-        for name in sorted(options.keys() & arguments.keys()):
-            given, read = options[name], arguments[name]
-            if isinstance(given, NoiseSchedule):
-                same = given.num_timesteps == read.num_timesteps and torch.equal(given.betas, read.betas)
-            else:
-                same = (tuple(given) if isinstance(given, list) else given) == read  # sample_shape as a list
-            if not same:
-                raise ValueError(f"{name}={given!r} contradicts the GaussianDiffusion, which samples with "
-                                 f"{name}={read!r}")
+        arguments = lucidrains.sampler_arguments_with(diffusion, checkpoint, weights, options)
         return cls(**{**arguments, **options})
 
     @classmethod
@@ -296,21 +283,13 @@ class FastSampler:
         override_setup=True; where the source stores no setup, they are used, and a UserWarning names the defaults
         taken for the rest. Other keyword arguments are FastSampler's (device defaults to "auto": CUDA if present).
         """
-        from ..interop.pretrained import load_pretrained, resolve_setup
+        from ..interop.pretrained import sampler_arguments_from_pretrained  # the adapter sits above sampling
 
-        if not isinstance(override_setup, bool):
-            raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
-        if schedule is not None and not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
-        pretrained = load_pretrained(path_or_id, weights)
         given = {"schedule": schedule, "prediction_type": prediction_type, "variance_type": variance_type,
                  "clip_sample": clip_sample, "clip_sample_range": clip_sample_range,
                  "timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
                  "set_alpha_to_one": set_alpha_to_one, "null_class_label": null_class_label}
-        setup = resolve_setup(pretrained, given, override=override_setup)
-        options.setdefault("device", "auto")
-        sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
-        return cls(pretrained.model, setup.schedule(), sample_shape, **setup.sampler_options(), **options)
+        return cls(**sampler_arguments_from_pretrained(path_or_id, weights, given, override_setup, options))
 
     @property
     def setup(self):

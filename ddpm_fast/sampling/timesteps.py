@@ -17,19 +17,6 @@ from ..vocabulary import COEFFICIENT_ROWS, SPACINGS
 MIN_VARIANCE = 1e-20
 
 
-def check_chain_options(timestep_spacing: object = None, steps_offset: object = None,
-                        set_alpha_to_one: object = None) -> None:
-    """The options that pick a chain's timesteps and end DDIM, each checked unless None (not given): a known
-    spacing, a non-negative int offset, a bool. ValueError / TypeError naming the argument."""
-    if timestep_spacing is not None and timestep_spacing not in SPACINGS:
-        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
-    if steps_offset is not None and (isinstance(steps_offset, bool) or not isinstance(steps_offset, int)
-                                     or steps_offset < 0):
-        raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
-    if set_alpha_to_one is not None and not isinstance(set_alpha_to_one, bool):
-        raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")
-
-
 def spaced_timesteps(total: int, steps: int, spacing: str, offset: int = 0) -> np.ndarray:
     """`steps` of the `total` training timesteps, descending int64, spaced as diffusers' DDPMScheduler spaces them,
     computed in integer arithmetic: for every steps in 1..total and offset 0, exactly `steps` distinct timesteps in

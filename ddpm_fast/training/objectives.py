@@ -15,7 +15,9 @@ import torch
 
 from ..checks import check_prediction_type
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..sampling.loop import unwrap_model_output
+from ..evaluation.likelihood import (VLB_WEIGHT, model_log_variance, posterior_mean, predicted_x0,
+                                    split_learned_output, vb_terms_bpd)
+from ..models.output import unwrap_model_output
 from ..schedule import NoiseSchedule
 
 
@@ -106,3 +108,23 @@ class AsEpsilonModel(torch.nn.Module):
         alphas_cumprod_t = self.schedule.buffers(x_t.device)["alphas_cumprod"][t]
         output = unwrap_model_output(self.model(x_t, t))
         return epsilon_from_prediction(output, x_t, alphas_cumprod_t, self.prediction_type)
+
+
+def hybrid_loss(model: Callable, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, *, seed: torch.Tensor,
+                sample_offset: int = 0, prediction_type: str = "epsilon", vlb_weight: float = VLB_WEIGHT
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """improved DDPM's L_hybrid = L_simple + λ·L_vlb for a model of 2C output channels, batch mean, float32.
+
+    L_simple: MSE of the prediction (ε, x0 or v) against its target. L_vlb: T·L_t in bits/dim with the mean
+    stop-gradient (only the variance learns from it). Returns (loss, {"mse", "vb"}: per-sample float32 [B]).
+    An inner-loop function: no host sync. t: int64 [B] in [0, T); seed: the Philox key, int64 [1] on the device.
+    """
+    x_t, output, target = noised_prediction(model, x0, t, schedule, seed, sample_offset, prediction_type)
+    prediction, variance_values = split_learned_output(output, x0.shape[1])
+    mse = (prediction - target).pow(2).flatten(1).mean(dim=1)
+    x_t, x0_float = x_t.float(), x0.float()
+    frozen_x0 = predicted_x0(prediction.detach(), x_t, t, schedule, prediction_type)  # the stop-gradient of §3.1
+    mean = posterior_mean(frozen_x0, x_t, t, schedule)
+    log_variance = model_log_variance("learned_range", t, schedule, mean, variance_values)
+    vb = vb_terms_bpd(mean, log_variance, x0_float, x_t, t, schedule) * schedule.num_timesteps
+    return (mse + vlb_weight * vb).mean(), {"mse": mse.detach(), "vb": vb.detach()}

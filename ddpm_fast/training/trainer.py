@@ -41,7 +41,7 @@ from .config import TrainingConfig
 from .ema import EMA
 from .log import JsonlLog, TensorBoardLog, check_tensorboard, plot_loss_curve
 from .objectives import diffusion_loss
-from ..evaluation.likelihood import hybrid_loss
+from .objectives import hybrid_loss
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 RUN_MARKERS = ("checkpoints", "log.jsonl")  # what a run folder holds once training has started
