@@ -4,9 +4,39 @@ configs and the command line use them too. Each raises a ValueError / TypeError 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 from .vocabulary import PREDICTION_TYPES, SPACINGS
+
+# How a front end names a parameter ("num_inference_steps") or a parameter given a value ("compile=True"): the
+# Python API as is, the command line by its flag ("--steps", "--compile").
+Naming = Callable[[str], str]
+
+
+def python_name(parameter: str) -> str:
+    return parameter
+
+
+class _ParameterMessage:
+    """An error about one parameter whose text is written once, for every front end: `parameter` names it in the
+    Python API, message(naming) renders the text with each parameter it mentions named by `naming` (the command line
+    passes its flag table; str(error) is message(python_name))."""
+
+    def __init__(self, parameter: str, text: Callable[[Naming], str]):
+        self.parameter = parameter
+        self._text = text
+        super().__init__(text(python_name))
+
+    def message(self, naming: Naming = python_name) -> str:
+        return self._text(naming)
+
+
+class ParameterError(_ParameterMessage, ValueError):
+    """A ValueError about `parameter` (see _ParameterMessage)."""
+
+
+class ParameterTypeError(_ParameterMessage, TypeError):
+    """A TypeError about `parameter` (see _ParameterMessage)."""
 
 
 def check_choice(name: str, value: object, choices: dict[str, int]) -> int:

@@ -13,7 +13,7 @@ from typing import Optional, Union
 
 import torch
 
-from .checks import check_choice, check_positive_float
+from .checks import ParameterError, check_choice, check_positive_float
 from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from .vocabulary import MAX_CHANNELS, MAX_SEED, PREDICTION_TYPES, VARIANCE_TYPES
 from .schedule import NoiseSchedule
@@ -168,7 +168,8 @@ def check_guidance_scale(guidance_scale: object) -> Optional[float]:
         raise TypeError(f"guidance_scale must be a number or None, got {type(guidance_scale).__name__}")
     value = float(guidance_scale)
     if not math.isfinite(value) or abs(value) > FLOAT32_MAX:  # the kernels read w as float32
-        raise ValueError(f"guidance_scale must be finite in float32 (|w| <= {FLOAT32_MAX:.4g}), got {guidance_scale}")
+        raise ParameterError("guidance_scale", lambda name: f"{name('guidance_scale')} must be finite in float32 "
+                             f"(|w| <= {FLOAT32_MAX:.4g}), got {guidance_scale}")
     return value
 
 

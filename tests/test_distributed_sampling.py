@@ -300,5 +300,7 @@ def test_a_folder_that_is_no_checkpoint_is_an_error_naming_the_file(tmp_path, ca
 
 
 def test_cli_choices_follow_the_kernels():
-    assert set(cli.PREDICTION_TYPES) == set(PREDICTION_TYPES)
-    assert set(cli.VARIANCE_TYPES) == set(VARIANCE_TYPES)
+    sample_parser = cli.build_parser()._subparsers._group_actions[0].choices["sample"]
+    choices = {action.dest: set(action.choices) for action in sample_parser._actions if action.choices}
+    assert choices["prediction_type"] == set(PREDICTION_TYPES)
+    assert choices["variance_type"] == set(VARIANCE_TYPES)

@@ -506,7 +506,7 @@ CLI_MISTAKES = [
     (["sample", "--checkpoint", "{unet}", "--out", "{empty}.png"], "--out .*: is a folder"),
     (["sample", "--checkpoint", "{unet}", "--num-samples", "-1"], "--num-samples"),
     (["sample", "--checkpoint", "{unet}", "--eta", "0.5"], "--eta applies to --method ddim only"),
-    (["sample", "--checkpoint", "{unet}", "--steps", "2000"], "num_inference_steps"),
+    (["sample", "--checkpoint", "{unet}", "--steps", "2000"], r"--steps must lie in \[1, 1000\], got 2000"),  # the flag, not the Python name
     (["sample", "--checkpoint", "{unet}", "--weights", "model"], "unet holds one set of weights"),
     (["sample", "--diffusers", "{empty}", "--schedule", "cosine"], "empty: not a training run, training checkpoint"),
     (["sample", "--checkpoint", "{unet}", "--diffusers", "{empty}"], "not allowed with argument"),

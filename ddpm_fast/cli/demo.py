@@ -158,7 +158,7 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
                    f"{', FELL BACK' if report.fell_back else ''}")
         print(f"  FastSampler ({options}): {fast_s:8.2f} s   speed-up {naive_s / fast_s:.2f}x   "
               f"(setup, once per batch size: {setup_s:.1f} s)\n"
-              f"    {report.compile_decision.replace(' (compile=True forces it)', '')}", flush=True)
+              f"    {report.compile_reason}", flush=True)
         difference = _max_difference(model, trainer.config.prediction_type, min(num_samples, 4), size, dev, seed + 1)
         print(f"  same noise, fp32, {CHECK_STEPS}-step chain: max |fast - naive| = {difference:.1e}")
 

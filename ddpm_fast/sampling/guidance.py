@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..checks import ParameterError
 from ..diffusion import check_guidance_scale
 
 
@@ -22,25 +23,27 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
     guidance_scale None or 1 is plain conditional sampling: w = 1 is the conditional model itself."""
     guidance_scale = check_guidance_scale(guidance_scale)
     if says_unconditional and (class_labels is not None or guidance_scale is not None):
-        what = "class_labels given" if class_labels is not None else "guidance_scale given"
-        raise ValueError(f"{what}, but this model has no class embedding (num_class_embeds is None): class labels "
-                         "and classifier-free guidance need a class-conditional model")
+        given = "class_labels" if class_labels is not None else "guidance_scale"
+        raise ParameterError(given, lambda name: f"{name(given)} given, but this model has no class embedding "
+                             "(num_class_embeds is None): class labels and classifier-free guidance need a "
+                             "class-conditional model")
     if class_labels is None:
         if num_class_embeds is not None:
-            null = ("" if null_class_label is None else
-                    f"; class_labels={null_class_label} (the null class) samples unconditionally")
-            raise ValueError(f"class_labels is required: this model is class-conditional ({num_class_embeds} class "
-                             f"embeddings){null}")
+            raise ParameterError("class_labels", lambda name: f"{name('class_labels')} is required: this model is "
+                                 f"class-conditional ({num_class_embeds} class embeddings)" + (
+                                     "" if null_class_label is None else
+                                     f"; {name(f'class_labels={null_class_label}')} (the null class) samples "
+                                     "unconditionally"))
         if guidance_scale is not None:
-            raise ValueError("guidance_scale needs class_labels (classifier-free guidance steers towards them)")
+            raise ParameterError("guidance_scale", lambda name: f"{name('guidance_scale')} needs "
+                                 f"{name('class_labels')} (classifier-free guidance steers towards them)")
         return "none"
     if guidance_scale is None or guidance_scale == 1.0:
         return "labels"
     if null_class_label is None:
-        raise ValueError("guidance_scale needs the model's null class (null_class_label): a model trained by ddpm_fast "
-                         "with class_conditional=True and cond_drop_prob > 0 stores it in its setup; for another "
-                         "model, give it (null_class_label= to FastSampler, from_pretrained or export_onnx; "
-                         "--null-class-label on the command line)")
+        raise ParameterError("guidance_scale", lambda name: f"{name('guidance_scale')} needs the model's null class "
+                             f"({name('null_class_label')}): a model trained by ddpm_fast with class_conditional=True "
+                             "and cond_drop_prob > 0 stores it in its setup; for another model, give it")
     return "guided"
 
 
@@ -65,10 +68,11 @@ def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optiona
     if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
         raise TypeError(f"class_labels must be an integer tensor, got {class_labels.dtype}")
     if class_labels.dim() != 1 or class_labels.shape[0] != batch_size:
-        raise ValueError(f"class_labels must hold one label per sample: [{batch_size}], got "
-                         f"{tuple(class_labels.shape)}")
+        raise ParameterError("class_labels", lambda name: f"{name('class_labels')} must hold one label per sample: "
+                             f"[{batch_size}], got {tuple(class_labels.shape)}")
     if batch_size and num_class_embeds is not None:
         low, high = int(class_labels.min()), int(class_labels.max())
         if low < 0 or high >= num_class_embeds:
-            raise ValueError(f"class_labels must lie in [0, {num_class_embeds}), got values in [{low}, {high}]")
+            raise ParameterError("class_labels", lambda name: f"{name('class_labels')} must lie in "
+                                 f"[0, {num_class_embeds}), got values in [{low}, {high}]")
     return class_labels.to(device=device, dtype=torch.int64)

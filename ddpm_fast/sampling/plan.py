@@ -12,9 +12,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..vocabulary import SOLVER_ROWS
+from ..checks import ParameterError, ParameterTypeError
 from ..schedule import NoiseSchedule
-from ..vocabulary import DPM_METHODS, METHODS
+from ..vocabulary import DPM_METHODS, METHODS, SOLVER_ROWS
 from .dpm_solver import dpm_solver_table, dpm_solver_timesteps
 from .timesteps import respaced_coefficient_table, spaced_timesteps
 
@@ -86,7 +86,8 @@ def check_custom_timesteps(timesteps: object, total: int, num_inference_steps: o
     distinct ints in [0, total), strictly descending, given instead of num_inference_steps. TypeError / ValueError
     naming `timesteps`."""
     if num_inference_steps is not None:
-        raise ValueError("pass num_inference_steps or timesteps, not both")
+        raise ParameterError("num_inference_steps", lambda name: f"pass {name('num_inference_steps')} or "
+                             f"{name('timesteps')}, not both")
     if isinstance(timesteps, torch.Tensor):
         timesteps = timesteps.detach().cpu().numpy()
     if isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, (list, tuple, np.ndarray)):
@@ -113,7 +114,8 @@ def _method_chain(total: int, method: str, num_inference_steps: int | None, time
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method in DPM_METHODS:
         if num_inference_steps is None:
-            raise ValueError(f"method={method!r} needs num_inference_steps (DPM-Solver++ is made for 10-25 steps)")
+            raise ParameterError("num_inference_steps", lambda name: f"method={method!r} needs "
+                                 f"{name('num_inference_steps')} (DPM-Solver++ is made for 10-25 steps)")
         return dpm_solver_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
     return chain_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
 
@@ -126,9 +128,11 @@ def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep
     if num_inference_steps is None:
         num_inference_steps = total
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-        raise TypeError(f"num_inference_steps must be an int or None, got {type(num_inference_steps).__name__}")
+        raise ParameterTypeError("num_inference_steps", lambda name: f"{name('num_inference_steps')} must be an int "
+                                 f"or None, got {type(num_inference_steps).__name__}")
     if not 1 <= num_inference_steps <= total:
-        raise ValueError(f"num_inference_steps must lie in [1, {total}], got {num_inference_steps}")
+        raise ParameterError("num_inference_steps", lambda name: f"{name('num_inference_steps')} must lie in "
+                             f"[1, {total}], got {num_inference_steps}")
     if num_inference_steps == total:
         return np.arange(total - 1, -1, -1, dtype=np.int64)
     chain = spaced_timesteps(total, int(num_inference_steps), timestep_spacing, steps_offset)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data.images import to_uint8
-from ..checks import check_chain_options, check_choice, check_positive_float
+from ..checks import Naming, check_chain_options, check_choice, check_positive_float, python_name
 from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
@@ -70,9 +70,10 @@ class SamplingReport:
     sampling_seconds: the T-step loop alone. compiled: the step ran under torch.compile; cuda_graphs: the steps were
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
     graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
-    (empty when they run as the sampler was built); compile_decision: why the steps ran compiled or eager (on a CPU
-    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS); channels_last:
-    the model ran NHWC.
+    (empty when they run as the sampler was built); compile_reason: why the steps ran compiled or eager (on a CPU
+    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS), and
+    compile_hint the option that would compile them ("compile=True") when the CPU policy kept them eager;
+    compile_decision says both; channels_last: the model ran NHWC.
     """
 
     batch_size: int
@@ -84,11 +85,20 @@ class SamplingReport:
     graphs_captured: int = 0
     graph_replays: int = 0
     fallbacks: tuple[str, ...] = ()
-    compile_decision: str = ""
+    compile_reason: str = ""
+    compile_hint: Optional[str] = None
     channels_last: bool = False
     _start: Any = field(default=None, repr=False)
     _end: Any = field(default=None, repr=False)
     _seconds: Optional[float] = field(default=None, repr=False)
+
+    @property
+    def compile_decision(self) -> str:
+        return self.describe_compile_decision()
+
+    def describe_compile_decision(self, naming: Naming = python_name) -> str:
+        """compile_reason, and the option that forces a compile named by `naming` (the command line: its flag)."""
+        return self.compile_reason + (f" ({naming(self.compile_hint)} forces it)" if self.compile_hint else "")
 
     @property
     def fell_back(self) -> bool:
@@ -449,7 +459,8 @@ class FastSampler:
         self.last_report = SamplingReport(
             batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
             cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
-            graph_replays=replays, fallbacks=tuple(runner.fallbacks), compile_decision=runner.compile_decision,
+            graph_replays=replays, fallbacks=tuple(runner.fallbacks), compile_reason=runner.compile_decision,
+            compile_hint=runner.compile_hint,
             channels_last=self.channels_last, **clock.parts())
         return _convert(images, output_type)
 
@@ -545,6 +556,7 @@ class FastSampler:
         if not self.compiled:  # compile=False, or a compile failure the sampler fell back from
             runner.compile_decision = ("eager: torch.compile failed earlier (see fallbacks)" if self.fallbacks
                                        and self._compile_requested is None else "eager (compile=False)")
+            runner.compile_hint = None
             runner.check()
             return
         if self._compile_requested is None and self.device.type == "cpu":
@@ -555,7 +567,8 @@ class FastSampler:
                 runner.by_policy = True
                 runner.compile_decision = (
                     f"eager: {num_steps} steps take about {estimate:.1f} s eagerly, below the "
-                    f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off (compile=True forces it)")
+                    f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
+                runner.compile_hint = "compile=True"
                 return
             reason = (f"{num_steps} steps take about {estimate:.0f} s eagerly, at least the "
                       f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
@@ -567,6 +580,7 @@ class FastSampler:
         start = time.perf_counter()
         eager_core = runner.core
         runner.core, runner.compiled, runner.by_policy = self._compiled(runner.compile_source), True, False
+        runner.compile_hint = None
         self._check_compiles(runner, eager_core)
         if runner.compiled:
             seconds = time.perf_counter() - start
@@ -638,6 +652,7 @@ class _Runner:
         self.by_policy = False  # eager because the CPU policy judged the chain too short to pay for a compile
         self.eager_step_seconds: Optional[float] = None
         self.compile_decision = ""
+        self.compile_hint: Optional[str] = None  # the option that would compile these eager steps
         self.graphs: Optional[GraphedSteps] = None
         self.fallbacks = list(fallbacks)  # the fast paths these steps run without, with why
 

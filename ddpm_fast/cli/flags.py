@@ -1,0 +1,54 @@
+"""The one table from the library's parameter names to the command line's flags, and the one-line text of an error.
+
+The library's errors carry the parameter they are about (ParameterError / ParameterTypeError, SetupConflict) and
+render their text with whatever names a front end gives them; the command line gives its flags from this table. No
+message is edited as a string: rewording one in the library cannot break the command line.
+"""
+
+from __future__ import annotations
+
+# The Python API's parameter (or "parameter=value") -> the flag that sets it.
+PARAMETER_FLAGS = {
+    "num_inference_steps": "--steps",
+    "timesteps": "--steps",
+    "class_labels": "--class-labels",
+    "guidance_scale": "--guidance-scale",
+    "null_class_label": "--null-class-label",
+    "method": "--method",
+    "eta": "--eta",
+    "seed": "--seed",
+    "schedule": "--schedule/--train-timesteps",
+    "prediction_type": "--prediction-type",
+    "variance_type": "--variance-type",
+    "clip_sample=True": "--clip-sample",
+    "clip_sample=False": "--no-clip-sample",
+    "compile=True": "--compile",
+    "override_setup=True": "--override-setup",
+}
+
+
+def flag_of(term: str) -> str:
+    """The flag of a parameter ("num_inference_steps" -> "--steps") or of a parameter given a value
+    ("class_labels=3" -> "--class-labels 3", "compile=True" -> "--compile"); a term without a flag as it is."""
+    if term in PARAMETER_FLAGS:
+        return PARAMETER_FLAGS[term]
+    name, given, value = term.partition("=")
+    if given and name in PARAMETER_FLAGS:
+        return f"{PARAMETER_FLAGS[name]} {value}"
+    return term
+
+
+def error_text(error: Exception) -> str:
+    """An error's one line with the command line's words: a parameter's error names its flag, a setup conflict names
+    the flag, both values and --override-setup."""
+    from ..checks import ParameterError, ParameterTypeError
+    from ..diffusion_setup import SetupConflict
+
+    if isinstance(error, SetupConflict):
+        given = (flag_of(f"{error.name}={error.given}") if error.name != "schedule"
+                 else f"{flag_of(error.name)} {error.given}")
+        return (f"{given} contradicts the {error.name} stored with {error.source} ({error.stored}); pass "
+                f"{flag_of('override_setup=True')} to use it anyway")
+    if isinstance(error, (ParameterError, ParameterTypeError)):
+        return error.message(flag_of)
+    return str(error)
