@@ -293,23 +293,28 @@ def test_onnx_sampler_seeded_x_T_as_latents(onnx_files, method, steps):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_latents_are_copied_and_the_runner_is_the_seeded_one():
+def test_latents_are_copied_and_the_runner_is_the_seeded_one(device):
     """The caller's tensor is left as it was and not returned; a channels-last or strided x_T gives the same images;
-    a warm_up's runner (its static buffers, its graphs on a GPU) serves calls with latents, and no new one is made."""
-    sampler = fast_sampler(SHORT)
-    sampler.warm_up(3, method="ddim", num_inference_steps=5)
+    a warm_up's runner (its static buffers, its CUDA graphs on a GPU) serves calls with latents, and no new one is
+    made; on it too, the seeded x_T as latents gives the seeded images bit for bit."""
+    sampler = fast_sampler(SHORT, device=device)
+    chain = dict(method="ddpm", num_inference_steps=5)
+    sampler.warm_up(3, **chain)
     (runner,) = sampler._runners.values()
-    x_T = torch.randn(3, *SHAPE)
+    x_T = torch.randn(3, *SHAPE, device=device)
     kept = x_T.clone()
-    images = sampler.sample(3, seed=2, latents=x_T, method="ddim", num_inference_steps=5)
+    images = sampler.sample(3, seed=2, latents=x_T, **chain)
     assert torch.equal(x_T, kept) and images.data_ptr() != x_T.data_ptr()
     assert list(sampler._runners.values()) == [runner]
     assert runner.state.x.data_ptr() not in (x_T.data_ptr(), images.data_ptr())
     channels_last = x_T.contiguous(memory_format=torch.channels_last)
-    strided = torch.randn(3, SHAPE[0], SHAPE[1], 2 * SHAPE[2])[..., ::2]
+    strided = torch.randn(3, SHAPE[0], SHAPE[1], 2 * SHAPE[2], device=device)[..., ::2]
     strided.copy_(x_T)
     for other in (channels_last, strided):
-        assert torch.equal(sampler.sample(3, seed=2, latents=other, method="ddim", num_inference_steps=5), images)
+        assert torch.equal(sampler.sample(3, seed=2, latents=other, **chain), images)
+    seeded = sampler.sample(3, seed=2, **chain)
+    x_T = initial_sample((3, *SHAPE), device, seed_tensor(2, device), None)
+    assert torch.equal(sampler.sample(3, seed=2, latents=x_T, **chain), seeded)
     assert list(sampler._runners.values()) == [runner]
 
 
