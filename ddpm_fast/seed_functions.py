@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
 from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from .vocabulary import PREDICTION_TYPES, ROW_INDEX, STREAM_INITIAL, VARIANCE_TYPES
+from .vocabulary import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
+from .sampling.initial import initial_sample
 from .sampling.plan import build_plan
 from .sampling.sampler import FastSampler
 from .schedule import NoiseSchedule
@@ -128,13 +129,8 @@ def sample(
     shape = [num_samples, channels, height, width]
     if seed is not None and device.type == "cuda":
         return sample_with_fast_sampler(model, shape, betas[:timesteps], table, seed_tensor(seed, device))
-    key: Optional[torch.Tensor] = None
-    if seed is None:
-        img = torch.randn(shape, device=device)
-    else:
-        key = seed_tensor(seed, device)
-        img = torch.ops.ddpm_fast.philox_normal(key, torch.zeros(num_samples, dtype=torch.int64, device=device),
-                                                shape, 0, STREAM_INITIAL, False)
+    key = None if seed is None else seed_tensor(seed, device)
+    img = initial_sample(tuple(shape), device, key, None)  # the reference's torch.randn, or the seeded x_T
     # All timestep tensors up front: the loop below never copies from the host or syncs.
     all_t = torch.arange(timesteps, device=device, dtype=torch.int64)
     for i in reversed(range(timesteps)):

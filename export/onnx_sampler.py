@@ -24,13 +24,13 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import (DPM_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_INITIAL, STREAM_REVERSE_STEP,
-                                  VARIANCE_TYPES)
+from ddpm_fast.vocabulary import DPM_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_REVERSE_STEP, VARIANCE_TYPES
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
+from ddpm_fast.sampling.initial import check_latents, initial_sample
 from ddpm_fast.sampling.loop import progress_bar, torch_noise
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
@@ -277,7 +277,8 @@ class OnnxSampler:
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
                method: Optional[str] = None, eta: Optional[float] = None, sample_offset: int = 0,
-               progress: bool = False, class_labels=None, guidance_scale: Optional[float] = None) -> torch.Tensor:
+               progress: bool = False, class_labels=None, guidance_scale: Optional[float] = None,
+               latents: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
@@ -289,15 +290,18 @@ class OnnxSampler:
         take class_labels; guidance needs the null class its setup stores). A model graph then runs on 2B samples
         (the labels, then the null class) with the guidance fused into the update, as FastSampler does; a step
         graph runs its own 2B model call and combination, and w = 1 (guidance_scale None) is the conditional model.
+        latents: x_T to start from instead of drawing it, as FastSampler.sample takes it: float32 [batch_size,
+        *sample_shape] on the sampler's device, finite; copied, never modified; seed= / generator= still give the
+        per-step noise (a generator's first draw is then the first step's z).
         """
         result: list = []
         with self._on_stream(result):
             result.append(self._sample(batch_size, seed, generator, num_inference_steps, method, eta, sample_offset,
-                                       progress, class_labels, guidance_scale))
+                                       progress, class_labels, guidance_scale, latents))
         return result[0]
 
     def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress,
-                class_labels=None, guidance_scale=None):
+                class_labels=None, guidance_scale=None, latents=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if seed is not None and generator is not None:
@@ -307,6 +311,8 @@ class OnnxSampler:
         if eta is not None:
             eta = check_positive_float("eta", eta, allow_zero=True)
         sample_offset = check_sample_range(sample_offset, batch_size)
+        if latents is not None:
+            latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         "class_labels" not in self.inputs)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
@@ -330,12 +336,8 @@ class OnnxSampler:
                 buffers["class_labels"].copy_(labels)
             if "guidance_scale" in buffers:  # a step graph's own combination (w = 1: the conditional model)
                 buffers["guidance_scale"].fill_(1.0 if guidance_scale is None else guidance_scale)
-        x = torch.empty(shape, device=self.device)
-        if key is not None:
-            starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-            x.copy_(torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False))
-        else:
-            x.copy_(torch_noise(shape, generator, self.device))
+        x = torch.empty(shape, device=self.device)  # stepped in place: the caller's latents are copied
+        x.copy_(initial_sample(shape, self.device, key, generator, sample_offset, latents))
         steps = plan.num_steps
         model_t = plan.model_timesteps[:steps].to(self.device)
         kernel_t = plan.kernel_steps[:steps].to(self.device)

@@ -31,13 +31,14 @@ from ..data.images import to_uint8
 from ..checks import Naming, check_chain_options, check_choice, check_positive_float, python_name
 from ..diffusion import check_sample_range, seed_tensor
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, STREAM_INITIAL, VARIANCE_TYPES
+from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
 from ..schedule import NoiseSchedule
 from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,
                    progress_bar, run_step, torch_noise)
 from ..models.output import unwrap_model_output
 from .distributed import resolve_device
 from .guidance import checked_labels, conditioning_for
+from .initial import check_latents, initial_sample
 from .plan import SamplingPlan, build_plan, planned_timesteps
 
 _RUNNER_IDS = itertools.count()
@@ -332,6 +333,7 @@ class FastSampler:
         guidance_scale: Optional[float] = None,
         timesteps: Optional[Sequence[int]] = None,
         use_clipped_model_output: bool = False,
+        latents: Optional[torch.Tensor] = None,
     ):
         """`batch_size` samples: float32 [B, C, H, W] in [-1, 1] ("tensor"), [B, H, W, C] uint8 ("uint8") or a
         list of PIL images ("pil").
@@ -357,6 +359,9 @@ class FastSampler:
             `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says.
         use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
             DDIMScheduler.step option of that name; what lucidrains' ddim_sample does).
+        latents: x_T to start the chain from instead of drawing it (diffusers' pipelines' `latents=`): float32
+            [batch_size, *sample_shape] on the sampler's device, finite; copied, never modified. seed= / generator=
+            still give the per-step noise (a generator's first draw is then the first step's z).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
             raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
@@ -374,9 +379,11 @@ class FastSampler:
                                         self._says_unconditional)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
                   if conditioning != "none" else None)
+        if latents is not None:
+            latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)
         key = None if generator is not None else seed_tensor(seed, self.device)
         return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                 conditioning, labels, guidance_scale, use_clipped_model_output)
+                                 conditioning, labels, guidance_scale, use_clipped_model_output, latents)
 
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
@@ -405,20 +412,21 @@ class FastSampler:
                      generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
                      output_type: str = "tensor", sample_offset: int = 0, conditioning: str = "none",
                      labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
-                     use_clipped_model_output: bool = False):
+                     use_clipped_model_output: bool = False, latents: Optional[torch.Tensor] = None):
         """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
         (None: torch's global generator on the sampler's device) in a reference loop's order. conditioning, labels,
-        guidance_scale: checked by `sample`."""
+        guidance_scale, latents (x_T instead of drawing it): checked by `sample`."""
         with self._on_device():
             return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                  conditioning, labels, guidance_scale, use_clipped_model_output)
+                                  conditioning, labels, guidance_scale, use_clipped_model_output, latents)
 
     def _on_device(self):
         """Streams, graph pools, events and syncs act on the current CUDA device: make it the sampler's."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                  conditioning="none", labels=None, guidance_scale=None, use_clipped_model_output=False):
+                  conditioning="none", labels=None, guidance_scale=None, use_clipped_model_output=False,
+                  latents=None):
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
             self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, fallbacks=tuple(self.fallbacks),
@@ -436,11 +444,8 @@ class FastSampler:
         self._chain.load(plan)
         if key is not None:
             state.seed.copy_(key)
-            starts = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-            x_T = torch.ops.ddpm_fast.philox_normal(key, starts, list(shape), sample_offset, STREAM_INITIAL, False)
-        else:
-            x_T = torch_noise(shape, generator, self.device)
-        state.x.copy_(x_T)
+        # into the static buffer (the caller's latents are copied, never stepped in place)
+        state.x.copy_(initial_sample(shape, self.device, key, generator, sample_offset, latents))
         state.step_index.zero_()
         if conditioning != "none":  # into the static buffers a captured graph reads
             state.class_labels[:batch_size].copy_(labels)
