@@ -15,11 +15,15 @@ import torch.nn.functional as F
 
 from .diffusion import SeedLike, check_sample_tensor, seed_tensor, timesteps_tensor
 from .kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from .vocabulary import PREDICTION_TYPES, ROW_INDEX, VARIANCE_TYPES
-from .sampling.initial import initial_sample
+from .sampling.chain import StepOptions, draws_noise_on, fused_step, initial_sample, torch_noise
+from .vocabulary import ROW_INDEX
 from .sampling.plan import build_plan
 from .sampling.sampler import FastSampler
 from .schedule import NoiseSchedule
+
+# The seed's step: ε-prediction, σ² = β̃ (fixed_small), no clipping (its z: given, Philox in-kernel, or none).
+SEED_STEP = StepOptions(method="ddpm", prediction_type="epsilon", variance_type="fixed_small", clip_sample=False,
+                        clip_sample_range=1.0, eta=0.0, noise="given", sample_offset=0)
 
 
 def _schedule_vector(name: str, values: object, device: torch.device, min_length: int = 1) -> torch.Tensor:
@@ -138,10 +142,9 @@ def sample(
         eps = model(img, t)  # before drawing z: the reference's RNG order, should the model use the RNG too
         if not isinstance(eps, torch.Tensor) or eps.shape != img.shape or not eps.dtype.is_floating_point:
             raise TypeError(f"model(x, t) must return a float tensor of shape {tuple(img.shape)}")
-        noise = torch.randn_like(img) if key is None and i > 0 else None
-        img = torch.ops.ddpm_fast.p_step(
-            eps, t, img, table, noise, key, 0, PREDICTION_TYPES["epsilon"], VARIANCE_TYPES["fixed_small"], False, 1.0,
-        )
+        draws = key is None and draws_noise_on("ddpm", timesteps - 1 - i, timesteps)
+        noise = torch_noise(tuple(shape), None, device) if draws else None
+        img = fused_step(SEED_STEP, eps, img, t, t, t, table=table, noise=noise, seed=key)
     return img.clamp(-1.0, 1.0)
 
 
@@ -155,4 +158,4 @@ def sample_with_fast_sampler(model: Callable[[torch.Tensor, torch.Tensor], torch
     sampler = FastSampler(lambda x, t: model(x, t), schedule, tuple(shape[1:]), device=table.device,
                           dtype=torch.float32, channels_last=False, compile=False, cuda_graphs=cuda_graphs)
     plan = dataclasses.replace(build_plan(schedule), table=table)
-    return sampler._sample_plan(plan, shape[0], key, None)
+    return sampler.sample_plan(plan, shape[0], seed=key)

@@ -24,14 +24,15 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import DPM_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from ddpm_fast.vocabulary import DPM_METHODS, SOLVER_ROWS
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
+from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
+                                      initial_sample, noise_timesteps, step_noise, torch_noise)
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
-from ddpm_fast.sampling.initial import check_latents, initial_sample
-from ddpm_fast.sampling.loop import progress_bar, torch_noise
+from ddpm_fast.sampling.progress import progress_bar
 from ddpm_fast.sampling.plan import build_plan, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
 
@@ -346,18 +347,25 @@ class OnnxSampler:
         solver = (plan.solver_table.to(self.device), torch.zeros(shape, device=self.device)) \
             if method in DPM_METHODS else None  # DPM-Solver++: its per-step scalars and the previous x0
         alphas = self.schedule.alphas_cumprod.to(self.device)
+        noise_t = noise_timesteps(method, model_t, kernel_t)  # what FastSampler's steps key their z by
+        options = StepOptions(method=method, prediction_type=self.metadata["prediction_type"],
+                              variance_type=self.metadata["variance_type"], clip_sample=self.metadata["clip_sample"],
+                              clip_sample_range=self.metadata["clip_sample_range"], eta=eta, noise="given",
+                              sample_offset=0)  # z comes drawn for the global samples: the op adds no offset
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
-            noise_t = kernel_t[i] if method == "ddpm" else model_t[i]  # the step index FastSampler keys z by
-            if method == "dpm_solver++":
+            if method == "dpm_solver++":  # the ODE: no z
                 z = None
-            else:  # diffusers' SDE solver draws on its last step too (where σ = 0): the stream stays in step
-                z = self._noise(shape, key, generator, noise_t.expand(batch_size), sample_offset,
-                                last=i == steps - 1 and method != "sde_dpm_solver++")
+            elif key is not None:
+                z = step_noise(shape, key, noise_t[i].expand(batch_size), sample_offset)
+            elif draws_noise_on(method, i, steps):
+                z = torch_noise(shape, generator, self.device)
+            else:  # the last step adds no noise
+                z = torch.zeros(shape, device=self.device)
             if self.graph == "model":
-                x = self._model_step(buffers, x, t, kernel_t[i].expand(batch_size), prev_t[i].expand(batch_size), z,
-                                     table, alphas, method, eta, guidance, solver)
+                x = self._model_step(buffers, options, x, t, kernel_t[i].expand(batch_size),
+                                     prev_t[i].expand(batch_size), z, table, alphas, guidance, solver)
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
@@ -399,43 +407,23 @@ class OnnxSampler:
             raise ValueError("eta applies to method='ddim' only")
         return method, eta
 
-    def _noise(self, shape, key, generator, step, sample_offset: int, last: bool) -> torch.Tensor:
-        """z of one step: the Philox noise the fused kernels draw, or the generator's next draw (none after the
-        last step, which adds no noise)."""
-        if key is not None:
-            return torch.ops.ddpm_fast.philox_normal(key, step.contiguous(), list(shape), sample_offset,
-                                                     STREAM_REVERSE_STEP, False)
-        if last:
-            return torch.zeros(shape, device=self.device)
-        return torch_noise(shape, generator, self.device)
-
-    def _model_step(self, buffers, x, t, kernel_t, prev_t, z, table, alphas, method, eta,
+    def _model_step(self, buffers, options: StepOptions, x, t, kernel_t, prev_t, z, table, alphas,
                     guidance: Optional[torch.Tensor] = None, solver=None) -> torch.Tensor:
         """The model graph on x (on [x, x] when guided: buffers of 2B, labels then the null class), then the fused
         update in torch (DPM-Solver++: solver = (its table, the previous x0 buffer), updated in place)."""
-        if guidance is not None:
-            x_model, t_model = torch.cat([x, x]), torch.cat([t, t])
-        else:
-            x_model, t_model = x, t
+        x_model, t_model = guided_model_input(x, t, guidance is not None)
         buffers["sample"].copy_(x_model)
         buffers["timestep"].copy_(t_model)
         self._run(buffers)
-        output = buffers["model_output"]
-        prediction = PREDICTION_TYPES[self.metadata["prediction_type"]]
-        clip, clip_range = self.metadata["clip_sample"], self.metadata["clip_sample_range"]
-        if solver is not None:
-            solver_table, x0_prev = solver
-            x_next, x0 = torch.ops.ddpm_fast.dpm_solver_step(output, t.contiguous(), kernel_t.contiguous(), x, x0_prev,
-                                                             solver_table, z, None, 0, prediction, clip, clip_range,
-                                                             guidance)
-            x0_prev.copy_(x0)
-            return x_next
-        if method == "ddpm":
-            return torch.ops.ddpm_fast.p_step(output, kernel_t.contiguous(), x, table, z, None, 0, prediction,
-                                              VARIANCE_TYPES[self.metadata["variance_type"]], clip, clip_range,
-                                              guidance)
-        return torch.ops.ddpm_fast.ddim_step(output, t.contiguous(), prev_t.contiguous(), x, alphas, z, None, 0,
-                                             prediction, eta, clip, clip_range, guidance)
+        solver_table, x0_prev = solver if solver is not None else (None, None)
+        result = fused_step(options, buffers["model_output"], x, t.contiguous(), kernel_t.contiguous(),
+                            prev_t.contiguous(), table=table, alphas_cumprod=alphas, solver_table=solver_table,
+                            x0_prev=x0_prev, noise=z, guidance=guidance)
+        if solver is None:
+            return result
+        x_next, x0 = result
+        x0_prev.copy_(x0)
+        return x_next
 
 
 def _uses_contrib_ops(path: pathlib.Path) -> bool:

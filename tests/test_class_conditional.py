@@ -482,7 +482,7 @@ def test_the_compiled_guided_step_equals_the_eager_one():
                                    eager.sample(2, seed=1, class_labels=[0, 2], guidance_scale=w),
                                    rtol=1e-5, atol=1e-5)
         assert compiled.last_report.compiled and not compiled.last_report.fell_back
-    assert len(compiled._runners) == 1
+    assert len(compiled.fast_path.runners) == 1
 
 
 @pytest.mark.gpu
@@ -497,7 +497,7 @@ def test_guided_cuda_graphs_equal_the_eager_loop_for_any_scale_and_labels(method
         call = dict(seed=1, method=method, num_inference_steps=steps, class_labels=labels, guidance_scale=w)
         torch.testing.assert_close(graphed.sample(3, **call), eager.sample(3, **call), rtol=1e-5, atol=1e-5)
         assert graphed.last_report.cuda_graphs
-    assert len(graphed._runners) == 1  # one captured set served both scales and label sets
+    assert len(graphed.fast_path.runners) == 1  # one captured set served both scales and label sets
 
 
 @pytest.mark.gpu
@@ -505,7 +505,7 @@ def test_the_guided_graphed_loop_never_syncs_with_the_host():
     sampler = df.FastSampler(ConditionalConv().cuda(), df.NoiseSchedule.linear(50), (3, 16, 16), compile=False,
                              null_class_label=3)
     sampler.sample(4, seed=0, class_labels=[0, 1, 2, 0], guidance_scale=2.0)  # warm-up and capture
-    runner = next(iter(sampler._runners.values()))
+    runner = next(iter(sampler.fast_path.runners.values()))
     runner.state.step_index.zero_()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

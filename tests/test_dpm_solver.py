@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ddpm_fast as df
+from ddpm_fast.sampling.plan import build_plan
 from ddpm_fast.kernels import PREDICTION_TYPES, cpu_reference
 from ddpm_fast.vocabulary import STREAM_REVERSE_STEP
 from ddpm_fast.sampling.dpm_solver import dpm_solver_table, dpm_solver_timesteps
@@ -235,9 +236,9 @@ def test_seeded_dpm_chains_are_deterministic_and_prefix_invariant():
         sde = sampler.sample(2, seed=3, method="sde_dpm_solver++", num_inference_steps=12)
         assert not torch.equal(ode, sde)
         # the runner of a (batch, method) serves every chain length (the table is data)
-        runners = len(sampler._runners)
+        runners = len(sampler.fast_path.runners)
         sampler.sample(2, seed=3, method="dpm_solver++", num_inference_steps=7)
-    assert len(sampler._runners) == runners
+    assert len(sampler.fast_path.runners) == runners
 
 
 def test_guidance_works_with_dpm_solver():
@@ -297,7 +298,7 @@ def test_dpm_cuda_graphs_equal_the_eager_loop(method):
                                    eager.sample(3, seed=1, method=method, num_inference_steps=steps),
                                    rtol=1e-5, atol=1e-5)
         assert graphed.last_report.cuda_graphs
-    assert len(graphed._runners) == 1
+    assert len(graphed.fast_path.runners) == 1
 
 
 @pytest.mark.parametrize("graph", ["model", "dpm_solver_step"])
@@ -333,7 +334,7 @@ def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
             assert onnx_sampler.timesteps(4) == fast.timesteps(4, "dpm_solver++")
             # run() gives both outputs: the step and the x0 estimate the next step takes.
             x, x0_prev = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
-            column = fast._checked_plan(2, "dpm_solver++", 0.0, 12, 0)[0].solver_table[:, 1]
+            column = build_plan(fast.schedule, "dpm_solver++", 12, fast.timestep_spacing).solver_table[:, 1]
             prev_sample, x0 = onnx_sampler.run(sample=x, timestep=torch.tensor([200, 200]),
                                                solver_coefficients=column, prev_pred_original_sample=x0_prev,
                                                noise=torch.zeros_like(x))

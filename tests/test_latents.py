@@ -27,7 +27,7 @@ import ddpm_fast as df
 from ddpm_fast.diffusion import seed_tensor
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.vocabulary import STREAM_INITIAL
-from ddpm_fast.sampling.initial import initial_sample
+from ddpm_fast.sampling.chain import initial_sample
 from float64_reference import p_step64, q_sample64
 
 SHAPE = (3, 8, 8)  # dummy_sample_deter's [4, 3, 8, 8]
@@ -300,12 +300,12 @@ def test_latents_are_copied_and_the_runner_is_the_seeded_one(device):
     sampler = fast_sampler(SHORT, device=device)
     chain = dict(method="ddpm", num_inference_steps=5)
     sampler.warm_up(3, **chain)
-    (runner,) = sampler._runners.values()
+    (runner,) = sampler.fast_path.runners.values()
     x_T = torch.randn(3, *SHAPE, device=device)
     kept = x_T.clone()
     images = sampler.sample(3, seed=2, latents=x_T, **chain)
     assert torch.equal(x_T, kept) and images.data_ptr() != x_T.data_ptr()
-    assert list(sampler._runners.values()) == [runner]
+    assert list(sampler.fast_path.runners.values()) == [runner]
     assert runner.state.x.data_ptr() not in (x_T.data_ptr(), images.data_ptr())
     channels_last = x_T.contiguous(memory_format=torch.channels_last)
     strided = torch.randn(3, SHAPE[0], SHAPE[1], 2 * SHAPE[2], device=device)[..., ::2]
@@ -315,7 +315,7 @@ def test_latents_are_copied_and_the_runner_is_the_seeded_one(device):
     seeded = sampler.sample(3, seed=2, **chain)
     x_T = initial_sample((3, *SHAPE), device, seed_tensor(2, device), None)
     assert torch.equal(sampler.sample(3, seed=2, latents=x_T, **chain), seeded)
-    assert list(sampler._runners.values()) == [runner]
+    assert list(sampler.fast_path.runners.values()) == [runner]
 
 
 # ----------------------------------------------------------------------------------------------------- errors
@@ -345,7 +345,7 @@ def test_bad_latents_are_clear_errors_before_any_step(make, error, message):
     for noise in (dict(seed=0), dict(generator=torch.manual_seed(0)), {}):
         with pytest.raises(error, match=message):
             sampler.sample(BATCH, latents=make(), method="ddim", num_inference_steps=3, **noise)
-    assert not sampler._runners  # refused at the boundary: nothing was built, compiled or run
+    assert not sampler.fast_path.runners  # refused at the boundary: nothing was built, compiled or run
 
 
 def test_onnx_sampler_bad_latents_are_clear_errors(onnx_files):

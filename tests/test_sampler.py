@@ -14,7 +14,7 @@ from torch import nn
 import ddpm_fast as df
 from ddpm_fast import reference
 from ddpm_fast.kernels import cpu_reference
-from ddpm_fast.sampling import sampler as sampler_module
+from ddpm_fast.sampling import fast_path as fast_path_module
 from ddpm_fast.seed_functions import _seed_coefficient_table, sample_with_fast_sampler
 
 T = 12
@@ -243,7 +243,7 @@ def test_compiled_model_matches_eager():
 
 
 def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning(monkeypatch):
-    monkeypatch.setattr(sampler_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
+    monkeypatch.setattr(fast_path_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
     model = ConvEpsModel().eval()
 
     def breaks_the_graph(x, t):
@@ -267,7 +267,7 @@ def test_a_model_torch_compile_cannot_take_runs_eagerly_with_a_warning(monkeypat
 
 
 def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_path(monkeypatch):
-    monkeypatch.setattr(sampler_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
+    monkeypatch.setattr(fast_path_module, "CPU_COMPILE_MIN_EAGER_SECONDS", 0.0)  # the CPU policy compiles
     model = ConvEpsModel().eval()
 
     def breaks_at_batch_3(x, t):
@@ -290,7 +290,7 @@ def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_pa
 
 def _steps_cost(monkeypatch, seconds):
     """Make every eager step time as `seconds`, so the CPU compile policy's estimate is steps x seconds."""
-    monkeypatch.setattr(sampler_module._Runner, "time_eager_step", lambda runner: runner.check() or seconds)
+    monkeypatch.setattr(fast_path_module.Runner, "time_eager_step", lambda runner: runner.check() or seconds)
 
 
 def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
@@ -299,7 +299,7 @@ def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):
     assert sampler.compiled  # compile allowed; whether it pays is decided per chain
     _steps_cost(monkeypatch, 0.5)  # 10 steps x 0.5 s = 5 s, far below the policy's 60 s
     compiles = []
-    monkeypatch.setattr(sampler, "_compiled", lambda core: compiles.append(core) or core)
+    monkeypatch.setattr(sampler.fast_path, "compile_step", lambda core: compiles.append(core) or core)
     images = sampler.sample(2, seed=0)
     report = sampler.last_report
     assert not compiles and not report.compiled and not report.fell_back
@@ -364,7 +364,7 @@ def test_the_runner_cache_is_bounded_and_reports_setup_separately():
     sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), max_cached_graphs=2, **FP32)
     for batch in (1, 2, 3, 2):
         sampler.sample(batch, seed=0)
-    assert len(sampler._runners) == 2 and [key[0] for key in sampler._runners] == [3, 2]
+    assert len(sampler.fast_path.runners) == 2 and [key[0] for key in sampler.fast_path.runners] == [3, 2]
     report = sampler.last_report
     assert report.batch_size == 2 and report.num_steps == T and report.sampling_seconds > 0
     assert report.images_per_second > 0 and report.setup_seconds < report.sampling_seconds + 1.0
@@ -461,7 +461,7 @@ def test_cuda_graphs_with_generator_noise_equal_the_reference():
 def test_the_graphed_loop_never_syncs_with_the_host():
     sampler = df.FastSampler(ConvEpsModel().cuda(), seed_linear(50), (3, 16, 16), compile=False)
     sampler.sample(4, seed=0)  # warm-up and capture
-    runner = next(iter(sampler._runners.values()))
+    runner = next(iter(sampler.fast_path.runners.values()))
     runner.state.step_index.zero_()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -529,7 +529,7 @@ def test_eager_cpu_prefetched_noise_is_the_noise_each_step_draws(method, steps, 
     prefetched = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     in_op = df.FastSampler(model, schedule, (3, 6, 6), **FP32)
     in_op.warm_up(3, method=method, eta=eta, num_inference_steps=steps, sample_offset=5)
-    for runner in in_op._runners.values():
+    for runner in in_op.fast_path.runners.values():
         assert runner.prefetch is not None or (method == "ddim" and eta == 0.0)
         runner.prefetch, runner.core = None, runner.compile_source  # the step's own Philox draw
     with cpu_reference():

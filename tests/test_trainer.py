@@ -444,9 +444,9 @@ def test_sample_grids_are_captured_while_the_pin_memory_thread_runs(tmp_path):
 
 
 def test_sampling_graphs_are_captured_in_thread_local_mode(monkeypatch):
-    """The capture mode other threads cannot break (see loop.CAPTURE_ERROR_MODE), checked without a GPU on the code
+    """The capture mode other threads cannot break (see graphs.CAPTURE_ERROR_MODE), checked without a GPU on the code
     path every capture of the sampler takes (GraphedSteps._graph), with torch.cuda's capture calls recorded."""
-    from ddpm_fast.sampling import loop
+    from ddpm_fast.sampling import graphs
 
     seen = []
 
@@ -462,7 +462,7 @@ def test_sampling_graphs_are_captured_in_thread_local_mode(monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph", graph)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
     steps = []
-    graphed = object.__new__(loop.GraphedSteps)  # skips the CUDA warm-up of __init__
+    graphed = object.__new__(graphs.GraphedSteps)  # skips the CUDA warm-up of __init__
     graphed.step, graphed.pool, graphed.graphs, graphed.capture_seconds = lambda: steps.append(1), "pool", {}, 0.0
     graphed.steps_per_graph = 3
     graphed.prepare(7)  # a 3-step graph and a 1-step graph

@@ -1,4 +1,4 @@
-"""The T-step loop: one reverse step on static buffers, run eagerly or captured in CUDA graphs and replayed.
+"""One reverse step on static buffers: the unit the T-step loop runs eagerly, or captures in CUDA graphs (graphs.py).
 
 Every tensor a step touches lives in a fixed buffer — x_t, the noise key, the step counter, the chain — so a step
 is position independent: it reads "which step am I" from the device-side counter, runs the model and the fused
@@ -8,35 +8,15 @@ therefore runs an n-step chain with no host work beyond the replay calls, and no
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 
-from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import DPM_METHODS, PREDICTION_TYPES, STREAM_REVERSE_STEP, VARIANCE_TYPES
-from ..kernels.philox import philox_normal_reference
+from .chain import StepOptions, fused_step, guided_model_input, is_noiseless
 from .plan import SamplingPlan
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]  # (x_t, t, class_labels)
-
-
-@dataclass(frozen=True)
-class StepOptions:
-    """What a step computes; everything here is baked into a captured graph (part of its cache key)."""
-
-    method: str  # "ddpm" | "ddim" | "dpm_solver++" | "sde_dpm_solver++"
-    prediction_type: str
-    variance_type: str
-    clip_sample: bool
-    clip_sample_range: float
-    eta: float  # DDIM only
-    noise: str  # "philox" (in-kernel, keyed by seed) | "given" (drawn by torch into a buffer between steps)
-    sample_offset: int  # global index of sample 0, for the Philox keys of a shard
-    conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
-    use_clipped_model_output: bool = False  # DDIM with clip_sample: ε re-derived from the clipped x0
-
 
 
 class ChainBuffers:
@@ -94,22 +74,6 @@ class StepState:
         )
 
 
-def torch_noise(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    """torch.randn drawn on the generator's own device (the stream a reference loop with that generator would see),
-    or from the global generator of `device`; returned on `device`."""
-    return torch.randn(shape, generator=generator,
-                       device=generator.device if generator is not None else device).to(device)
-
-
-def progress_bar(enabled: bool, total: int, description: str):
-    """A tqdm bar of the steps launched, or None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="step")
-
-
 def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) -> torch.Tensor:
     """The model's output must be a float tensor shaped like x_t (exactly 2C channels with a learned variance)."""
     channels = x.shape[1]
@@ -131,10 +95,8 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     """The pure part of a step — x_t, the step counter and the chain in, x_{t-1} out — as one function, so
     torch.compile sees the model and the update together (on a CPU it then fuses the update's Philox noise too)."""
     learned_variance = options.variance_type == "learned_range"
-    prediction = PREDICTION_TYPES[options.prediction_type]
-    variance = VARIANCE_TYPES[options.variance_type]
     given = options.noise == "given"
-    noiseless = is_noiseless(options)
+    noiseless = is_noiseless(options.method, options.eta)
     guided = options.conditioning == "guided"
 
     def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed,
@@ -146,67 +108,14 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
             noise = seed = None
         index = step_index.expand(x.shape[0])
         t = model_timesteps.index_select(0, index)
-        if guided:
-            # Classifier-free guidance: the conditional and the unconditional pass as one model call of 2B; the
-            # fused step combines the halves (u + w·(c − u)) as it reads them.
-            model_x = torch.cat([x, x])
-            output = check_model_output(denoise(model_x, torch.cat([t, t]), class_labels), model_x, learned_variance)
-        else:
-            output = check_model_output(denoise(x, t, class_labels), x, learned_variance)
-            guidance = None
-        if options.method == "ddpm":
-            return torch.ops.ddpm_fast.p_step(
-                output, kernel_steps.index_select(0, index), x, table, noise, seed, options.sample_offset,
-                prediction, variance, options.clip_sample, options.clip_sample_range, guidance)
-        if options.method in DPM_METHODS:  # (x_{t_next}, this step's x0 estimate)
-            return torch.ops.ddpm_fast.dpm_solver_step(
-                output, t, kernel_steps.index_select(0, index), x, x0_prev, solver_table, noise, seed,
-                options.sample_offset, prediction, options.clip_sample, options.clip_sample_range, guidance)
-        return torch.ops.ddpm_fast.ddim_step(
-            output, t, prev_timesteps.index_select(0, index), x, alphas_cumprod, noise, seed, options.sample_offset,
-            prediction, options.eta, options.clip_sample, options.clip_sample_range, guidance,
-            options.use_clipped_model_output)
+        model_x, model_t = guided_model_input(x, t, guided)
+        output = check_model_output(denoise(model_x, model_t, class_labels), model_x, learned_variance)
+        return fused_step(options, output, x, t, kernel_steps.index_select(0, index),
+                          prev_timesteps.index_select(0, index), table=table, alphas_cumprod=alphas_cumprod,
+                          solver_table=solver_table, x0_prev=x0_prev, noise=noise, seed=seed,
+                          guidance=guidance if guided else None)
 
     return step_core
-
-
-class PhiloxPrefetch:
-    """The seeded z of an eager CPU chain, drawn `chunk` steps at a time into the state's noise buffer.
-
-    A step's Philox noise is ~130 small integer ops, which at small batches costs a CPU step as much as several model
-    layers; drawn for many steps in one call, it costs little. The values are the kernels' own: Philox keyed by
-    (seed, sample_offset + i, the step's timestep, STREAM_REVERSE_STEP), the same z the step would draw itself.
-    """
-
-    def __init__(self, options: StepOptions, state: StepState, chain: ChainBuffers, chunk: int = 16):
-        self.options, self.state, self.chain, self.chunk = options, state, chain, chunk
-        batch = state.x.shape[0]
-        self.sample_index = torch.arange(batch, device=state.x.device) + options.sample_offset
-        self._block: Optional[torch.Tensor] = None
-
-    def fill(self, step_index: int, num_steps: int) -> None:
-        """Put step `step_index`'s z into state.noise (drawing the next chunk first when it starts one)."""
-        position = step_index % self.chunk
-        if position == 0:
-            count = min(self.chunk, num_steps - step_index)
-            # The timestep each step's kernel keys its noise by (clamped as the kernels clamp it): DDPM's column of
-            # the chain's table, DDIM's model timestep.
-            if self.options.method == "ddpm":
-                steps, last = self.chain.kernel_steps, self.chain.table.shape[1] - 1
-            else:
-                steps, last = self.chain.model_timesteps, self.chain.alphas_cumprod.numel() - 1
-            steps = steps[step_index:step_index + count].clamp(0, last)
-            batch, shape = self.sample_index.shape[0], tuple(self.state.noise.shape)
-            self._block = philox_normal_reference(
-                self.state.seed, self.sample_index.repeat(count), steps.repeat_interleave(batch), STREAM_REVERSE_STEP,
-                (count * batch, *shape[1:])).view(count, *shape)
-        self.state.noise.copy_(self._block[position])
-
-
-def is_noiseless(options: StepOptions) -> bool:
-    """Whether a step adds no noise at all: DDIM with eta = 0 (σ·z = 0; a CPU step would spend ~130 integer ops
-    drawing z) and the DPM-Solver++ ODE."""
-    return (options.method == "ddim" and options.eta == 0.0) or options.method == "dpm_solver++"
 
 
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
@@ -220,78 +129,3 @@ def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
         state.x0_prev.copy_(x0)
     state.x.copy_(x_prev)
     state.step_index.add_(1)
-
-
-# A capture in torch's default "global" mode fails when another thread makes an unsafe CUDA call meanwhile (the
-# Trainer's DataLoader pin-memory thread copies batches while the periodic sample grids are captured), and that
-# thread's call fails too. "thread_local" checks only the capturing thread's calls: other threads keep working,
-# and nothing of theirs enters the graph (they use their own streams).
-CAPTURE_ERROR_MODE = "thread_local"
-
-
-class GraphedSteps:
-    """CUDA graphs of k consecutive steps and of one step on the same static buffers, sharing one memory pool.
-
-    Replaying them runs any number of steps: n // k replays of the k-step graph, then n % k of the one-step graph.
-    """
-
-    def __init__(self, step: Callable[[], None], state: StepState, steps_per_graph: int):
-        self.step = step
-        self.state = state
-        self.steps_per_graph = steps_per_graph
-        self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.warm_up_seconds = 0.0
-        self.capture_seconds = 0.0
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Run the step eagerly on a side stream first: compilation, autotuning and lazy initialisation must not
-        happen inside a capture (torch's documented recipe)."""
-        start = time.perf_counter()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self.state.step_index.zero_()  # stay on step 0: a short chain has no step 2
-                self.step()
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        self.warm_up_seconds = time.perf_counter() - start
-
-    def _graph(self, steps: int) -> torch.cuda.CUDAGraph:
-        graph = self.graphs.get(steps)
-        if graph is None:
-            start = time.perf_counter()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=CAPTURE_ERROR_MODE):
-                for _ in range(steps):
-                    self.step()
-            torch.cuda.synchronize()
-            self.capture_seconds += time.perf_counter() - start
-            self.graphs[steps] = graph
-        return graph
-
-    def prepare(self, num_steps: int) -> None:
-        """Capture the graphs a chain of num_steps replays (before timing starts)."""
-        if num_steps >= self.steps_per_graph:
-            self._graph(self.steps_per_graph)
-        if num_steps % self.steps_per_graph:
-            self._graph(1)
-
-    def replay(self, num_steps: int, before_replay: Optional[Callable[[int], None]] = None,
-               progress: Optional[Callable[[int], None]] = None) -> int:
-        """num_steps steps from the state's current step. before_replay(i) runs before the replay that starts at
-        step i (torch-drawn noise needs one step per graph); progress(n) hears of every n steps launched. Returns
-        the number of replays."""
-        done = replays = 0
-        while done < num_steps:
-            steps = self.steps_per_graph if num_steps - done >= self.steps_per_graph else 1
-            if before_replay is not None:
-                before_replay(done)
-            self._graph(steps).replay()
-            done += steps
-            replays += 1
-            if progress is not None:
-                progress(steps)
-        return replays

@@ -12,55 +12,33 @@ with no host sync. x_t stays float32 between steps. On a CPU the same API runs t
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
-import os
 import itertools
-import logging
+import os
 import time
-import types
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..checks import Naming, check_positive_float, python_name
 from ..data.images import to_uint8
-from ..checks import Naming, check_chain_options, check_choice, check_positive_float, python_name
 from ..diffusion import check_sample_range, seed_tensor
-from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import DPM_METHODS, OUTPUT_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
-from ..schedule import NoiseSchedule
-from .loop import (ChainBuffers, GraphedSteps, PhiloxPrefetch, StepOptions, StepState, is_noiseless, make_step_core,
-                   progress_bar, run_step, torch_noise)
 from ..models.output import unwrap_model_output
+from ..schedule import NoiseSchedule
+from ..vocabulary import OUTPUT_TYPES
+from .chain import check_latents, initial_sample
 from .distributed import resolve_device
+from .fast_path import FastPath, FastPathFallbackWarning
 from .guidance import checked_labels, conditioning_for
-from .initial import check_latents, initial_sample
+from .loop import ChainBuffers
+from .options import SamplerOptions
 from .plan import SamplingPlan, build_plan, planned_timesteps
+from .progress import progress_bar
 
-_RUNNER_IDS = itertools.count()
-_LOG = logging.getLogger(__name__)
-
-# On a CPU torch.compile pays only for long jobs. Measured on the 2-core CPU machine (tiny U-Net, 16 samples of
-# 3x32x32, fp32): compiling the step took 23 s and made each step 1.7x faster (56 ms -> 34 ms), so it breaks even
-# at about 57 s of eager work; a busy machine compiled the same step in 274 s. Left to default (compile=None), a
-# CPU sampler therefore times two eager steps of each new (batch size, method) and compiles only when the chain
-# asked for would take at least this long eagerly. compile=True always compiles; compile=False never does.
-CPU_COMPILE_MIN_EAGER_SECONDS = 60.0
-# The CPU layout choice (channels_last=None): timed calls per layout, and how much faster NHWC must be to be chosen.
-LAYOUT_ROUNDS = 4
-LAYOUT_MARGIN = 0.05
-
-
-class FastPathFallbackWarning(RuntimeWarning):
-    """A fast path left to its default (torch.compile, CUDA graphs) failed, and FastSampler ran without it.
-
-    Raised as a warning, once per failure; the sampler's `fallbacks` and each SamplingReport say the same after the
-    fact. Turn it into an error with `warnings.simplefilter("error", ddpm_fast.FastPathFallbackWarning)`.
-    """
+__all__ = ["ChainRequest", "FastPathFallbackWarning", "FastSampler", "SamplingReport"]
 
 
 @dataclass
@@ -72,7 +50,7 @@ class SamplingReport:
     replayed from CUDA graphs; graphs_captured: how many graphs this batch size's steps hold (k-step and 1-step);
     graph_replays: replays this call launched; fallbacks: each fast path the steps of this call run without, with why
     (empty when they run as the sampler was built); compile_reason: why the steps ran compiled or eager (on a CPU
-    the default compiles only a chain long enough to pay for it, see CPU_COMPILE_MIN_EAGER_SECONDS), and
+    the default compiles only a chain long enough to pay for it, see fast_path.CPU_COMPILE_MIN_EAGER_SECONDS), and
     compile_hint the option that would compile them ("compile=True") when the CPU policy kept them eager;
     compile_decision says both; channels_last: the model ran NHWC.
     """
@@ -138,7 +116,7 @@ class FastSampler:
         statistics in NCHW).
     compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
         mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
-        CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
+        fast_path.CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
         logger at INFO and counted in the report's setup_seconds). Left to default, a model that fails to compile
         runs eagerly with a FastPathFallbackWarning; compile=True raises.
     cuda_graphs: capture the steps in CUDA graphs; default on CUDA. Left to default, a step that cannot be captured
@@ -153,8 +131,10 @@ class FastSampler:
         guidance (our Trainer's: the last class); needed by `sample(..., guidance_scale=)`. A model with a
         `config.num_class_embeds` (our UNet, diffusers' UNet2DModel) is called as model(x_t, t, class_labels=...).
 
-    What ran is reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays,
-    fallbacks) and `fallbacks` (each fast path this sampler gave up, with the error).
+    The options are checked once into `options` (a SamplerOptions); how the steps run — layout, compile, CUDA
+    graphs, the runner cache — is `fast_path`'s (fast_path.py), and the chain's rules are chain.py's. What ran is
+    reported after the fact: `last_report` (compiled, cuda_graphs, graphs_captured, graph_replays, fallbacks) and
+    `fallbacks` (each fast path this sampler gave up, with the error).
     """
 
     def __init__(
@@ -180,28 +160,26 @@ class FastSampler:
         set_alpha_to_one: bool = True,
         null_class_label: Optional[int] = None,
     ):
-        from ..diffusion_setup import check_null_class_label, model_class_count
+        from ..diffusion_setup import check_null_class_label, model_class_count  # core; imported late for start-up
 
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a callable model(x_t, t), got {type(model).__name__}")
-        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice("variance_type", variance_type, VARIANCE_TYPES)
-        check_chain_options(timestep_spacing, steps_offset, set_alpha_to_one)
-        for name, value in (("steps_per_graph", steps_per_graph), ("max_cached_graphs", max_cached_graphs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name, value in (("clip_sample", clip_sample), ("compile", compile), ("cuda_graphs", cuda_graphs),
-                            ("channels_last", channels_last)):
-            if value is not None and not isinstance(value, bool):
-                raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
-        if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
-
+        self.options = options = SamplerOptions(
+            prediction_type=prediction_type, variance_type=variance_type, clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range, timestep_spacing=timestep_spacing, steps_offset=steps_offset,
+            set_alpha_to_one=set_alpha_to_one, null_class_label=null_class_label, dtype=dtype,
+            channels_last=channels_last, compile=compile, compile_mode=compile_mode, cuda_graphs=cuda_graphs,
+            steps_per_graph=steps_per_graph, max_cached_graphs=max_cached_graphs)
         self.schedule = schedule
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
+        if cuda_graphs and not is_cuda:
+            raise ValueError(f"cuda_graphs=True needs a CUDA device; this sampler runs on {self.device}")
+        if compile_mode in ("reduce-overhead", "max-autotune") and cuda_graphs is not False and is_cuda:
+            raise ValueError(f"compile_mode={compile_mode!r} makes inductor capture CUDA graphs of its own inside "
+                             "FastSampler's; use 'max-autotune-no-cudagraphs' or cuda_graphs=False")
         self.sample_shape = _resolve_sample_shape(model, sample_shape)
         config = getattr(model, "config", None)
         in_channels = getattr(config, "in_channels", None)
@@ -211,42 +189,40 @@ class FastSampler:
         check_spatial = getattr(config, "check_spatial", None)  # our UNet's config
         if callable(check_spatial):
             check_spatial(*self.sample_shape[1:], "sample_shape")
-        self.dtype = dtype if dtype is not None else _default_dtype(self.device)
-        is_module = isinstance(model, nn.Module)
-        self.channels_last = channels_last if channels_last is not None else is_module
-        self._layout_pending = channels_last is None and is_module and not is_cuda  # timed at the first runner
-        self._graphs_requested = cuda_graphs
-        self.cuda_graphs = cuda_graphs if cuda_graphs is not None else is_cuda
-        if self.cuda_graphs and not is_cuda:
-            raise ValueError(f"cuda_graphs=True needs a CUDA device; this sampler runs on {self.device}")
-        self.prediction_type = prediction_type
-        self.variance_type = variance_type
-        self.clip_sample = bool(clip_sample)
-        self.clip_sample_range = check_positive_float("clip_sample_range", clip_sample_range)
-        self.steps_per_graph = steps_per_graph
-        self.max_cached_graphs = max_cached_graphs
-        self.timestep_spacing = timestep_spacing
-        self.steps_offset = steps_offset
-        self.set_alpha_to_one = set_alpha_to_one
         # The class count of a model whose config has one (None: unconditional, or a model that does not say).
         self.num_class_embeds = model_class_count(model)
         self._says_unconditional = self.num_class_embeds is None and hasattr(config, "num_class_embeds")
         check_null_class_label(null_class_label, self.num_class_embeds,
                                count_known=self.num_class_embeds is not None or self._says_unconditional)
-        self.null_class_label = null_class_label
 
-        self.model = _prepared_model(model, self.device, self.dtype, self.channels_last)
-        self._denoise = _denoiser(self.model, self.dtype)
-        self._compile_requested = compile
-        self.compiled = compile if compile is not None else True
-        if compile_mode in ("reduce-overhead", "max-autotune") and self.cuda_graphs:
-            raise ValueError(f"compile_mode={compile_mode!r} makes inductor capture CUDA graphs of its own inside "
-                             "FastSampler's; use 'max-autotune-no-cudagraphs' or cuda_graphs=False")
-        self.compile_mode = compile_mode
-        self._chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
-        self._runners: collections.OrderedDict[tuple, _Runner] = collections.OrderedDict()
+        self.dtype = dtype if dtype is not None else _default_dtype(self.device)
+        is_module = isinstance(model, nn.Module)
+        initial_layout = channels_last if channels_last is not None else is_module
+        self.model = _prepared_model(model, self.device, self.dtype, initial_layout)
+        chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
+        self.fast_path = FastPath(self.model, _denoiser(self.model, self.dtype), self.sample_shape, options, chain,
+                                  self.device, initial_layout,
+                                  layout_pending=channels_last is None and is_module and not is_cuda)
         self.last_report: Optional[SamplingReport] = None
-        self.fallbacks: list[str] = []
+
+    # The setup and fast-path settings, read from the one checked record (and the fast path's current state).
+    prediction_type = property(lambda self: self.options.prediction_type)
+    variance_type = property(lambda self: self.options.variance_type)
+    clip_sample = property(lambda self: self.options.clip_sample)
+    clip_sample_range = property(lambda self: self.options.clip_sample_range)
+    timestep_spacing = property(lambda self: self.options.timestep_spacing)
+    steps_offset = property(lambda self: self.options.steps_offset)
+    set_alpha_to_one = property(lambda self: self.options.set_alpha_to_one)
+    null_class_label = property(lambda self: self.options.null_class_label)
+    compile_mode = property(lambda self: self.options.compile_mode)
+    steps_per_graph = property(lambda self: self.options.steps_per_graph)
+    max_cached_graphs = property(lambda self: self.options.max_cached_graphs)
+    channels_last = property(lambda self: self.fast_path.channels_last, doc="The model runs NHWC (on a CPU: as timed).")
+    compiled = property(lambda self: self.fast_path.may_compile,
+                        doc="Steps may run compiled: False after compile=False or a compile failure fell back.")
+    cuda_graphs = property(lambda self: self.fast_path.cuda_graphs,
+                           doc="Steps replay CUDA graphs: False off CUDA, with cuda_graphs=False or after a fallback.")
+    fallbacks = property(lambda self: self.fast_path.fallbacks, doc="Each fast path given up, with the error.")
 
     # ------------------------------------------------------------------------------------------------ builders
 
@@ -382,8 +358,28 @@ class FastSampler:
         if latents is not None:
             latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)
         key = None if generator is not None else seed_tensor(seed, self.device)
-        return self._sample_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                 conditioning, labels, guidance_scale, use_clipped_model_output, latents)
+        request = ChainRequest(plan, batch_size, key, generator, eta=eta, sample_offset=sample_offset,
+                               conditioning=conditioning, labels=labels, guidance_scale=guidance_scale,
+                               use_clipped_model_output=use_clipped_model_output, latents=latents)
+        with self._on_device():
+            images = self._run(request, progress)
+        return _convert(images, output_type)
+
+    @torch.no_grad()
+    def sample_plan(self, plan: SamplingPlan, batch_size: int, *, seed: Union[int, torch.Tensor, None] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Run a SamplingPlan built by ddpm_fast.sampling.plan.build_plan — for one whose coefficient table comes
+        from elsewhere (the seed's `sample` builds it from the caller's own vectors) — unconditionally, from drawn
+        noise: float32 [batch_size, C, H, W] in [-1, 1]. seed / generator as in `sample`."""
+        if not isinstance(plan, SamplingPlan):
+            raise TypeError(f"plan must be a SamplingPlan, got {type(plan).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
+        if seed is not None and generator is not None:
+            raise ValueError("pass seed= or generator=, not both")
+        key = None if generator is not None else seed_tensor(seed, self.device)
+        with self._on_device():
+            return self._run(ChainRequest(plan, batch_size, key, generator), progress=False)
 
     def timesteps(self, num_inference_steps: Optional[int] = None, method: str = "ddpm") -> list[int]:
         """The timesteps a chain of `num_inference_steps` (None: all T) visits, in sampling order, as `sample` plans
@@ -408,54 +404,45 @@ class FastSampler:
                           self.set_alpha_to_one, timesteps)
         return plan, eta, sample_offset
 
-    def _sample_plan(self, plan: SamplingPlan, batch_size: int, key: Optional[torch.Tensor],
-                     generator: Optional[torch.Generator], eta: float = 0.0, progress: bool = False,
-                     output_type: str = "tensor", sample_offset: int = 0, conditioning: str = "none",
-                     labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None,
-                     use_clipped_model_output: bool = False, latents: Optional[torch.Tensor] = None):
-        """Run a plan. key: the Philox seed tensor; None draws x_T and every z with torch.randn from `generator`
-        (None: torch's global generator on the sampler's device) in a reference loop's order. conditioning, labels,
-        guidance_scale, latents (x_T instead of drawing it): checked by `sample`."""
-        with self._on_device():
-            return self._run_plan(plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                                  conditioning, labels, guidance_scale, use_clipped_model_output, latents)
-
     def _on_device(self):
         """Streams, graph pools, events and syncs act on the current CUDA device: make it the sampler's."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    def _run_plan(self, plan, batch_size, key, generator, eta, progress, output_type, sample_offset,
-                  conditioning="none", labels=None, guidance_scale=None, use_clipped_model_output=False,
-                  latents=None):
+    def _run(self, request: "ChainRequest", progress: bool) -> torch.Tensor:
+        """One chain: its runner (built, compiled and captured on first use: the report's setup), x_T and the static
+        buffers, the steps, the images (float32 [B, C, H, W] in [-1, 1]) and the report."""
+        plan, batch_size = request.plan, request.batch_size
         shape = (batch_size, *self.sample_shape)
         if batch_size == 0:
             self.last_report = SamplingReport(0, plan.num_steps, plan.method, 0.0, fallbacks=tuple(self.fallbacks),
                                               _seconds=0.0)
-            return _convert(torch.empty(shape, device=self.device), output_type)
+            return torch.empty(shape, device=self.device)
 
-        options = StepOptions(plan.method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, eta, "philox" if key is not None else "given", sample_offset,
-                              conditioning, use_clipped_model_output and self.clip_sample)
+        options = self.options.step_options(
+            plan.method, eta=request.eta, noise="philox" if request.key is not None else "given",
+            sample_offset=request.sample_offset, conditioning=request.conditioning,
+            use_clipped_model_output=request.use_clipped_model_output)
         setup_start = time.perf_counter()
-        runner = self._runner(batch_size, options, plan)
+        runner = self.fast_path.runner(batch_size, options, plan)
         setup_seconds = time.perf_counter() - setup_start
 
         state = runner.state
-        self._chain.load(plan)
-        if key is not None:
-            state.seed.copy_(key)
+        runner.chain.load(plan)
+        if request.key is not None:
+            state.seed.copy_(request.key)
         # into the static buffer (the caller's latents are copied, never stepped in place)
-        state.x.copy_(initial_sample(shape, self.device, key, generator, sample_offset, latents))
+        state.x.copy_(initial_sample(shape, self.device, request.key, request.generator, request.sample_offset,
+                                     request.latents))
         state.step_index.zero_()
-        if conditioning != "none":  # into the static buffers a captured graph reads
-            state.class_labels[:batch_size].copy_(labels)
-            if conditioning == "guided":
+        if request.conditioning != "none":  # into the static buffers a captured graph reads
+            state.class_labels[:batch_size].copy_(request.labels)
+            if request.conditioning == "guided":
                 state.class_labels[batch_size:].fill_(self.null_class_label)
-                state.guidance.fill_(guidance_scale)
+                state.guidance.fill_(request.guidance_scale)
 
         clock = _Clock(self.device)
         bar = progress_bar(progress, plan.num_steps, f"{plan.method} steps")
-        replays = runner.run(plan.num_steps, generator, self.device, bar.update if bar is not None else None)
+        replays = runner.run(plan.num_steps, request.generator, self.device, bar.update if bar is not None else None)
         # A new NCHW tensor: state.x (maybe channels-last) is reused by the next call.
         images = state.x.clamp(-1.0, 1.0).contiguous()
         clock.stop()
@@ -465,9 +452,8 @@ class FastSampler:
             batch_size, plan.num_steps, plan.method, setup_seconds, compiled=runner.compiled,
             cuda_graphs=replays > 0, graphs_captured=len(runner.graphs.graphs) if runner.graphs is not None else 0,
             graph_replays=replays, fallbacks=tuple(runner.fallbacks), compile_reason=runner.compile_decision,
-            compile_hint=runner.compile_hint,
-            channels_last=self.channels_last, **clock.parts())
-        return _convert(images, output_type)
+            compile_hint=runner.compile_hint, channels_last=self.channels_last, **clock.parts())
+        return images
 
     @torch.no_grad()
     def warm_up(self, batch_size: int, method: str = "ddpm", eta: float = 0.0,
@@ -485,223 +471,32 @@ class FastSampler:
         if self.num_class_embeds is not None or guidance_scale is not None:
             conditioning = conditioning_for(0, guidance_scale, self.num_class_embeds, self.null_class_label,
                                             self._says_unconditional)
-        options = StepOptions(method, self.prediction_type, self.variance_type, self.clip_sample,
-                              self.clip_sample_range, eta, "philox", sample_offset, conditioning,
-                              use_clipped_model_output and self.clip_sample)
+        options = self.options.step_options(method, eta=eta, sample_offset=sample_offset, conditioning=conditioning,
+                                            use_clipped_model_output=use_clipped_model_output)
         start = time.perf_counter()
         with self._on_device():
-            self._runner(batch_size, options, plan)
+            self.fast_path.runner(batch_size, options, plan)
         return time.perf_counter() - start
 
-    # ------------------------------------------------------------------------------------------------ internals
 
-    def _runner(self, batch_size: int, options: StepOptions, plan: SamplingPlan) -> "_Runner":
-        key = (batch_size, options)
-        runner = self._runners.get(key)
-        if runner is None:
-            self._chain.load(plan)
-            runner = self._new_runner(batch_size, options)
-            self._runners[key] = runner
-            while len(self._runners) > self.max_cached_graphs:
-                self._runners.popitem(last=False)
-        else:
-            self._runners.move_to_end(key)
-        self._settle_compile(runner, batch_size, options, plan.num_steps)
-        if runner.graphs is not None:
-            self._capture(runner, plan.num_steps)
-        return runner
+@dataclass(frozen=True)
+class ChainRequest:
+    """One call's chain, checked by `sample`: the plan, B, the noise (key: the Philox seed tensor; None draws x_T and
+    every z with torch.randn from `generator`, None: torch's global generator, in a reference loop's order), and
+    what the call adds: DDIM's eta, the global index of sample 0, conditioning ("none" | "labels" | "guided") with
+    its labels (int64 [B]) and guidance scale, DDIM's clipped-ε option, and x_T given as latents."""
 
-    def _new_runner(self, batch_size: int, options: StepOptions) -> "_Runner":
-        if self._layout_pending:  # timed on the calls the steps make: 2B when guided, with labels when conditional
-            self._settle_layout(2 * batch_size if options.conditioning == "guided" else batch_size,
-                                options.conditioning != "none")
-        # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
-        # in-kernel, where inductor fuses it.
-        prefetch = self.device.type == "cpu" and options.noise == "philox" and not is_noiseless(options)
-        state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
-                                   noise_buffer=prefetch, conditioning=options.conditioning,
-                                   multistep=options.method in DPM_METHODS)
-        eager_core = make_step_core(self._denoise, replace(options, noise="given") if prefetch else options)
-        # Eager until _settle_compile decides; what the sampler already gave up, this batch size runs without too.
-        runner = _Runner(state, eager_core, self._chain, fallbacks=self.fallbacks,
-                         prefetch=PhiloxPrefetch(options, state, self._chain) if prefetch else None,
-                         compile_source=make_step_core(self._denoise, options),
-                         noise_on_last_step=options.method == "sde_dpm_solver++")
-        if self.cuda_graphs:
-            per_graph = self.steps_per_graph if options.noise == "philox" else 1  # torch noise is drawn between steps
-            runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
-        return runner
-
-    def _settle_layout(self, batch_size: int, class_conditional: bool = False) -> None:
-        """Keep the faster memory layout for this model on a CPU: after one warm-up call in each, the fastest of
-        LAYOUT_ROUNDS calls in each, interleaved (so a machine growing busier favours neither). NHWC must win by
-        LAYOUT_MARGIN: NCHW is what the model's own loop runs, and a near tie is noise."""
-        self._layout_pending = False
-        x = torch.zeros(batch_size, *self.sample_shape, device=self.device)
-        t = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
-        labels = t if class_conditional else None  # class 0
-        seconds: dict[bool, list[float]] = {True: [], False: []}
-        for round_index in range(1 + LAYOUT_ROUNDS):
-            for channels_last in (True, False):
-                layout = torch.channels_last if channels_last else torch.contiguous_format
-                self.model.to(memory_format=layout)
-                x_layout = x.contiguous(memory_format=layout)
-                start = time.perf_counter()
-                self._denoise(x_layout, t, labels)
-                if round_index:  # round 0 warms up (oneDNN primitives, allocations)
-                    seconds[channels_last].append(time.perf_counter() - start)
-        self.channels_last = min(seconds[True]) < (1.0 - LAYOUT_MARGIN) * min(seconds[False])
-        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-
-    def _settle_compile(self, runner: "_Runner", batch_size: int, options: StepOptions, num_steps: int) -> None:
-        """Decide whether this runner's steps run compiled, before its first chain (and again for a longer chain
-        while the CPU policy kept it eager); run one step either way, so a model that fails shows it here."""
-        if runner.compiled or (runner.checked and not runner.by_policy):
-            return
-        if not self.compiled:  # compile=False, or a compile failure the sampler fell back from
-            runner.compile_decision = ("eager: torch.compile failed earlier (see fallbacks)" if self.fallbacks
-                                       and self._compile_requested is None else "eager (compile=False)")
-            runner.compile_hint = None
-            runner.check()
-            return
-        if self._compile_requested is None and self.device.type == "cpu":
-            if runner.eager_step_seconds is None:
-                runner.eager_step_seconds = runner.time_eager_step()
-            estimate = runner.eager_step_seconds * num_steps
-            if estimate < CPU_COMPILE_MIN_EAGER_SECONDS:
-                runner.by_policy = True
-                runner.compile_decision = (
-                    f"eager: {num_steps} steps take about {estimate:.1f} s eagerly, below the "
-                    f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
-                runner.compile_hint = "compile=True"
-                return
-            reason = (f"{num_steps} steps take about {estimate:.0f} s eagerly, at least the "
-                      f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
-        else:
-            reason = "compile=True" if self._compile_requested else f"the default on {self.device.type}"
-        _LOG.info("compiling the %s step for batch %d with torch.compile (%s); this takes a while once (%s) and is "
-                  "cached for later calls", options.method, batch_size, reason,
-                  "on a CPU from about 20 s to a few minutes" if self.device.type == "cpu" else "tens of seconds")
-        start = time.perf_counter()
-        eager_core = runner.core
-        runner.core, runner.compiled, runner.by_policy = self._compiled(runner.compile_source), True, False
-        runner.compile_hint = None
-        self._check_compiles(runner, eager_core)
-        if runner.compiled:
-            seconds = time.perf_counter() - start
-            runner.compile_decision = f"compiled ({reason}; compiling took {seconds:.1f} s)"
-            _LOG.info("compiled the %s step for batch %d in %.1f s", options.method, batch_size, seconds)
-
-    def _capture(self, runner: "_Runner", num_steps: int) -> None:
-        """Capture the graphs a chain of num_steps replays. Left to default, a step that cannot be captured (a model
-        that syncs with the host, say) runs without graphs, with a warning; cuda_graphs=True raises."""
-        try:
-            runner.graphs.prepare(num_steps)
-        except Exception as error:  # noqa: BLE001 — any capture failure
-            if self._graphs_requested is not None:
-                raise
-            affected = {id(cached): cached for cached in (runner, *self._runners.values())}.values()
-            self._fall_back(f"CUDA-graph capture failed ({type(error).__name__}: {error}); FastSampler runs the "
-                            "steps without graphs", affected)
-            torch.cuda.synchronize(self.device)
-            self.cuda_graphs = False
-            for cached in affected:
-                cached.graphs = None
-
-    def _compiled(self, core: Callable) -> Callable:
-        # dynamo keeps its compiled entries on the code object, at most 8 per object; every runner's core shares one,
-        # so several batch sizes would exhaust it. A copy of the code object per runner gives each its own cache.
-        code = core.__code__.replace(co_name=f"{core.__code__.co_name}_{next(_RUNNER_IDS)}")
-        own = types.FunctionType(code, core.__globals__, code.co_name, core.__defaults__, core.__closure__)
-        return torch.compile(own, fullgraph=True, dynamic=False, mode=self.compile_mode)
-
-    def _check_compiles(self, runner: "_Runner", eager_core: Callable) -> None:
-        """Run the compiled step once now: left to default, compile falls back to eager when torch.compile cannot
-        handle the model; compile=True raises."""
-        try:
-            runner.check()
-        except Exception as error:  # noqa: BLE001 — any compile failure; retried eagerly below
-            if self._compile_requested is not None:
-                raise
-            self._fall_back(f"torch.compile failed for this model ({type(error).__name__}: {error}); "
-                            "FastSampler runs it eagerly", [runner])
-            self.compiled = False
-            runner.core, runner.compiled = eager_core, False
-            runner.compile_decision = "eager: torch.compile failed (see fallbacks)"
-            runner.check()
-
-    def _fall_back(self, reason: str, runners) -> None:
-        """Record a fast path given up: on the sampler (later batch sizes run without it too) and on the runners
-        whose steps now run without it; warn once."""
-        self.fallbacks.append(reason)
-        for runner in runners:
-            runner.fallbacks.append(reason)
-        warnings.warn(reason, FastPathFallbackWarning, stacklevel=5)
-
-
-class _Runner:
-    """The buffers of one (batch size, options) key and how its steps run: eagerly or compiled, one by one or
-    replayed from CUDA graphs."""
-
-    def __init__(self, state: StepState, core: Callable, chain: ChainBuffers, fallbacks: list[str],
-                 prefetch: Optional[PhiloxPrefetch] = None, compile_source: Optional[Callable] = None,
-                 noise_on_last_step: bool = False):
-        self.state, self.core, self.chain = state, core, chain
-        # generator= noise: diffusers' SDE DPM-Solver++ draws z on its last step too (scaled by σ = 0 there); drawing
-        # it keeps the generator's stream where diffusers' is
-        self.noise_on_last_step = noise_on_last_step
-        self.prefetch = prefetch  # fills state.noise for eager steps; compiled steps draw their noise in-kernel
-        self.compile_source = compile_source if compile_source is not None else core  # what torch.compile gets
-        self.compiled = False
-        self.checked = False  # one step ran with the current core
-        self.by_policy = False  # eager because the CPU policy judged the chain too short to pay for a compile
-        self.eager_step_seconds: Optional[float] = None
-        self.compile_decision = ""
-        self.compile_hint: Optional[str] = None  # the option that would compile these eager steps
-        self.graphs: Optional[GraphedSteps] = None
-        self.fallbacks = list(fallbacks)  # the fast paths these steps run without, with why
-
-    def step(self) -> None:
-        run_step(self.core, self.chain, self.state)
-
-    def check(self) -> None:
-        """Run step 0 on the zero-filled buffers (a model or compile that fails shows it here, not mid-run)."""
-        self.step()
-        self.state.step_index.zero_()
-        self.checked = True
-
-    def time_eager_step(self) -> float:
-        """Seconds of one eager step: the faster of two, so one-time costs (allocation, oneDNN set-up) drop out."""
-        seconds = []
-        for _ in range(2):
-            start = time.perf_counter()
-            self.check()
-            seconds.append(time.perf_counter() - start)
-        return min(seconds)
-
-    def run(self, num_steps: int, generator: Optional[torch.Generator], device: torch.device,
-            progress: Optional[Callable[[int], None]]) -> int:
-        """Run num_steps steps; returns how many CUDA-graph replays that took (0: the steps ran one by one)."""
-        noise = self.state.noise
-
-        def draw(step_index: int) -> None:
-            # z for every step but the last (which adds none), drawn before the step as a reference loop would
-            # draw it after the model call: the same stream, unless the model itself draws random numbers.
-            if step_index < num_steps - 1 or self.noise_on_last_step:
-                noise.copy_(torch_noise(tuple(noise.shape), generator, device))
-
-        if self.graphs is not None:
-            return self.graphs.replay(num_steps, draw if noise is not None else None, progress)
-        prefetch = self.prefetch if not self.compiled else None
-        for i in range(num_steps):
-            if prefetch is not None:
-                prefetch.fill(i, num_steps)
-            elif noise is not None and self.state.seed is None:
-                draw(i)
-            self.step()
-            if progress is not None:
-                progress(1)
-        return 0
+    plan: SamplingPlan
+    batch_size: int
+    key: Optional[torch.Tensor]
+    generator: Optional[torch.Generator]
+    eta: float = 0.0
+    sample_offset: int = 0
+    conditioning: str = "none"
+    labels: Optional[torch.Tensor] = None
+    guidance_scale: Optional[float] = None
+    use_clipped_model_output: bool = False
+    latents: Optional[torch.Tensor] = None
 
 
 class _Clock:

@@ -1,0 +1,64 @@
+"""FastSampler's options as one record, checked once when the sampler is built: the model's setup (what a step
+computes) and the fast path's settings (how the steps run). Every step's StepOptions is derived from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..checks import check_chain_options, check_choice, check_positive_float
+from ..vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
+from .chain import StepOptions
+
+SAMPLER_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """FastSampler's keyword arguments (its docstring says what each does), checked in __post_init__: ValueError /
+    TypeError naming the argument. None means "the device's default" for dtype, channels_last, compile and
+    cuda_graphs; the checks that need the device (cuda_graphs=True off CUDA) are FastSampler's."""
+
+    prediction_type: str = DEFAULTS["prediction_type"]
+    variance_type: str = DEFAULTS["variance_type"]
+    clip_sample: bool = DEFAULTS["clip_sample"]
+    clip_sample_range: float = DEFAULTS["clip_sample_range"]
+    timestep_spacing: str = DEFAULTS["timestep_spacing"]
+    steps_offset: int = DEFAULTS["steps_offset"]
+    set_alpha_to_one: bool = DEFAULTS["set_alpha_to_one"]
+    null_class_label: Optional[int] = DEFAULTS["null_class_label"]
+    dtype: Optional[torch.dtype] = None
+    channels_last: Optional[bool] = None
+    compile: Optional[bool] = None
+    compile_mode: Optional[str] = None
+    cuda_graphs: Optional[bool] = None
+    steps_per_graph: int = 10
+    max_cached_graphs: int = 4
+
+    def __post_init__(self) -> None:
+        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
+        check_chain_options(self.timestep_spacing, self.steps_offset, self.set_alpha_to_one)
+        for name in ("steps_per_graph", "max_cached_graphs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("clip_sample", "compile", "cuda_graphs", "channels_last"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
+        object.__setattr__(self, "clip_sample", bool(self.clip_sample))  # None (not given): off
+        if self.dtype is not None and self.dtype not in SAMPLER_DTYPES:
+            raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype!r}")
+        object.__setattr__(self, "clip_sample_range", check_positive_float("clip_sample_range",
+                                                                           self.clip_sample_range))
+
+    def step_options(self, method: str, *, eta: float = 0.0, noise: str = "philox", sample_offset: int = 0,
+                     conditioning: str = "none", use_clipped_model_output: bool = False) -> StepOptions:
+        """What one step of a chain computes with these options (the key its runner is cached under)."""
+        return StepOptions(method=method, prediction_type=self.prediction_type, variance_type=self.variance_type,
+                           clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range, eta=eta,
+                           noise=noise, sample_offset=sample_offset, conditioning=conditioning,
+                           use_clipped_model_output=use_clipped_model_output and self.clip_sample)
