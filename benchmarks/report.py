@@ -598,7 +598,7 @@ case times our path beside its peers in the same process, after checking the fas
   on a CPU also FastSampler eager beside the seed's loop on diffusers' UNet2DModel (the eager path on a foreign model);
   and lucidrains' denoising-diffusion-pytorch: its own `p_sample_loop` on its own Unet beside FastSampler (its
   defaults for the device) on the same Unet (where the library is installed: `tests/requirements-no-deps.txt`; on
-  the GPU machine, its wheels carried with `bash ../shared/gpu/wheels.sh` and the packages of that file).
+  the GPU machine, carried there as wheels with the packages of that file).
 - **guidance**: a classifier-free-guided chain (one model call of 2B, the combination fused into the step) beside
   FastSampler's unguided chain of 2B and diffusers' guidance loops (batch doubled by `torch.cat`, or two passes).
 - **quality**: quality against time on the demo's trained model — full DDPM, respaced DDPM, DDIM and DPM-Solver++

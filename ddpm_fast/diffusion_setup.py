@@ -1,5 +1,5 @@
 """DiffusionSetup: how a model diffuses, as one record that travels with every artefact and is read back by every
-loader (DESIGN.md §2, "A model's setup travels with it").
+loader (README, "A model's setup travels with it").
 
     setup = DiffusionSetup.from_schedule(NoiseSchedule.cosine(250), prediction_type="v_prediction",
                                          sample_shape=(3, 16, 16))
@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Union
 
 from . import files
 from .checks import check_chain_options, check_choice
+from .schedule import NoiseSchedule
 from .vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
 
 FORMAT = "ddpm_fast.DiffusionSetup"
@@ -107,8 +108,6 @@ class DiffusionSetup:
 
     def schedule(self):
         """The NoiseSchedule of these β (derived in float64), labelled with schedule_name."""
-        from .schedule import NoiseSchedule
-
         return NoiseSchedule.from_betas(self.betas, name=self.schedule_name)
 
     def sampler_options(self) -> dict[str, Any]:
@@ -133,8 +132,6 @@ class DiffusionSetup:
     @classmethod
     def from_schedule(cls, schedule, **fields: Any) -> "DiffusionSetup":
         """From a NoiseSchedule and any other fields (defaults where left out)."""
-        from .schedule import NoiseSchedule
-
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         return cls(betas=tuple(schedule.betas.tolist()), schedule_name=schedule.name, **fields)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
+from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
 from ddpm_fast.checks import check_chain_options, check_choice, check_positive_float
 from ddpm_fast.vocabulary import DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
@@ -232,8 +233,6 @@ def _model_and_setup(model, setup: Optional[DiffusionSetup], given: dict, weight
     stored setup checked against `given`); a module takes `setup=` (checked the same way) or, without one, what was
     given (None when no schedule was: a model graph of a bare module stores no setup)."""
     if isinstance(model, (str, os.PathLike)):
-        from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
-
         if setup is not None:
             raise ValueError("setup= applies to a model object; a folder brings its own setup")
         pretrained = load_pretrained(model, weights)

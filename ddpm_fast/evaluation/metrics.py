@@ -38,6 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..diffusion import q_sample
+from ..models.output import unwrap_model_output
+from ..schedule import NoiseSchedule
+from ..vocabulary import PREDICTION_TYPES
+from .likelihood import (model_log_variance, posterior_mean, predicted_x0, prior_bpd, split_learned_output,
+                         vb_terms_bpd)
+
 PathLike = Union[str, os.PathLike]
 FeaturesLike = Union[torch.Tensor, np.ndarray]
 
@@ -606,12 +613,6 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     a generator seeded with `seed`. Runs on the model's device (the images move there). Raises ValueError / TypeError
     naming the argument.
     """
-    from ..diffusion import q_sample
-    from ..vocabulary import PREDICTION_TYPES
-    from ..models.output import unwrap_model_output
-    from ..schedule import NoiseSchedule
-    from .likelihood import (model_log_variance, posterior_mean, predicted_x0, prior_bpd,
-                                split_learned_output, vb_terms_bpd)
 
     images = _check_images("images", images)
     if not isinstance(schedule, NoiseSchedule):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Optional, Union
 
 import torch
@@ -17,6 +19,10 @@ from .. import files
 from ..models.unet import UNet
 from ..diffusion_setup import DiffusionSetup
 from .diffusers_scheduler import CONFIG_NAME, setup_from_diffusers_config
+from ..models.config import config_to_diffusers
+from ..sampling.sampler import FastSampler
+from .diffusers_unet import SAFETENSORS_NAME
+from .pretrained import load_pretrained, resolve_setup
 
 
 def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
@@ -61,8 +67,6 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
     refused (ValueError), as are a sampler in bf16/fp16 (its weights were rounded: save from its source instead) and a
     model without its setup (TypeError/ValueError naming the argument).
     """
-    from ..sampling.sampler import FastSampler
-
     if isinstance(source, FastSampler):
         if setup is not None or weights is not None:
             raise ValueError("setup= and weights= apply to a model or a folder; a FastSampler brings its own")
@@ -77,8 +81,6 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
             raise TypeError(f"setup must be the model's ddpm_fast.DiffusionSetup, got {type(setup).__name__}")
         model = source
     elif isinstance(source, (str, os.PathLike)):
-        from .pretrained import load_pretrained, resolve_setup
-
         if setup is not None:
             raise ValueError("setup= applies to a UNet; a folder brings its own (or the defaults, said in a warning)")
         pretrained = load_pretrained(source, weights)
@@ -92,12 +94,6 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
 
 
 def _write_pipeline(model: UNet, setup: DiffusionSetup, folder: pathlib.Path) -> pathlib.Path:
-    import shutil
-    import tempfile
-
-    from ..models.config import config_to_diffusers
-    from .diffusers_unet import SAFETENSORS_NAME
-
     if folder.is_file():
         raise ValueError(f"folder {folder} is a file; expected the pipeline folder to write")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "model_index.json").is_file():

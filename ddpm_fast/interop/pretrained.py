@@ -27,6 +27,9 @@ from typing import Any, Mapping, Optional, Union
 
 from .. import files
 from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
+from ..models import checkpoints
+from ..models.unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
+from ..schedule import NoiseSchedule
 from .diffusers_scheduler import setup_from_diffusers_config
 
 WEIGHTS = ("ema", "model")
@@ -87,8 +90,6 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
     settings with DEFAULTS (and linear, T = 1000) for the rest — said in one UserWarning when warn=True."""
     if pretrained.setup is not None:
         return pretrained.setup.with_given(given, source=pretrained.name, override=override)
-    from ..schedule import NoiseSchedule
-
     used: dict[str, Any] = {}
     schedule = given.get("schedule")
     if schedule is None:
@@ -113,8 +114,6 @@ def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weigh
     """FastSampler's keyword arguments for FastSampler.from_pretrained: the model and the stored setup read from
     `path_or_id`, the caller's `given` settings checked against it (resolve_setup), then `options` (FastSampler's
     other arguments; device defaults to "auto", sample_shape to the stored one)."""
-    from ..schedule import NoiseSchedule
-
     if not isinstance(override_setup, bool):
         raise TypeError(f"override_setup must be True or False, got {override_setup!r}")
     schedule = given.get("schedule")
@@ -133,9 +132,6 @@ def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weigh
 
 
 def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pretrained:
-    from ..models import checkpoints
-    from ..models.unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
-
     if checkpoints.is_training_checkpoint(folder):
         checkpoint = checkpoints.resolve_checkpoint(folder)
         weights = weights or "ema"

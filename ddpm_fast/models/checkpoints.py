@@ -30,6 +30,11 @@ from typing import Any, Optional, Union
 import torch
 
 from .. import files
+from ..diffusion_setup import DiffusionSetup
+from ..schedule import NoiseSchedule
+from .config import UNetConfig
+from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
+from .unet import CONFIG_NAME, UNet
 
 FORMAT = "ddpm_fast.TrainingCheckpoint"
 STATE_NAME = "state.json"
@@ -70,8 +75,6 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
     final = root / step_folder_name(step)
     temp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
-        from .unet import CHECKPOINT_FORMAT as UNET_FORMAT
-
         blobs = {
             "config.json": files.json_bytes({"format": UNET_FORMAT, "config": unet_config}),
             "model.safetensors": files.safetensors_bytes(model_state),
@@ -228,11 +231,6 @@ def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
     """(UNet, DiffusionSetup) of a loaded checkpoint, with its EMA weights (weights="ema", what DDPMs sample with) or
     the trained ones ("model"). The setup is the one the Trainer stored; checkpoints written before it stored one
     give their β and prediction type, with the fixed options the Trainer always used (fixed_small, no clipping)."""
-    from ..diffusion_setup import DiffusionSetup
-    from .config import UNetConfig
-    from .unet import CONFIG_NAME, UNet
-    from ..schedule import NoiseSchedule
-
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     config = UNetConfig.from_dict(files.read_json(checkpoint.path / CONFIG_NAME)["config"])

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import files
+from ..diffusion_setup import SETUP_NAME, DiffusionSetup
 from .blocks import DownBlock, GroupNormAct, MidBlock, TimestepEmbedding, UpBlock, timestep_embedding
 from .config import PRESETS, UNetConfig
 
@@ -112,7 +113,7 @@ class UNet(nn.Module):
         """Our UNet with the weights of a diffusers UNet2DModel: a local folder (config.json +
         diffusion_pytorch_model.safetensors, or a .bin read with weights_only), a pipeline folder with a unet/
         subfolder, or a UNet2DModel instance. Outputs are identical to the diffusers model's."""
-        from ..interop.diffusers_unet import load_diffusers_unet
+        from ..interop.diffusers_unet import load_diffusers_unet  # a thin delegate: the adapter sits above models
 
         config, state = load_diffusers_unet(source)
         model = cls(config)
@@ -142,8 +143,6 @@ class UNet(nn.Module):
         ddpm_fast.DiffusionSetup: how this model diffuses) is given, which every loader then reads back
         (FastSampler.from_pretrained, export_onnx, the CLI). Returns the directory. TypeError for another setup
         type; ValueError when the setup's sample shape or class count does not fit this model."""
-        from ..diffusion_setup import SETUP_NAME, DiffusionSetup
-
         if setup is not None:
             if not isinstance(setup, DiffusionSetup):
                 raise TypeError(f"setup must be a ddpm_fast.DiffusionSetup or None, got {type(setup).__name__}")

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..checks import Naming, check_positive_float, python_name
 from ..data.images import to_uint8
+from ..diffusion_setup import DiffusionSetup, check_null_class_label, model_class_count
 from ..diffusion import check_sample_range, seed_tensor
 from ..models.output import unwrap_model_output
 from ..schedule import NoiseSchedule
@@ -160,8 +161,6 @@ class FastSampler:
         set_alpha_to_one: bool = True,
         null_class_label: Optional[int] = None,
     ):
-        from ..diffusion_setup import check_null_class_label, model_class_count  # core; imported late for start-up
-
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
         if not callable(model):
@@ -261,7 +260,7 @@ class FastSampler:
                         timestep_spacing: Optional[str] = None, steps_offset: Optional[int] = None,
                         set_alpha_to_one: Optional[bool] = None, null_class_label: Optional[int] = None,
                         **options: Any) -> "FastSampler":
-        """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.models.pretrained):
+        """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.interop.pretrained):
         a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
         pipeline folder or a Hugging Face Hub id (the user's cache; HF_HUB_OFFLINE=1 works with a cached copy).
 
@@ -282,8 +281,6 @@ class FastSampler:
     def setup(self):
         """The DiffusionSetup this sampler samples with (β, prediction and variance type, clipping, spacing, DDIM's
         final ᾱ, sample shape, class conditioning): what export_onnx and save_diffusers_pipeline store."""
-        from ..diffusion_setup import DiffusionSetup, model_class_count
-
         return DiffusionSetup.from_schedule(
             self.schedule, prediction_type=self.prediction_type, variance_type=self.variance_type,
             clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range,

@@ -32,8 +32,11 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.images import save_grid
+from ..data.datasets import LabelledImages, dataset_labels, open_dataset
+from ..diffusion_setup import DiffusionSetup
 from ..models.unet import UNet
 from ..sampling.distributed import communication_device, resolve_device
+from ..sampling.sampler import FastSampler
 from ..schedule import NoiseSchedule
 from ..models import checkpoints
 from .batches import GlobalBatchSampler, flip_horizontally, label_drops, rank_slice, step_draws, step_key
@@ -105,8 +108,6 @@ class Trainer:
         if config.tensorboard and self.rank == 0:
             check_tensorboard()
         if dataset is None:
-            from ..data.datasets import open_dataset
-
             dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images)
         self.dataset = dataset
         if len(dataset) < config.batch_size:  # found before any file is made, not when the first batch is drawn
@@ -116,8 +117,6 @@ class Trainer:
         self.class_names: Optional[tuple[str, ...]] = None
         self._labels = None
         if config.class_conditional:  # found before any file is made
-            from ..data.datasets import dataset_labels
-
             self._labels, self.class_names = dataset_labels(dataset)
         self.schedule = build_schedule(config)
         self.sample_shape = (channels, config.image_size, config.image_size)
@@ -296,8 +295,6 @@ class Trainer:
     def _loader(self, start_step: int):
         from torch.utils.data import DataLoader
 
-        from ..data.datasets import LabelledImages
-
         batches = GlobalBatchSampler(len(self.dataset), self.config.batch_size, seed=self.config.seed,
                                      rank=self.rank, world_size=self.world_size, start_step=start_step)
         workers = self.config.num_workers
@@ -364,8 +361,6 @@ class Trainer:
     @property
     def setup(self):
         """The DiffusionSetup this run trains (stored in every checkpoint; what every loader samples it with)."""
-        from ..diffusion_setup import DiffusionSetup
-
         return DiffusionSetup.from_schedule(self.schedule, prediction_type=self.config.prediction_type,
                                             variance_type=self.config.variance_type,
                                             sample_shape=tuple(self.sample_shape),
@@ -374,8 +369,6 @@ class Trainer:
 
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
-        from ..sampling.sampler import FastSampler
-
         setup = self.setup
         return FastSampler(self.ema.model, self.schedule, self.sample_shape, **{**setup.sampler_options(), **options})
 
