@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .vocabulary import PREDICTION_TYPES, SPACINGS
+from .vocabulary import PREDICTION_TYPES, SPACINGS, VARIANCE_TYPES
 
 # How a front end names a parameter ("num_inference_steps") or a parameter given a value ("compile=True"): the
 # Python API as is, the command line by its flag ("--steps", "--compile").
@@ -54,6 +54,16 @@ def check_positive_float(name: str, value: object, allow_zero: bool = False) -> 
     if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite, got {value}")
     return float(value)
+
+
+def check_step_setup(prediction_type: object, variance_type: object, clip_sample_range: object,
+                     timestep_spacing: object, steps_offset: object, set_alpha_to_one: object) -> float:
+    """The setup a sampler's steps take (what DiffusionSetup stores and FastSampler is given), checked: a known
+    prediction and variance type, a positive finite clip range (returned as a float), the chain options."""
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    check_choice("variance_type", variance_type, VARIANCE_TYPES)
+    check_chain_options(timestep_spacing, steps_offset, set_alpha_to_one)
+    return check_positive_float("clip_sample_range", clip_sample_range)
 
 
 def check_prediction_type(prediction_type: object) -> str:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from . import files
-from .checks import check_chain_options, check_choice
+from .checks import check_step_setup
 from .schedule import NoiseSchedule
-from .vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
+from .vocabulary import DEFAULTS
 
 FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"
@@ -81,15 +81,11 @@ class DiffusionSetup:
         object.__setattr__(self, "betas", betas)
         if not isinstance(self.schedule_name, str) or not self.schedule_name:
             raise TypeError(f"schedule_name must be a non-empty str, got {self.schedule_name!r}")
-        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
         if not isinstance(self.clip_sample, bool):
             raise TypeError(f"clip_sample must be True or False, got {self.clip_sample!r}")
-        if isinstance(self.clip_sample_range, bool) or not isinstance(self.clip_sample_range, (int, float)) or not (
-                0 < self.clip_sample_range < math.inf):
-            raise ValueError(f"clip_sample_range must be a positive number, got {self.clip_sample_range!r}")
-        object.__setattr__(self, "clip_sample_range", float(self.clip_sample_range))
-        check_chain_options(self.timestep_spacing, self.steps_offset, self.set_alpha_to_one)
+        object.__setattr__(self, "clip_sample_range", check_step_setup(
+            self.prediction_type, self.variance_type, self.clip_sample_range, self.timestep_spacing, self.steps_offset,
+            self.set_alpha_to_one))
         if self.sample_shape is not None:
             shape = tuple(self.sample_shape) if _is_sequence(self.sample_shape) else ()
             if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):

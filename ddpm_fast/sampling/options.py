@@ -8,8 +8,8 @@ from typing import Optional
 
 import torch
 
-from ..checks import check_chain_options, check_choice, check_positive_float
-from ..vocabulary import DEFAULTS, PREDICTION_TYPES, VARIANCE_TYPES
+from ..checks import check_step_setup
+from ..vocabulary import DEFAULTS
 from .chain import StepOptions
 
 SAMPLER_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -38,9 +38,9 @@ class SamplerOptions:
     max_cached_graphs: int = 4
 
     def __post_init__(self) -> None:
-        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
-        check_chain_options(self.timestep_spacing, self.steps_offset, self.set_alpha_to_one)
+        object.__setattr__(self, "clip_sample_range", check_step_setup(
+            self.prediction_type, self.variance_type, self.clip_sample_range, self.timestep_spacing, self.steps_offset,
+            self.set_alpha_to_one))
         for name in ("steps_per_graph", "max_cached_graphs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -52,8 +52,6 @@ class SamplerOptions:
         object.__setattr__(self, "clip_sample", bool(self.clip_sample))  # None (not given): off
         if self.dtype is not None and self.dtype not in SAMPLER_DTYPES:
             raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype!r}")
-        object.__setattr__(self, "clip_sample_range", check_positive_float("clip_sample_range",
-                                                                           self.clip_sample_range))
 
     def step_options(self, method: str, *, eta: float = 0.0, noise: str = "philox", sample_offset: int = 0,
                      conditioning: str = "none", use_clipped_model_output: bool = False) -> StepOptions:
