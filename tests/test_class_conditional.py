@@ -628,7 +628,9 @@ def test_null_class_label_flag_and_argument_for_a_folder_that_stores_none(tmp_pa
         OnnxSampler(tmp_path / "m.onnx").sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0)
     guided = OnnxSampler(tmp_path / "m.onnx", null_class_label=3).sample(2, seed=0, class_labels=[0, 1],
                                                                          guidance_scale=2.0)
-    torch.testing.assert_close(guided, expected, rtol=1e-4, atol=3e-4)
+    # ONNX Runtime's convolutions sum in another order than torch's; guidance at w = 2 takes ε_u + 2(ε_c − ε_u), which
+    # triples that difference, and 8 steps carry it (seen: 4.6e-4 on an Intel Xeon with AVX-512)
+    torch.testing.assert_close(guided, expected, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="class_labels must lie in \\[0, 4\\)"):
         OnnxSampler(tmp_path / "m.onnx").run(sample=torch.zeros(2, 3, 8, 8), timestep=torch.tensor([1, 2]),
                                             class_labels=torch.tensor([0, 9]))

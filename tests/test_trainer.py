@@ -360,13 +360,18 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     # is exactly 0 and what each run computes is rounding noise alone. Adam divides that noise by its own RMS and moves
     # those weights by up to about lr per step in either direction whatever the noise's size (seen: 1.7e-6 apart on an
     # Intel CPU, 1.06e-5 on an AMD EPYC). Their bound is therefore 2 * lr * steps, not a rounding tolerance.
+    # The same holds, more rarely, for any weight whose true gradient is near 0 on some step: on an Intel Xeon
+    # (AVX-512) one conv weight of 36864 moved 2.6e-5 apart. So the rounding bound holds for all but 1 in 10^4
+    # elements, and Adam's bound for every element.
     noise_only = [name for name in a.ema if name.endswith("to_k.bias")]
     assert noise_only, "the tiny U-Net has attention key biases; this test's bound assumes it"
+    adam_bound, apart, total = 2 * 1e-3 * 5, 0, 0
     for name in a.ema:
-        if name in noise_only:
-            torch.testing.assert_close(b.ema[name], a.ema[name], rtol=0, atol=2 * 1e-3 * 5)
-        else:
-            torch.testing.assert_close(b.ema[name], a.ema[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.ema[name], a.ema[name], rtol=0, atol=adam_bound)
+        if name not in noise_only:
+            apart += int((~torch.isclose(b.ema[name], a.ema[name], rtol=1e-4, atol=1e-5)).sum())
+            total += a.ema[name].numel()
+    assert apart <= total // 10_000, f"{apart} of {total} weights differ by more than rounding"
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -1,4 +1,5 @@
-"""FastSampler: DDPM / respaced DDPM / DDIM sampling with a compiled bf16 channels-last model and CUDA graphs.
+"""FastSampler: DDPM, respaced DDPM, DDIM and DPM-Solver++ sampling with a compiled bf16 channels-last model and
+CUDA graphs.
 
     sampler = ddpm_fast.FastSampler(model, ddpm_fast.NoiseSchedule.linear(1000), sample_shape=(3, 32, 32))
     images = sampler.sample(16, seed=0)                          # float32 in [-1, 1]
@@ -8,6 +9,10 @@
 On a GPU the model runs in bf16 and channels-last, compiled with torch.compile(fullgraph=True), and each reverse
 step — model, fused update, in-kernel noise — is captured in a CUDA graph on static buffers, then replayed T times
 with no host sync. x_t stays float32 between steps. On a CPU the same API runs the same steps eagerly.
+
+A call reads top to bottom: `sample` checks its arguments into a ChainRequest, `_run` gets the runner of its batch
+size and step options from the fast path (fast_path.py: layout, compile, CUDA graphs, built once and cached), puts
+x_T and the labels into the runner's static buffers (chain.py's rules), runs the steps and writes the report.
 """
 
 from __future__ import annotations
