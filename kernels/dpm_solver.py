@@ -119,13 +119,14 @@ def dpm_solver_step_reference(model_output, t, column, x_t, x0_prev, table, nois
         return coefficients[SOLVER_ROW_INDEX[name]].view(shape)
 
     x = x_t.float()
-    out = model_output[:, :channels].float()
+    out = model_output[:, :channels]
     if prediction == PREDICTION_TYPES["epsilon"]:
-        x0 = (x - row("sigma_s") * out) / row("alpha_s")
+        x0 = (x - row("sigma_s") * out.float()) / row("alpha_s")
     elif prediction == PREDICTION_TYPES["sample"]:
-        x0 = out
+        # x0 is an output of the op, which may not alias model_output: one copy, unless the clamp below makes it.
+        x0 = out.to(torch.float32, copy=not clip)
     else:
-        x0 = row("alpha_s") * x - row("sigma_s") * out
+        x0 = row("alpha_s") * x - row("sigma_s") * out.float()
     if clip:
         x0 = x0.clamp(-clip_range, clip_range)
     previous = torch.where(row("x0_prev_coef") == 0, 0.0, row("x0_prev_coef") * x0_prev.float())
