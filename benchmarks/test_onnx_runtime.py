@@ -40,7 +40,7 @@ CPU (2 cores): ddpm-cifar10 at 32x32 for batch 1 and the tiny preset at 32x32 fo
 batch 64 takes ~5-6 s per forward on two quiet cores (torch fp32; an ORT step ~5 s; 20 s when the machine is loaded):
 warm-up plus 7 repeats of 5 methods at 3 steps would be ~10 min for that case alone, so the batch-64 CPU case uses
 the tiny preset; DDPM_FAST_ONNX_PRESET=ddpm-cifar10 forces one preset for every batch.
-Smoke mode (--benchmark-disable, CI under TRITON_INTERPRET=1): tiny at 16x16, batch 1, 2 steps, one export (the
+Smoke mode (--benchmark-disable, CI on the torch references): tiny at 16x16, batch 1, 2 steps, one export (the
 fp32 ddpm_step graph), whole-model runs on the torch references (`cpu_reference`), FastSampler not compiled.
 Quick mode (`ddpm-fast bench --quick`): batch 1, 3 repeats; on a CPU the tiny preset at 32x32 and the step graph only
 (no model-graph export).

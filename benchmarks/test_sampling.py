@@ -33,7 +33,7 @@ Ceiling: one ddpm-cifar10 forward is 12.4 GFLOP per image (DESIGN §4), 12.4 TFL
 bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
 
 CPU: the "tiny" preset at 32×32, batch 1 and 16, 20 steps; issue goal: FastSampler ≥ 2× the naive reference.
-Smoke mode (--benchmark-disable, CI under TRITON_INTERPRET=1): tiny at 16×16, batch 1, 4 steps, whole-model runs
+Smoke mode (--benchmark-disable, CI on the torch references): tiny at 16×16, batch 1, 4 steps, whole-model runs
 on the torch references (`cpu_reference`), FastSampler not compiled.
 Quick mode (`ddpm-fast bench --quick`): batch 1 (1 and 16 on a GPU), FastSampler's defaults without the fast_*
 variants, 3 repeats, 10 steps on a CPU, no full-chain confirmation run.

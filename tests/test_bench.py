@@ -24,6 +24,14 @@ plots = bench.load_suite_module(BENCHMARKS, "plots")
 timing = bench.load_suite_module(BENCHMARKS, "timing")
 
 
+@pytest.fixture(autouse=True)
+def _suite_subprocess_outside_xdist(monkeypatch):
+    """`ddpm-fast bench` runs its suite in a pytest subprocess that inherits this environment: a pytest-xdist worker's
+    marker there would make pytest-benchmark disable every benchmark of that run."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 # ------------------------------------------------------------------------------------------------ synthetic results
 
 

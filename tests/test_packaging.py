@@ -17,17 +17,45 @@ import ddpm_fast
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _readme_test_command() -> str:
+def _readme_test_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"\*\*Run the tests\*\*.*?```bash\n(.*?)\n```", readme, re.S).group(1)
-    return block.split("&&")[-1].strip()
+    return [part.strip() for part in block.split("&&") if "pytest" in part]
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    command = _readme_test_command()
-    assert "pytest" in command
+def test_ci_runs_exactly_the_readme_test_commands():
+    commands = _readme_test_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
-    assert command in ci_lines
+    assert all(command in ci_lines for command in commands)
+    # Both CPU paths: the whole suite on the torch references, the interpreter on the files that exercise kernels.
+    assert [command.split()[0] for command in commands] == ["TRITON_INTERPRET=0", "TRITON_INTERPRET=1"]
+    assert "tests benchmarks" in commands[0] and "@tests/interpreter_tests.txt" in commands[1]
+
+
+# Test files the interpreter run leaves out, and why: none runs a kernel family, a sampler or the CLI on CPU tensors
+# where the interpreter could change the path. Every other test file must be in tests/interpreter_tests.txt.
+TORCH_REFERENCES_ONLY = {
+    "test_datasets.py": "datasets and transforms: no kernel",
+    "test_device_plan.py": "the GPU machine's plan of commands: no kernel runs",
+    "test_gpu_compile.py": "compiles kernels in subprocesses that never take the interpreter",
+    "test_imports.py": "what importing loads: no kernel runs",
+    "test_metrics.py": "image metrics: no kernel",
+    "test_onnx_export.py": "the exported graphs hold the torch references only (export/step_graphs.py)",
+    "test_packaging.py": "the repository and its install",
+    "test_schedule.py": "the schedule's float64 math: no kernel",
+    "test_threads.py": "the CLI's thread choice, with the commands refused before any kernel runs",
+    "test_trainer.py": "training: its kernels (q-sample, GroupNorm) are checked in their own files under both paths",
+}
+
+
+def test_the_interpreter_run_covers_every_kernel_sampler_and_cli_test_file():
+    entries = (ROOT / "tests" / "interpreter_tests.txt").read_text(encoding="utf-8").splitlines()
+    # pytest reads the file as arguments, one a line: a blank line or a comment would be an argument too.
+    assert entries and all(entry.startswith("tests/test_") and (ROOT / entry).is_file() for entry in entries)
+    listed = {pathlib.PurePath(entry).name for entry in entries}
+    files = {path.name for path in (ROOT / "tests").glob("test_*.py")}
+    assert not listed & set(TORCH_REFERENCES_ONLY)
+    assert listed | set(TORCH_REFERENCES_ONLY) == files, "list a new test file in one of the two"
 
 
 def test_ci_installs_the_no_deps_test_requirements_the_readme_names():
