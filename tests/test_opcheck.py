@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, _launch
+from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, launch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.kernels.constants import STREAM_INITIAL, STREAM_REVERSE_STEP
+from ddpm_fast.vocabulary import STREAM_INITIAL, STREAM_REVERSE_STEP
 from ddpm_fast.sampling.dpm_solver import dpm_solver_table, dpm_solver_timesteps
 
 T = 50
@@ -150,7 +150,7 @@ def group_norm_act_backward_cases(device):
     for name, (x, emb, weight, bias, scale, shift, groups, eps, silu) in group_norm_act_cases(device):
         inputs = [t.detach() if t is not None else None for t in (x, emb, weight, bias, scale, shift)]
         _, mean, rstd = torch.ops.ddpm_fast.group_norm_act(*inputs, groups, eps, silu)
-        dy = _randn(x.shape, device, x.dtype, channels_last=_launch.is_channels_last(x) if x.dim() == 4 else False,
+        dy = _randn(x.shape, device, x.dtype, channels_last=launch.is_channels_last(x) if x.dim() == 4 else False,
                     seed=9)
         yield name, (dy, *inputs, mean, rstd, groups, silu)
 
@@ -180,7 +180,7 @@ def test_every_registered_op_is_checked():
 def test_the_path_is_the_one_asked_for():
     # TRITON_INTERPRET=1: the kernels run in the interpreter; explicitly 0: the torch references, as for a CPU user.
     if os.environ.get("TRITON_INTERPRET") in ("0", "1"):
-        assert _launch.TRITON_INTERPRETED == (os.environ["TRITON_INTERPRET"] == "1")
+        assert launch.TRITON_INTERPRETED == (os.environ["TRITON_INTERPRET"] == "1")
 
 
 @pytest.mark.parametrize("op_name,case", _case_ids(), ids=[f"{op}-{case}" for op, case in _case_ids()])

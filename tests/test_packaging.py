@@ -39,6 +39,7 @@ TORCH_REFERENCES_ONLY = {
     "test_device_plan.py": "the GPU machine's plan of commands: no kernel runs",
     "test_gpu_compile.py": "compiles kernels in subprocesses that never take the interpreter",
     "test_imports.py": "what importing loads: no kernel runs",
+    "test_layers.py": "reads the source files' imports: no kernel runs",
     "test_metrics.py": "image metrics: no kernel",
     "test_onnx_export.py": "the exported graphs hold the torch references only (export/step_graphs.py)",
     "test_packaging.py": "the repository and its install",
