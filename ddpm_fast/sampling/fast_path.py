@@ -24,7 +24,7 @@ from .options import SamplerOptions
 from .plan import SamplingPlan
 
 _RUNNER_IDS = itertools.count()
-_LOG = logging.getLogger("ddpm_fast.sampling.sampler")  # the logger users already configure for these notes
+_LOG = logging.getLogger(__name__)  # under "ddpm_fast", where the command line shows these notes
 
 # On a CPU torch.compile pays only for long jobs. Measured on the 2-core CPU machine (tiny U-Net, 16 samples of
 # 3x32x32, fp32): compiling the step took 23 s and made each step 1.7x faster (56 ms -> 34 ms), so it breaks even
@@ -51,7 +51,8 @@ class FastPath:
 
     model, denoise: the sampler's prepared model and its call (x_t, t, class_labels) -> prediction. sample_shape:
     (C, H, W). options: the sampler's checked options. chain: the device buffers every runner's steps read. device:
-    where the steps run. channels_last: the model's layout, None to time both on the first runner (a CPU module).
+    where the steps run. channels_last: the model's layout now; layout_pending: time both layouts on the first
+    runner and keep the faster (a CPU module left to default).
     """
 
     def __init__(self, model: Any, denoise: Denoiser, sample_shape: tuple[int, int, int], options: SamplerOptions,
