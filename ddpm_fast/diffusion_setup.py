@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from . import files
-from .checks import check_step_setup
+from .checks import ParameterError, check_step_setup
 from .schedule import NoiseSchedule
 from .vocabulary import DEFAULTS
 
@@ -230,9 +230,11 @@ def check_null_class_label(label: Any, num_class_embeds: Optional[int], name: st
             raise ValueError(f"{name} must be a class index >= 0, got {label}")
         return
     if num_class_embeds is None:
-        raise ValueError(f"{name}={label} given for a model with no class embedding (num_class_embeds=None)")
+        raise ParameterError(name, lambda term: f"{term(f'{name}={label}')} given for a model with no class "
+                             "embedding (num_class_embeds=None)")
     if not 0 <= label < num_class_embeds:
-        raise ValueError(f"{name} must be a class index in [0, {num_class_embeds}), got {label}")
+        raise ParameterError(name, lambda term: f"{term(name)} must be a class index in [0, {num_class_embeds}), "
+                             f"got {label}")
 
 
 def model_class_count(model: Any) -> Optional[int]:

@@ -17,6 +17,7 @@ PARAMETER_FLAGS = {
     "method": "--method",
     "eta": "--eta",
     "seed": "--seed",
+    "device": "--device",
     "schedule": "--schedule/--train-timesteps",
     "prediction_type": "--prediction-type",
     "variance_type": "--variance-type",

@@ -16,6 +16,7 @@ import warnings
 
 from . import arguments, bench
 from .export import add_export_parser, run_export_command
+from .flags import error_text
 from .sample import add_sample_parser, run_sample_command
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if resolve_device(args.device).type == "cpu":
                 print(configure_torch_threads(), flush=True)
         except ValueError as error:  # no CUDA for --device cuda, no device at all, a bad DDPM_FAST_THREADS
-            print(f"ddpm-fast demo: error: {error}", file=sys.stderr)
+            print(f"ddpm-fast demo: error: {error_text(error)}", file=sys.stderr)
             return 2
         try:
             run_demo(args.run_dir, steps=args.steps, batch_size=args.batch_size, timesteps=args.timesteps,
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                      progress=not args.no_progress, compile=False if args.no_compile else None)
         except ValueError as error:  # e.g. --run-dir holds a demo run of another setup (another device's plan)
             hint = "" if args.run_dir.is_file() else " (pass another --run-dir, or delete that folder)"
-            print(f"ddpm-fast demo: error: {error}{hint}", file=sys.stderr)
+            print(f"ddpm-fast demo: error: {error_text(error)}{hint}", file=sys.stderr)
             return 2
     elif args.command == "train":
         return run_train(args)

@@ -16,6 +16,7 @@ import sys
 from ..training.config import TrainingConfig
 from ..vocabulary import PREDICTION_TYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TRAINING_DTYPES
 from . import arguments
+from .flags import error_text
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
 
@@ -120,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("--cond-drop-prob applies to --class-conditional training only")
         config = config_from_arguments(args)
     except (TypeError, ValueError) as error:
-        print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+        print(f"ddpm-fast train: error: {error_text(error)}", file=sys.stderr)
         return 2
     if args.resume and not args.run_dir.is_dir():  # a mistyped folder would silently start a new run
         print(f"ddpm-fast train: error: --resume: {args.run_dir} is no run folder (drop --resume to start one)",
@@ -129,7 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         rank, world_size, device = init_from_environment(args.device)
     except ValueError as error:  # --device cuda without CUDA, a device torch cannot read
-        print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+        print(f"ddpm-fast train: error: {error_text(error)}", file=sys.stderr)
         return 2
     try:
         try:
@@ -139,7 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
             trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
                               progress=not args.no_progress)
         except (ValueError, FileNotFoundError) as error:  # bad data paths, sizes, a resume that does not fit, threads
-            print(f"ddpm-fast train: error: {error}", file=sys.stderr)
+            print(f"ddpm-fast train: error: {error_text(error)}", file=sys.stderr)
             return 2
         if rank == 0:
             resumed = getattr(trainer, "resumed_from", None)
@@ -154,7 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             summary = trainer.train()
         except (ValueError, OSError) as error:  # e.g. an image the data folder holds but Pillow cannot read
-            print(f"ddpm-fast train: error: {error} (the last good checkpoint, if any, is kept; --resume continues "
+            print(f"ddpm-fast train: error: {error_text(error)} (the last good checkpoint, if any, is kept; --resume continues "
                   "from it)", file=sys.stderr)
             return 2
         if rank == 0:

@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.distributed as dist
 
+from ..checks import ParameterError
 from ..diffusion import check_sample_offset, check_sample_range
 
 SEED_LIMIT = 2**62  # as FastSampler's own key draws; within the seed's [0, 2**63) range
@@ -192,12 +193,16 @@ def resolve_device(device: Union[str, torch.device, None], local_rank: Optional[
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+        given = device
+        raise ParameterError("device", lambda name: f"{name('device')} must be auto, cpu, cuda or cuda:N, got "
+                             f"{given!r}") from None
     if device.type not in ("cpu", "cuda"):  # meta, mps, xpu...: not a device ddpm_fast samples or trains on
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {str(device)!r}")
+        raise ParameterError("device", lambda name: f"{name('device')} must be auto, cpu, cuda or cuda:N, got "
+                             f"{str(device)!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r}, but CUDA is not available")
+            raise ParameterError("device", lambda name: f"{name(f'device={str(device)!r}')}, but CUDA is not "
+                                 "available")
         if device.index is None:
             device = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
     return device
