@@ -343,8 +343,11 @@ def test_a_hub_id_resolves_from_the_local_cache_offline(tmp_path):
     code = (
         "import torch, ddpm_fast as df\n"
         "from ddpm_fast.kernels import cpu_reference\n"
-        "hub = df.FastSampler.from_pretrained('ddpm-fast-tests/tiny-pipe', dtype=torch.float32, compile=False)\n"
-        f"local = df.FastSampler.from_diffusers({str(folder)!r}, dtype=torch.float32, compile=False)\n"
+        # NCHW for both: left to default, each sampler times the two layouts, and a busy machine may pick differently
+        "hub = df.FastSampler.from_pretrained('ddpm-fast-tests/tiny-pipe', dtype=torch.float32, compile=False,\n"
+        "                                     channels_last=False)\n"
+        f"local = df.FastSampler.from_diffusers({str(folder)!r}, dtype=torch.float32, compile=False,\n"
+        "                                       channels_last=False)\n"
         "assert hub.setup == local.setup and hub.timestep_spacing == 'trailing', hub.setup\n"
         "with cpu_reference():\n"
         "    assert torch.equal(hub.sample(2, seed=1, num_inference_steps=5), "
