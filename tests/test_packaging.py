@@ -37,6 +37,7 @@ def test_ci_runs_exactly_the_readme_test_commands():
 TORCH_REFERENCES_ONLY = {
     "test_datasets.py": "datasets and transforms: no kernel",
     "test_device_plan.py": "the GPU machine's plan of commands: no kernel runs",
+    "test_docs.py": "the README, the docs pages and the public names they document: no kernel runs",
     "test_gpu_compile.py": "compiles kernels in subprocesses that never take the interpreter",
     "test_imports.py": "what importing loads: no kernel runs",
     "test_layers.py": "reads the source files' imports: no kernel runs",

@@ -40,7 +40,8 @@ def test_reverse_walk_ends_at_fast_samplers_sample_of_the_same_seed():
     schedule = NoiseSchedule.linear(12)
     keep, x_t, x0 = pictures.reverse_walk(_Toy(schedule), schedule, (3, 4, 4), seed=5, frames=4)
     assert keep == [11, 7, 4, 0] and x_t.shape == (5, 3, 4, 4) and x0.shape == (4, 3, 4, 4)
-    torch.testing.assert_close(x0, torch.full_like(x0, 0.3), atol=2e-3, rtol=0)  # the model's x0 estimate at each kept step
+    # The model's x0 estimate at each kept step (float32 rounding near ᾱ = 0 at t = T-1).
+    torch.testing.assert_close(x0, torch.full_like(x0, 0.3), atol=2e-3, rtol=0)
     sample = FastSampler(_Toy(schedule), schedule, (3, 4, 4), dtype=torch.float32, compile=False).sample(1, seed=5)
     assert 0 < x_t[-1].std() and x_t[-1].abs().max() < 1  # not a clamped, exploded chain
     torch.testing.assert_close(x_t[-1], sample[0], atol=1e-5, rtol=1e-5)

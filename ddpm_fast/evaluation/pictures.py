@@ -1,5 +1,6 @@
-"""DDPM's intuition in pictures, drawn by the package's own functions (matplotlib, Agg backend; PNGs written
-atomically). `ddpm-fast demo` writes the first two into its run folder; the docs' "How DDPM works" page shows all three.
+"""DDPM's intuition in pictures, drawn by the package's own functions (matplotlib, Agg backend; PNG files, or JPEG
+where the path ends in .jpg, written atomically). `ddpm-fast demo` writes the first two into its run folder; the
+docs' "How DDPM works" page shows all three.
 
     forward_process_figure(photo(), "forward.png")           # x_t at t = 0 … 999, linear and cosine, from q_sample
     reverse_walk_figure(model, schedule, (3, 16, 16), "walk.png", prediction_type="v_prediction")
@@ -64,8 +65,10 @@ def _as_picture(image: torch.Tensor):
 
 
 def _save(figure, path: PathLike, pyplot) -> pathlib.Path:
+    """PNG, or JPEG where `path` ends in .jpg / .jpeg (noise tiles compress poorly in a PNG: the docs keep JPEGs)."""
+    jpeg = pathlib.Path(path).suffix.lower() in (".jpg", ".jpeg")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="jpeg" if jpeg else "png", **({"pil_kwargs": {"quality": 88}} if jpeg else {}))
     pyplot.close(figure)
     files.atomic_write_bytes(path, buffer.getvalue())
     return pathlib.Path(path)
@@ -90,14 +93,15 @@ def forward_process(image: torch.Tensor, schedule: NoiseSchedule, timesteps: Seq
 def forward_process_figure(image: torch.Tensor, path: PathLike, *,
                            schedules: Optional[dict[str, NoiseSchedule]] = None,
                            timesteps: Sequence[int] = FORWARD_TIMESTEPS, seed: int = 0,
-                           credit: Optional[str] = PHOTO_CREDIT) -> pathlib.Path:
+                           credit: Optional[str] = PHOTO_CREDIT, dpi: int = 110) -> pathlib.Path:
     """One row per schedule (default: linear and cosine, T = 1000) of `forward_process` at `timesteps`, each tile
     titled with t and the signal it keeps, sqrt(ᾱ_t). image: float32 [C, H, W] in [-1, 1] (`photo()`). Writes a
-    PNG to `path` and returns it; `credit` (None: none) is printed under the figure."""
+    PNG to `path` (`dpi` dots per inch; each tile is 1.45 inches wide) and returns it; `credit` (None: none) is
+    printed under the figure."""
     schedules = schedules or _default_schedules(max(timesteps) + 1)
     pyplot = _pyplot()
     rows, columns = len(schedules), len(timesteps)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(1.45 * columns, 2.0 * rows + 0.2), dpi=110,
+    figure, axes = pyplot.subplots(rows, columns, figsize=(1.45 * columns, 2.0 * rows + 0.2), dpi=dpi,
                                    squeeze=False)
     for row, (name, schedule) in enumerate(schedules.items()):
         x_t = forward_process(image, schedule, timesteps, seed)
@@ -125,9 +129,10 @@ def reverse_walk(model: Callable, schedule: NoiseSchedule, sample_shape: Sequenc
     `sample(1, seed=seed)` draws it, so the last x equals that sample), keeping `frames` snapshots.
 
     Returns (timesteps, x_t, predicted x0): the `frames` timesteps (evenly spaced from T-1 down to 0), float32
-    [frames, *sample_shape] of x_t at each, and the model's estimate of x0 there (clipped to [-1, 1]), plus the
-    chain's end, clamped to [-1, 1] as FastSampler returns it, as a last row of x_t (so x_t has frames + 1 rows). model(x_t, t) must predict
-    `prediction_type` (a learned-range model's 2C channels too); it runs once per timestep, under no_grad."""
+    [frames + 1, *sample_shape] of x_t at each and, as a last row, the chain's end clamped to [-1, 1] as FastSampler
+    returns it, and float32 [frames, *sample_shape] of the model's estimate of x0 at each (clipped to [-1, 1]).
+    model(x_t, t) must predict `prediction_type` (a learned-range model's 2C channels too); it runs once per
+    timestep, under no_grad. A bad prediction_type or variance_type is a ValueError naming it (from p_step)."""
     device = torch.device(device)
     steps = schedule.num_timesteps
     frames = max(1, min(int(frames), steps))
