@@ -573,12 +573,13 @@ def _goals(goals: dict) -> str:
 
 SUITE_INTRO = """\
 ```bash
-pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime
+pip install -c constraints.txt -e ".[bench]"     # pytest-benchmark, diffusers, onnxruntime
 ddpm-fast bench --quick                           # every group at its smallest sizes
-ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
-                                                  # sampling, guidance, quality, onnx (default all)
+ddpm-fast bench --suite kernels unet --out DIR    # full sizes, meant for a GPU
 ddpm-fast bench --quick --threads 1               # a CPU shared with other jobs: torch's 2 threads stall there
 ```
+
+Suites: kernels, unet, training, sampling, guidance, quality, onnx (`--suite`; default all).
 
 `ddpm-fast bench` runs `benchmarks/` (one pytest-benchmark suite; `pytest benchmarks/` runs it too) on whatever
 device is present and writes `results.json` (pytest-benchmark's JSON plus device, versions, commit, mode and

@@ -167,17 +167,16 @@ def reverse_walk_figure(model: Callable, schedule: NoiseSchedule, sample_shape: 
     for column in range(columns):
         top, bottom = axes[0][column], axes[1][column]
         top.imshow(_as_picture(snapshots[column]), interpolation="nearest")
-        top.set_title(f"x_{keep[column]}" if column < len(keep) else "x_0 (the sample)", fontsize=8)
+        top.set_title(f"t = {keep[column]}" if column < len(keep) else "the sample", fontsize=9)
         if column < len(keep):
             bottom.imshow(_as_picture(estimates[column]), interpolation="nearest")
-            bottom.set_title(f"predicted x_0 at t = {keep[column]}", fontsize=7)
         else:
             bottom.axis("off")
         for axis in (top, bottom):
             axis.set_xticks([])
             axis.set_yticks([])
-    axes[0][0].set_ylabel("x_t", fontsize=9)
-    axes[1][0].set_ylabel("model's x_0", fontsize=9)
+    axes[0][0].set_ylabel(r"$x_t$", fontsize=11)
+    axes[1][0].set_ylabel(r"model's $\hat{x}_0$ at $t$", fontsize=10)
     figure.suptitle(f"Reverse process: one chain of {schedule.num_timesteps} DDPM steps, seed {seed}", fontsize=10)
     figure.tight_layout()
     return _save(figure, path, pyplot)

@@ -2,8 +2,9 @@
 
 The docstrings are not Markdown: they hold shapes like ``x[0]``, products like ``w·(c − u)``, names with
 underscores and hand-aligned lines. Outside `code spans` and indented example blocks, this escapes the characters
-Markdown would read as links, emphasis or HTML, and keeps every line break, so a docstring reads on the site as in
-the source.
+Markdown would read as links, emphasis or HTML; prose lines flow together, and a line that starts an item of its own
+(an argument's name and a colon, a bullet, an indented line) keeps its line break, so a docstring reads on the site
+as in the source.
 """
 
 from __future__ import annotations
@@ -30,15 +31,22 @@ def _escape_line(line: str) -> str:
     return "".join(parts)
 
 
+# A line that starts a new item: indented, a bullet, or an argument's name and a colon ("seed: ...", "t, x0: ...").
+_STARTS_ITEM = re.compile(r"^(\s|[-•*] |\d+[.)] |[\w.\[\]`\"'*]+(, [\w.`*]+)*( \([^)]*\))?: )")
+
+
 def plain_text(docstring: str) -> str:
+    source = docstring.split("\n")
     lines = []
-    for line in docstring.split("\n"):
+    for index, line in enumerate(source):
+        following = source[index + 1] if index + 1 < len(source) else ""
         if not line.strip():
             lines.append("")
         elif line.startswith("    "):  # an indented example: Markdown's code block, shown as written
             lines.append(line)
         else:
-            lines.append(_escape_line(line) + "  ")  # two spaces: Markdown's line break
+            # Prose flows as Markdown flows it; a line break stays where the next line starts an item of its own.
+            lines.append(_escape_line(line) + ("  " if following.strip() and _STARTS_ITEM.match(following) else ""))
     # An indented block needs a blank line before it to be read as code.
     out = []
     for line in lines:
