@@ -173,7 +173,8 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
     save_grid(run_dir / "samples.png", fast)
     save_grid(run_dir / "naive_samples.png", naive)
     # DDPM's two processes in pictures: a real photograph noised step by step, and the trained model's walk back.
-    forward_process_figure(photo(), run_dir / "forward_process.png", seed=seed)
+    if not (run_dir / "forward_process.png").exists():  # the photo and the run's seed fix it: drawn once per run
+        forward_process_figure(photo(), run_dir / "forward_process.png", seed=seed)
     reverse_walk_figure(model, schedule, trainer.sample_shape, run_dir / "reverse_walk.png",
                         prediction_type=trainer.config.prediction_type, variance_type=trainer.config.variance_type,
                         seed=seed, device=dev)
