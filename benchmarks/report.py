@@ -2,6 +2,7 @@
 
     python benchmarks/report.py results.json > results.md
     python benchmarks/report.py --readme benchmarks/results [--write README.md]   # the README's Benchmarks section
+    python benchmarks/report.py --docs benchmarks/results [--write docs/benchmarks.md]   # the docs' Benchmarks page
 
 Kinds (each case's extra_info["kind"]): kernel (q-sample, reverse step, fused GroupNorm: GB/s over the copy rate),
 unet_forward, training_step, sampling, onnx_runtime (images/s, over the bf16 matmul rate where it applies), guidance
@@ -567,17 +568,18 @@ def _goals(goals: dict) -> str:
     return "; ".join(f"{'met' if met else 'NOT met'}: {goal}" for goal, met in goals.items()) or "-"
 
 
-# ------------------------------------------------------------------------------------------------ the README
+# ------------------------------------------------------------------------------------------------ README and docs
 
 
-README_INTRO = """\
+SUITE_INTRO = """\
 ```bash
-pip install -c constraints.txt -e ".[bench]"     # pytest, pytest-benchmark, diffusers, onnxruntime
-ddpm-fast bench --quick                           # every group at its smallest sizes: minutes on 2 CPU cores
-ddpm-fast bench --suite kernels unet --out DIR    # full sizes (meant for a GPU); suites: kernels, unet, training,
-                                                  # sampling, guidance, quality, onnx (default all)
+pip install -c constraints.txt -e ".[bench]"     # pytest-benchmark, diffusers, onnxruntime
+ddpm-fast bench --quick                           # every group at its smallest sizes
+ddpm-fast bench --suite kernels unet --out DIR    # full sizes, meant for a GPU
 ddpm-fast bench --quick --threads 1               # a CPU shared with other jobs: torch's 2 threads stall there
 ```
+
+Suites: kernels, unet, training, sampling, guidance, quality, onnx (`--suite`; default all).
 
 `ddpm-fast bench` runs `benchmarks/` (one pytest-benchmark suite; `pytest benchmarks/` runs it too) on whatever
 device is present and writes `results.json` (pytest-benchmark's JSON plus device, versions, commit, mode and
@@ -596,9 +598,9 @@ case times our path beside its peers in the same process, after checking the fas
 - **training**: one training step — naive fp32 eager, compiled, diffusers bf16 + compile, ours.
 - **sampling**: whole DDPM chains — the seed's loop, diffusers' DDPMPipeline (fp32; fp16 + compile), FastSampler;
   on a CPU also FastSampler eager beside the seed's loop on diffusers' UNet2DModel (the eager path on a foreign model);
-  and lucidrains' denoising-diffusion-pytorch: its own `p_sample_loop` on its own Unet beside FastSampler (its
-  defaults for the device) on the same Unet (where the library is installed: `tests/requirements-no-deps.txt`; on
-  the GPU machine, carried there as wheels with the packages of that file).
+  lucidrains' denoising-diffusion-pytorch: its own `p_sample_loop` on its own Unet beside FastSampler (its defaults
+  for the device) on the same Unet (where the library is installed: `tests/requirements-no-deps.txt`); and whole
+  20-call DPM-Solver++ chains beside diffusers' DPMSolverMultistepScheduler.
 - **guidance**: a classifier-free-guided chain (one model call of 2B, the combination fused into the step) beside
   FastSampler's unguided chain of 2B and diffusers' guidance loops (batch doubled by `torch.cat`, or two passes).
 - **quality**: quality against time on the demo's trained model — full DDPM, respaced DDPM, DDIM and DPM-Solver++
@@ -616,16 +618,24 @@ runs one call of the device plan (`benchmarks/device_plan.py`: call 1 the gpu te
 other groups, each within ~9 minutes); `ddpm-fast bench --merge part1/ part2/ --out DIR` joins the calls into one
 set. A FastSampler row whose compile or CUDA graphs fell back is marked INVALID, never reported as ours.
 Committed result sets live in `benchmarks/results/<device>-<date>[-…]/`, as the runs wrote them, never edited by
-hand. This section is generated from them (`python benchmarks/report.py --readme benchmarks/results --write
-README.md`; a test checks it matches): the latest GPU set, or, while there is none, each group's latest CPU set.
+hand. This page and the README's table are generated from them (`python benchmarks/report.py --docs
+benchmarks/results --write docs/benchmarks.md`, `--readme benchmarks/results --write README.md`; a test checks both
+match): the latest GPU set, or, while there is none, each group's latest CPU set.
 """
+
+README_INTRO = (
+    "`ddpm-fast bench --quick` runs every group at its smallest sizes; the suite, its peers and every committed result "
+    "set are described in the docs' Benchmarks page (`docs/benchmarks.md`). The table below is generated from the "
+    "committed result sets (`python benchmarks/report.py --readme benchmarks/results --write README.md`; a test checks "
+    "it matches)."
+)
 
 CPU_CAVEAT = (
     "These are CPU figures, not GPU figures: on a CPU the Triton kernels run their plain-PyTorch fallbacks, and on a "
     "2-core machine shared with other jobs torch's timings wander widely with the load: while another process holds a "
     "core, torch's two threads wait on each other and a small call can take tens of times longer (each set records "
-    "the load average at its start and end). They show that the suite works and how the paths compare on that CPU; they say nothing about a "
-    "GPU."
+    "the load average at its start and end). They show that the suite works and how the paths compare on that CPU; "
+    "they say nothing about a GPU."
 )
 
 
@@ -646,15 +656,15 @@ def is_gpu(results: dict) -> bool:
     return not str(machine.get("device", "CPU")).startswith("CPU")
 
 
-def readme_section(root: pathlib.Path) -> str:
-    """The README's Benchmarks section: how to run the suite, then the summary of the latest GPU result set; with no
-    GPU set, says so and shows, for each group, the latest CPU set that measured it, labelled as CPU figures."""
+def _headline(root: pathlib.Path, with_commit: bool) -> list[str]:
+    """Which result sets the summary comes from (the latest GPU set; without one, each group's latest CPU set,
+    labelled as CPU figures), then the summary table."""
     sets = result_sets(root)
     gpu = [item for item in sets if is_gpu(item[1])]
-    lines = [README_HEADING, "", README_INTRO.rstrip("\n"), ""]
     if gpu:
         folder, results = gpu[-1]
-        lines += [_wrap(f"Latest GPU result set: **{_device(results)}**, {_where(root, folder, results)}."), ""]
+        lines = [_wrap(f"Latest GPU result set: **{_device(results)}**, "
+                       f"{_where(root, folder, results, with_commit)}."), ""]
         rows = summary_rows(results)
     elif sets:
         latest = latest_set_per_kind(sets)
@@ -662,16 +672,42 @@ def readme_section(root: pathlib.Path) -> str:
         described = []
         for folder, results in (item for item in sets if id(item[1]) in used):
             kinds = ", ".join(kind for kind, (_, chosen) in latest.items() if chosen is results)
-            described.append(f"{_where(root, folder, results)} for {kinds}")
-        lines += [_wrap("**No GPU result set has been committed yet**, so this README quotes no GPU figure. The latest "
-                        f"CPU result sets ({_device(sets[-1][1])}) are, per group: {'; '.join(described)}. "
-                        f"{CPU_CAVEAT}"), ""]
+            described.append(f"{_where(root, folder, results, with_commit)} for {kinds}")
+        lines = [_wrap("**No GPU result set has been committed yet**, so no GPU figure is quoted. The latest "
+                       f"CPU result sets ({_device(sets[-1][1])}) are, per group: {'; '.join(described)}. "
+                       f"{CPU_CAVEAT}"), ""]
         rows = [row for kind, (_, results) in latest.items()
                 for row in summary_rows({"benchmarks": [bench for bench in results.get("benchmarks", [])
                                                          if kind_of(bench) == kind]})]
     else:
-        return "\n".join(lines + ["No result set has been committed yet."]) + "\n"
-    lines += summary_table(rows) if rows else ["(this set holds no case the summary covers)"]
+        return ["No result set has been committed yet."]
+    return lines + (summary_table(rows) if rows else ["(this set holds no case the summary covers)"])
+
+
+def readme_section(root: pathlib.Path) -> str:
+    """The README's Benchmarks section: one paragraph on running the suite, then the summary of the latest GPU
+    result set; with no GPU set, says so and shows, for each group, the latest CPU set that measured it, labelled as
+    CPU figures. No commit hashes (each set's results.json records its own)."""
+    return "\n".join([README_HEADING, "", _wrap(README_INTRO), "", *_headline(root, with_commit=False)]) + "\n"
+
+
+def docs_page(root: pathlib.Path) -> str:
+    """The docs' Benchmarks page: how to run the suite and what it measures, the summary (as the README's, with
+    each set's commit), and every committed result set."""
+    lines = ["# Benchmarks", "",
+             "<!-- Generated by `python benchmarks/report.py --docs benchmarks/results --write docs/benchmarks.md`: "
+             "edit benchmarks/report.py, not this file. -->", "",
+             SUITE_INTRO.rstrip("\n"), "", "## The latest figures", "", *_headline(root, with_commit=True)]
+    sets = result_sets(root)
+    if sets:
+        lines += ["", "## Every committed result set", "",
+                  "| folder | device | mode | date | commit | groups |", "|---|---|---|---|---|---|"]
+        for folder, results in reversed(sets):
+            mode = results.get("mode") or results.get("machine_info", {}).get("mode") or "full"
+            commit = str(results.get("commit") or results.get("commit_info", {}).get("id", "?"))[:10]
+            kinds = ", ".join(by_kind(results)) or "-"
+            lines.append(f"| `{root.name}/{folder.name}/` | {_device(results)} | {mode} | "
+                         f"{str(results.get('datetime', '?'))[:10]} | {commit} | {kinds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -692,11 +728,12 @@ def _device(results: dict) -> str:
     return results.get("device") or results.get("machine_info", {}).get("device", "?")
 
 
-def _where(root: pathlib.Path, folder: pathlib.Path, results: dict) -> str:
+def _where(root: pathlib.Path, folder: pathlib.Path, results: dict, with_commit: bool = True) -> str:
     commit = str(results.get("commit") or results.get("commit_info", {}).get("id", "?"))[:10]
     mode = results.get("mode") or results.get("machine_info", {}).get("mode") or "full"
     quick = ": fewer sizes and rounds, the tiny U-Net on a CPU" if mode == "quick" else ""
-    return (f"`{root.parent.name}/{root.name}/{folder.name}/` ({mode} mode{quick}; commit {commit}, "
+    when = f"commit {commit}, " if with_commit else ""
+    return (f"`{root.parent.name}/{root.name}/{folder.name}/` ({mode} mode{quick}; {when}"
             f"{str(results.get('datetime', '?'))[:10]}; every table in its `results.md`)")
 
 
@@ -727,6 +764,13 @@ def main(argv: list[str]) -> int:
             return 0
         readme = pathlib.Path(argv[4])
         readme.write_text(replace_readme_section(readme.read_text(encoding="utf-8"), section), encoding="utf-8")
+        return 0
+    if len(argv) in (3, 5) and argv[1] == "--docs" and (len(argv) == 3 or argv[3] == "--write"):
+        page = docs_page(pathlib.Path(argv[2]))
+        if len(argv) == 3:
+            sys.stdout.write(page)
+            return 0
+        pathlib.Path(argv[4]).write_text(page, encoding="utf-8")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

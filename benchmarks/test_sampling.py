@@ -29,8 +29,8 @@ Setup (compile, warm-up, graph capture) is reported apart as setup_seconds and i
 Few-step chains (`dpm_solver` in the results): whole DPM-Solver++ 2M chains of DPM_STEPS (20) model calls, FastSampler
 beside diffusers' DPMSolverMultistepScheduler in a DDPMPipeline on the fastest diffusers method's UNet; images/s per
 chain, and FastSampler's over its own 1000-step DDPM chain (GPU goal: >= 50x at the same batch).
-Ceiling: one ddpm-cifar10 forward is 12.4 GFLOP per image (DESIGN §4), 12.4 TFLOP per image for T = 1000, over the
-bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
+Ceiling: one ddpm-cifar10 forward is 12.4 GFLOP per image (benchmarks/models.py), 12.4 TFLOP per image for
+T = 1000, over the bf16 matmul rate measured in the same run (~63 img/s at 790 TFLOP/s).
 
 CPU: the "tiny" preset at 32×32, batch 1 and 16, 20 steps; issue goal: FastSampler ≥ 2× the naive reference.
 Smoke mode (--benchmark-disable, CI on the torch references): tiny at 16×16, batch 1, 4 steps, whole-model runs

@@ -7,7 +7,7 @@ Variants, in one run per batch size, same weights:
   diffusers_fp32_eager     diffusers' UNet2DModel with the same weights, fp32 eager.
   diffusers_fp16_compile   the same in fp16 under torch.compile (GPU; on a CPU fp32 + compile:
                            diffusers_fp32_compile).
-Images/s, and achieved TFLOP/s over the bf16 matmul rate measured once in the same session (DESIGN §4: one
+Images/s, and achieved TFLOP/s over the bf16 matmul rate measured once in the same session (benchmarks/models.py: one
 ddpm-cifar10 forward at 32x32 is 12.4 GFLOP per image; other presets are counted by torch's FlopCounterMode). Every
 variant's output is checked against fp32 eager before it is timed; inputs rotate through several sets.
 GPU and full CPU runs: ddpm-cifar10 at 32x32, each batch size compiled afresh (static shapes). Quick runs

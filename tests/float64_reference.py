@@ -1,4 +1,5 @@
-"""An independent float64 statement of the DESIGN §1 math, written from the formulas (not from the kernels)."""
+"""An independent float64 statement of DDPM's math (Ho et al. 2020, improved DDPM, DDIM), written from the formulas
+(not from the kernels)."""
 
 import torch
 

@@ -434,6 +434,23 @@ def test_readme_benchmarks_section_is_generated_from_the_committed_results():
         "--write README.md")
 
 
+def test_docs_benchmarks_page_is_generated_from_the_committed_results():
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert page == report.docs_page(BENCHMARKS / "results"), (
+        "docs/benchmarks.md is stale: python benchmarks/report.py --docs benchmarks/results --write docs/benchmarks.md")
+
+
+def test_the_readme_table_names_no_commit_and_the_docs_page_lists_every_set_with_its_commit(tmp_path):
+    root = tmp_path / "results"
+    write_set(root / "cpu-old", results_json([kernel_info()], when="2026-11-20T00:00:00+00:00"))
+    write_set(root / "cpu-new", results_json([unet_info(1)], when="2026-11-21T00:00:00+00:00"))
+    assert "commit " not in report.readme_section(root).replace("committed", "")
+    page = report.docs_page(root)
+    assert page.startswith("# Benchmarks\n") and "## Every committed result set" in page
+    assert page.index("| `results/cpu-new/` |") < page.index("| `results/cpu-old/` |")  # newest first
+    assert "commit " in " ".join(page.split())
+
+
 def test_readme_section_without_a_gpu_set_says_so_and_shows_each_groups_latest_cpu_set(tmp_path):
     root = tmp_path / "results"
     write_set(root / "cpu-old", results_json([kernel_info(), unet_info(4)], when="2026-11-20T00:00:00+00:00"))

@@ -26,7 +26,8 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     assert result["max_abs_difference"] < 1e-4  # same noise, fp32: the same chain as the seed's loop
     for line in ("trained 12 steps", "naive reference", "FastSampler", "speed-up", "Sample quality", "rf_kid"):
         assert line in out, line
-    for name in ("samples.png", "naive_samples.png", "data.png", "loss.png"):
+    # The two DDPM pictures: the shipped photograph noised by q_sample, and one chain of the trained model.
+    for name in ("samples.png", "naive_samples.png", "data.png", "loss.png", "forward_process.png", "reverse_walk.png"):
         assert Image.open(tmp_path / name).format == "PNG", name
     assert set(result["quality"]["figures"]) == {"samples", "real", "noise"}
     # The short quality-against-time table: full DDPM, then fewer model calls (capped at T // 2 = 10 here).
@@ -34,6 +35,7 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
         ("ddpm", 20), ("ddim", 10), ("dpm_solver++", 10), ("sde_dpm_solver++", 10)]
     assert all(row["seconds"] > 0 and row["rf_kid"] == row["rf_kid"] for row in result["fewer_steps"])
     assert "fewer model calls" in out and "DPM-Solver++" in out and "less time" in out
+    assert "forward_process.png" in out and "reverse_walk.png" in out
     again = run_demo(tmp_path, steps=12, batch_size=8, timesteps=20, num_samples=4, device="cpu", progress=False,
                      compile=False)  # a second run reuses the trained checkpoint
     assert again["train_steps"] == 0 and "already holds a run trained to step 12" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Every refusal a public docstring or README.md promises, where no other test checks it.
+"""Every refusal a public docstring or the documentation (README.md, docs/) promises, where no other test checks it.
 
 One row per refusal: the call, the exception type the promise names, and a regex of the message; the comment on each
 row says where the promise is made. Promises already checked elsewhere (tests/test_errors.py, test_datasets.py,

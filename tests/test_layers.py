@@ -37,7 +37,7 @@ LAZY_IMPORTERS = ("ddpm_fast.cli",)
 # The package's own __init__ only maps public names to their modules, loaded on first use (PEP 562).
 FACADE = "ddpm_fast"
 
-# (module, function) -> the adapter it delegates to: the contract's constructors of foreign formats.
+# (module, function) -> the adapter it delegates to: the public constructors of foreign formats.
 DELEGATES = {
     ("ddpm_fast.models.unet", "from_diffusers"): "ddpm_fast.interop.diffusers_unet",
     ("ddpm_fast.sampling.sampler", "from_diffusers"): "ddpm_fast.interop.diffusers_pipeline",

@@ -37,6 +37,7 @@ def test_ci_runs_exactly_the_readme_test_commands():
 TORCH_REFERENCES_ONLY = {
     "test_datasets.py": "datasets and transforms: no kernel",
     "test_device_plan.py": "the GPU machine's plan of commands: no kernel runs",
+    "test_docs.py": "the README, the docs pages and the public names they document: no kernel runs",
     "test_gpu_compile.py": "compiles kernels in subprocesses that never take the interpreter",
     "test_imports.py": "what importing loads: no kernel runs",
     "test_layers.py": "reads the source files' imports: no kernel runs",
@@ -151,12 +152,15 @@ def test_a_regular_install_into_a_new_venv_imports_every_wing(tmp_path):
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("ddpm_fast-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        modules = {name for name in archive.namelist() if name.endswith(".py")}
+        names = set(archive.namelist())
+    modules = {name for name in names if name.endswith(".py")}
     expected = {f"ddpm_fast/{path.relative_to(ROOT / 'ddpm_fast').as_posix()}"
                 for path in (ROOT / "ddpm_fast").rglob("*.py")}
     expected |= {f"ddpm_fast/{folder}/{path.name}" for folder in ("kernels", "export")
                  for path in (ROOT / folder).glob("*.py")}
     assert modules == expected  # every module of the checkout, and nothing else
+    # The photograph the demo's forward-process picture noises, with its licence (package data).
+    assert {"ddpm_fast/data/chelsea.png", "ddpm_fast/data/chelsea.LICENSE.txt"} <= names
     fresh = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(fresh)
     python = fresh / "bin" / "python"

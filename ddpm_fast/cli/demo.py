@@ -4,8 +4,10 @@ seed's naive loop, timed in one run, and check the samples' quality.
 On a fresh, quiet 2-core CPU it takes about two minutes: 1200 steps at 16×16 (a few minutes of training is enough for
 shapes at that size, not at 32×32), then both samplers on the same trained EMA weights. On a GPU the same command
 trains 4000 steps of batch 128 at 32×32. Files go to --run-dir:
-data.png (training images), samples.png (FastSampler), naive_samples.png (the seed loop), loss.png, log.jsonl and
-the checkpoint (`ddpm-fast sample --checkpoint RUN_DIR --out more.png` samples it again).
+data.png (training images), samples.png (FastSampler), naive_samples.png (the seed loop), forward_process.png (a
+photograph noised by q_sample, linear and cosine schedules), reverse_walk.png (one chain of the trained model: x_t and
+its predicted x0), loss.png, log.jsonl and the checkpoint (`ddpm-fast sample --checkpoint RUN_DIR --out more.png`
+samples it again).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
     (None: its default). Returns the figures printed."""
     from ..data.datasets import ShapesDataset
     from ..evaluation.metrics import quality_report
+    from ..evaluation.pictures import forward_process_figure, photo, reverse_walk_figure
     from ..training.trainer import Trainer
 
     dev = _device(device)
@@ -169,8 +172,15 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
 
     save_grid(run_dir / "samples.png", fast)
     save_grid(run_dir / "naive_samples.png", naive)
+    # DDPM's two processes in pictures: a real photograph noised step by step, and the trained model's walk back.
+    if not (run_dir / "forward_process.png").exists():  # the photo and the run's seed fix it: drawn once per run
+        forward_process_figure(photo(), run_dir / "forward_process.png", seed=seed)
+    reverse_walk_figure(model, schedule, trainer.sample_shape, run_dir / "reverse_walk.png",
+                        prediction_type=trainer.config.prediction_type, variance_type=trainer.config.variance_type,
+                        seed=seed, device=dev)
     print(f"  wrote {run_dir / 'samples.png'} (FastSampler), {run_dir / 'naive_samples.png'} (naive loop), "
-          f"{run_dir / 'data.png'} (training data) and {run_dir / 'loss.png'}")
+          f"{run_dir / 'data.png'} (training data), {run_dir / 'loss.png'}, "
+          f"{run_dir / 'forward_process.png'} (a photo, noised) and {run_dir / 'reverse_walk.png'} (one chain)")
     return {"naive_s": naive_s, "fast_s": fast_s, "setup_s": setup_s, "speedup": naive_s / fast_s,
             "max_abs_difference": difference, "train_steps": summary.steps_this_run,
             "train_seconds": summary.seconds, "final_loss": summary.final_loss, "quality": report.as_dict(),
