@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -342,6 +343,9 @@ def test_unet_load_of_the_wrong_kind_of_path_is_named(tmp_path):
     (dict(model="huge"), ValueError, "model must be one of"),
     (dict(data=3), TypeError, "data must be"),
     (dict(data=""), TypeError, "data must be"),
+    (dict(data_range=(1, 0)), ValueError, "data_range must be finite numbers"),
+    (dict(data_range="0,1"), TypeError, "data_range must be a pair"),
+    (dict(data_key=3), TypeError, "data_key must be the name of an array"),
     (dict(schedule="quadratic"), ValueError, "schedule must be one of"),
     (dict(prediction_type="eps"), ValueError, "prediction_type must be one of"),
     (dict(min_snr_gamma=0), ValueError, "min_snr_gamma"),
@@ -386,11 +390,19 @@ def test_trainer_mistakes(make, error, match, tmp_path):
     (lambda tmp: open_dataset("shapes", image_size=0), ValueError, "image_size"),
     (lambda tmp: open_dataset(str(tmp / "bad.npz")), ValueError, "bad.npz"),
     (lambda tmp: open_dataset(3), TypeError, "source"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz")), ValueError,
+     r"unit.npz: the float images lie in \[0, 1\].*value_range=\(0, 1\)"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(0, 0.25)), ValueError, "outside the value range"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(1, 1)), ValueError, "value_range must be finite"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), key="images"), ValueError, "no array named 'images'"),
+    (lambda tmp: open_dataset("shapes", value_range=(0, 1)), ValueError, "applies to a .npz file"),
+    (lambda tmp: open_dataset("shapes", key="x"), ValueError, "applies to a .npz file"),
 ])
 def test_dataset_mistakes(make, error, match, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "unit.npz", np.full((2, 4, 4, 3), 0.5, dtype=np.float32))
     with pytest.raises(error, match=match):
         make(tmp_path)
 
@@ -494,6 +506,11 @@ CLI_MISTAKES = [
     (["train", "--run-dir", "{run}", "--data", "{run}-missing"], "missing"),
     (["train", "--run-dir", "{run}", "--data", "{file}"], "not a dataset"),
     (["train", "--run-dir", "{run}", "--data", "{empty}"], "no .* images"),
+    (["train", "--run-dir", "{run}", "--data", "{unit_npz}", "--image-size", "4"], "lie in \\[0, 1\\].*--data-range 0,1"),
+    (["train", "--run-dir", "{run}", "--data", "{unit_npz}", "--data-range", "0,0.25"], "outside the value range"),
+    (["train", "--run-dir", "{run}", "--data-range", "1,0"], "--data-range: expected LOW,HIGH"),
+    (["train", "--run-dir", "{run}", "--data-range", "-1"], "--data-range: expected LOW,HIGH"),
+    (["train", "--run-dir", "{run}", "--key", "images"], "--key\\) applies to a .npz file"),
     (["train", "--run-dir", "{run}", "--image-size", "30"], "image_size: H and W must be multiples of 4"),
     (["train", "--run-dir", "{file}"], "is a file, not a folder"),
     (["train", "--run-dir", "{run}", "--model", "huge"], "model must be one of"),
@@ -534,6 +551,7 @@ def cli_paths(tmp_path_factory):
     (root / "empty").mkdir()
     (root / "empty.png").mkdir()  # a folder named like an output file
     (root / "empty.onnx").mkdir()
+    np.savez(root / "unit.npz", np.full((2, 4, 4, 3), 0.5, dtype=np.float32))  # float images in [0, 1]
     df.UNet.from_preset("tiny", sample_size=8).save(root / "unet")
     return root
 
@@ -545,7 +563,8 @@ def test_cli_mistakes(argv, match, cli_paths, capsys):
     from ddpm_fast.cli import main as cli
 
     paths = {"run": str(cli_paths / "new-run"), "file": str(cli_paths / "notes.txt"),
-             "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet")}
+             "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet"),
+             "unit_npz": str(cli_paths / "unit.npz")}
     before = sorted(cli_paths.rglob("*"))
     try:
         code = cli.main([part.format(**paths) for part in argv])

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+
+# Flags whose value is a comma-separated list that may start with a minus sign ("-1,0"); see attach_list_values.
+LIST_FLAGS = ("--class-labels", "--data-range")
+_NEGATIVE_START = re.compile(r"-\.?\d")
 
 
 def _number(text: str, kind: type, what: str):
@@ -12,6 +17,23 @@ def _number(text: str, kind: type, what: str):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def attach_list_values(argv: list[str]) -> list[str]:
+    """argv with "--class-labels -1,0" written "--class-labels=-1,0". argparse takes a token that starts with "-"
+    for another option unless it is a plain negative number, so "-1,0" after a list flag would be reported as a
+    missing value; joined to its flag, it reaches the flag's own check, which says what is wrong with it."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token in LIST_FLAGS and index + 1 < len(argv) and _NEGATIVE_START.match(argv[index + 1]):
+            joined.append(f"{token}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(token)
+        index += 1
+    return joined
 
 
 def positive_int(text: str) -> int:
@@ -59,6 +81,19 @@ def class_labels(text: str) -> list[int]:
     if any(label < 0 for label in labels):
         raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {text}")
     return labels
+
+
+def value_range(text: str) -> tuple[float, float]:
+    """'0,1' → (0.0, 1.0): the range LOW,HIGH a data set's float values lie in (finite, LOW < HIGH)."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH: two finite numbers, LOW < HIGH, such as 0,1; got "
+                                         f"{text!r}")
+    return low, high
 
 
 def finite_float(text: str) -> float:

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = arguments.attach_list_values(list(sys.argv[1:] if argv is None else argv))
     args, unknown = parser.parse_known_args(argv)
     command_parser = parser.subcommands[args.command]  # its errors name the subcommand and point to its --help
     if unknown:

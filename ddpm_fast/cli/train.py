@@ -35,6 +35,12 @@ def add_train_parser(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
     train.add_argument("--data", default=defaults.data,
                        help="'shapes' (embedded, generated), an image folder, a .npz file or a CIFAR-10 python folder")
+    train.add_argument("--key", dest="data_key", default=None, metavar="NAME",
+                       help="the array of a .npz file that holds the images (needed when the file holds several)")
+    train.add_argument("--data-range", type=arguments.value_range, default=None, metavar="LOW,HIGH",
+                       help="the range a .npz file's float images lie in, mapped onto [-1, 1]: 0,1 for [0, 1] images "
+                            "(what image libraries and ToTensor give); stored with the run (default: [-1, 1], and "
+                            "an array lying wholly in [0, 1] is refused rather than taken as [-1, 1])")
     train.add_argument("--skip-unreadable", action="store_true",
                        help="leave out the images of an image folder that cannot be decoded (counted in log.jsonl) "
                             "instead of stopping before training")
@@ -97,7 +103,8 @@ def add_train_parser(commands) -> None:
 
 def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
-        model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable,
+        model=args.model, data=args.data, data_key=args.data_key, data_range=args.data_range,
+        skip_unreadable_images=args.skip_unreadable,
         image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, variance_type=args.variance_type, vlb_weight=args.vlb_weight,

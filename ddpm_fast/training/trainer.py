@@ -108,7 +108,8 @@ class Trainer:
         if config.tensorboard and self.rank == 0:
             check_tensorboard()
         if dataset is None:
-            dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images)
+            dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images,
+                                   key=config.data_key, value_range=config.data_range)
         self.dataset = dataset
         if len(dataset) < config.batch_size:  # found before any file is made, not when the first batch is drawn
             raise ValueError(f"the dataset holds {len(dataset)} images, fewer than one batch of {config.batch_size} "
