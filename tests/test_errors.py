@@ -376,6 +376,8 @@ def test_training_config_mistakes(changes, error, match):
     (lambda tmp: df.Trainer(df.TrainingConfig(image_size=30), tmp / "run"), ValueError, "image_size.*multiples of 4"),
     (lambda tmp: df.Trainer(df.TrainingConfig(batch_size=3), tmp / "run", device="tpu"), ValueError, "device"),
     (lambda tmp: df.Trainer(df.TrainingConfig(), tmp / "run").train(steps=-1), ValueError, "steps must be"),
+    (lambda tmp: df.Trainer(None, tmp / "run"), TypeError, "config must be a TrainingConfig .*with resume=True"),
+    (lambda tmp: df.Trainer({"no_such": 1}, tmp / "run", resume=True), TypeError, "no_such"),
 ])
 def test_trainer_mistakes(make, error, match, tmp_path):
     with pytest.raises(error, match=match):
@@ -513,6 +515,7 @@ CLI_MISTAKES = [
     (["train", "--run-dir", "{run}", "--key", "images"], "--key\\) applies to a .npz file"),
     (["train", "--run-dir", "{run}", "--image-size", "30"], "image_size: H and W must be multiples of 4"),
     (["train", "--run-dir", "{file}"], "is a file, not a folder"),
+    (["train", "--run-dir", "{run}", "--resume"], "--resume: .*new-run is no run folder"),
     (["train", "--run-dir", "{run}", "--model", "huge"], "model must be one of"),
     (["train", "--run-dir", "{run}", "--device", "tpu"], "device"),
     (["train", "--run-dir", "{run}", "--prediction-type", "eps"], "--prediction-type"),

@@ -36,6 +36,20 @@ def attach_list_values(argv: list[str]) -> list[str]:
     return joined
 
 
+def given_destinations(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options argv gives explicitly (a value equal to the default included), which a
+    parsed namespace cannot tell from defaults: argv parsed again with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace))
+
+
 def positive_int(text: str) -> int:
     value = _number(text, int, "a positive integer")
     if value <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 # The Python API's parameter (or "parameter=value") -> the flag that sets it.
 PARAMETER_FLAGS = {
     "num_inference_steps": "--steps",
+    "steps": "--steps",
     "timesteps": "--steps",
     "class_labels": "--class-labels",
     "guidance_scale": "--guidance-scale",

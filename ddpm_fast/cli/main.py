@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     command_parser = parser.subcommands[args.command]  # its errors name the subcommand and point to its --help
     if unknown:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "train":  # a resumed run takes the flags given, and its stored setup for the rest
+        args.given = arguments.given_destinations(command_parser, argv[argv.index("train") + 1:])
     _show_notes()
     if args.command == "demo" and args.num_samples is not None and args.num_samples < 2:
         command_parser.error(f"--num-samples must be at least 2 (the quality figures compare sets of images), got "

@@ -146,6 +146,11 @@ class TrainingConfig:
         """JSON-ready (tuples become lists), so a config compares equal to its own saved copy."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @staticmethod
+    def to_dict_of(settings: dict[str, Any]) -> dict[str, Any]:
+        """Some settings as to_dict writes them (tuples as lists), to compare with a stored config."""
+        return json.loads(json.dumps(settings))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
         known = {f.name for f in dataclasses.fields(cls)}
