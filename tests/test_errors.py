@@ -231,6 +231,11 @@ class _Eps(torch.nn.Module):
         return self.conv(x)
 
 
+def _conditional_sampler():
+    model = df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=4)  # 3 classes and the null class, 3
+    return df.FastSampler(model, df.NoiseSchedule.linear(10), null_class_label=3, compile=False)
+
+
 def _sampler(**options):
     return df.FastSampler(_Eps(), df.NoiseSchedule.linear(10), (3, 4, 4), compile=False, **options)
 
@@ -286,6 +291,9 @@ def _sampler(**options):
     (lambda: df.FastSampler(lambda x, t: "noise", S, (3, 4, 4), compile=False).sample(1), ValueError,
      "the model returned str"),
     (lambda: df.FastSampler.from_diffusers(42), TypeError, "DDPMPipeline"),
+    (lambda: _conditional_sampler().sample(2, class_labels=[0, 3]), ValueError,
+     r"class_labels must lie in \[0, 3\) \(the model's 3 classes\).*3 is the null class.*guidance_scale=0"),
+    (lambda: _conditional_sampler().sample(2, class_labels=[0, -1]), ValueError, r"got values in \[-1, 0\]$"),
 ])
 def test_fast_sampler_mistakes(call, error, match):
     with pytest.raises(error, match=match):
@@ -532,6 +540,9 @@ CLI_MISTAKES = [
     (["sample", "--checkpoint", "{unet}", "--diffusers", "{empty}"], "not allowed with argument"),
     (["sample", "--checkpoint", "{unet}", "--device", "tpu"], "device"),
     (["sample", "--checkpoint", "{unet}", "--dtype", "float64"], "--dtype"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "cat"], "--class-labels 'cat': this model has no classes"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "-1,0"], "--class-labels: class indices must be >= 0"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "0,,1"], "--class-labels: expected comma-separated"),
     (["export", "--checkpoint", "{unet}"], "the following arguments are required: --out"),
     (["export", "--checkpoint", "{unet}", "--out", "{run}.png"], "--out .*: expected a .onnx path"),
     (["export", "--checkpoint", "{run}", "--out", "{run}.onnx"], "no such folder"),

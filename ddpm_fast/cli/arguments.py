@@ -85,15 +85,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def class_labels(text: str) -> list[int]:
-    """'3,3,5' → [3, 3, 5]: class indices (integers >= 0), comma-separated."""
-    try:
-        labels = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class indices such as 3,3,5, got {text!r}") \
-            from None
-    if any(label < 0 for label in labels):
-        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {text}")
+def class_labels(text: str) -> list:
+    """'3,3,5' → [3, 3, 5], 'cat,dog' → ['cat', 'dog']: class indices (integers >= 0) or class names (looked up in
+    the names stored with the model once it is loaded), comma-separated."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices or names such as 3,3,5 or cat,dog, "
+                                         f"got {text!r}")
+    labels: list = []
+    for part in parts:
+        try:
+            labels.append(int(part))
+        except ValueError:
+            labels.append(part)
+    negative = [label for label in labels if isinstance(label, int) and label < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {negative[0]} in {text}")
     return labels
 
 

@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..checks import ParameterError
 from ..data.images import save_grid
 from ..data.datasets import LabelledImages, dataset_labels, open_dataset
-from ..checks import ParameterError
 from ..diffusion_setup import DiffusionSetup
 from ..models.unet import UNet
 from ..sampling.distributed import communication_device, resolve_device
@@ -368,7 +368,9 @@ class Trainer:
                 bar.set_postfix_str(f"drawing {self.config.sample_count} EMA samples x {steps} steps for the grid")
             images = self.sample(self.config.sample_count, seed=self.config.seed,
                                  num_inference_steps=self.config.sample_steps)
-            save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images)
+            labels = (torch.arange(len(images)) % len(self.class_names)).tolist() if self.class_names else None
+            save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images,
+                      labels=labels, class_names=self.class_names)  # a class-conditional run: a named row per class
             if self._tensorboard is not None:
                 self._tensorboard.images("samples", images, self.step)
         if self.world_size > 1:
@@ -383,7 +385,8 @@ class Trainer:
                                             variance_type=self.config.variance_type,
                                             sample_shape=tuple(self.sample_shape),
                                             num_class_embeds=self.model.config.num_class_embeds,
-                                            null_class_label=self.null_class_label)
+                                            null_class_label=self.null_class_label,
+                                            class_names=self.class_names)
 
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
