@@ -268,6 +268,21 @@ def test_corrupt_checkpoint_is_named_and_the_last_good_one_used(tmp_path):
         resumed = Trainer(config, tmp_path, dataset=shapes(), progress=False, resume=True)
     assert resumed.step == 2
     assert (tmp_path / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes() == good
+    # sampling reads only the weights it uses: the trained weights of step 4 are intact, and serve --weights model
+    from ddpm_fast.interop.pretrained import load_pretrained
+
+    trained = load_pretrained(newest, "model")
+    assert trained.path == newest and trained.weights == "model"
+    step4 = checkpoints.load_checkpoint(newest, parts=("model.safetensors",))
+    assert step4.ema is None and all(torch.equal(trained.model.state_dict()[k], v) for k, v in step4.model.items())
+    assert load_pretrained(tmp_path, "model").path == newest  # the run folder: the newest whose model file is good
+    with pytest.warns(RuntimeWarning, match="ema.safetensors"):
+        assert load_pretrained(tmp_path).path.name == "step-00000002"  # EMA: the last good EMA file
+    with pytest.raises(ValueError, match="ema.safetensors.*corrupt or truncated"):
+        load_pretrained(newest)
+    out = tmp_path.parent / f"{tmp_path.name}-model.png"
+    assert cli.main(["sample", "--checkpoint", str(newest), "--weights", "model", "--num-samples", "2", "--steps",
+                     "2", "--device", "cpu", "--no-compile", "--out", str(out)]) == 0 and out.is_file()
     (newest / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="state.json"):
         checkpoints.load_checkpoint(newest)
