@@ -331,6 +331,12 @@ def test_noise_schedule_mistakes(call, error, match):
      r"sample must be \[B, 3, H, W\]"),
     (lambda: df.UNet.from_preset("tiny")(torch.randn(3, 32, 32), torch.tensor([1])), ValueError, "sample"),
     (lambda: df.UNet.load("/no/such/folder"), FileNotFoundError, "/no/such/folder"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(1, 3, 8, 8), 5.5), ValueError,
+     "timestep must be an integer step, got 5.5"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(2, 3, 8, 8), torch.tensor([1.0, 2.5])),
+     ValueError, r"timestep must hold integer steps, got a torch.float32 tensor with non-integral values \(e.g. 2.5\)"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(1, 3, 8, 8), torch.tensor([True])), TypeError,
+     "timestep must be an integer tensor"),
 ])
 def test_unet_mistakes(call, error, match):
     with pytest.raises(error, match=match):
