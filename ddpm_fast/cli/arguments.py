@@ -50,6 +50,16 @@ def given_destinations(parser: argparse.ArgumentParser, argv: list[str]) -> set[
     return set(vars(namespace))
 
 
+_DEVICE = re.compile(r"auto|cpu(:\d+)?|cuda(:\d+)?")
+
+
+def device(text: str) -> str:
+    """--device's value, checked for its form at once (before torch is imported): auto, cpu, cuda or cuda:N."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def positive_int(text: str) -> int:
     value = _number(text, int, "a positive integer")
     if value <= 0:

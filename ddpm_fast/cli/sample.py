@@ -49,8 +49,8 @@ def add_sample_parser(commands) -> None:
                         help="classifier-free guidance: ε_uncond + W·(ε_cond − ε_uncond), one model call of 2B per "
                              "step (needs --class-labels and a model trained with --class-conditional; 1: the "
                              "conditional model, 0: the unconditional one)")
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
-                                                         "cuda:LOCAL_RANK)")
+    sample.add_argument("--device", type=arguments.device, default="auto",
+                        help="auto, cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=SAMPLER_DTYPES, default="auto",
                         help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on a CPU)")
     compiling = sample.add_mutually_exclusive_group()

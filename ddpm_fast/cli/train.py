@@ -18,7 +18,7 @@ from ..vocabulary import PREDICTION_TYPES, SCHEDULES, TRAINED_VARIANCE_TYPES, TR
 from . import arguments
 from .flags import error_text
 from .threads import HELP_NOTE as THREADS_NOTE
-from .threads import check_thread_environment, configure_torch_threads
+from .threads import configure_torch_threads
 
 CHECKPOINTS_DIR = "checkpoints"  # models/checkpoints.py's name (imported with torch, so not from there)
 
@@ -102,7 +102,8 @@ def add_train_parser(commands) -> None:
                             "needs `pip install tensorboard`)")
     train.add_argument("--num-workers", type=arguments.non_negative_int, default=defaults.num_workers,
                        help="DataLoader worker processes")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    train.add_argument("--device", type=arguments.device, default="auto",
+                       help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -144,8 +145,6 @@ def run_train(args: argparse.Namespace) -> int:
     # Every check that needs no torch comes first: a mistyped flag is reported at once, not after the imports.
     given = getattr(args, "given", None)
     try:
-        if not args.device.startswith("cuda"):
-            check_thread_environment()
         if args.resume and not args.run_dir.is_dir():  # a mistyped folder would silently start a new run
             raise ValueError(f"--resume: {args.run_dir} is no run folder (drop --resume to start one)")
         resuming = args.resume and given is not None and (args.run_dir / CHECKPOINTS_DIR).is_dir()
