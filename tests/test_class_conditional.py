@@ -398,8 +398,10 @@ def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_o
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="class_labels is required"):
         onnx_sampler.sample(2, seed=0)
-    with pytest.raises(ValueError, match="lie in \\[0, 4\\)"):
+    with pytest.raises(ValueError, match="lie in \\[0, 3\\) \\(the model's 3 classes\\)"):  # 3 is the null class
         onnx_sampler.sample(2, seed=0, class_labels=[0, 7])
+    with pytest.raises(ValueError, match="3 is the null class"):
+        onnx_sampler.sample(2, seed=0, class_labels=[0, 3])
 
 
 def test_onnx_step_graph_runs_one_guided_call(conditional_onnx):
