@@ -46,6 +46,21 @@ def check_choice(name: str, value: object, choices: dict[str, int]) -> int:
     return choices[value]
 
 
+def check_value_range(value_range: object, name: str = "value_range") -> Optional[tuple[float, float]]:
+    """None, or (low, high) as two floats: finite numbers with low < high (a data set's value range, such as (0, 1)).
+    TypeError / ValueError naming `name`."""
+    if value_range is None:
+        return None
+    if isinstance(value_range, (str, bytes)) or not hasattr(value_range, "__len__") or len(value_range) != 2:
+        raise TypeError(f"{name} must be a pair (low, high) such as (0, 1), got {value_range!r}")
+    if any(isinstance(v, bool) or not hasattr(v, "__float__") or isinstance(v, complex) for v in value_range):
+        raise TypeError(f"{name} must be a pair of numbers (low, high) such as (0, 1), got {value_range!r}")
+    low, high = float(value_range[0]), float(value_range[1])
+    if not (abs(low) < math.inf and abs(high) < math.inf and low < high):
+        raise ValueError(f"{name} must be finite numbers (low, high) with low < high, got {value_range!r}")
+    return low, high
+
+
 def check_positive_float(name: str, value: object, allow_zero: bool = False) -> float:
     """value as a float: TypeError unless a real number, ValueError unless finite and > 0 (≥ 0 with allow_zero)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -58,7 +58,9 @@ class DiffusionSetup:
     sample_shape: (C, H, W) the model samples, or None when unknown. num_class_embeds: the number of classes of a
     class-conditional model, None for an unconditional one. null_class_label: the class label that stands for "no
     class" in a model trained for classifier-free guidance (label dropout; our Trainer's is the last one,
-    num_class_embeds - 1), None when the model has none (guidance then needs it given).
+    num_class_embeds - 1), None when the model has none (guidance then needs it given). class_names: the name of
+    each class a caller may ask for (index i names label i; the null class has none), e.g. an image folder's class
+    sub-folders; None when not known. Sampling takes a class by name through them (`sample --class-labels cat`).
     """
 
     betas: tuple
@@ -73,6 +75,7 @@ class DiffusionSetup:
     sample_shape: Optional[tuple] = None
     num_class_embeds: Optional[int] = None
     null_class_label: Optional[int] = None
+    class_names: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         betas = tuple(float(b) for b in self.betas) if _is_sequence(self.betas) else None
@@ -95,6 +98,16 @@ class DiffusionSetup:
                 self.num_class_embeds, int) or self.num_class_embeds < 1):
             raise ValueError(f"num_class_embeds must be a positive int or None, got {self.num_class_embeds!r}")
         check_null_class_label(self.null_class_label, self.num_class_embeds)
+        if self.class_names is not None:
+            names = tuple(self.class_names) if _is_sequence(self.class_names) else ()
+            if not names or not all(isinstance(name, str) and name for name in names) or len(set(names)) < len(names):
+                raise ValueError(f"class_names must be distinct non-empty strings or None, got {self.class_names!r}")
+            count = user_class_count(self.num_class_embeds, self.null_class_label)
+            if count != len(names):
+                raise ValueError(f"class_names holds {len(names)} names for a model of {count} classes "
+                                 f"(num_class_embeds={self.num_class_embeds}, null_class_label="
+                                 f"{self.null_class_label})")
+            object.__setattr__(self, "class_names", names)
 
     # -------------------------------------------------------------------------------------------- derived
 
@@ -119,6 +132,31 @@ class DiffusionSetup:
         if self.num_class_embeds != model_config.num_class_embeds:
             raise ValueError(f"{source}: num_class_embeds={self.num_class_embeds} differs from the model's "
                              f"{model_config.num_class_embeds}")
+
+    def class_indices(self, labels: Any) -> list[int]:
+        """Class labels given as indices or names (a sequence of ints and strs) as indices: a name is looked up in
+        class_names, an int passes as it is (the sampler checks its range). ParameterError naming class_labels for a
+        name this record does not hold, or for any name when it stores none."""
+        indices = []
+        for label in labels:
+            if isinstance(label, str):
+                names = self.class_names
+                count = user_class_count(self.num_class_embeds, self.null_class_label)
+                if names is None and count is None:
+                    raise ParameterError("class_labels", lambda term, label=label: (
+                        f"{term('class_labels')} {label!r}: this model has no classes (num_class_embeds=None)"))
+                if names is None:
+                    raise ParameterError("class_labels", lambda term, label=label, count=count: (
+                        f"{term('class_labels')} {label!r}: this model stores no class names; give class indices "
+                        f"(0 to {count - 1})"))
+                if label not in names:
+                    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+                    raise ParameterError("class_labels", lambda term, label=label, listed=listed: (
+                        f"{term('class_labels')} {label!r} is not a class of this model (its classes: {listed})"))
+                indices.append(names.index(label))
+            else:
+                indices.append(label)
+        return indices
 
     def describe_schedule(self) -> str:
         return f"{self.schedule_name}, T={self.num_train_timesteps}"
@@ -186,6 +224,10 @@ class DiffusionSetup:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
         data["sample_shape"] = list(self.sample_shape) if self.sample_shape is not None else None
+        if self.class_names is None:  # left out: a record without names reads as before, anywhere
+            del data["class_names"]
+        else:
+            data["class_names"] = list(self.class_names)
         return {"format": FORMAT, **data}
 
     @classmethod
@@ -235,6 +277,14 @@ def check_null_class_label(label: Any, num_class_embeds: Optional[int], name: st
     if not 0 <= label < num_class_embeds:
         raise ParameterError(name, lambda term: f"{term(name)} must be a class index in [0, {num_class_embeds}), "
                              f"got {label}")
+
+
+def user_class_count(num_class_embeds: Optional[int], null_class_label: Optional[int]) -> Optional[int]:
+    """How many classes a caller may ask for: the class embeddings less the null class when it is the last one (as
+    ddpm_fast's Trainer makes it), None for a model without classes."""
+    if num_class_embeds is None:
+        return None
+    return num_class_embeds - 1 if null_class_label == num_class_embeds - 1 else num_class_embeds
 
 
 def model_class_count(model: Any) -> Optional[int]:

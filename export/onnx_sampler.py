@@ -316,7 +316,8 @@ class OnnxSampler:
             latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         "class_labels" not in self.inputs)
-        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
+        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device,
+                                 self.null_class_label)
                   if conditioning != "none" else None)
         if conditioning == "guided" and self.graph != "model" and "guidance_scale" not in self.inputs:
             raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "

@@ -7,6 +7,7 @@ proven against a float64 statement in test_guidance_step.py.
 """
 
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -225,9 +226,14 @@ def test_guidance_scale_one_is_the_conditional_model_and_labels_steer():
                                       "epsilon")
     torch.testing.assert_close(conditional, expected, rtol=1e-5, atol=2e-5)
     assert not torch.equal(sampler.sample(3, seed=0, class_labels=[2, 1, 0]), conditional)
-    # w = 0 is the unconditional model: the null class's own samples
-    torch.testing.assert_close(sampler.sample(3, seed=0, class_labels=[0, 1, 2], guidance_scale=0.0),
-                               sampler.sample(3, seed=0, class_labels=3), rtol=1e-5, atol=1e-5)
+    # w = 0 is the unconditional model: the null class's own samples (the null class is no label a caller may ask for)
+    null_chain = reference_guided_chain(model, df.NoiseSchedule.linear(15), [3, 3, 3], 3, None, range(14, -1, -1),
+                                        "epsilon")
+    torch.testing.assert_close(sampler.sample(3, seed=0, class_labels=[0, 1, 2], guidance_scale=0.0), null_chain,
+                               rtol=1e-4, atol=2e-4)
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 3\) \(the model's 3 classes\), got values "
+                                         r"in \[0, 3\] \(3 is the null class.*guidance_scale=0"):
+        sampler.sample(3, seed=0, class_labels=[0, 3, 3])
 
 
 def test_guided_sampling_is_prefix_invariant_and_takes_a_generator():
@@ -244,9 +250,12 @@ def test_guided_sampling_is_prefix_invariant_and_takes_a_generator():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (dict(), ValueError, "class_labels is required.*class_labels=3 \\(the null class\\)"),
+    (dict(), ValueError, "class_labels is required.*for unconditional samples give any label with "
+                         "guidance_scale=0"),
     (dict(class_labels=[0, 1]), ValueError, "one label per sample: \\[3\\]"),
-    (dict(class_labels=[0, 1, 4]), ValueError, "lie in \\[0, 4\\)"),
+    (dict(class_labels=[0, 1, 4]), ValueError, "lie in \\[0, 3\\)"),
+    (dict(class_labels=3), ValueError, "lie in \\[0, 3\\).*3 is the null class"),
+    (dict(class_labels=[-1, 0, 1]), ValueError, r"lie in \[0, 3\) \(the model's 3 classes\), got values in \[-1, 1\]$"),
     (dict(class_labels=[0.0, 1, 2]), TypeError, "class_labels"),
     (dict(class_labels=torch.zeros(3)), TypeError, "integer tensor"),
     (dict(class_labels=[0, 1, 2], guidance_scale="2"), TypeError, "guidance_scale"),
@@ -290,6 +299,37 @@ def test_a_plain_callable_takes_class_labels_and_guidance():
     reference = df.FastSampler(model, df.NoiseSchedule.linear(6), null_class_label=3, compile=False)
     torch.testing.assert_close(guided, reference.sample(2, seed=0, class_labels=[0, 1], guidance_scale=2.0),
                                rtol=1e-4, atol=2e-4)
+
+
+def test_class_names_travel_with_the_setup_and_name_the_grid_rows(tmp_path):
+    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(10), num_class_embeds=4, null_class_label=3,
+                                            class_names=["cat", "dog", "fox"])
+    assert setup.class_names == ("cat", "dog", "fox")
+    setup.save(tmp_path)
+    assert df.DiffusionSetup.load(tmp_path) == setup
+    assert setup.class_indices(["fox", 0, "cat"]) == [2, 0, 0]
+    with pytest.raises(ValueError, match=r"class_labels 'cow' is not a class of this model \(its classes: 0 cat, "
+                                         r"1 dog, 2 fox\)"):
+        setup.class_indices(["cow"])
+    unnamed = dataclasses.replace(setup, class_names=None)
+    assert "class_names" not in unnamed.to_dict()  # a record without names reads as before
+    with pytest.raises(ValueError, match=r"stores no class names; give class indices \(0 to 2\)"):
+        unnamed.class_indices(["cat"])
+    with pytest.raises(ValueError, match="class_names holds 4 names for a model of 3 classes"):
+        dataclasses.replace(setup, class_names=("a", "b", "c", "d"))
+    with pytest.raises(ValueError, match="class_names must be distinct"):
+        dataclasses.replace(setup, class_names=("a", "a", "b"))
+
+    from ddpm_fast.data.images import png_class_grid
+
+    images = torch.linspace(-1, 1, 5).view(5, 1, 1, 1).expand(5, 1, 2, 2)  # image i is one grey level
+    grid = np.array(Image.open(io.BytesIO(png_class_grid(images, [1, 0, 1, 1, 0], ("cat", "dog"), min_pixels=0))))
+    margin = grid.shape[1] - 3 * 2
+    assert grid.shape[0] == 2 * 2 and margin > 0  # rows: class 0 (samples 1, 4), class 1 (samples 0, 2, 3)
+    tiles = grid[:, margin:]
+    expected = ((images[:, 0, 0, 0] + 1) * 127.5).round().to(torch.uint8).tolist()
+    assert [tiles[0, 0], tiles[0, 2], tiles[0, 4]] == [expected[1], expected[4], 0]  # black where cat runs short
+    assert [tiles[2, 0], tiles[2, 2], tiles[2, 4]] == [expected[0], expected[2], expected[3]]
 
 
 def test_setup_round_trip_of_the_null_class(tmp_path):
@@ -358,8 +398,10 @@ def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_o
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="class_labels is required"):
         onnx_sampler.sample(2, seed=0)
-    with pytest.raises(ValueError, match="lie in \\[0, 4\\)"):
+    with pytest.raises(ValueError, match="lie in \\[0, 3\\) \\(the model's 3 classes\\)"):  # 3 is the null class
         onnx_sampler.sample(2, seed=0, class_labels=[0, 7])
+    with pytest.raises(ValueError, match="3 is the null class"):
+        onnx_sampler.sample(2, seed=0, class_labels=[0, 3])
 
 
 def test_onnx_step_graph_runs_one_guided_call(conditional_onnx):
@@ -390,6 +432,7 @@ def test_cli_trains_a_class_conditional_model_and_samples_it_guided(tmp_path, ca
                      "0.2", "--no-progress"]) == 0
     setup = json.loads(next((run / "checkpoints").iterdir()).joinpath("state.json").read_text())["setup"]
     assert (setup["num_class_embeds"], setup["null_class_label"]) == (4, 3)
+    assert setup["class_names"] == ["circle", "square", "triangle"]  # the dataset's, stored with the setup
     out = tmp_path / "guided.safetensors"
     common = ["sample", "--checkpoint", str(run), "--device", "cpu", "--no-compile", "--steps", "4"]
     assert cli.main(common + ["--class-labels", "0,1,2", "--guidance-scale", "2", "--out", str(out)]) == 0
@@ -403,11 +446,23 @@ def test_cli_trains_a_class_conditional_model_and_samples_it_guided(tmp_path, ca
     torch.testing.assert_close(images, sampler.sample(3, seed=0, num_inference_steps=4, class_labels=[0, 1, 2],
                                                       guidance_scale=2.0), rtol=1e-4, atol=3e-4)  # timed layouts
     assert cli.main(common + ["--class-labels", "1", "--num-samples", "2", "--out", str(tmp_path / "one.png")]) == 0
+    # names as the setup stores them; a grid of several classes has one named row per class (16 px enlarged 11x)
+    named = tmp_path / "named.png"
+    assert cli.main(common + ["--class-labels", "triangle,circle,2,square", "--guidance-scale", "2", "--out",
+                              str(named)]) == 0
+    width, height = Image.open(named).size
+    assert height == 3 * 16 * 11 and width > 2 * 16 * 11  # rows: circle, square, triangle (2); a margin of names
     capsys.readouterr()
     for flags, message in ((["--guidance-scale", "2"], "--guidance-scale needs --class-labels"),
                            (["--class-labels", "0,1", "--num-samples", "3"], "2 labels for --num-samples 3"),
-                           (["--class-labels", "0,x"], "comma-separated class indices"),
-                           (["--class-labels", "0,9"], "--class-labels must lie in [0, 4)"),
+                           (["--class-labels", "0,x"], "--class-labels 'x' is not a class of this model (its "
+                                                       "classes: 0 circle, 1 square, 2 triangle)"),
+                           (["--class-labels", "0,,1"], "comma-separated class indices or names"),
+                           (["--class-labels", "0,9"], "--class-labels must lie in [0, 3) (the model's 3 classes)"),
+                           (["--class-labels", "3,3"], "3 is the null class, internal to classifier-free "
+                                                       "guidance: for unconditional samples give any class with "
+                                                       "--guidance-scale 0"),
+                           (["--class-labels", "-1,0"], "class indices must be >= 0, got -1"),
                            ([], "--class-labels is required")):
         assert exit_status(common + flags + ["--out", str(tmp_path / "x.png")]) == 2
         error = capsys.readouterr().err

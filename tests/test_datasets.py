@@ -276,6 +276,38 @@ def test_npz_float_rule_and_channels(tmp_path):
     assert NpzDataset(tmp_path / "rgba.npz").channels == 4
 
 
+def test_npz_float_images_in_0_1_are_refused_unless_their_range_is_given(tmp_path):
+    """Most float image arrays are [0, 1]: taken as [-1, 1] they would train washed-out images, silently."""
+    unit = np.random.default_rng(0).random((3, 4, 4, 3)).astype(np.float32)
+    unit[0, 0, 0, 0], unit[0, 0, 1, 0] = 0.0, 1.0
+    np.savez(tmp_path / "unit.npz", unit)
+    with pytest.raises(ValueError, match=names(tmp_path / "unit.npz") + r".*lie in \[0, 1\].*--data-range 0,1.*"
+                                         r"value_range=\(0, 1\)"):
+        NpzDataset(tmp_path / "unit.npz")
+    mapped = NpzDataset(tmp_path / "unit.npz", value_range=(0, 1))
+    assert mapped.value_range == (0.0, 1.0) and mapped[0].dtype == torch.float32
+    assert torch.allclose(pixels_of(mapped), torch.from_numpy(unit).permute(0, 3, 1, 2) * 2 - 1, atol=1e-6)
+    assert mapped[0][0, 0, 0] == -1 and mapped[0][0, 0, 1] == 1
+    as_stored = NpzDataset(tmp_path / "unit.npz", value_range=(-1, 1))  # [-1, 1] images that happen to be >= 0
+    assert torch.equal(pixels_of(as_stored), torch.from_numpy(unit).permute(0, 3, 1, 2))
+    wide = NpzDataset(tmp_path / "unit.npz", value_range=(-1.0, 3.0))  # any range maps linearly
+    assert torch.allclose(pixels_of(wide), torch.from_numpy(unit).permute(0, 3, 1, 2) / 2 - 0.5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"outside the value range \[0, 0.5\]"):
+        NpzDataset(tmp_path / "unit.npz", value_range=(0, 0.5))
+    np.savez(tmp_path / "pixels.npz", uint8_images())
+    with pytest.raises(ValueError, match=r"uint8 pixels, which are \[0, 255\]"):
+        NpzDataset(tmp_path / "pixels.npz", value_range=(0, 1))
+    assert torch.equal(pixels_of(NpzDataset(tmp_path / "pixels.npz", value_range=(0, 255))),
+                       pixels_of(NpzDataset(tmp_path / "pixels.npz")))
+    with pytest.raises(ValueError, match="value_range must be finite numbers"):
+        NpzDataset(tmp_path / "unit.npz", value_range=(1, 0))
+    with pytest.raises(TypeError, match="value_range must be a pair"):
+        NpzDataset(tmp_path / "unit.npz", value_range="0,1")
+    with pytest.raises(ValueError, match=r"value_range=\(0, 1\) \(--data-range\) applies to a .npz file"):
+        open_dataset("shapes", 8, value_range=(0, 1))
+    assert len(open_dataset(str(tmp_path / "unit.npz"), 4, value_range=(0, 1))) == 3
+
+
 def test_npz_resizes_to_image_size(tmp_path):
     images = np.full((3, 16, 16, 3), 77, dtype=np.uint8)
     images[1] = uint8_images(1, 16)[0]
@@ -285,7 +317,7 @@ def test_npz_resizes_to_image_size(tmp_path):
     assert dataset.images.shape == (3, 3, 8, 8)
     assert (dataset.images[0] == 77).all()  # a flat image stays flat
     assert dataset[1].min() >= -1 and dataset[1].max() <= 1
-    floats = np.zeros((1, 3, 4, 4), dtype=np.float32)
+    floats = np.full((1, 3, 4, 4), -1.0, dtype=np.float32)
     floats[..., ::2] = 1.0
     np.savez(tmp_path / "float.npz", floats)
     up = NpzDataset(tmp_path / "float.npz", image_size=9)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,6 +231,11 @@ class _Eps(torch.nn.Module):
         return self.conv(x)
 
 
+def _conditional_sampler():
+    model = df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=4)  # 3 classes and the null class, 3
+    return df.FastSampler(model, df.NoiseSchedule.linear(10), null_class_label=3, compile=False)
+
+
 def _sampler(**options):
     return df.FastSampler(_Eps(), df.NoiseSchedule.linear(10), (3, 4, 4), compile=False, **options)
 
@@ -285,6 +291,9 @@ def _sampler(**options):
     (lambda: df.FastSampler(lambda x, t: "noise", S, (3, 4, 4), compile=False).sample(1), ValueError,
      "the model returned str"),
     (lambda: df.FastSampler.from_diffusers(42), TypeError, "DDPMPipeline"),
+    (lambda: _conditional_sampler().sample(2, class_labels=[0, 3]), ValueError,
+     r"class_labels must lie in \[0, 3\) \(the model's 3 classes\).*3 is the null class.*guidance_scale=0"),
+    (lambda: _conditional_sampler().sample(2, class_labels=[0, -1]), ValueError, r"got values in \[-1, 0\]$"),
 ])
 def test_fast_sampler_mistakes(call, error, match):
     with pytest.raises(error, match=match):
@@ -322,6 +331,12 @@ def test_noise_schedule_mistakes(call, error, match):
      r"sample must be \[B, 3, H, W\]"),
     (lambda: df.UNet.from_preset("tiny")(torch.randn(3, 32, 32), torch.tensor([1])), ValueError, "sample"),
     (lambda: df.UNet.load("/no/such/folder"), FileNotFoundError, "/no/such/folder"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(1, 3, 8, 8), 5.5), ValueError,
+     "timestep must be an integer step, got 5.5"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(2, 3, 8, 8), torch.tensor([1.0, 2.5])),
+     ValueError, r"timestep must hold integer steps, got a torch.float32 tensor with non-integral values \(e.g. 2.5\)"),
+    (lambda: df.UNet.from_preset("tiny", sample_size=8)(torch.randn(1, 3, 8, 8), torch.tensor([True])), TypeError,
+     "timestep must be an integer tensor"),
 ])
 def test_unet_mistakes(call, error, match):
     with pytest.raises(error, match=match):
@@ -342,6 +357,9 @@ def test_unet_load_of_the_wrong_kind_of_path_is_named(tmp_path):
     (dict(model="huge"), ValueError, "model must be one of"),
     (dict(data=3), TypeError, "data must be"),
     (dict(data=""), TypeError, "data must be"),
+    (dict(data_range=(1, 0)), ValueError, "data_range must be finite numbers"),
+    (dict(data_range="0,1"), TypeError, "data_range must be a pair"),
+    (dict(data_key=3), TypeError, "data_key must be the name of an array"),
     (dict(schedule="quadratic"), ValueError, "schedule must be one of"),
     (dict(prediction_type="eps"), ValueError, "prediction_type must be one of"),
     (dict(min_snr_gamma=0), ValueError, "min_snr_gamma"),
@@ -372,6 +390,8 @@ def test_training_config_mistakes(changes, error, match):
     (lambda tmp: df.Trainer(df.TrainingConfig(image_size=30), tmp / "run"), ValueError, "image_size.*multiples of 4"),
     (lambda tmp: df.Trainer(df.TrainingConfig(batch_size=3), tmp / "run", device="tpu"), ValueError, "device"),
     (lambda tmp: df.Trainer(df.TrainingConfig(), tmp / "run").train(steps=-1), ValueError, "steps must be"),
+    (lambda tmp: df.Trainer(None, tmp / "run"), TypeError, "config must be a TrainingConfig .*with resume=True"),
+    (lambda tmp: df.Trainer({"no_such": 1}, tmp / "run", resume=True), TypeError, "no_such"),
 ])
 def test_trainer_mistakes(make, error, match, tmp_path):
     with pytest.raises(error, match=match):
@@ -386,11 +406,19 @@ def test_trainer_mistakes(make, error, match, tmp_path):
     (lambda tmp: open_dataset("shapes", image_size=0), ValueError, "image_size"),
     (lambda tmp: open_dataset(str(tmp / "bad.npz")), ValueError, "bad.npz"),
     (lambda tmp: open_dataset(3), TypeError, "source"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz")), ValueError,
+     r"unit.npz: the float images lie in \[0, 1\].*value_range=\(0, 1\)"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(0, 0.25)), ValueError, "outside the value range"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(1, 1)), ValueError, "value_range must be finite"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), key="images"), ValueError, "no array named 'images'"),
+    (lambda tmp: open_dataset("shapes", value_range=(0, 1)), ValueError, "applies to a .npz file"),
+    (lambda tmp: open_dataset("shapes", key="x"), ValueError, "applies to a .npz file"),
 ])
 def test_dataset_mistakes(make, error, match, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "unit.npz", np.full((2, 4, 4, 3), 0.5, dtype=np.float32))
     with pytest.raises(error, match=match):
         make(tmp_path)
 
@@ -494,8 +522,15 @@ CLI_MISTAKES = [
     (["train", "--run-dir", "{run}", "--data", "{run}-missing"], "missing"),
     (["train", "--run-dir", "{run}", "--data", "{file}"], "not a dataset"),
     (["train", "--run-dir", "{run}", "--data", "{empty}"], "no .* images"),
+    (["train", "--run-dir", "{run}", "--data", "{unit_npz}", "--image-size", "4"],
+     "lie in \\[0, 1\\].*--data-range 0,1"),
+    (["train", "--run-dir", "{run}", "--data", "{unit_npz}", "--data-range", "0,0.25"], "outside the value range"),
+    (["train", "--run-dir", "{run}", "--data-range", "1,0"], "--data-range: expected LOW,HIGH"),
+    (["train", "--run-dir", "{run}", "--data-range", "-1"], "--data-range: expected LOW,HIGH"),
+    (["train", "--run-dir", "{run}", "--key", "images"], "--key\\) applies to a .npz file"),
     (["train", "--run-dir", "{run}", "--image-size", "30"], "image_size: H and W must be multiples of 4"),
     (["train", "--run-dir", "{file}"], "is a file, not a folder"),
+    (["train", "--run-dir", "{run}", "--resume"], "--resume: .*new-run is no run folder"),
     (["train", "--run-dir", "{run}", "--model", "huge"], "model must be one of"),
     (["train", "--run-dir", "{run}", "--device", "tpu"], "device"),
     (["train", "--run-dir", "{run}", "--prediction-type", "eps"], "--prediction-type"),
@@ -512,6 +547,9 @@ CLI_MISTAKES = [
     (["sample", "--checkpoint", "{unet}", "--diffusers", "{empty}"], "not allowed with argument"),
     (["sample", "--checkpoint", "{unet}", "--device", "tpu"], "device"),
     (["sample", "--checkpoint", "{unet}", "--dtype", "float64"], "--dtype"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "cat"], "--class-labels 'cat': this model has no classes"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "-1,0"], "--class-labels: class indices must be >= 0"),
+    (["sample", "--checkpoint", "{unet}", "--class-labels", "0,,1"], "--class-labels: expected comma-separated"),
     (["export", "--checkpoint", "{unet}"], "the following arguments are required: --out"),
     (["export", "--checkpoint", "{unet}", "--out", "{run}.png"], "--out .*: expected a .onnx path"),
     (["export", "--checkpoint", "{run}", "--out", "{run}.onnx"], "no such folder"),
@@ -534,6 +572,7 @@ def cli_paths(tmp_path_factory):
     (root / "empty").mkdir()
     (root / "empty.png").mkdir()  # a folder named like an output file
     (root / "empty.onnx").mkdir()
+    np.savez(root / "unit.npz", np.full((2, 4, 4, 3), 0.5, dtype=np.float32))  # float images in [0, 1]
     df.UNet.from_preset("tiny", sample_size=8).save(root / "unet")
     return root
 
@@ -545,7 +584,8 @@ def test_cli_mistakes(argv, match, cli_paths, capsys):
     from ddpm_fast.cli import main as cli
 
     paths = {"run": str(cli_paths / "new-run"), "file": str(cli_paths / "notes.txt"),
-             "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet")}
+             "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet"),
+             "unit_npz": str(cli_paths / "unit.npz")}
     before = sorted(cli_paths.rglob("*"))
     try:
         code = cli.main([part.format(**paths) for part in argv])

@@ -78,3 +78,24 @@ def test_a_bad_setting_on_the_command_line_is_one_line(command, tmp_path, monkey
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "DDPM_FAST_THREADS must be 'all' or an int in" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_argument_mistakes_are_reported_before_torch_is_imported():
+    """`--model huge`, a bad --device or DDPM_FAST_THREADS: one line at once, not after seconds of imports."""
+    import subprocess
+    import sys
+
+    from subprocess_env import subprocess_env
+
+    script = ("import os, sys\nfrom ddpm_fast.cli.main import main\n"
+              "for argv, chosen in ((['train', '--run-dir', 'unused-run', '--model', 'huge'], '1'), (['demo'], 'lots'),\n"
+              "                     (['sample', '--checkpoint', '.', '--device', 'tpu'], 'lots')):\n"
+              "    os.environ['DDPM_FAST_THREADS'] = chosen\n"
+              "    try:\n        code = main(argv)\n    except SystemExit as exit:\n        code = exit.code\n"
+              "    print(code, 'torch' in sys.modules)\n")
+    env = subprocess_env()
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[:3] == ["2 False"] * 3, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert "model must be one of the UNet presets" in lines[0] and "DDPM_FAST_THREADS" in lines[1]
+    assert "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'" in lines[2], done.stderr

@@ -268,6 +268,21 @@ def test_corrupt_checkpoint_is_named_and_the_last_good_one_used(tmp_path):
         resumed = Trainer(config, tmp_path, dataset=shapes(), progress=False, resume=True)
     assert resumed.step == 2
     assert (tmp_path / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes() == good
+    # sampling reads only the weights it uses: the trained weights of step 4 are intact, and serve --weights model
+    from ddpm_fast.interop.pretrained import load_pretrained
+
+    trained = load_pretrained(newest, "model")
+    assert trained.path == newest and trained.weights == "model"
+    step4 = checkpoints.load_checkpoint(newest, parts=("model.safetensors",))
+    assert step4.ema is None and all(torch.equal(trained.model.state_dict()[k], v) for k, v in step4.model.items())
+    assert load_pretrained(tmp_path, "model").path == newest  # the run folder: the newest whose model file is good
+    with pytest.warns(RuntimeWarning, match="ema.safetensors"):
+        assert load_pretrained(tmp_path).path.name == "step-00000002"  # EMA: the last good EMA file
+    with pytest.raises(ValueError, match="ema.safetensors.*corrupt or truncated"):
+        load_pretrained(newest)
+    out = tmp_path.parent / f"{tmp_path.name}-model.png"
+    assert cli.main(["sample", "--checkpoint", str(newest), "--weights", "model", "--num-samples", "2", "--steps",
+                     "2", "--device", "cpu", "--no-compile", "--out", str(out)]) == 0 and out.is_file()
     (newest / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="state.json"):
         checkpoints.load_checkpoint(newest)
@@ -386,6 +401,38 @@ def test_sample_from_a_training_run(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["sample", "--checkpoint", str(tmp_path / "run"), "--schedule", "cosine", "--out", str(out)]) == 2
     assert "--schedule/--train-timesteps cosine, T=100 contradicts the schedule stored with" in capsys.readouterr().err
+
+
+def test_resume_reads_the_stored_setup_and_data_range(tmp_path, capsys):
+    """--resume takes the run's stored setup (the README's `--steps N --resume`); a flag may repeat it, not contradict
+    it; --steps below the run's step is an error. The .npz's --data-range is stored with the run and read back."""
+    import numpy as np
+
+    unit = np.random.default_rng(0).random((8, 8, 8, 3)).astype(np.float32)  # [0, 1] images
+    np.savez(tmp_path / "unit.npz", images=unit, labels=np.zeros(8))
+    run = str(tmp_path / "run")
+    fresh = ["train", "--run-dir", run, "--data", str(tmp_path / "unit.npz"), "--key", "images", "--data-range",
+             "0,1", "--image-size", "8", "--train-timesteps", "50", "--batch-size", "4", "--steps", "2",
+             "--no-progress", "--device", "cpu"]
+    assert cli.main(fresh) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", run, "--steps", "1", "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--steps 1 is below the step the run has reached (2" in err, err
+    assert cli.main(["train", "--run-dir", run, "--steps", "3", "--resume", "--image-size", "16"]) == 2
+    assert "image_size: checkpoint 8, given 16" in capsys.readouterr().err
+    assert cli.main(["train", "--run-dir", run, "--steps", "3", "--resume", "--image-size", "8", "--batch-size",
+                     "4", "--no-progress", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert "resumed from" in capsys.readouterr().out
+    state = checkpoints.load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000003").state
+    stored = state["training_config"]
+    assert (stored["image_size"], stored["num_train_timesteps"], stored["batch_size"]) == (8, 50, 4)
+    assert (stored["data_range"], stored["data_key"], stored["steps"]) == ([0.0, 1.0], "images", 3)
+    trainer = Trainer(None, tmp_path / "run", progress=False, resume=True)  # the library reads it back too
+    assert trainer.step == 3 and trainer.dataset.value_range == (0.0, 1.0)
+    assert trainer.dataset[0].min() < 0  # mapped onto [-1, 1]
+    with pytest.raises(ValueError, match="steps=2 is below the step this run has reached"):
+        trainer.train(steps=2)
 
 
 def test_train_cli_errors_are_messages(tmp_path, capsys):

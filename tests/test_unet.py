@@ -251,7 +251,13 @@ def test_timestep_forms_and_bad_inputs():
         batch = model(x, torch.tensor([7, 7]))
         assert torch.equal(model(x, 7), batch)
         assert torch.equal(model(x, torch.tensor(7)), batch)
-        assert torch.equal(model(x, 7.6), batch)  # a Python number is an integer step, as in diffusers
+        assert torch.equal(model(x, 7.0), batch)  # an integral Python float is that step
+        assert torch.equal(model(x, torch.tensor([7.0, 7.0])), batch)
+        # diffusers truncates 7.6 to step 7 without a word; a DDPM timestep is an integer step, so it is refused
+        with pytest.raises(ValueError, match="timestep must be an integer step, got 7.6"):
+            model(x, 7.6)
+        with pytest.raises(ValueError, match="timestep must hold integer steps"):
+            model(x, torch.tensor([7.0, 7.5]))
         with pytest.raises(ValueError, match="timestep"):
             model(x, torch.tensor([1, 2, 3]))
         with pytest.raises(TypeError, match="timestep"):

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+
+# Flags whose value is a comma-separated list that may start with a minus sign ("-1,0"); see attach_list_values.
+LIST_FLAGS = ("--class-labels", "--data-range")
+_NEGATIVE_START = re.compile(r"-\.?\d")
 
 
 def _number(text: str, kind: type, what: str):
@@ -12,6 +17,47 @@ def _number(text: str, kind: type, what: str):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def attach_list_values(argv: list[str]) -> list[str]:
+    """argv with "--class-labels -1,0" written "--class-labels=-1,0". argparse takes a token that starts with "-"
+    for another option unless it is a plain negative number, so "-1,0" after a list flag would be reported as a
+    missing value; joined to its flag, it reaches the flag's own check, which says what is wrong with it."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token in LIST_FLAGS and index + 1 < len(argv) and _NEGATIVE_START.match(argv[index + 1]):
+            joined.append(f"{token}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(token)
+        index += 1
+    return joined
+
+
+def given_destinations(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options argv gives explicitly (a value equal to the default included), which a
+    parsed namespace cannot tell from defaults: argv parsed again with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace))
+
+
+_DEVICE = re.compile(r"auto|cpu(:\d+)?|cuda(:\d+)?")
+
+
+def device(text: str) -> str:
+    """--device's value, checked for its form at once (before torch is imported): auto, cpu, cuda or cuda:N."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -49,16 +95,36 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def class_labels(text: str) -> list[int]:
-    """'3,3,5' → [3, 3, 5]: class indices (integers >= 0), comma-separated."""
-    try:
-        labels = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class indices such as 3,3,5, got {text!r}") \
-            from None
-    if any(label < 0 for label in labels):
-        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {text}")
+def class_labels(text: str) -> list:
+    """'3,3,5' → [3, 3, 5], 'cat,dog' → ['cat', 'dog']: class indices (integers >= 0) or class names (looked up in
+    the names stored with the model once it is loaded), comma-separated."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices or names such as 3,3,5 or cat,dog, "
+                                         f"got {text!r}")
+    labels: list = []
+    for part in parts:
+        try:
+            labels.append(int(part))
+        except ValueError:
+            labels.append(part)
+    negative = [label for label in labels if isinstance(label, int) and label < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {negative[0]} in {text}")
     return labels
+
+
+def value_range(text: str) -> tuple[float, float]:
+    """'0,1' → (0.0, 1.0): the range LOW,HIGH a data set's float values lie in (finite, LOW < HIGH)."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH: two finite numbers, LOW < HIGH, such as 0,1; got "
+                                         f"{text!r}")
+    return low, high
 
 
 def finite_float(text: str) -> float:

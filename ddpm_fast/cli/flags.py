@@ -10,6 +10,7 @@ from __future__ import annotations
 # The Python API's parameter (or "parameter=value") -> the flag that sets it.
 PARAMETER_FLAGS = {
     "num_inference_steps": "--steps",
+    "steps": "--steps",
     "timesteps": "--steps",
     "class_labels": "--class-labels",
     "guidance_scale": "--guidance-scale",
@@ -42,10 +43,14 @@ def flag_of(term: str) -> str:
 def error_text(error: Exception) -> str:
     """An error's one line with the command line's words: a parameter's error names its flag, a setup conflict names
     the flag, both values and --override-setup."""
-    from ..checks import ParameterError, ParameterTypeError
-    from ..diffusion_setup import SetupConflict
+    import sys
 
-    if isinstance(error, SetupConflict):
+    from ..checks import ParameterError, ParameterTypeError
+
+    # A SetupConflict can only come from a loaded diffusion_setup, which imports torch: an error met before it (a
+    # flag checked before the heavy imports) is rendered without importing it.
+    setup_module = sys.modules.get("ddpm_fast.diffusion_setup")
+    if setup_module is not None and isinstance(error, setup_module.SetupConflict):
         given = (flag_of(f"{error.name}={error.given}") if error.name != "schedule"
                  else f"{flag_of(error.name)} {error.given}")
         return (f"{given} contradicts the {error.name} stored with {error.source} ({error.stored}); pass "

@@ -19,7 +19,7 @@ from .export import add_export_parser, run_export_command
 from .flags import error_text
 from .sample import add_sample_parser, run_sample_command
 from .threads import HELP_NOTE as THREADS_NOTE
-from .threads import configure_torch_threads
+from .threads import check_thread_environment, configure_torch_threads
 from .train import add_train_parser, run_train
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "GPU)")
     demo.add_argument("--num-samples", type=arguments.positive_int, default=None,
                       help="at least 2: the quality figures compare sets (default: 64)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    demo.add_argument("--device", type=arguments.device, default="auto", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=arguments.seed, default=0)
     demo.add_argument("--no-compile", action="store_true", help="FastSampler without torch.compile")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,11 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = arguments.attach_list_values(list(sys.argv[1:] if argv is None else argv))
     args, unknown = parser.parse_known_args(argv)
     command_parser = parser.subcommands[args.command]  # its errors name the subcommand and point to its --help
     if unknown:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "train":  # a resumed run takes the flags given, and its stored setup for the rest
+        args.given = arguments.given_destinations(command_parser, argv[argv.index("train") + 1:])
     _show_notes()
+    if args.command in ("demo", "train", "sample") and not args.device.startswith("cuda"):
+        try:  # before the slow imports: a bad DDPM_FAST_THREADS is reported at once
+            check_thread_environment()
+        except ValueError as error:
+            print(f"ddpm-fast {args.command}: error: {error}", file=sys.stderr)
+            return 2
     if args.command == "demo" and args.num_samples is not None and args.num_samples < 2:
         command_parser.error(f"--num-samples must be at least 2 (the quality figures compare sets of images), got "
                              f"{args.num_samples}")

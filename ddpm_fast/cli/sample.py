@@ -40,14 +40,17 @@ def add_sample_parser(commands) -> None:
                              "(10-25)")
     sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
     sample.add_argument("--class-labels", type=arguments.class_labels, default=None, metavar="K[,K...]",
-                        help="the class of each sample, for a class-conditional model (one value: every sample); "
-                             "e.g. 3,3,5")
+                        help="the class of each sample, for a class-conditional model (one value: every sample): an "
+                             "index below the model's class count, or a class name stored with the model (a "
+                             "--class-conditional run stores its dataset's: CIFAR-10's classes, an image folder's "
+                             "sub-folders); e.g. 3,3,5 or cat,cat,dog. A PNG grid of several classes has a row per "
+                             "class, named")
     sample.add_argument("--guidance-scale", type=arguments.finite_float, default=None, metavar="W",
                         help="classifier-free guidance: ε_uncond + W·(ε_cond − ε_uncond), one model call of 2B per "
                              "step (needs --class-labels and a model trained with --class-conditional; 1: the "
                              "conditional model, 0: the unconditional one)")
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun, cuda is "
-                                                         "cuda:LOCAL_RANK)")
+    sample.add_argument("--device", type=arguments.device, default="auto",
+                        help="auto, cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK)")
     sample.add_argument("--dtype", choices=SAMPLER_DTYPES, default="auto",
                         help="the U-Net's compute dtype (auto: bfloat16 on CUDA, float32 on a CPU)")
     compiling = sample.add_mutually_exclusive_group()
@@ -103,7 +106,9 @@ def _run_sample(args: argparse.Namespace) -> int:
             threads = configure_torch_threads()
             if rank == 0:
                 print(threads, flush=True)
-        sampler = _build_sampler(args, device)
+        sampler, setup = _build_sampler(args, device)
+        if args.class_labels is not None:  # names, as the setup stores them, become indices
+            args.class_labels = setup.class_indices(args.class_labels)
         if args.out.suffix.lower() == ".png" and sampler.sample_shape[0] not in IMAGE_CHANNELS:
             raise ValueError(f"--out {args.out}: a PNG holds 1, 3 or 4 channels; this model samples "
                              f"{sampler.sample_shape[0]}, write a .safetensors file instead")
@@ -113,7 +118,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                                 class_labels=args.class_labels, guidance_scale=args.guidance_scale)
         if rank == 0:
             images = images.cpu()  # also waits for the device
-            _write_samples(args.out, images, _metadata(args))
+            _write_samples(args.out, images, _metadata(args), args.class_labels, setup.class_names)
             wall_seconds = time.perf_counter() - start
             report = sampler.last_report
             shard = f"; {report.batch_size} of them on rank 0" if world_size > 1 else ""
@@ -136,10 +141,11 @@ def _build_sampler(args: argparse.Namespace, device):
     from ..sampling.sampler import FastSampler
 
     model, setup = source.load_source(args)
-    return FastSampler(model, setup.schedule(), setup.sample_shape, **setup.sampler_options(), device=device,
-                       dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
-                       compile=False if args.no_compile else (True if args.compile else None),
-                       cuda_graphs=False if args.no_cuda_graphs else None)
+    sampler = FastSampler(model, setup.schedule(), setup.sample_shape, **setup.sampler_options(), device=device,
+                          dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+                          compile=False if args.no_compile else (True if args.compile else None),
+                          cuda_graphs=False if args.no_cuda_graphs else None)
+    return sampler, setup
 
 
 def _metadata(args: argparse.Namespace) -> dict[str, str]:
@@ -152,12 +158,13 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
     return metadata
 
 
-def _write_samples(path: pathlib.Path, images, metadata: dict[str, str]) -> None:
-    """float32 [N, C, H, W] in [-1, 1] → a PNG grid or a safetensors file, written atomically."""
+def _write_samples(path: pathlib.Path, images, metadata: dict[str, str], labels=None, class_names=None) -> None:
+    """float32 [N, C, H, W] in [-1, 1] → a PNG grid (one named row per class when `labels` hold several) or a
+    safetensors file, written atomically."""
     from .. import files  # here: --help stays free of torch
     from ..data.images import save_grid
 
     if path.suffix.lower() == ".safetensors":
         files.save_tensors(path, {"images": images.float().contiguous()}, metadata=metadata)
     else:
-        save_grid(path, images)
+        save_grid(path, images, labels=labels, class_names=class_names)

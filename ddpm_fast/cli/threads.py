@@ -69,21 +69,32 @@ def busy_cores(seconds: float = SAMPLE_SECONDS) -> Optional[float]:
     return busy
 
 
+def check_thread_environment() -> None:
+    """The ValueError choose_threads() would raise for a bad DDPM_FAST_THREADS / OMP_NUM_THREADS, without measuring
+    the load: for the command line to report it before its slow imports."""
+    chosen = os.environ.get(ENVIRONMENT, "").strip()
+    if chosen and chosen != "all":
+        cores = available_cores()
+        if not chosen.isdigit() or not 1 <= int(chosen) <= cores:
+            raise ValueError(f"environment variable {ENVIRONMENT} must be 'all' or an int in [1, {cores}] (this "
+                             f"process's cores), got {chosen!r}")
+    elif not chosen:
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if omp and (not omp.isdigit() or int(omp) < 1):  # OpenMP would only warn and carry on with its default
+            raise ValueError(f"environment variable OMP_NUM_THREADS must be a positive int, got {omp!r}")
+
+
 def choose_threads() -> tuple[Optional[int], str]:
     """(threads for torch.set_num_threads or None to leave torch's default, why). Reads DDPM_FAST_THREADS first."""
+    check_thread_environment()
     chosen = os.environ.get(ENVIRONMENT, "").strip()
     if chosen == "all":
         return None, f"{ENVIRONMENT}=all: torch's default"
     cores = available_cores()
     if chosen:
-        if not chosen.isdigit() or not 1 <= int(chosen) <= cores:
-            raise ValueError(f"environment variable {ENVIRONMENT} must be 'all' or an int in [1, {cores}] (this "
-                             f"process's cores), got {chosen!r}")
         return int(chosen), f"{ENVIRONMENT}={chosen}"
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp:
-        if not omp.isdigit() or int(omp) < 1:  # OpenMP would only warn and carry on with its default
-            raise ValueError(f"environment variable OMP_NUM_THREADS must be a positive int, got {omp!r}")
         return None, f"OMP_NUM_THREADS={omp}"
     busy = busy_cores()
     if busy is None:

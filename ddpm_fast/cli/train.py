@@ -2,7 +2,7 @@
 
     ddpm-fast train --run-dir runs/shapes --steps 2000                # the embedded shapes dataset
     ddpm-fast train --run-dir runs/cifar --data cifar-10-batches-py/ --model ddpm-cifar10 --batch-size 128
-    ddpm-fast train --run-dir runs/shapes --steps 4000 --resume       # continue from the last good checkpoint
+    ddpm-fast train --run-dir runs/shapes --steps 4000 --resume       # continue: the run's stored setup, to step 4000
     ddpm-fast train --run-dir runs/classes --class-conditional        # for sample --class-labels --guidance-scale
     torchrun --nproc_per_node 8 -m ddpm_fast train --run-dir runs/cifar --data ... --batch-size 1024
 """
@@ -20,6 +20,8 @@ from .flags import error_text
 from .threads import HELP_NOTE as THREADS_NOTE
 from .threads import configure_torch_threads
 
+CHECKPOINTS_DIR = "checkpoints"  # models/checkpoints.py's name (imported with torch, so not from there)
+
 
 def add_train_parser(commands) -> None:
     defaults = TrainingConfig()
@@ -32,9 +34,18 @@ def add_train_parser(commands) -> None:
                     + THREADS_NOTE)
     train.add_argument("--run-dir", type=pathlib.Path, required=True, metavar="DIR",
                        help="where checkpoints, log.jsonl, loss.png and sample grids go")
-    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last good checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from RUN_DIR's last good checkpoint, with the setup stored there (image size, "
+                            "schedule, batch size, data, ...): flags may repeat it, not contradict it; --steps and "
+                            "the checkpoint, log and sample flags may change")
     train.add_argument("--data", default=defaults.data,
                        help="'shapes' (embedded, generated), an image folder, a .npz file or a CIFAR-10 python folder")
+    train.add_argument("--key", dest="data_key", default=None, metavar="NAME",
+                       help="the array of a .npz file that holds the images (needed when the file holds several)")
+    train.add_argument("--data-range", type=arguments.value_range, default=None, metavar="LOW,HIGH",
+                       help="the range a .npz file's float images lie in, mapped onto [-1, 1]: 0,1 for [0, 1] images "
+                            "(what image libraries and ToTensor give); stored with the run (default: [-1, 1], and "
+                            "an array lying wholly in [0, 1] is refused rather than taken as [-1, 1])")
     train.add_argument("--skip-unreadable", action="store_true",
                        help="leave out the images of an image folder that cannot be decoded (counted in log.jsonl) "
                             "instead of stopping before training")
@@ -91,13 +102,23 @@ def add_train_parser(commands) -> None:
                             "needs `pip install tensorboard`)")
     train.add_argument("--num-workers", type=arguments.non_negative_int, default=defaults.num_workers,
                        help="DataLoader worker processes")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    train.add_argument("--device", type=arguments.device, default="auto",
+                       help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
-    return TrainingConfig(
-        model=args.model, data=args.data, skip_unreadable_images=args.skip_unreadable,
+# A flag's destination -> the TrainingConfig field it sets, where the two names differ; and the flags that set none.
+FIELD_OF_FLAG = {"skip_unreadable": "skip_unreadable_images", "train_timesteps": "num_train_timesteps",
+                 "lr": "learning_rate", "no_grad_clip": "grad_clip", "no_ema_warmup": "ema_warmup"}
+NOT_SETTINGS = ("command", "run_dir", "resume", "device", "no_progress", "given")
+
+
+def settings_from_arguments(args: argparse.Namespace, given: set[str] | None = None) -> dict:
+    """The TrainingConfig fields the arguments set: all of them (defaults included), or with `given` (the flags
+    typed, see arguments.given_destinations) only those, for a resumed run to check against its stored config."""
+    settings = dict(
+        model=args.model, data=args.data, data_key=args.data_key, data_range=args.data_range,
+        skip_unreadable_images=args.skip_unreadable,
         image_size=args.image_size, num_workers=args.num_workers,
         schedule=args.schedule, num_train_timesteps=args.train_timesteps, prediction_type=args.prediction_type,
         min_snr_gamma=args.min_snr_gamma, variance_type=args.variance_type, vlb_weight=args.vlb_weight,
@@ -110,23 +131,36 @@ def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
         compile=args.compile, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, sample_every=args.sample_every, sample_count=args.sample_count,
         sample_steps=args.sample_steps)
+    if given is None:
+        return settings
+    fields = {FIELD_OF_FLAG.get(dest, dest) for dest in given if dest not in NOT_SETTINGS}
+    return {name: value for name, value in settings.items() if name in fields}
+
+
+def config_from_arguments(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(**settings_from_arguments(args))
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..sampling.distributed import init_from_environment, teardown
-    from ..training.trainer import Trainer
-
+    # Every check that needs no torch comes first: a mistyped flag is reported at once, not after the imports.
+    given = getattr(args, "given", None)
     try:
-        if args.cond_drop_prob is not None and not args.class_conditional:
-            raise ValueError("--cond-drop-prob applies to --class-conditional training only")
-        config = config_from_arguments(args)
+        if args.resume and not args.run_dir.is_dir():  # a mistyped folder would silently start a new run
+            raise ValueError(f"--resume: {args.run_dir} is no run folder (drop --resume to start one)")
+        resuming = args.resume and given is not None and (args.run_dir / CHECKPOINTS_DIR).is_dir()
+        if resuming:  # the run's stored setup, with the flags given checked against it (or changing what may change)
+            config = settings_from_arguments(args, given)
+        else:
+            if args.cond_drop_prob is not None and not args.class_conditional:
+                raise ValueError("--cond-drop-prob applies to --class-conditional training only")
+            config = config_from_arguments(args)
     except (TypeError, ValueError) as error:
         print(f"ddpm-fast train: error: {error_text(error)}", file=sys.stderr)
         return 2
-    if args.resume and not args.run_dir.is_dir():  # a mistyped folder would silently start a new run
-        print(f"ddpm-fast train: error: --resume: {args.run_dir} is no run folder (drop --resume to start one)",
-              file=sys.stderr)
-        return 2
+
+    from ..sampling.distributed import init_from_environment, teardown
+    from ..training.trainer import Trainer
+
     try:
         rank, world_size, device = init_from_environment(args.device)
     except ValueError as error:  # --device cuda without CUDA, a device torch cannot read
@@ -139,14 +173,16 @@ def run_train(args: argparse.Namespace) -> int:
                 print(threads, flush=True)
             trainer = Trainer(config, args.run_dir, device=device, resume=args.resume,
                               progress=not args.no_progress)
-        except (ValueError, FileNotFoundError) as error:  # bad data paths, sizes, a resume that does not fit, threads
+        except (TypeError, ValueError, FileNotFoundError) as error:  # bad data, sizes, a resume that does not fit
             print(f"ddpm-fast train: error: {error_text(error)}", file=sys.stderr)
             return 2
+        config = trainer.config
         if rank == 0:
             resumed = getattr(trainer, "resumed_from", None)
             print(f"training {config.model} U-Net ({trainer.model.num_parameters():,} parameters) on "
                   f"{_describe(trainer.dataset)}, {world_size} process(es) on {device}, global batch "
-                  f"{config.batch_size}" + (f", resumed from {resumed}" if resumed else ""), flush=True)
+                  f"{config.batch_size}" + (f", resumed from {resumed} (its stored setup)" if resumed else ""),
+                  flush=True)
             if trainer.class_names is not None:
                 names = ", ".join(f"{i} {name}" for i, name in enumerate(trainer.class_names))
                 null = (f"; null class {trainer.null_class_label} (labels dropped with probability "

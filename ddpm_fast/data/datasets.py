@@ -8,7 +8,10 @@ here: the trainer flips each global batch with flips drawn from (seed, step) (``
 reproducible, resumes exactly, and is the same under torchrun, whatever the number of loader workers.
 
 Rules, chosen once for all kinds:
-- uint8 pixels map to ``x / 127.5 - 1``; float arrays (``.npz`` only) must already lie in [-1, 1].
+- uint8 pixels map to ``x / 127.5 - 1``; float arrays (``.npz`` only) must lie in [-1, 1], or in the
+  ``value_range`` given, which maps linearly onto [-1, 1]. A float array whose values all lie in [0, 1] is refused
+  without a ``value_range``: it is almost surely a [0, 1] image array (what image libraries and ``ToTensor`` give),
+  and trained on as [-1, 1] it would teach washed-out images, silently.
 - A dataset whose native size differs from ``image_size`` is resized: image folders with Pillow (shorter side
   to ``image_size``, bicubic, then a centre crop), ``.npz`` arrays and CIFAR-10 once at load time with
   ``torch.nn.functional.interpolate`` (bicubic, antialiased). Arrays must hold square images.
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from ..checks import check_choice
+from ..checks import check_choice, check_value_range
 
 PathLike = Union[str, os.PathLike]
 
@@ -309,25 +312,37 @@ def _unreadable_because(path: pathlib.Path, image_size: int) -> Optional[str]:
 class NpzDataset(InMemoryImages):
     """Square images stored in one array of an ``.npz`` file: [N, H, W, C] or [N, C, H, W] with C in 1, 3, 4.
 
-    The array is the file's only one, or the one named by ``key``. uint8 pixels map to [-1, 1]; a float array
-    must already lie in [-1, 1]: one outside it (a [0, 255] array, say) is refused rather than rescaled by a guess,
-    and a [0, 1] array, which lies inside, is taken as it is (store x·2 − 1). The layout is read from where
-    the channel axis is (channels-last wins if both fit, e.g. [N, 3, 3, 3]). Channels are kept as stored.
-    With ``image_size`` the images are resized once, at load time; by default they keep their stored size.
+    key: the array to read; may be left out when the file holds one array (a file of several names them in the
+    error). uint8 pixels map to [-1, 1]. A float array must lie in [-1, 1]; one outside it (a [0, 255] array, say)
+    is refused rather than rescaled by a guess, and so is one whose values all lie in [0, 1] (most float image
+    arrays are [0, 1]; taken as [-1, 1] they would train washed-out images).
+    value_range: (low, high), the range a float array's values lie in, mapped linearly onto [-1, 1]: (0, 1) for
+    [0, 1] images, (-1, 1) to take an array that happens to lie in [0, 1] as it is. Values outside it are refused.
+    For uint8 pixels only (0, 255) (what they are) is accepted.
+    The layout is read from where the channel axis is (channels-last wins if both fit, e.g. [N, 3, 3, 3]). Channels
+    are kept as stored. With ``image_size`` the images are resized once, at load time; by default they keep their
+    stored size. Errors: ValueError naming the file (and the array) for every refusal, TypeError for a key or
+    value_range of the wrong type, FileNotFoundError for a missing file.
     """
 
-    def __init__(self, path: PathLike, image_size: Optional[int] = None, key: Optional[str] = None):
+    def __init__(self, path: PathLike, image_size: Optional[int] = None, key: Optional[str] = None,
+                 value_range: Optional[tuple[float, float]] = None):
         self.path = _existing_path(path, "path")
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be the name of an array (a str) or None, got {type(key).__name__}")
+        self.value_range = check_value_range(value_range)
         self.source = str(self.path) + (f"[{key}]" if key is not None else "")
-        array = _load_npz_array(self.path, key)
+        array = _load_npz_array(self.path, key, self.value_range)
         images = torch.from_numpy(_channels_first(array, self.path))
         self.channels = images.shape[1]
         self.image_size = images.shape[-1] if image_size is None else _check_int("image_size", image_size, 1)
         self.images = _resize_square(images, self.image_size)
 
 
-def _load_npz_array(path: pathlib.Path, key: Optional[str]) -> np.ndarray:
-    """The chosen array of an .npz file, read without unpickling anything; every failure names the file."""
+def _load_npz_array(path: pathlib.Path, key: Optional[str],
+                    value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """The chosen array of an .npz file, read without unpickling anything: uint8 as stored, or float32 in [-1, 1]
+    (a float array mapped from value_range); every failure names the file."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -338,23 +353,23 @@ def _load_npz_array(path: pathlib.Path, key: Optional[str]) -> np.ndarray:
         names = list(archive.files)
         if key is None:
             if len(names) != 1:
-                raise ValueError(f"{path}: holds {len(names)} arrays {names}; pass key= to choose one"
+                raise ValueError(f"{path}: holds {len(names)} arrays ({', '.join(names)}); choose the images with "
+                                 "--key NAME (NpzDataset(..., key=NAME); TrainingConfig(data_key=NAME))"
                                  if names else f"{path}: empty .npz file (no arrays)")
             key = names[0]
         elif key not in names:
-            raise ValueError(f"{path}: no array named {key!r} (arrays: {names})")
+            raise ValueError(f"{path}: no array named {key!r} (arrays: {', '.join(names)})")
         try:
             array = archive[key]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # object arrays need pickle
             raise ValueError(f"{path}: cannot read array {key!r} ({error})") from None
 
     if array.dtype == np.uint8:
-        pass
+        if value_range is not None and value_range != (0.0, 255.0):
+            raise ValueError(f"{path}: array {key!r} holds uint8 pixels, which are [0, 255]; value_range "
+                             f"{value_range} (--data-range) applies to float arrays")
     elif array.dtype.kind == "f":
-        if array.size and not (np.isfinite(array).all() and array.min() >= -1 and array.max() <= 1):
-            raise ValueError(f"{path}: float images must lie in [-1, 1], got values in "
-                             f"[{array.min()}, {array.max()}] (store uint8 pixels, or rescale)")
-        array = array.astype(np.float32)
+        array = _float_images_to_unit_range(array, path, key, value_range)
     else:
         raise ValueError(f"{path}: array {key!r} has dtype {array.dtype}; expected uint8 or float in [-1, 1]")
     if array.ndim != 4:
@@ -362,6 +377,34 @@ def _load_npz_array(path: pathlib.Path, key: Optional[str]) -> np.ndarray:
     if array.shape[0] == 0:
         raise ValueError(f"{path}: array {key!r} holds no images (shape {array.shape})")
     return array
+
+
+def _float_images_to_unit_range(array: np.ndarray, path: pathlib.Path, key: str,
+                                value_range: Optional[tuple[float, float]]) -> np.ndarray:
+    """float32 in [-1, 1] from a float array in value_range (None: [-1, 1] as stored, but not all within [0, 1])."""
+    if not array.size:
+        return array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path}: array {key!r} holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if value_range is None:
+        if not (-1 <= low and high <= 1):
+            raise ValueError(f"{path}: float images must lie in [-1, 1], got values in [{low}, {high}] (store "
+                             "uint8 pixels, or give the range they lie in: --data-range LOW,HIGH; "
+                             "NpzDataset(..., value_range=(LOW, HIGH)))")
+        if low >= 0:
+            raise ValueError(
+                f"{path}: the float images lie in [0, 1] (values {low:.4g} to {high:.4g}), not [-1, 1]: trained on "
+                "as they are, they would teach washed-out images. For [0, 1] images (image libraries, ToTensor) "
+                "pass --data-range 0,1 (NpzDataset(..., value_range=(0, 1)); TrainingConfig(data_range=(0, 1))), "
+                "which maps them to [-1, 1]; for [-1, 1] images that happen to lie in [0, 1], --data-range=-1,1")
+        return array.astype(np.float32)
+    range_low, range_high = value_range
+    if low < range_low or high > range_high:
+        raise ValueError(f"{path}: array {key!r} has values in [{low}, {high}], outside the value range "
+                         f"[{range_low:g}, {range_high:g}] given (--data-range)")
+    mapped = (array.astype(np.float64) - range_low) * (2.0 / (range_high - range_low)) - 1.0
+    return np.clip(mapped, -1.0, 1.0).astype(np.float32)
 
 
 def _channels_first(array: np.ndarray, path: pathlib.Path) -> np.ndarray:
@@ -507,21 +550,28 @@ class LabelledImages(torch.utils.data.Dataset):
 
 
 def open_dataset(source: Union[PathLike, None], image_size: int = 32, *, skip_unreadable: bool = False,
+                 key: Optional[str] = None, value_range: Optional[tuple[float, float]] = None,
                  **options) -> torch.utils.data.Dataset:
     """The dataset ``source`` names, at ``image_size``; ``options`` go to its class. ``skip_unreadable`` applies to
-    image folders (the other kinds are one file, read whole or refused).
+    image folders (the other kinds are one file, read whole or refused); ``key`` and ``value_range`` to a ``.npz``
+    file (see NpzDataset), and a ValueError says so when the source is of another kind.
 
     ``None`` or ``"shapes"`` → :class:`ShapesDataset` (num_images, seed, split); a ``.npz`` file →
     :class:`NpzDataset` (key); a folder holding data_batch_1 or test_batch, directly or in cifar-10-batches-py/ →
     :class:`Cifar10Dataset` (split); any other folder → :class:`ImageFolderDataset`. The word ``"shapes"`` wins
     over a folder of that name (write ``./shapes`` for the folder).
     """
+    is_npz = isinstance(source, (str, os.PathLike)) and pathlib.Path(source).suffix.lower() == ".npz"
+    for name, value, flag in (("key", key, "--key"), ("value_range", value_range, "--data-range")):
+        if value is not None and not is_npz:
+            raise ValueError(f"{name}={value!r} ({flag}) applies to a .npz file; the data {source or 'shapes'} is "
+                             "not one")
     if source is None or (isinstance(source, str) and source == "shapes"):
         return ShapesDataset(image_size=image_size, **options)
     path = _existing_path(source, "source")
     if path.is_file():
         if path.suffix.lower() == ".npz":
-            return NpzDataset(path, image_size=image_size, **options)
+            return NpzDataset(path, image_size=image_size, key=key, value_range=value_range, **options)
         raise ValueError(f"source {path}: not a dataset; expected 'shapes', a .npz file or a folder of images "
                          f"or CIFAR-10 batches")
     if any((folder / name).is_file() for folder in (path, path / CIFAR10_FOLDER)

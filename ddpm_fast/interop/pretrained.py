@@ -133,8 +133,8 @@ def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weigh
 
 def _load_folder(folder: pathlib.Path, weights: Optional[str], name: str) -> Pretrained:
     if checkpoints.is_training_checkpoint(folder):
-        checkpoint = checkpoints.resolve_checkpoint(folder)
         weights = weights or "ema"
+        checkpoint = checkpoints.resolve_checkpoint(folder, parts=(f"{weights}.safetensors",))  # only what it uses
         model, setup = checkpoints.checkpoint_model(checkpoint, weights)
         return Pretrained(model, setup, "checkpoint", checkpoint.path, weights, name)
     one_set = f"weights={weights!r}: {name} holds one set of weights; 'ema' and 'model' are a training checkpoint's"

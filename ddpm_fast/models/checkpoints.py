@@ -12,6 +12,8 @@
 The folder is written under a temporary name, fsynced, then renamed: a crash mid-write leaves a stray temp folder
 (ignored, cleared on the next save), never a half checkpoint under a real name. Loading re-hashes every file, so a
 truncated or corrupted one is a ValueError naming it, and `latest_checkpoint` skips it for the last good one.
+Sampling reads and verifies only the weights it samples with (`parts`): a corrupt EMA file does not block the
+trained weights beside it.
 """
 
 from __future__ import annotations
@@ -46,14 +48,15 @@ PathLike = Union[str, os.PathLike]
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint, loaded on the CPU."""
+    """A verified checkpoint, loaded on the CPU. model / ema / optimizer are None where load_checkpoint was asked
+    for other parts only (sampling reads one set of weights)."""
 
     path: pathlib.Path
     step: int
     state: dict[str, Any]
-    model: dict[str, torch.Tensor]
-    ema: dict[str, torch.Tensor]
-    optimizer: dict[str, torch.Tensor]
+    model: Optional[dict[str, torch.Tensor]]
+    ema: Optional[dict[str, torch.Tensor]]
+    optimizer: Optional[dict[str, torch.Tensor]]
 
 
 def step_folder_name(step: int) -> str:
@@ -136,33 +139,41 @@ def is_training_checkpoint(path: PathLike) -> bool:
     return (path / STATE_NAME).is_file() or (path / CHECKPOINTS_DIR).is_dir()
 
 
-def latest_checkpoint(run_dir: PathLike) -> Optional[Checkpoint]:
-    """The newest checkpoint of a run that verifies, or None when there is none. Newer ones that fail to verify
-    (truncated, corrupted) are skipped with a warning naming the file."""
+def latest_checkpoint(run_dir: PathLike, parts: tuple[str, ...] = TENSOR_FILES) -> Optional[Checkpoint]:
+    """The newest checkpoint of a run whose state, config and `parts` verify (see load_checkpoint), or None when
+    there is none. Newer ones that fail to verify (truncated, corrupted) are skipped with a warning naming the
+    file."""
     root = pathlib.Path(run_dir) / CHECKPOINTS_DIR
     for _, folder in reversed(_step_folders(root)):
         try:
-            return load_checkpoint(folder)
+            return load_checkpoint(folder, parts)
         except (ValueError, FileNotFoundError) as error:
             warnings.warn(f"skipping unusable checkpoint: {error}", RuntimeWarning, stacklevel=2)
     return None
 
 
-def resolve_checkpoint(path: PathLike) -> Checkpoint:
-    """A checkpoint folder, or a run folder's latest good checkpoint; a clear error when there is none."""
+def resolve_checkpoint(path: PathLike, parts: tuple[str, ...] = TENSOR_FILES) -> Checkpoint:
+    """A checkpoint folder, or a run folder's latest good checkpoint (good: its `parts` verify); a clear error when
+    there is none."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint or run folder")
     if (path / STATE_NAME).is_file():
-        return load_checkpoint(path)
-    checkpoint = latest_checkpoint(path)
+        return load_checkpoint(path, parts)
+    checkpoint = latest_checkpoint(path, parts)
     if checkpoint is None:
         raise FileNotFoundError(f"{path}: no usable checkpoint (expected {path / CHECKPOINTS_DIR}/step-*/)")
     return checkpoint
 
 
-def load_checkpoint(folder: PathLike) -> Checkpoint:
-    """Read and verify one checkpoint folder: every file present, its SHA-256 as recorded, safetensors readable."""
+def load_checkpoint(folder: PathLike, parts: tuple[str, ...] = TENSOR_FILES) -> Checkpoint:
+    """Read and verify one checkpoint folder: state.json, config.json and the tensor files named in `parts` (all
+    three by default; sampling asks for the one set of weights it uses, so a corrupt ema.safetensors does not
+    block model.safetensors) present, each SHA-256 as recorded, safetensors readable. ValueError naming the file
+    that fails."""
+    unknown = [part for part in parts if part not in TENSOR_FILES]
+    if unknown:
+        raise ValueError(f"parts must name files of {', '.join(TENSOR_FILES)}, got {', '.join(unknown)}")
     folder = pathlib.Path(folder)
     state_path = folder / STATE_NAME
     state = files.read_json(state_path)
@@ -170,7 +181,7 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
             state.get("sha256"), dict):
         raise ValueError(f"{state_path}: not a {FORMAT} state file")
     tensors = {}
-    for name in ("config.json",) + TENSOR_FILES:
+    for name in ("config.json",) + tuple(part for part in TENSOR_FILES if part in parts):
         path = folder / name
         try:
             data = path.read_bytes()
@@ -180,8 +191,8 @@ def load_checkpoint(folder: PathLike) -> Checkpoint:
             raise ValueError(f"{path}: corrupt or truncated (its SHA-256 differs from the one in {STATE_NAME})")
         if name.endswith(".safetensors"):
             tensors[name] = files.parse_safetensors(path, data)
-    return Checkpoint(folder, state["step"], state, tensors["model.safetensors"], tensors["ema.safetensors"],
-                      tensors["optimizer.safetensors"])
+    return Checkpoint(folder, state["step"], state, tensors.get("model.safetensors"), tensors.get("ema.safetensors"),
+                      tensors.get("optimizer.safetensors"))
 
 
 # ------------------------------------------------------------------------------------- optimizer and RNG state
@@ -236,7 +247,10 @@ def checkpoint_model(checkpoint: Checkpoint, weights: str = "ema"):
     config = UNetConfig.from_dict(files.read_json(checkpoint.path / CONFIG_NAME)["config"])
     model = UNet(config)
     source = checkpoint.path / f"{weights}.safetensors"
-    model.load_state_dict_checked(checkpoint.ema if weights == "ema" else checkpoint.model, source)
+    tensors = checkpoint.ema if weights == "ema" else checkpoint.model
+    if tensors is None:
+        raise ValueError(f"{source}: not loaded (load_checkpoint(..., parts=) left it out)")
+    model.load_state_dict_checked(tensors, source)
     stored = checkpoint.state.get("setup")
     if stored is not None:
         setup = DiffusionSetup.from_dict(stored, f"{checkpoint.path / STATE_NAME} (setup)")

@@ -174,13 +174,33 @@ class UNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def _may_sync() -> bool:
+    """Whether a host sync is allowed here: not while torch traces, compiles or captures a CUDA graph."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def _batch_timesteps(timestep, sample: torch.Tensor) -> torch.Tensor:
-    """t as a [B] tensor on the sample's device (an int or 0-d tensor is broadcast), without a host sync."""
+    """t as a [B] tensor on the sample's device (an int or 0-d tensor is broadcast), without a host sync for the
+    integer tensors every sampler passes.
+
+    DDPM timesteps are integer steps: a non-integral one (5.5) is a ValueError naming `timestep`, never rounded away
+    in silence. A Python float is checked at once; a float tensor in eager mode costs one host sync for the check,
+    and is not checked while torch traces, compiles or captures a CUDA graph (where a sync is not allowed; the
+    ONNX export and the samplers pass int64 tensors anyway)."""
     batch = sample.shape[0]
     if isinstance(timestep, bool) or not isinstance(timestep, (int, float, torch.Tensor)):
         raise TypeError(f"timestep must be an int or a tensor, got {type(timestep).__name__}")
+    if isinstance(timestep, float) and not timestep.is_integer():
+        raise ValueError(f"timestep must be an integer step, got {timestep}")
     if not isinstance(timestep, torch.Tensor):  # a Python number becomes an integer step, as in diffusers
         return torch.full((batch,), int(timestep), device=sample.device, dtype=torch.int64)
+    if timestep.is_complex() or timestep.dtype == torch.bool:
+        raise TypeError(f"timestep must be an integer tensor, got {timestep.dtype}")
+    if timestep.is_floating_point() and _may_sync() and not bool((timestep == timestep.round()).all()):
+        raise ValueError(f"timestep must hold integer steps, got a {timestep.dtype} tensor with non-integral values "
+                         f"(e.g. {timestep[timestep != timestep.round()].flatten()[0].item()})")
     if timestep.dim() == 0:
         return timestep.to(sample.device).expand(batch)
     if timestep.dim() != 1 or timestep.shape[0] not in (1, batch):

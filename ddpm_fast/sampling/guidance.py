@@ -14,6 +14,7 @@ import torch
 
 from ..checks import ParameterError
 from ..diffusion import check_guidance_scale
+from ..diffusion_setup import user_class_count
 
 
 def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: Optional[int],
@@ -32,8 +33,8 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
             raise ParameterError("class_labels", lambda name: f"{name('class_labels')} is required: this model is "
                                  f"class-conditional ({num_class_embeds} class embeddings)" + (
                                      "" if null_class_label is None else
-                                     f"; {name(f'class_labels={null_class_label}')} (the null class) samples "
-                                     "unconditionally"))
+                                     f"; for unconditional samples give any label with "
+                                     f"{name('guidance_scale=0')}"))
         if guidance_scale is not None:
             raise ParameterError("guidance_scale", lambda name: f"{name('guidance_scale')} needs "
                                  f"{name('class_labels')} (classifier-free guidance steers towards them)")
@@ -48,9 +49,12 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
 
 
 def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optional[int],
-                   device: torch.device) -> torch.Tensor:
+                   device: torch.device, null_class_label: Optional[int] = None) -> torch.Tensor:
     """class_labels (an int for every sample, a sequence of ints, or an integer tensor [B]) as int64 [batch_size] on
-    `device`, each checked to lie in [0, num_class_embeds) when that is known (one host check, before the loop)."""
+    `device`, each checked to be one of the model's classes when num_class_embeds is known (one host check, before
+    the loop): in [0, num_class_embeds), and never the null class. The null class is internal to classifier-free
+    guidance (the label dropped in training): asked for directly it would sample unconditionally without a word, so
+    it is a ParameterError that says how to sample unconditionally (guidance_scale=0)."""
     kinds = "an int, a sequence of ints or an integer tensor or array"
     if isinstance(class_labels, (bool, np.bool_)):
         raise TypeError(f"class_labels must be {kinds}, got bool")
@@ -72,7 +76,18 @@ def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optiona
                              f"[{batch_size}], got {tuple(class_labels.shape)}")
     if batch_size and num_class_embeds is not None:
         low, high = int(class_labels.min()), int(class_labels.max())
-        if low < 0 or high >= num_class_embeds:
-            raise ParameterError("class_labels", lambda name: f"{name('class_labels')} must lie in "
-                                 f"[0, {num_class_embeds}), got values in [{low}, {high}]")
+        count = user_class_count(num_class_embeds, null_class_label)
+
+        def null_note(name) -> str:
+            return ("" if null_class_label is None else
+                    f" ({null_class_label} is the null class, internal to classifier-free guidance: for unconditional "
+                    f"samples give any class with {name('guidance_scale=0')})")
+
+        if low < 0 or high >= count:
+            raise ParameterError("class_labels", lambda name: f"{name('class_labels')} must lie in [0, {count}) (the "
+                                 f"model's {count} classes), got values in [{low}, {high}]" + (
+                                     null_note(name) if null_class_label is not None and high >= count else ""))
+        if null_class_label is not None and bool((class_labels == null_class_label).any()):
+            raise ParameterError("class_labels", lambda name: f"{name('class_labels')} holds {null_class_label}"
+                                 + null_note(name))
     return class_labels.to(device=device, dtype=torch.int64)

@@ -355,7 +355,8 @@ class FastSampler:
                                                       timesteps, use_clipped_model_output)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         self._says_unconditional)
-        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device)
+        labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device,
+                                 self.null_class_label)
                   if conditioning != "none" else None)
         if latents is not None:
             latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)

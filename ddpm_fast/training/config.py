@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..models.config import PRESETS
-from ..checks import check_min_snr_gamma, check_prediction_type
+from ..checks import check_min_snr_gamma, check_prediction_type, check_value_range
 from ..vocabulary import SCHEDULES, TRAINED_VARIANCE_TYPES
 from ..vocabulary import TRAINING_DTYPES as DTYPES
 
@@ -20,6 +20,9 @@ class TrainingConfig:
 
     model / model_overrides: a UNet preset and UNetConfig fields to change (sample_size follows image_size).
     data: "shapes" (the embedded dataset), an image folder, a .npz file or a CIFAR-10 python folder.
+    data_key, data_range: for a .npz file, the array holding the images (needed when it holds several) and the range
+        (low, high) a float array's values lie in, mapped onto [-1, 1] (e.g. (0, 1); see NpzDataset). Both are
+        stored with the run, so a resumed run reads its data as before.
     skip_unreadable_images: leave out the images of an image folder that cannot be decoded (counted in log.jsonl)
         instead of refusing the folder.
     schedule, num_train_timesteps: the noise schedule (linear with T ≠ 1000 scales β by 1000/T, as improved-diffusion
@@ -46,6 +49,8 @@ class TrainingConfig:
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     data: str = "shapes"
+    data_key: Optional[str] = None
+    data_range: Optional[tuple[float, float]] = None
     skip_unreadable_images: bool = False
     image_size: int = 32
     num_workers: int = 0
@@ -81,6 +86,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)
         self.model_overrides = dict(self.model_overrides)
+        self.data_range = check_value_range(self.data_range, "data_range")
         self.validate()
 
     def validate(self) -> None:
@@ -88,6 +94,10 @@ class TrainingConfig:
             raise ValueError(f"model must be one of the UNet presets {', '.join(PRESETS)}, got {self.model!r}")
         if not isinstance(self.data, str) or not self.data:
             raise TypeError(f"data must be 'shapes' or a path string, got {self.data!r}")
+        if self.data_key is not None and (not isinstance(self.data_key, str) or not self.data_key):
+            raise TypeError(f"data_key must be the name of an array in the .npz file (a str) or None, got "
+                            f"{self.data_key!r}")
+        check_value_range(self.data_range, "data_range")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.dtype not in DTYPES:
@@ -135,6 +145,11 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples become lists), so a config compares equal to its own saved copy."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @staticmethod
+    def to_dict_of(settings: dict[str, Any]) -> dict[str, Any]:
+        """Some settings as to_dict writes them (tuples as lists), to compare with a stored config."""
+        return json.loads(json.dumps(settings))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..checks import ParameterError
 from ..data.images import save_grid
 from ..data.datasets import LabelledImages, dataset_labels, open_dataset
 from ..diffusion_setup import DiffusionSetup
@@ -71,18 +72,24 @@ class TrainingSummary:
 class Trainer:
     """See the module docstring. Arguments:
 
-    config: a TrainingConfig. run_dir: where the run's files go.
+    config: a TrainingConfig. With resume=True it may also be None (the run's stored config, as it was) or a dict
+        of changes to the stored config (e.g. {"steps": 20000}): a resumed run reads its setup from its checkpoint,
+        and a setting given that contradicts it (other than RESUMABLE_CHANGES) is a ValueError naming both values.
+        A run folder with no checkpoint yet starts afresh, from TrainingConfig(**changes).
+    run_dir: where the run's files go.
     dataset: a Dataset of float [C, H, W] images in [-1, 1]; default open_dataset(config.data, config.image_size).
     device: "auto" (cuda:LOCAL_RANK under torchrun, cuda, else cpu), or a device.
     resume: continue from the run folder's last good checkpoint (a fresh start when it has none). Without it, a run
-        folder that already holds checkpoints is refused rather than overwritten.
+        folder that already holds checkpoints is refused rather than overwritten. A config.steps below the step the
+        run has reached is a ValueError (steps counts from the run's start).
     progress: a tqdm bar on rank 0.
     """
 
     def __init__(self, config: TrainingConfig, run_dir: Union[str, os.PathLike], *, dataset=None,
                  device: Union[str, torch.device, None] = "auto", resume: bool = False, progress: bool = True):
-        if not isinstance(config, TrainingConfig):
-            raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+        if not isinstance(config, TrainingConfig) and not (resume and (config is None or isinstance(config, dict))):
+            raise TypeError(f"config must be a TrainingConfig (or, with resume=True, None or a dict of changes to the "
+                            f"stored one), got {type(config).__name__}")
         self.run_dir = pathlib.Path(run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ValueError(f"run_dir {self.run_dir} is a file, not a folder")
@@ -100,6 +107,13 @@ class Trainer:
                              "continue it, or choose another folder")
         if checkpoint is not None:
             config = _resumed_config(checkpoint, config)
+            if config.steps < checkpoint.step:  # would train nothing, silently
+                raise ParameterError("steps", lambda term: (
+                    f"{term('steps')} {config.steps} is below the step the run has reached ({checkpoint.step}, "
+                    f"{checkpoint.path}): {term('steps')} counts from the run's start; give more than "
+                    f"{checkpoint.step} to train further"))
+        elif not isinstance(config, TrainingConfig):  # nothing to resume: a fresh start from the changes given
+            config = TrainingConfig(**(config or {}))
         self.config = config
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
@@ -108,7 +122,8 @@ class Trainer:
         if config.tensorboard and self.rank == 0:
             check_tensorboard()
         if dataset is None:
-            dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images)
+            dataset = open_dataset(config.data, config.image_size, skip_unreadable=config.skip_unreadable_images,
+                                   key=config.data_key, value_range=config.data_range)
         self.dataset = dataset
         if len(dataset) < config.batch_size:  # found before any file is made, not when the first batch is drawn
             raise ValueError(f"the dataset holds {len(dataset)} images, fewer than one batch of {config.batch_size} "
@@ -168,6 +183,9 @@ class Trainer:
         target = config.steps if steps is None else steps
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if target < self.step:
+            raise ValueError(f"steps={target} is below the step this run has reached ({self.step}): steps counts "
+                             "from the run's start")
         start_step = self.step
         log = JsonlLog(self.run_dir / "log.jsonl") if self.rank == 0 else None
         if log is not None and config.tensorboard:
@@ -350,7 +368,9 @@ class Trainer:
                 bar.set_postfix_str(f"drawing {self.config.sample_count} EMA samples x {steps} steps for the grid")
             images = self.sample(self.config.sample_count, seed=self.config.seed,
                                  num_inference_steps=self.config.sample_steps)
-            save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images)
+            labels = (torch.arange(len(images)) % len(self.class_names)).tolist() if self.class_names else None
+            save_grid(self.run_dir / "samples" / f"{checkpoints.step_folder_name(self.step)}.png", images,
+                      labels=labels, class_names=self.class_names)  # a class-conditional run: a named row per class
             if self._tensorboard is not None:
                 self._tensorboard.images("samples", images, self.step)
         if self.world_size > 1:
@@ -365,7 +385,8 @@ class Trainer:
                                             variance_type=self.config.variance_type,
                                             sample_shape=tuple(self.sample_shape),
                                             num_class_embeds=self.model.config.num_class_embeds,
-                                            null_class_label=self.null_class_label)
+                                            null_class_label=self.null_class_label,
+                                            class_names=self.class_names)
 
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
@@ -448,15 +469,28 @@ class Trainer:
             self._stop = bool(flag.item())
 
 
-def _resumed_config(checkpoint: checkpoints.Checkpoint, config: TrainingConfig) -> TrainingConfig:
-    """The checkpoint's config with the caller's changes to RESUMABLE_CHANGES; other differences are an error."""
+def _resumed_config(checkpoint: checkpoints.Checkpoint,
+                    config: Union[TrainingConfig, dict, None]) -> TrainingConfig:
+    """The checkpoint's config with the caller's changes to RESUMABLE_CHANGES; other differences are an error. A
+    dict (or None) gives only the settings to check or change; a TrainingConfig gives all of them."""
     saved = TrainingConfig.from_dict(checkpoint.state["training_config"])
-    wanted = config.to_dict()
-    differences = [f"{name}: checkpoint {value!r}, given {wanted[name]!r}" for name, value in saved.to_dict().items()
-                   if name not in RESUMABLE_CHANGES and wanted[name] != value]
+    if config is None or isinstance(config, dict):
+        changes = dict(config or {})
+        unknown = sorted(set(changes) - set(saved.to_dict()))
+        if unknown:
+            raise TypeError(f"unknown training settings: {', '.join(unknown)}")
+        stored = saved.to_dict()
+        # the stored value of each setting not given; the given one where it may change (checked again below)
+        given = {**stored, **TrainingConfig.to_dict_of(changes)}
+    else:
+        given = config.to_dict()
+    differences = [f"{name}: checkpoint {value!r}, given {given[name]!r}" for name, value in saved.to_dict().items()
+                   if name not in RESUMABLE_CHANGES and given[name] != value]
     if differences:
-        raise ValueError(f"cannot resume {checkpoint.path} with a different setup — " + "; ".join(differences))
-    return saved.replace(**{name: getattr(config, name) for name in RESUMABLE_CHANGES})
+        raise ValueError(f"cannot resume {checkpoint.path} with a different setup — " + "; ".join(differences) +
+                         " (a resumed run reads its setup from the run folder: leave these settings out)")
+    resumable = {name: given[name] for name in RESUMABLE_CHANGES}
+    return TrainingConfig.from_dict({**saved.to_dict(), **resumable})
 
 
 def _process_group() -> tuple[int, int]:
