@@ -65,7 +65,8 @@ def test_a_torch_references_test_that_reaches_a_kernel_fails(tmp_path):
     """The check behind the mark (tests/conftest.py): in the TRITON_INTERPRET=0 run, a marked test whose op would take
     a kernel under the interpreter fails, so the interpreter's run loses nothing by leaving marked tests out."""
     (tmp_path / "test_marked.py").write_text(MARKED_BUT_REACHING, encoding="utf-8")
-    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "TRITON_INTERPRET": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-p", "no:cacheprovider",
                              "--rootdir", str(tmp_path), str(tmp_path / "test_marked.py")], env=env,
