@@ -332,7 +332,6 @@ def conditional_onnx(tmp_path_factory):
 
 
 @pytest.mark.torch_references
-@pytest.mark.xdist_group("conditional_onnx")
 def test_onnx_graphs_take_class_labels_and_guidance(conditional_onnx):
     import onnx
 
@@ -349,7 +348,6 @@ def test_onnx_graphs_take_class_labels_and_guidance(conditional_onnx):
 
 
 @pytest.mark.torch_references
-@pytest.mark.xdist_group("conditional_onnx")
 @pytest.mark.parametrize("graph", ["model", "ddpm_step", "ddim_step", "dpm_solver_step"])
 def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_onnx, graph):
     from ddpm_fast.export import OnnxSampler
@@ -372,7 +370,6 @@ def test_onnx_sampler_equals_fast_sampler_with_labels_and_guidance(conditional_o
 
 
 @pytest.mark.torch_references
-@pytest.mark.xdist_group("conditional_onnx")
 def test_onnx_step_graph_runs_one_guided_call(conditional_onnx):
     from ddpm_fast.export import OnnxSampler
 

@@ -199,7 +199,6 @@ def one_process(checkpoint, tmp_path_factory):
     return out
 
 
-@pytest.mark.xdist_group("distributed_checkpoint")
 def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
     images = _images(one_process)
     assert images.dtype == torch.float32 and images.shape == (N, 3, 16, 16)
@@ -211,7 +210,6 @@ def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
         torch.testing.assert_close(images, sampler.sample(N, seed=3), rtol=0, atol=1e-6)
 
 
-@pytest.mark.xdist_group("distributed_checkpoint")
 def test_sample_writes_a_png_grid(checkpoint, one_process, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert _sample(checkpoint, out) == 0
@@ -240,7 +238,6 @@ def test_png_grid_of_one_channel_images():
         == image.tobytes()
 
 
-@pytest.mark.xdist_group("distributed_checkpoint")
 def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_process, tmp_path):
     out = tmp_path / "two.safetensors"
     result = _torchrun("-m", "ddpm_fast", "sample", "--checkpoint", str(checkpoint),

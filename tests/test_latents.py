@@ -216,7 +216,6 @@ def onnx_files(tmp_path_factory):
             for spacing in ("leading", "linspace")}
 
 
-@pytest.mark.xdist_group("latents_onnx")
 def test_onnx_sampler_reproduces_the_diffusers_fixtures(onnx_files):
     """OnnxSampler with latents=dummy_sample_deter: DDPMSchedulerTest.test_full_loop_no_noise and
     DDIMSchedulerTest.test_full_loop_no_noise by their numbers, and the DPM-Solver++ full loops (ODE and SDE) equal
@@ -274,7 +273,6 @@ def test_the_seeded_x_T_as_latents_gives_the_seeded_images(method, steps):
     assert torch.equal(sampler.sample(3, generator=generator, latents=x_T, **chain), drawn)
 
 
-@pytest.mark.xdist_group("latents_onnx")
 @pytest.mark.parametrize("method, steps", [("ddpm", 20), ("ddim", 6), ("sde_dpm_solver++", 6)])
 def test_onnx_sampler_seeded_x_T_as_latents(onnx_files, method, steps):
     """OnnxSampler: the same rule, and the same images as FastSampler from the same latents and noise."""
@@ -350,7 +348,6 @@ def test_bad_latents_are_clear_errors_before_any_step(make, error, message):
     assert not sampler.fast_path.runners  # refused at the boundary: nothing was built, compiled or run
 
 
-@pytest.mark.xdist_group("latents_onnx")
 def test_onnx_sampler_bad_latents_are_clear_errors(onnx_files):
     from ddpm_fast.export import OnnxSampler
 

@@ -34,7 +34,7 @@ def test_ci_runs_exactly_the_readme_test_commands():
     # Both CPU paths: the whole suite on the torch references, the interpreter on every test that can reach a kernel.
     assert [command.split(" python")[0] for command in commands] == ["TRITON_INTERPRET=0", "TRITON_INTERPRET=1"]
     assert "tests benchmarks" in commands[0] and commands[1].endswith('-m "not torch_references" tests')
-    assert all("--dist loadgroup" in command for command in commands)
+    assert all("--dist loadfile" in command for command in commands)
 
 
 def test_the_torch_references_mark_is_declared_and_left_out_only_by_the_interpreter_run():

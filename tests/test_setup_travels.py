@@ -24,10 +24,9 @@ T = 250
 SIZE = 8
 FP32 = dict(dtype=torch.float32, compile=False, device="cpu")
 
-# The module's CLI runs are made once, by one pytest-xdist worker (with --dist loadgroup). Its subject is the setup
-# record, not the kernels: whole-model work runs on the torch references, so the interpreter's run would repeat the
-# other path's (tests/conftest.py checks that no test here reaches a kernel).
-pytestmark = [pytest.mark.xdist_group("setup_travels"), pytest.mark.torch_references]
+# Its subject is the setup record, not the kernels: whole-model work runs on the torch references, so the
+# interpreter's run would repeat the other path's (tests/conftest.py checks that no test here reaches a kernel).
+pytestmark = pytest.mark.torch_references
 
 
 def cli(argv):
