@@ -4,11 +4,12 @@
     export_onnx(model, "unet.onnx", sample_shape=(3, 32, 32), schedule=schedule)            # ε-model
     export_onnx(model, "step.onnx", sample_shape=(3, 32, 32), schedule=schedule, graph="ddpm_step")
 
-torch.onnx.export(dynamo=True) at a pinned opset. The fused GroupNorm custom op is decomposed into torch's own
-group norm first, which the exporter writes as Reshape → InstanceNormalization → Reshape → Mul → Add (the pattern
-ONNX Runtime's optimizers fuse), never as GroupNormalization-18, whose definition was wrong and which ONNX Runtime
-lacks at opset 21. The file is checked (onnx.checker, strict shape inference) and written atomically; the model's
-config, the schedule and the step's options travel in its metadata, so a sampler can be built from the file alone.
+torch.onnx.export(dynamo=True) at a pinned opset. The model is traced with the fused GroupNorm inlined as its torch
+reference (kernels/launch.py `inline_references`): torch's own group norm, which the exporter writes as Reshape →
+InstanceNormalization → Reshape → Mul → Add (the pattern ONNX Runtime's optimizers fuse), never as
+GroupNormalization-18, whose definition was wrong and which ONNX Runtime lacks at opset 21. The file is checked
+(onnx.checker, strict shape inference) and written atomically; the model's config, the schedule and the step's
+options travel in its metadata, so a sampler can be built from the file alone.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import pathlib
 from typing import Optional, Union
 
 import torch
-from ddpm_fast.kernels.group_norm import group_norm_act_reference
 from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
 from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
+from ddpm_fast.kernels import launch
 from ddpm_fast.checks import check_chain_options, check_choice, check_positive_float
 from ddpm_fast.vocabulary import DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
@@ -167,10 +168,13 @@ def export_onnx(
     module = _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, clip_sample,
                            clip_sample_range, eta, null_class_label)
     example = _example_inputs(graph, names, sample_shape, dtype, class_count)
-    program = _export_program(module, example, names, dynamic_spatial, factor)
-    onnx_program = torch.onnx.export(program, example, dynamo=True, opset_version=opset,
-                                     input_names=list(names), output_names=list(OUTPUT_NAMES[graph]),
-                                     verbose=False)
+    # One trace: with the fused GroupNorm inlined as its torch reference, torch.export's graph needs no second pass
+    # to replace the custom op before the exporter's own decomposition.
+    with torch.no_grad(), launch.inline_references():
+        shapes = _dynamic_shapes(names, dynamic_spatial, factor)
+        onnx_program = torch.onnx.export(module, example, dynamic_shapes=shapes, dynamo=True, opset_version=opset,
+                                         input_names=list(names), output_names=list(OUTPUT_NAMES[graph]),
+                                         verbose=False)
     proto = onnx_program.model_proto
     metadata = {
         "format": 1, "graph": graph, "opset": opset, "dtype": DTYPES[dtype], "sample_shape": list(sample_shape),
@@ -302,9 +306,8 @@ def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int,
     return tuple(values[name] for name in names)
 
 
-def _export_program(module: nn.Module, example: tuple, names: tuple[str, ...], dynamic_spatial: bool,
-                    factor: Optional[int]):
-    """torch.export with a dynamic batch (and H, W), then the fused GroupNorm op replaced by its torch reference."""
+def _dynamic_shapes(names: tuple[str, ...], dynamic_spatial: bool, factor: Optional[int]) -> tuple:
+    """torch.export's dynamic shapes of the inputs: the batch always, H and W (multiples of `factor`) when asked."""
     from torch.export import Dim
 
     batch = Dim("batch", min=1, max=MAX_BATCH)
@@ -315,10 +318,7 @@ def _export_program(module: nn.Module, example: tuple, names: tuple[str, ...], d
     per_input = {"sample": image, "noise": image, "timestep": {0: batch}, "prev_timestep": {0: batch},
                  "class_labels": {0: batch}, "guidance_scale": None, "prev_pred_original_sample": image,
                  "solver_coefficients": None}
-    shapes = tuple(per_input[name] for name in names)
-    with torch.no_grad():
-        program = torch.export.export(module, example, dynamic_shapes=shapes)
-    return program.run_decompositions({torch.ops.ddpm_fast.group_norm_act.default: group_norm_act_reference})
+    return tuple(per_input[name] for name in names)
 
 
 def _set_metadata(proto, metadata: dict) -> None:

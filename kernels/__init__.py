@@ -14,6 +14,7 @@ from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, VARIANCE_TYPES
 
 _MODULE_OF = {
     "cpu_reference": "launch",
+    "inline_references": "launch",
     "group_norm_act": "group_norm",
     "group_norm_act_op": "group_norm",
     "group_norm_act_reference": "group_norm",

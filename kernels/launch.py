@@ -68,18 +68,45 @@ def cpu_reference():
         _LOCAL.cpu_reference = previous
 
 
-def runs_triton(tensor: torch.Tensor) -> bool:
-    """True when `tensor` should go through the Triton kernel rather than the torch reference.
+@contextlib.contextmanager
+def inline_references():
+    """Within this block, modules that call a fused op call its torch reference instead (models/blocks.py's
+    GroupNormAct), so a graph traced for export holds torch's own ops from the start.
 
-    CUDA tensors always do. CPU tensors do only under the interpreter, and never while torch.compile traces (fake
-    tensors have no data for the interpreter to read), where the reference branch is what gets compiled. Both tests
-    are needed: torch 2.13 keeps `is_compiling()` true for the whole trace, while torch 2.11 traces a triton_op's
-    body (AOT autograd, on fake tensors) after dynamo has already left it.
+    For the ONNX exporter: the alternative, tracing the custom op and then replacing it (`run_decompositions`), costs
+    one more trace of the whole model. Eager calls and torch.compile are not affected.
+    """
+    previous = getattr(_LOCAL, "inline_references", False)
+    _LOCAL.inline_references = True
+    try:
+        yield
+    finally:
+        _LOCAL.inline_references = previous
+
+
+def references_inlined() -> bool:
+    """True inside `inline_references()`."""
+    return getattr(_LOCAL, "inline_references", False)
+
+
+def reaches_kernel(tensor: torch.Tensor) -> bool:
+    """True when an op on `tensor` takes its Triton kernel wherever Triton can run on the tensor's device.
+
+    CUDA tensors always do; CPU tensors do unless torch.compile is tracing them (fake tensors have no data for the
+    interpreter to read, so the reference branch is what gets compiled) or a `cpu_reference()` block asks for the
+    torch references. Both tracing tests are needed: torch 2.13 keeps `is_compiling()` true for the whole trace,
+    while torch 2.11 traces a triton_op's body (AOT autograd, on fake tensors) after dynamo has already left it.
     """
     if tensor.is_cuda:
         return True
-    return (TRITON_INTERPRETED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
-            and not is_fake(tensor) and not getattr(_LOCAL, "cpu_reference", False))
+    return (tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not is_fake(tensor)
+            and not getattr(_LOCAL, "cpu_reference", False))
+
+
+def runs_triton(tensor: torch.Tensor) -> bool:
+    """True when `tensor` goes through the Triton kernel rather than the torch reference: a CUDA tensor, or a CPU
+    tensor under the interpreter where `reaches_kernel` says so."""
+    return tensor.is_cuda or (TRITON_INTERPRETED and reaches_kernel(tensor))
 
 
 def wrap_triton(kernel):
@@ -150,7 +177,6 @@ def tile_config(channels: int, spatial: int, channels_last: bool, heavy: bool = 
         num_warps *= 2
     programs = triton.cdiv(channels, block_c) * triton.cdiv(spatial, block_hw)
     return block_c, block_q, num_warps, programs
-
 
 
 def check_launch_bounds(x: torch.Tensor, t: torch.Tensor, min_channels: dict, **tensors) -> None:

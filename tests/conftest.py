@@ -25,7 +25,16 @@ os.environ.setdefault("DDPM_FAST_THREADS", "all")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from ddpm_fast.kernels import launch  # noqa: E402
+
 HAS_CUDA = torch.cuda.is_available()
+
+# A test marked `torch_references` runs the kernels' torch references whatever TRITON_INTERPRET says: its work is in
+# a subprocess (which drops the interpreter), inside `cpu_reference()`, or reaches no kernel at all. The interpreter's
+# run leaves it out (-m "not torch_references"): there it would repeat the TRITON_INTERPRET=0 run exactly. That run
+# checks the claim: a marked test that sends a CPU tensor toward a kernel fails.
+TORCH_REFERENCES = "torch_references"
+_watch = {"on": False, "reached": []}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,6 +42,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_gpu)
+
+
+if not launch.TRITON_INTERPRETED:
+    _runs_triton = launch.runs_triton
+
+    def _watched_runs_triton(tensor):
+        if _watch["on"] and not tensor.is_cuda and launch.reaches_kernel(tensor):
+            _watch["reached"].append(f"{tuple(tensor.shape)} {tensor.dtype}")
+        return _runs_triton(tensor)
+
+    launch.runs_triton = _watched_runs_triton
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up: a module fixture's work counts too
+def pytest_runtest_setup(item):
+    _watch["on"] = not launch.TRITON_INTERPRETED and item.get_closest_marker(TORCH_REFERENCES) is not None
+    _watch["reached"] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    reached, _watch["on"] = _watch["reached"], False
+    if reached:
+        pytest.fail(f"marked {TORCH_REFERENCES}, but under the interpreter {len(reached)} op calls would run a "
+                    f"Triton kernel (first on a tensor {reached[0]}): run them inside cpu_reference() or drop the "
+                    "mark", pytrace=False)
+    return result
 
 
 # Every kernel test runs on the CPU (interpreter) and, marked `gpu`, on CUDA.

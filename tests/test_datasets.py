@@ -14,6 +14,10 @@ from PIL import Image
 from ddpm_fast.data.datasets import (Cifar10Dataset, ImageFolderDataset, NpzDataset, ShapesDataset, describe,
                                      open_dataset)
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): datasets and transforms:
+# no kernel.
+pytestmark = pytest.mark.torch_references
+
 
 def names(path) -> str:
     """A pytest.raises pattern matching a message that names ``path``."""

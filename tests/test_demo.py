@@ -11,6 +11,10 @@ from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): every test runs inside
+# cpu_reference() (an autouse fixture).
+pytestmark = pytest.mark.torch_references
+
 
 @pytest.fixture(autouse=True)
 def _torch_references():

@@ -13,6 +13,10 @@ import pytest
 from ddpm_fast.cli import bench
 from ddpm_fast.cli.main import build_parser
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the GPU machine's plan of
+# commands: no kernel runs.
+pytestmark = pytest.mark.torch_references
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 plan = bench.load_suite_module(ROOT / "benchmarks", "device_plan")
 

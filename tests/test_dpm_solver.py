@@ -301,6 +301,7 @@ def test_dpm_cuda_graphs_equal_the_eager_loop(method):
     assert len(graphed.fast_path.runners) == 1
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("graph", ["model", "dpm_solver_step"])
 def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
     """A model graph (the update fused in torch) and the dpm_solver_step graph (the whole step in ONNX Runtime, the

@@ -14,6 +14,10 @@ import textwrap
 
 import pytest
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): compiles kernels for
+# sm_90 in subprocesses that never take the interpreter.
+pytestmark = pytest.mark.torch_references
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''

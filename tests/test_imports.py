@@ -9,6 +9,10 @@ import pytest
 import ddpm_fast
 from subprocess_env import subprocess_env
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): what importing loads, in
+# fresh subprocesses: no kernel runs here.
+pytestmark = pytest.mark.torch_references
+
 
 def _run(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),

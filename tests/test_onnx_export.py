@@ -22,6 +22,10 @@ from ddpm_fast.export import GRAPHS, OPSET, export_onnx, onnx_export, read_metad
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.models.config import config_to_diffusers
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the exported graphs hold
+# the torch references only (export/step_graphs.py).
+pytestmark = pytest.mark.torch_references
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 

@@ -13,6 +13,10 @@ from ddpm_fast.export import OnnxSampler, export_onnx
 from ddpm_fast.export.metadata import METADATA_KEY
 from ddpm_fast.kernels import cpu_reference
 
+# Its subject is ONNX Runtime's side: FastSampler's chains run on the torch references (cpu_reference), so the
+# interpreter's run would repeat the other path's (tests/conftest.py checks that no test here reaches a kernel).
+pytestmark = pytest.mark.torch_references
+
 T = 20
 SIZE = 16
 

@@ -14,6 +14,10 @@ import pytest
 
 import ddpm_fast
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the repository and its
+# install.
+pytestmark = pytest.mark.torch_references
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -27,37 +31,49 @@ def test_ci_runs_exactly_the_readme_test_commands():
     commands = _readme_test_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert all(command in ci_lines for command in commands)
-    # Both CPU paths: the whole suite on the torch references, the interpreter on the files that exercise kernels.
-    assert [command.split()[0] for command in commands] == ["TRITON_INTERPRET=0", "TRITON_INTERPRET=1"]
-    assert "tests benchmarks" in commands[0] and "@tests/interpreter_tests.txt" in commands[1]
+    # Both CPU paths: the whole suite on the torch references, the interpreter on every test that can reach a kernel.
+    assert [command.split(" python")[0] for command in commands] == ["TRITON_INTERPRET=0", "TRITON_INTERPRET=1"]
+    assert "tests benchmarks" in commands[0] and commands[1].endswith('-m "not torch_references" tests')
+    assert all("--dist loadfile" in command for command in commands)
 
 
-# Test files the interpreter run leaves out, and why: none runs a kernel family, a sampler or the CLI on CPU tensors
-# where the interpreter could change the path. Every other test file must be in tests/interpreter_tests.txt.
-TORCH_REFERENCES_ONLY = {
-    "test_datasets.py": "datasets and transforms: no kernel",
-    "test_device_plan.py": "the GPU machine's plan of commands: no kernel runs",
-    "test_docs.py": "the README, the docs pages and the public names they document: no kernel runs",
-    "test_gpu_compile.py": "compiles kernels in subprocesses that never take the interpreter",
-    "test_imports.py": "what importing loads: no kernel runs",
-    "test_layers.py": "reads the source files' imports: no kernel runs",
-    "test_metrics.py": "image metrics: no kernel",
-    "test_onnx_export.py": "the exported graphs hold the torch references only (export/step_graphs.py)",
-    "test_packaging.py": "the repository and its install",
-    "test_schedule.py": "the schedule's float64 math: no kernel",
-    "test_threads.py": "the CLI's thread choice, with the commands refused before any kernel runs",
-    "test_trainer.py": "training: its kernels (q-sample, GroupNorm) are checked in their own files under both paths",
-}
+def test_the_torch_references_mark_is_declared_and_left_out_only_by_the_interpreter_run():
+    markers = _pyproject()["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(marker.startswith("torch_references:") for marker in markers)
+    first, second = _readme_test_commands()
+    assert "torch_references" not in first and "torch_references" in second
 
 
-def test_the_interpreter_run_covers_every_kernel_sampler_and_cli_test_file():
-    entries = (ROOT / "tests" / "interpreter_tests.txt").read_text(encoding="utf-8").splitlines()
-    # pytest reads the file as arguments, one a line: a blank line or a comment would be an argument too.
-    assert entries and all(entry.startswith("tests/test_") and (ROOT / entry).is_file() for entry in entries)
-    listed = {pathlib.PurePath(entry).name for entry in entries}
-    files = {path.name for path in (ROOT / "tests").glob("test_*.py")}
-    assert not listed & set(TORCH_REFERENCES_ONLY)
-    assert listed | set(TORCH_REFERENCES_ONLY) == files, "list a new test file in one of the two"
+MARKED_BUT_REACHING = """
+import pytest, torch
+import ddpm_fast as df
+from ddpm_fast.kernels import cpu_reference
+
+@pytest.mark.torch_references
+def test_reaches_a_kernel():
+    df.q_sample(torch.zeros(1, 3, 4, 4), torch.tensor([3]), df.NoiseSchedule.linear(10), noise=torch.zeros(1, 3, 4, 4))
+
+@pytest.mark.torch_references
+def test_stays_on_the_references():
+    with cpu_reference():
+        df.q_sample(torch.zeros(1, 3, 4, 4), torch.tensor([3]), df.NoiseSchedule.linear(10),
+                    noise=torch.zeros(1, 3, 4, 4))
+"""
+
+
+def test_a_torch_references_test_that_reaches_a_kernel_fails(tmp_path):
+    """The check behind the mark (tests/conftest.py): in the TRITON_INTERPRET=0 run, a marked test whose op would take
+    a kernel under the interpreter fails, so the interpreter's run loses nothing by leaving marked tests out."""
+    (tmp_path / "test_marked.py").write_text(MARKED_BUT_REACHING, encoding="utf-8")
+    env = {**os.environ, "TRITON_INTERPRET": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-p", "no:cacheprovider",
+                             "--rootdir", str(tmp_path), str(tmp_path / "test_marked.py")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert "1 failed, 1 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "test_reaches_a_kernel" in result.stdout
+    assert "marked torch_references, but under the interpreter" in result.stdout
 
 
 def test_ci_installs_the_no_deps_test_requirements_the_readme_names():

@@ -24,6 +24,10 @@ T = 250
 SIZE = 8
 FP32 = dict(dtype=torch.float32, compile=False, device="cpu")
 
+# Its subject is the setup record, not the kernels: whole-model work runs on the torch references, so the
+# interpreter's run would repeat the other path's (tests/conftest.py checks that no test here reaches a kernel).
+pytestmark = pytest.mark.torch_references
+
 
 def cli(argv):
     """`ddpm-fast ...` in this process, whole-model work on the torch references (the interpreter would take minutes;

@@ -4,6 +4,10 @@ import pytest
 
 from ddpm_fast.cli import threads
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the CLI's thread choice,
+# with the commands refused before any kernel runs.
+pytestmark = pytest.mark.torch_references
+
 
 @pytest.fixture
 def four_cores(monkeypatch):

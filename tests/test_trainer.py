@@ -28,6 +28,10 @@ from ddpm_fast.training.objectives import diffusion_loss, loss_weights, training
 from ddpm_fast.training.trainer import Trainer, build_schedule
 from subprocess_env import subprocess_env
 
+# Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): whole training runs on
+# the torch references (cpu_reference); q-sample's and GroupNorm's kernels are proven in their own files.
+pytestmark = pytest.mark.torch_references
+
 SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
 SMALL_CLI = ["--model", "tiny", "--image-size", "16"]
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.group_norm import group_norm_act_op
+from ..kernels import launch
+from ..kernels.group_norm import group_norm_act_op, group_norm_act_reference
 
 
 class GroupNormAct(nn.Module):
@@ -30,8 +31,8 @@ class GroupNormAct(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x, emb=None, scale=None, shift=None):
-        return group_norm_act_op(x, emb, self.weight, self.bias, scale, shift, self.num_groups, self.eps,
-                                 self.silu)[0]
+        op = group_norm_act_reference if launch.references_inlined() else group_norm_act_op  # tracing for export
+        return op(x, emb, self.weight, self.bias, scale, shift, self.num_groups, self.eps, self.silu)[0]
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.weight.numel()}, eps={self.eps}, silu={self.silu}"
