@@ -74,7 +74,7 @@ def inline_references():
     GroupNormAct), so a graph traced for export holds torch's own ops from the start.
 
     For the ONNX exporter: the alternative, tracing the custom op and then replacing it (`run_decompositions`), costs
-    one more trace of the whole model. Eager calls and torch.compile are not affected.
+    one more trace of the whole model. The block is thread-local; outside it every call takes the fused op.
     """
     previous = getattr(_LOCAL, "inline_references", False)
     _LOCAL.inline_references = True
