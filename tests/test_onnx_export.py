@@ -23,8 +23,16 @@ from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.models.config import config_to_diffusers
 
 # Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the exported graphs hold
-# the torch references only (export/step_graphs.py).
+# the torch references only (export/step_graphs.py), and the ops they are held to run on the references too (below).
 pytestmark = pytest.mark.torch_references
+
+
+@pytest.fixture(autouse=True)
+def _torch_references():
+    """The subject is the graph: the fused steps it is compared with are proven against their references in their
+    own files, under the interpreter as well."""
+    with cpu_reference():
+        yield
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
