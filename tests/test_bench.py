@@ -7,6 +7,8 @@ import argparse
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ import ddpm_fast as df
 from ddpm_fast.cli import bench
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.cli.main import build_parser, main
+from subprocess_env import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -288,6 +291,19 @@ def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
     (case,) = results["benchmarks"]
     assert case["extra_info"]["quick_env"] == "0" and case["extra_info"]["threads_env"] is None  # full mode
     assert "some cases failed" in (out / "results.md").read_text()
+
+
+def test_the_kernels_suite_runs_in_a_fresh_process():
+    """`ddpm-fast bench --suite kernels` runs the suite's files in a pytest process of their own: their cases call
+    torch.ops.ddpm_fast.*, which the suite must register itself (no test module of tests/ beside it does)."""
+    env = subprocess_env()
+    # The torch.compile peer is not what this checks, and compiling it would cost the suite a minute on a CPU.
+    env["TORCHDYNAMO_DISABLE"] = "1"
+    files = [f"benchmarks/{name}" for name in bench.SUITES["kernels"]]
+    result = subprocess.run([sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-q",
+                             "--benchmark-disable"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6 passed" in result.stdout
 
 
 # ------------------------------------------------------------------------------------------------ report and plots
