@@ -103,6 +103,17 @@ def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
     assert images.abs().max() <= 1
 
 
+def test_printed_report_shows_sampling_time_and_images_per_second():
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32)
+    sampler.sample(2, seed=0, num_inference_steps=3, method="ddim")
+    report = sampler.last_report
+    shown = str(report)
+    assert shown == repr(report) and shown.startswith("SamplingReport(batch_size=2, num_steps=3,")
+    assert f"sampling_seconds={report.sampling_seconds:.4g}" in shown
+    assert f"images_per_second={report.images_per_second:.4g}" in shown and report.images_per_second > 0
+    assert shown.index("setup_seconds=") < shown.index("sampling_seconds=") and "_start" not in shown
+
+
 def test_ddim_eta_zero_is_deterministic_given_x_T():
     sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32)
     first = sampler.sample(2, seed=5, method="ddim", num_inference_steps=4)

@@ -22,7 +22,7 @@ import copy
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -101,6 +101,22 @@ class SamplingReport:
     def images_per_second(self) -> float:
         seconds = self.sampling_seconds
         return self.batch_size / seconds if self.batch_size and seconds > 0 else 0.0
+
+    def __repr__(self) -> str:
+        # The figures a user prints the report for (sampling_seconds, images_per_second: properties, not fields)
+        # right after setup_seconds; on CUDA this reads the events, a wait only a print of the report pays.
+        shown = []
+        for item in fields(self):
+            if not item.repr:
+                continue
+            value = getattr(self, item.name)
+            shown.append(f"{item.name}={value:.4g}" if isinstance(value, float) else f"{item.name}={value!r}")
+            if item.name == "setup_seconds":
+                shown += [f"sampling_seconds={self.sampling_seconds:.4g}",
+                          f"images_per_second={self.images_per_second:.4g}"]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    __str__ = __repr__
 
 
 class FastSampler:
