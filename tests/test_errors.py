@@ -413,6 +413,7 @@ def open_dataset(*args, **kwargs):
     (lambda tmp: _export(tmp, model=42), TypeError, "model must be an nn.Module, a model folder or a Hub id"),
     (lambda tmp: _export(tmp, model=tmp / "missing"), FileNotFoundError, "missing"),
     (lambda tmp: _export(tmp, path=tmp), ValueError, "is a folder"),
+    (lambda tmp: _export(tmp, path=tmp / "out.pt"), ValueError, r"out\.pt: expected a file name ending in \.onnx"),
     (lambda tmp: _onnx_sampler(tmp / "missing.onnx"), FileNotFoundError, "missing.onnx"),
     (lambda tmp: _onnx_sampler(tmp), ValueError, "is a folder"),
     (lambda tmp: _onnx_sampler(tmp / "junk.onnx"), ValueError, "junk.onnx: not a loadable ONNX model"),
