@@ -93,9 +93,9 @@ def export_onnx(
     made, as `ddpm-fast export --out` makes them; an existing file is replaced whole); returns the path. `model` is
     our UNet (or any nn.Module), a diffusers UNet2DModel, or any source ddpm_fast.interop.pretrained.load_pretrained
     reads: a training run folder (its last good checkpoint, EMA weights unless weights="model"), a checkpoint folder,
-    a UNet.save folder, a diffusers pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup (β, prediction and variance type,
-    clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and stores; for a module, `setup=`
-    (a ddpm_fast.DiffusionSetup) gives it.
+    a UNet.save folder, a diffusers pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup
+    (β, prediction and variance type, clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and
+    stores; for a module, `setup=` (a ddpm_fast.DiffusionSetup) gives it.
 
     graph: "model" — inputs sample [B, C, H, W] (dtype) and timestep [B] int64, output model_output (what the model
         predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
