@@ -41,7 +41,7 @@ from .fast_path import FastPath, FastPathFallbackWarning
 from .guidance import checked_labels, conditioning_for
 from .loop import ChainBuffers
 from .options import SamplerOptions
-from .plan import SamplingPlan, build_plan, planned_timesteps
+from .plan import SamplingPlan, build_plan, check_step_choices, planned_timesteps
 from .progress import progress_bar
 
 __all__ = ["ChainRequest", "FastPathFallbackWarning", "FastSampler", "SamplingReport"]
@@ -411,12 +411,7 @@ class FastSampler:
                       sample_offset: int, timesteps: Optional[Sequence[int]] = None,
                       use_clipped_model_output: bool = False) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
-        if method != "ddim" and eta != 0.0:
-            raise ValueError("eta applies to method='ddim' only")
-        if not isinstance(use_clipped_model_output, bool):
-            raise TypeError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
-        if use_clipped_model_output and method != "ddim":
-            raise ValueError("use_clipped_model_output applies to method='ddim' only")
+        check_step_choices(method, eta, use_clipped_model_output)
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
                           self.set_alpha_to_one, timesteps)
