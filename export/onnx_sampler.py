@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import pathlib
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -29,6 +30,7 @@ from ddpm_fast.vocabulary import DPM_METHODS, SOLVER_ROWS
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
+from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
                                       initial_sample, noise_timesteps, step_noise, torch_noise)
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
@@ -47,12 +49,24 @@ _STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solv
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
+class OnnxProviderFallbackWarning(FastPathFallbackWarning):
+    """ONNX Runtime could not start the CUDA provider an OnnxSampler asked for (its CUDA or cuDNN libraries missing,
+    say), and the session runs on the CPU provider instead.
+
+    Raised as a warning, once per sampler; the sampler's `fallbacks` says the same after the fact. A
+    FastPathFallbackWarning, so `warnings.simplefilter("error", ddpm_fast.FastPathFallbackWarning)` turns every
+    fallback of either sampler into an error.
+    """
+
+
 class OnnxSampler:
     """Sample with an ONNX file written by `export_onnx`.
 
     schedule: overrides the schedule stored in the file (required when the file has none).
     providers: ONNX Runtime providers; default the CUDA provider when onnxruntime has it and torch sees a GPU,
-        else the CPU provider.
+        else the CPU provider. When the CUDA provider was asked for but ONNX Runtime could not start it, the
+        session runs on the CPU with an OnnxProviderFallbackWarning, and `fallbacks` (a tuple of str, empty when
+        the session runs as asked) says why; `provider` is the provider the session runs on.
     cuda_graph: let the CUDA provider capture and replay the graph (static shapes: one batch size per sampler).
     session_options: an onnxruntime.SessionOptions (threads, optimisation level, ...).
     null_class_label: the null class of a class-conditional model whose file stores none (one exported from a
@@ -113,9 +127,16 @@ class OnnxSampler:
             raise ValueError(f"{path} is a {self.graph} graph with its schedule baked in; schedule= must be that "
                              "schedule (export again to sample another)")
         self.schedule = schedule
-        self.uses_cuda = self.session.get_providers()[0] == CUDA
+        self.provider = self.session.get_providers()[0]
+        self.uses_cuda = self.provider == CUDA
+        self.fallbacks: tuple[str, ...] = ()
         if not self.uses_cuda:  # ONNX Runtime fell back to the CPU (a CUDA provider that failed to load)
             self.stream = None
+            if cuda_options is not None:  # asked for, and silently dropped by ONNX Runtime: say so, as FastSampler does
+                reason = (f"ONNX Runtime could not start the {CUDA} (its log above says why: CUDA or cuDNN "
+                          f"libraries, usually) and runs {path.name} on the {self.provider}: sampling runs on the CPU")
+                self.fallbacks = (reason,)
+                warnings.warn(reason, OnnxProviderFallbackWarning, stacklevel=2)
         # Without this, the CUDA provider synchronises the host with its stream after every run (every step).
         self._run_options = ort.RunOptions()
         if self.uses_cuda:

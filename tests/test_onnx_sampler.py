@@ -4,12 +4,14 @@ what each graph can sample, and clear errors for bad files and bad inputs. CPU p
 Each export of the tiny U-Net costs ~20 s, so the files are exported once per module.
 """
 
+import warnings
+
 import onnx
 import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.export import OnnxSampler, export_onnx
+from ddpm_fast.export import OnnxProviderFallbackWarning, OnnxSampler, export_onnx
 from ddpm_fast.export.metadata import METADATA_KEY
 from ddpm_fast.kernels import cpu_reference
 
@@ -79,6 +81,31 @@ def test_a_custom_ddim_chain_equals_fast_sampler(exported, unet, schedule, graph
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     if clipped:  # the option changes the chain: the comparison above pins it, not a no-op
         assert not torch.allclose(expected, unclipped, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cuda_provider_onnx_runtime_cannot_start_is_a_fallback_warning(exported, unet, schedule, monkeypatch):
+    """Asked for the CUDA provider, ONNX Runtime drops it without an error when it cannot start it (here: no GPU, or
+    onnxruntime-gpu without its CUDA libraries); the sampler says so and keeps sampling, on the CPU."""
+    ort = pytest.importorskip("onnxruntime")
+    asked = []
+    real_session = ort.InferenceSession
+
+    def session_without_cuda(path, sess_options=None, providers=None):  # what ONNX Runtime does when CUDA fails
+        asked.append([name if isinstance(name, str) else name[0] for name in providers])
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no side stream: the CPU test path
+    monkeypatch.setattr(ort, "InferenceSession", session_without_cuda)
+    with pytest.warns(OnnxProviderFallbackWarning, match="could not start the CUDAExecutionProvider") as caught:
+        sampler = OnnxSampler(exported["model"], providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert len(caught) == 1 and issubclass(OnnxProviderFallbackWarning, df.FastPathFallbackWarning)
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert sampler.provider == "CPUExecutionProvider" and not sampler.uses_cuda and sampler.device.type == "cpu"
+    (reason,) = sampler.fallbacks
+    assert "model.onnx" in reason and "sampling runs on the CPU" in reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CPU provider asked for is no fallback
+        assert OnnxSampler(exported["model"]).fallbacks == ()
 
 
 def test_the_schedule_and_options_come_from_the_file(exported, schedule):
