@@ -348,7 +348,8 @@ class FastSampler:
             guidance (Ho & Salimans 2022), ε = ε_uncond + w·(ε_cond − ε_uncond) in the model's own parameterisation:
             each step runs the model once on 2B samples (the labels, then the null class) and the fused step
             combines the halves; needs class_labels and null_class_label. None or 1 is plain conditional sampling
-            (one pass of B); w = 0 is unconditional. Guided or not, sample i's noise is the same.
+            (one pass of B); w = 0 gives the unconditional prediction (a learned variance stays the conditional
+            half's, as in diffusers' guided pipelines). Guided or not, sample i's noise is the same.
         timesteps: a custom chain, strictly descending ints in [0, T), instead of num_inference_steps (diffusers'
             `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says.
         use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
