@@ -85,7 +85,9 @@ def render(results: dict) -> str:
         lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
                                      key=lambda info: (info["device"], info["batch"], info["preset"])))
     notes = [f"- suite {suite}: {reason}, skipped" for suite, reason in (results.get("suites_missing") or {}).items()]
-    if results.get("pytest_exit_code"):
+    if results.get("stopped"):
+        notes.append(f"- stopped by {results['stopped']} before the end: only the cases that finished are here")
+    if results.get("pytest_exit_code") and not results.get("stopped"):
         notes.append(f"- pytest exit status {results['pytest_exit_code']}: some cases failed (see pytest.log); "
                      "only the cases that passed are here")
     if results.get("plots_skipped"):

@@ -306,6 +306,64 @@ def test_the_kernels_suite_runs_in_a_fresh_process():
     assert "6 passed" in result.stdout
 
 
+SLOW_SUITE = '''
+import time
+
+def test_first(benchmark):
+    benchmark.extra_info.update({EXTRA})
+    benchmark.pedantic(lambda: None, rounds=2)
+
+def test_second(benchmark):
+    benchmark.extra_info.update({EXTRA})
+    benchmark.pedantic(lambda: time.sleep(60), rounds=1)  # stopped in here
+
+def test_third(benchmark):
+    benchmark.pedantic(lambda: None, rounds=1)
+'''
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name):
+    """Ctrl-C (SIGINT) or a kill (SIGTERM) of `ddpm-fast bench` while a case runs: the cases that finished are
+    written (results.json, results.md saying it stopped), the exit status is the shell's 128 + signal; a line per
+    case says which group runs and how far it is, and the results so far are saved after each case."""
+    import signal
+    import time
+
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    for name in ("report.py", "plots.py"):
+        shutil.copy(BENCHMARKS / name, folder / name)
+    (folder / "conftest.py").write_text("")
+    (folder / "test_sampling.py").write_text(SLOW_SUITE.replace("{EXTRA}", repr(kernel_info())))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "ddpm_fast.cli.bench", "--benchmarks", str(folder), "--suite",
+                                "sampling", "--out", str(out)], cwd=tmp_path, env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines.append(process.stdout.readline())
+            if lines[-1].startswith("[2/3] sampling: test_second ..."):
+                break
+        assert lines[-1].startswith("[2/3] sampling: test_second ..."), "".join(lines)
+        assert "ddpm-fast bench: 3 cases in sampling\n" in lines
+        assert any(line.startswith("[1/3] sampling: test_first passed in ") and "so far)" in line for line in lines)
+        assert json.loads((out / bench.RAW_JSON).read_text())["cases_finished"] == 1  # saved after the first case
+        process.send_signal(getattr(signal, signal_name))
+        rest, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == bench.STOPPED_STATUS[signal_name], "".join(lines) + rest + err
+    assert f"{signal_name}: stopped after 1 measured case(s); they are in the report" in err
+    results = json.loads((out / "results.json").read_text())
+    assert [case["name"] for case in results["benchmarks"]] == ["test_first"] and results["stopped"] == signal_name
+    assert f"stopped by {signal_name} before the end" in (out / "results.md").read_text()
+    assert not (out / bench.RAW_JSON).exists()
+
+
 # ------------------------------------------------------------------------------------------------ report and plots
 
 

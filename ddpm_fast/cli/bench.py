@@ -22,8 +22,10 @@ import os
 import pathlib
 import platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from . import arguments
@@ -150,27 +152,72 @@ def select(benchmarks: pathlib.Path, suites: list[str]) -> tuple[list[str], dict
     return files, missing
 
 
+PROGRESS_PLUGIN = "ddpm_fast.cli.bench_progress"  # a line per case, and the results so far after each (see there)
+
+
 def pytest_command(files: list[str], raw_json: pathlib.Path, keyword: str | None = None) -> list[str]:
-    command = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-q", "-rfEs",
-               f"--benchmark-json={raw_json}", "--benchmark-columns=min,median,max,rounds", "--durations=0"]
+    command = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-p", PROGRESS_PLUGIN, "-q",
+               "-rfEs", f"--benchmark-json={raw_json}", "--benchmark-columns=min,median,max,rounds",
+               "--durations=0"]
     if keyword:
         command += ["-k", keyword]
     return command
 
 
-def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path, threads: int | None = None) -> int:
-    """Run the suite, its output both on the console and in `log`; pytest's exit status."""
+class _Stopped(Exception):
+    """Ctrl-C or a kill reached `ddpm-fast bench` while its suite ran."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path,
+               threads: int | None = None) -> tuple[int, str | None]:
+    """Run the suite, its output both on the console and in `log`: (pytest's exit status, None, or the signal that
+    stopped the run: "SIGINT" or "SIGTERM").
+
+    Stopped (Ctrl-C, or a kill), the suite is asked to stop once (SIGINT: pytest ends the session and writes the
+    cases that finished) and its output is followed to its end; a second Ctrl-C or kill ends it at once, leaving the
+    results of the last finished case (the progress plugin saves them after each case). The suite runs in a session
+    of its own, so a terminal's Ctrl-C reaches it once, through here."""
     env = dict(os.environ, **{QUICK_ENV: "1" if quick else "0"})
     env.pop(THREADS_ENV, None)
     if threads:
         env[THREADS_ENV] = str(threads)
+    stopped = None
     with open(log, "w", encoding="utf-8") as handle:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
-        for line in process.stdout:
-            sys.stdout.write(line)
-            handle.write(line)
-        return process.wait()
+                                   text=True, bufsize=1, start_new_session=True)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            previous = {number: signal.signal(number, _raise_stopped) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                _follow(process, handle)
+            except _Stopped as stop:
+                stopped = str(stop)
+                print(f"\nddpm-fast bench: {stopped}: stopping the suite; the cases that finished are being written "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+                process.send_signal(signal.SIGINT)
+                try:
+                    _follow(process, handle)
+                except _Stopped:
+                    process.kill()
+            return process.wait(), stopped
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _follow(process: subprocess.Popen, handle) -> None:
+    for line in process.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        handle.write(line)
 
 
 def augment(raw: dict, **facts) -> dict:
@@ -275,7 +322,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """`ddpm-fast bench`: 0 when every case passed, 1 when some failed (the results of the rest are still written),
-    2 when nothing could run."""
+    2 when nothing could run, 130 / 143 when Ctrl-C / a kill stopped it (the cases that finished are written)."""
     try:
         return _run_bench(args)
     except BenchError as error:
@@ -308,9 +355,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     raw.unlink(missing_ok=True)
     command = pytest_command(files, raw, args.keyword)
     start = time.perf_counter()
-    status = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log", args.threads)
+    status, stopped = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log", args.threads)
     wall = time.perf_counter() - start
     if not raw.is_file():
+        if stopped:
+            print(f"ddpm-fast bench: {stopped}: stopped before any case finished; nothing to report (see "
+                  f"{out / 'pytest.log'})", file=sys.stderr)
+            return STOPPED_STATUS[stopped]
         print(f"ddpm-fast bench: error: pytest (exit status {status}) recorded no benchmark; see {out / 'pytest.log'}",
               file=sys.stderr)
         return 1 if status in (0, 1) else 2
@@ -320,12 +371,21 @@ def _run_bench(args: argparse.Namespace) -> int:
                               f"{benchmarks.name}/{name}" in files for name in SUITES[suite])],
                           suites_missing=missing, pytest_exit_code=status,
                           wall_seconds=round(wall, 1))
+    if stopped:
+        results["stopped"] = stopped
     written = write_report(results, out, benchmarks)
     raw.unlink()
+    if stopped:
+        print(f"ddpm-fast bench: {stopped}: stopped after {len(results.get('benchmarks', []))} measured case(s); "
+              "they are in the report", file=sys.stderr)
+        return _finish(written, STOPPED_STATUS[stopped])
     if status != 0:
         print(f"ddpm-fast bench: some cases failed (pytest exit status {status}); the others are in the report",
               file=sys.stderr)
     return _finish(written, 0 if status == 0 else 1)
+
+
+STOPPED_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
 
 
 def _finish(written: list[pathlib.Path], status: int) -> int:
