@@ -587,7 +587,7 @@ command), `results.md` (the tables of ratios), `speedup_vs_batch.png` (speed-up 
 size, per method: U-Net forward, training step, sampling) and `fraction_of_ceiling.png` (each kernel's GB/s over the
 copy rate, each U-Net variant's TFLOP/s over the matmul rate); the plots use matplotlib, a dependency of the
 package, and are skipped with a message where it is missing. The suite ships with the repository, not the wheel:
-run it from a checkout (by default a run writes a new `benchmarks/results/<device>-<date>[-quick]/` folder). Every
+run it from a checkout (by default a run writes a new `runs/bench-<device>-<date>[-quick]/` folder). Every
 case times our path beside its peers in the same process, after checking the fast output against the reference:
 
 - **kernels**: q-sample and the reverse step (given and drawn noise), the fused GroupNorm + time embedding + SiLU

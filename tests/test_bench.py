@@ -143,6 +143,16 @@ def test_bench_arguments():
     assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
 
 
+def test_the_default_out_is_a_new_runs_folder_the_checkout_ignores(tmp_path):
+    first = bench.default_out(True, under=tmp_path)
+    assert first.parent == tmp_path / "runs" and first.name.startswith(f"bench-{bench.device_slug()}-")
+    assert first.name.endswith("-quick")
+    first.mkdir(parents=True)
+    assert bench.default_out(True, under=tmp_path).name == f"{first.name}-2"  # never an earlier run's folder
+    assert "-1-thread-" in bench.default_out(False, threads=1, under=tmp_path).name
+    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
 def test_bench_threads_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--threads", "0"])
@@ -276,7 +286,7 @@ def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys
     assert f"wrote {out / 'results.md'}" in capsys.readouterr().out
 
 
-def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
+def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path, monkeypatch):
     folder = tmp_path / "benchmarks"
     folder.mkdir()
     for name in ("report.py", "plots.py"):
@@ -284,8 +294,12 @@ def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
     (folder / "conftest.py").write_text("")
     suite = FAKE_SUITE.replace("{EXTRA}", repr(kernel_info())) + "\n\ndef test_broken():\n    raise RuntimeError\n"
     (folder / "test_elementwise_kernels.py").write_text(suite)
-    out = tmp_path / "out"
-    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--out", str(out)]) == 1
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # no --out: a new runs/bench-... folder under the current one, not the suite's
+    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels"]) == 1
+    (out,) = (work / "runs").iterdir()
+    assert out.name.startswith(f"bench-{bench.device_slug()}-") and not (folder / "results").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["pytest_exit_code"] == 1 and len(results["benchmarks"]) == 1
     (case,) = results["benchmarks"]

@@ -1,12 +1,15 @@
 """`ddpm-fast bench`: run the benchmark suite (benchmarks/, pytest-benchmark) and write its report.
 
-    ddpm-fast bench --quick                              # every group, small sizes: a few minutes on 2 CPU cores
+    ddpm-fast bench --quick                              # every group, small sizes: minutes on 2 CPU cores
     ddpm-fast bench --suite kernels unet --out DIR       # full sizes, on whatever device is present
     ddpm-fast bench --merge part1/ part2/ --out DIR      # one result set from several runs (split device calls)
 
-Into --out go results.json (pytest-benchmark's JSON plus device, versions, commit, mode and command), results.md
-(tables of ratios), speedup_vs_batch.png and fraction_of_ceiling.png (with matplotlib; skipped with a message without
-it) and pytest.log. The suite runs in a pytest subprocess so that its compiles and caches leave this process alone.
+Into --out (default: a new runs/bench-<device>-<date>[-quick] folder under the current one) go results.json
+(pytest-benchmark's JSON plus device, versions, commit, mode and command), results.md (tables of ratios),
+speedup_vs_batch.png and fraction_of_ceiling.png (with matplotlib; skipped with a message without it) and
+pytest.log. The suite runs in a pytest subprocess so that its compiles and caches leave this process alone; it
+prints a line as each case starts and ends, and a run stopped by Ctrl-C or a kill still writes the cases that
+finished (exit status 130 / 143).
 
 The suite lives in the source repository (benchmarks/ beside this package), not in the wheel: run from a checkout
 (an editable install finds it) or pass --benchmarks DIR. It needs pytest and pytest-benchmark: the [bench] extra.
@@ -287,12 +290,13 @@ def write_report(results: dict, out: pathlib.Path, benchmarks: pathlib.Path) -> 
     return [out / "results.json", out / "results.md", *images]
 
 
-def default_out(benchmarks: pathlib.Path, quick: bool, threads: int | None = None) -> pathlib.Path:
-    """benchmarks/results/<device>[-<threads>-thread]-<date>[-quick][-N]/: where committed result sets live, a new
-    folder every run."""
+def default_out(quick: bool, threads: int | None = None, under: pathlib.Path | None = None) -> pathlib.Path:
+    """runs/bench-<device>[-<threads>-thread]-<date>[-quick][-N]/ under `under` (default the current folder): a new
+    folder every run, beside a user's training runs and outside the package (a result set meant for the repository
+    goes to benchmarks/results/ by --out)."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     device = device_slug() + (f"-{threads}-thread" if threads else "")
-    base = benchmarks / "results" / f"{device}-{date}{'-quick' if quick else ''}"
+    base = (under or pathlib.Path.cwd()) / "runs" / f"bench-{device}-{date}{'-quick' if quick else ''}"
     out, number = base, 1
     while out.exists():
         number += 1
@@ -334,7 +338,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     benchmarks = find_benchmarks(args.benchmarks)
     args.out_given = args.out is not None
     if args.out is None:
-        args.out = default_out(benchmarks, args.quick, args.threads)
+        args.out = default_out(args.quick, args.threads)
     out = args.out
     if args.merge:
         results = merge(args.merge)
@@ -426,7 +430,7 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
                        help="real timings at the smallest meaningful sizes, fewer rounds (minutes on 2 CPU cores)")
     bench.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                        help="where results.json, results.md and the plots go (default: a new "
-                            "benchmarks/results/<device>-<date>[-quick] folder)")
+                            "runs/bench-<device>-<date>[-quick] folder under the current one)")
     bench.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                        help="CPU threads for torch and ONNX Runtime (default: theirs). On a CPU shared with other "
                             "jobs, 1 keeps torch's threads from waiting on each other")
