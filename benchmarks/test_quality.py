@@ -13,7 +13,7 @@ and its speed-up over full DDPM at that point (seconds / seconds). quality_vs_ti
 
 Modes: full (3 seeds), quick (`--quick`: the demo's plan at half its training steps, n = 64 samples, 2 seeds — the
 group's smallest size, about 2 minutes of a quiet 2-core CPU where full mode takes 7: noisier figures, the same
-cases), smoke (CI: 4 training steps at T = 20, 8 samples, 1 seed, a few short chains — it proves the group runs,
+cases, eager steps), smoke (CI: 4 training steps at T = 20, 8 samples, 1 seed, a few short chains — it proves the group runs,
 not the figures).
 """
 
@@ -63,7 +63,9 @@ def _trained_sampler(device: torch.device, smoke: bool, quick: bool = False):
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, device=device, progress=False)
         summary = trainer.train()
-        sampler = trainer.sampler(compile=False if smoke else None)
+        # quick: eager steps; left to default, each (method, batch size) of the group decides and may compile on
+        # its own, minutes apiece on a busy CPU
+        sampler = trainer.sampler(compile=False if smoke or quick else None)
     return sampler, (f"trained here: the demo's {'GPU' if device.type == 'cuda' else 'CPU'} plan, {steps} steps in "
                      f"{summary.seconds:.1f} s")
 

@@ -207,7 +207,9 @@ def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.
                     _follow(process, handle)
                 except _Stopped:
                     process.kill()
-            return process.wait(), stopped
+            status = process.wait()
+            # pytest exits 0 only when its session ran to the end: a stop that came after the last case is no stop
+            return status, None if status == 0 else stopped
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
