@@ -86,7 +86,9 @@ def render(results: dict) -> str:
         lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
                                      key=lambda info: (info["device"], info["batch"], info["preset"])))
     notes = [f"- suite {suite}: {reason}, skipped" for suite, reason in (results.get("suites_missing") or {}).items()]
-    if results.get("pytest_exit_code"):
+    if results.get("stopped"):
+        notes.append(f"- stopped by {results['stopped']} before the end: only the cases that finished are here")
+    if results.get("pytest_exit_code") and not results.get("stopped"):
         notes.append(f"- pytest exit status {results['pytest_exit_code']}: some cases failed (see pytest.log); "
                      "only the cases that passed are here")
     if results.get("plots_skipped"):
@@ -587,7 +589,7 @@ command), `results.md` (the tables of ratios), `speedup_vs_batch.png` (speed-up 
 size, per method: U-Net forward, training step, sampling) and `fraction_of_ceiling.png` (each kernel's GB/s over the
 copy rate, each U-Net variant's TFLOP/s over the matmul rate); the plots use matplotlib, a dependency of the
 package, and are skipped with a message where it is missing. The suite ships with the repository, not the wheel:
-run it from a checkout (by default a run writes a new `benchmarks/results/<device>-<date>[-quick]/` folder). Every
+run it from a checkout (by default a run writes a new `runs/bench-<device>-<date>[-quick]/` folder). Every
 case times our path beside its peers in the same process, after checking the fast output against the reference:
 
 - **kernels**: q-sample and the reverse step (given and drawn noise), the fused GroupNorm + time embedding + SiLU

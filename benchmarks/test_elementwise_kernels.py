@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ddpm_fast as df
+import ddpm_fast.kernels.ops  # registers torch.ops.ddpm_fast.*, which the cases call directly
 from ddpm_fast import reference
 from timing import Rotating, kernel_figures, kernel_times
 

@@ -11,8 +11,10 @@ The noise band is full DDPM's own spread over the seeds: a method is "within the
 worse than full DDPM's worst seed. The headline per method is the fewest model calls at which it is within the band,
 and its speed-up over full DDPM at that point (seconds / seconds). quality_vs_time.png plots rf_kid against seconds.
 
-Modes: full (3 seeds), quick (`--quick`: 2 seeds), smoke (CI: 4 training steps at T = 20, 8 samples, 1 seed, a few
-short chains — it proves the group runs, not the figures).
+Modes: full (3 seeds), quick (`--quick`: the demo's plan at half its training steps, n = 64 samples, 2 seeds — the
+group's smallest size, about 2 minutes of a quiet 2-core CPU where full mode takes 7: noisier figures, the same
+cases, eager steps), smoke (CI: 4 training steps at T = 20, 8 samples, 1 seed, a few short chains — it proves the group runs,
+not the figures).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from ddpm_fast.training.config import TrainingConfig
 from ddpm_fast.training.trainer import Trainer
 
 CHECKPOINT_ENV = "DDPM_FAST_QUALITY_CHECKPOINT"
-NUM_SAMPLES, SMOKE_SAMPLES = 256, 8
+NUM_SAMPLES = {"full": 256, "quick": 64, "smoke": 8}
+QUICK_TRAINING_FRACTION = 0.5  # quick mode trains the demo's plan for half its steps (the CPU plan: 600)
 SMOKE_TIMESTEPS = 20  # smoke mode's T: full DDPM stays a short chain
 HELD_OUT = 1024
 SEEDS = {"full": 3, "quick": 2, "smoke": 1}
@@ -45,13 +48,13 @@ SMOKE_CASES = [("ddpm", None), ("ddim", 3), ("dpm_solver++", 3), ("sde_dpm_solve
 CPU_GOAL = ("dpm_solver++", 25, 10.0)  # DPM-Solver++ at <= 25 steps within the band at >= 10x less sampling time
 
 
-def _trained_sampler(device: torch.device, smoke: bool):
+def _trained_sampler(device: torch.device, smoke: bool, quick: bool = False):
     """(FastSampler of the EMA weights, what was trained or read)."""
     path = os.environ.get(CHECKPOINT_ENV)
     if path:
         return df.FastSampler.from_pretrained(path, device=device), f"read from {path}"
     plan = GPU_PLAN if device.type == "cuda" else CPU_PLAN
-    steps = 4 if smoke else plan.steps
+    steps = 4 if smoke else (int(plan.steps * QUICK_TRAINING_FRACTION) if quick else plan.steps)
     config = TrainingConfig(data="shapes", image_size=plan.image_size, steps=steps, batch_size=plan.batch_size,
                             num_train_timesteps=SMOKE_TIMESTEPS if smoke else plan.timesteps,
                             learning_rate=plan.learning_rate,
@@ -60,7 +63,9 @@ def _trained_sampler(device: torch.device, smoke: bool):
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, device=device, progress=False)
         summary = trainer.train()
-        sampler = trainer.sampler(compile=False if smoke else None)
+        # quick: eager steps; left to default, each (method, batch size) of the group decides and may compile on
+        # its own, minutes apiece on a busy CPU
+        sampler = trainer.sampler(compile=False if smoke or quick else None)
     return sampler, (f"trained here: the demo's {'GPU' if device.type == 'cuda' else 'CPU'} plan, {steps} steps in "
                      f"{summary.seconds:.1f} s")
 
@@ -73,12 +78,12 @@ def test_quality(benchmark, device, smoke, quick):
 
     load_before = os.getloadavg()
     with guard():
-        sampler, provenance = _trained_sampler(device, smoke)
+        sampler, provenance = _trained_sampler(device, smoke, quick)
         size = sampler.sample_shape[1]
         total = sampler.schedule.num_timesteps
         benchmark.group = f"quality (tiny, {size}x{size}, T={total})"
         held = ShapesDataset.held_out(HELD_OUT, size).images.float().div_(127.5).sub_(1.0)
-        n = SMOKE_SAMPLES if smoke else NUM_SAMPLES
+        n = NUM_SAMPLES[mode]
         cases = SMOKE_CASES if smoke else CASES
         seeds = range(SEEDS[mode])
         results: dict[str, dict] = {}

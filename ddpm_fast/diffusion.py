@@ -160,8 +160,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_guidance_scale(guidance_scale: object) -> Optional[float]:
-    """None, or classifier-free guidance's w as a finite float (any sign: w = 0 is the unconditional model, w = 1
-    the conditional one, w > 1 guides past it)."""
+    """None, or classifier-free guidance's w as a finite float (any sign: w = 0 gives the unconditional model's
+    prediction, w = 1 the conditional one, w > 1 guides past it; a learned variance is always the conditional
+    half's, as diffusers' guided pipelines take it)."""
     if guidance_scale is None:
         return None
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
@@ -242,7 +243,8 @@ def p_step(
     Giving both noise and seed is a ValueError (the seed would be ignored).
     guidance_scale: classifier-free guidance (Ho & Salimans 2022) fused into the step: model_output is then
     [2B, ...], the conditional batch followed by the unconditional one, and the step uses u + w·(c − u) in the
-    model's own parameterisation (a learned variance from the conditional half).
+    model's own parameterisation (a learned variance from the conditional half, whatever w: at w = 0 the mean is the
+    unconditional model's and the variance still the conditional one's, as in diffusers' guided pipelines).
     """
     schedule = check_schedule(schedule)
     check_sample_tensor("x_t", x_t, (torch.float32,))

@@ -6,6 +6,6 @@
 
 from .metadata import read_metadata
 from .onnx_export import GRAPHS, OPSET, export_onnx
-from .onnx_sampler import OnnxSampler
+from .onnx_sampler import OnnxProviderFallbackWarning, OnnxSampler
 
-__all__ = ["GRAPHS", "OPSET", "OnnxSampler", "export_onnx", "read_metadata"]
+__all__ = ["GRAPHS", "OPSET", "OnnxProviderFallbackWarning", "OnnxSampler", "export_onnx", "read_metadata"]

@@ -14,10 +14,13 @@ options travel in its metadata, so a sampler can be built from the file alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import pathlib
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -87,12 +90,13 @@ def export_onnx(
     override_setup: bool = False,
     null_class_label: Optional[int] = None,
 ) -> pathlib.Path:
-    """Write `model` as ONNX to `path`; returns the path. `model` is our UNet (or any nn.Module), a diffusers
-    UNet2DModel, or any source ddpm_fast.interop.pretrained.load_pretrained reads: a training run folder (its last
-    good checkpoint, EMA weights unless weights="model"), a checkpoint folder, a UNet.save folder, a diffusers
-    pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup (β, prediction and variance type,
-    clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and stores; for a module, `setup=`
-    (a ddpm_fast.DiffusionSetup) gives it.
+    """Write `model` as ONNX to `path` (a file name ending in .onnx, else ValueError; missing parent folders are
+    made, as `ddpm-fast export --out` makes them; an existing file is replaced whole); returns the path. `model` is
+    our UNet (or any nn.Module), a diffusers UNet2DModel, or any source ddpm_fast.interop.pretrained.load_pretrained
+    reads: a training run folder (its last good checkpoint, EMA weights unless weights="model"), a checkpoint folder,
+    a UNet.save folder, a diffusers pipeline or UNet2DModel folder, a Hugging Face Hub id. A source's stored setup
+    (β, prediction and variance type, clipping, spacing, DDIM's final ᾱ, sample shape) is what the file bakes in and
+    stores; for a module, `setup=` (a ddpm_fast.DiffusionSetup) gives it.
 
     graph: "model" — inputs sample [B, C, H, W] (dtype) and timestep [B] int64, output model_output (what the model
         predicts: ε, x0 or v, per prediction_type). "ddpm_step" — inputs sample (x_t, float32), timestep, noise
@@ -123,6 +127,8 @@ def export_onnx(
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
     if pathlib.Path(path).is_dir():  # found now, not after the export's work
         raise ValueError(f"path {path} is a folder; expected the .onnx file to write")
+    if pathlib.Path(path).suffix.lower() != ".onnx":  # the rule `ddpm-fast export --out` follows too
+        raise ValueError(f"path {path}: expected a file name ending in .onnx")
     if dtype not in DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
     given = {"prediction_type": prediction_type, "variance_type": variance_type, "clip_sample": clip_sample,
@@ -170,7 +176,7 @@ def export_onnx(
     example = _example_inputs(graph, names, sample_shape, dtype, class_count)
     # One trace: with the fused GroupNorm inlined as its torch reference, torch.export's graph needs no second pass
     # to replace the custom op before the exporter's own decomposition.
-    with torch.no_grad(), launch.inline_references():
+    with torch.no_grad(), launch.inline_references(), _quiet_exporter():
         shapes = _dynamic_shapes(names, dynamic_spatial, factor)
         onnx_program = torch.onnx.export(module, example, dynamic_shapes=shapes, dynamo=True, opset_version=opset,
                                          input_names=list(names), output_names=list(OUTPUT_NAMES[graph]),
@@ -202,6 +208,31 @@ def export_onnx(
     finally:
         standard.unlink(missing_ok=True)
     return path
+
+
+class _TorchvisionNotes(logging.Filter):
+    """Drops torch's exporter's "torchvision is not installed. Skipping torchvision::nms" notes (one per torchvision
+    op it knows): our graphs hold no torchvision op, so the notes tell a user nothing and crowd the command's stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed. Skipping torchvision::")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch's exporter without the notes about its own internals (only those two, by their message): the notes
+    above, and the FutureWarning torch.export's pytree code raises by using its own deprecated LeafSpec, which
+    no caller can act on. Every other warning and log record passes as usual."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    notes = _TorchvisionNotes()
+    registration.addFilter(notes)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        registration.removeFilter(notes)
 
 
 def check_model(proto) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import pathlib
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -29,11 +30,12 @@ from ddpm_fast.vocabulary import DPM_METHODS, SOLVER_ROWS
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import check_null_class_label
+from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
                                       initial_sample, noise_timesteps, step_noise, torch_noise)
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
 from ddpm_fast.sampling.progress import progress_bar
-from ddpm_fast.sampling.plan import build_plan, planned_timesteps
+from ddpm_fast.sampling.plan import build_plan, check_step_choices, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
 
 from .metadata import METADATA_KEY
@@ -47,12 +49,24 @@ _STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solv
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
+class OnnxProviderFallbackWarning(FastPathFallbackWarning):
+    """ONNX Runtime could not start the CUDA provider an OnnxSampler asked for (its CUDA or cuDNN libraries missing,
+    say), and the session runs on the CPU provider instead.
+
+    Raised as a warning, once per sampler; the sampler's `fallbacks` says the same after the fact. A
+    FastPathFallbackWarning, so `warnings.simplefilter("error", ddpm_fast.FastPathFallbackWarning)` turns every
+    fallback of either sampler into an error.
+    """
+
+
 class OnnxSampler:
     """Sample with an ONNX file written by `export_onnx`.
 
     schedule: overrides the schedule stored in the file (required when the file has none).
     providers: ONNX Runtime providers; default the CUDA provider when onnxruntime has it and torch sees a GPU,
-        else the CPU provider.
+        else the CPU provider. When the CUDA provider was asked for but ONNX Runtime could not start it, the
+        session runs on the CPU with an OnnxProviderFallbackWarning, and `fallbacks` (a tuple of str, empty when
+        the session runs as asked) says why; `provider` is the provider the session runs on.
     cuda_graph: let the CUDA provider capture and replay the graph (static shapes: one batch size per sampler).
     session_options: an onnxruntime.SessionOptions (threads, optimisation level, ...).
     null_class_label: the null class of a class-conditional model whose file stores none (one exported from a
@@ -113,9 +127,16 @@ class OnnxSampler:
             raise ValueError(f"{path} is a {self.graph} graph with its schedule baked in; schedule= must be that "
                              "schedule (export again to sample another)")
         self.schedule = schedule
-        self.uses_cuda = self.session.get_providers()[0] == CUDA
+        self.provider = self.session.get_providers()[0]
+        self.uses_cuda = self.provider == CUDA
+        self.fallbacks: tuple[str, ...] = ()
         if not self.uses_cuda:  # ONNX Runtime fell back to the CPU (a CUDA provider that failed to load)
             self.stream = None
+            if cuda_options is not None:  # asked for, and silently dropped by ONNX Runtime: say so, as FastSampler does
+                reason = (f"ONNX Runtime could not start the {CUDA} (its log above says why: CUDA or cuDNN "
+                          f"libraries, usually) and runs {path.name} on the {self.provider}: sampling runs on the CPU")
+                self.fallbacks = (reason,)
+                warnings.warn(reason, OnnxProviderFallbackWarning, stacklevel=2)
         # Without this, the CUDA provider synchronises the host with its stream after every run (every step).
         self._run_options = ort.RunOptions()
         if self.uses_cuda:
@@ -279,7 +300,8 @@ class OnnxSampler:
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
                method: Optional[str] = None, eta: Optional[float] = None, sample_offset: int = 0,
                progress: bool = False, class_labels=None, guidance_scale: Optional[float] = None,
-               latents: Optional[torch.Tensor] = None) -> torch.Tensor:
+               latents: Optional[torch.Tensor] = None, timesteps: Optional[Sequence[int]] = None,
+               use_clipped_model_output: bool = False) -> torch.Tensor:
         """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
@@ -294,15 +316,20 @@ class OnnxSampler:
         latents: x_T to start from instead of drawing it, as FastSampler.sample takes it: float32 [batch_size,
         *sample_shape] on the sampler's device, finite; copied, never modified; seed= / generator= still give the
         per-step noise (a generator's first draw is then the first step's z).
+        timesteps, use_clipped_model_output: as FastSampler.sample's (a custom chain instead of num_inference_steps;
+        DDIM with clip_sample re-deriving ε from the clipped x0), checked by the same rules. A DDPM step graph bakes
+        the full chain, so it takes no custom chain; a DDIM step graph bakes ε as the model predicts it, so
+        use_clipped_model_output with the file's clip_sample needs a model graph.
         """
         result: list = []
         with self._on_stream(result):
             result.append(self._sample(batch_size, seed, generator, num_inference_steps, method, eta, sample_offset,
-                                       progress, class_labels, guidance_scale, latents))
+                                       progress, class_labels, guidance_scale, latents, timesteps,
+                                       use_clipped_model_output))
         return result[0]
 
     def _sample(self, batch_size, seed, generator, num_inference_steps, method, eta, sample_offset, progress,
-                class_labels=None, guidance_scale=None, latents=None):
+                class_labels=None, guidance_scale=None, latents=None, timesteps=None, use_clipped_model_output=False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if seed is not None and generator is not None:
@@ -322,9 +349,14 @@ class OnnxSampler:
         if conditioning == "guided" and self.graph != "model" and "guidance_scale" not in self.inputs:
             raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "
                              "guide: export it with null_class_label= (--null-class-label), or export a model graph")
-        method, eta = self._method(method, eta, num_inference_steps)
+        method, eta = self._method(method, eta, num_inference_steps, timesteps)
+        check_step_choices(method, eta, use_clipped_model_output)
+        clipped_output = use_clipped_model_output and bool(self.metadata["clip_sample"])  # as FastSampler: else a no-op
+        if clipped_output and self.graph == "ddim_step":
+            raise ValueError("this ddim_step graph computes DDIM from the model's own ε: use_clipped_model_output "
+                             "with its clip_sample needs a model graph (export graph='model')")
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one)
+                          self.set_alpha_to_one, timesteps)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
         guided_model = self.graph == "model" and conditioning == "guided"  # the model graph runs 2B samples
@@ -352,7 +384,8 @@ class OnnxSampler:
         options = StepOptions(method=method, prediction_type=self.metadata["prediction_type"],
                               variance_type=self.metadata["variance_type"], clip_sample=self.metadata["clip_sample"],
                               clip_sample_range=self.metadata["clip_sample_range"], eta=eta, noise="given",
-                              sample_offset=0)  # z comes drawn for the global samples: the op adds no offset
+                              sample_offset=0,  # z comes drawn for the global samples: the op adds no offset
+                              use_clipped_model_output=clipped_output)
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
@@ -389,7 +422,8 @@ class OnnxSampler:
             bar.close()
         return x.clamp(-1.0, 1.0)
 
-    def _method(self, method: Optional[str], eta: Optional[float], num_inference_steps: Optional[int]):
+    def _method(self, method: Optional[str], eta: Optional[float], num_inference_steps: Optional[int],
+                timesteps: Optional[Sequence[int]] = None):
         methods = _STEP_GRAPH_METHODS.get(self.graph)
         if methods is not None:
             if method is not None and method not in methods:
@@ -398,15 +432,14 @@ class OnnxSampler:
             fixed = method or methods[0]
             if eta is not None and fixed == "ddim" and eta != self.metadata["eta"]:
                 raise ValueError(f"this DDIM step graph bakes eta={self.metadata['eta']}; export again for eta={eta}")
-            if fixed == "ddpm" and num_inference_steps not in (None, self.schedule.num_timesteps):
-                raise ValueError("a DDPM step graph bakes the full chain's coefficients: num_inference_steps must be "
-                                 "None (export a model graph to sample respaced chains)")
+            if fixed == "ddpm" and (num_inference_steps not in (None, self.schedule.num_timesteps)
+                                    or timesteps is not None):
+                raise ValueError("a DDPM step graph bakes the full chain's coefficients: num_inference_steps and "
+                                 "timesteps must be None (export a model graph to sample respaced chains)")
             method = fixed
         method = method or "ddpm"
         eta = float(self.metadata["eta"] if self.graph == "ddim_step" else (eta or 0.0))
-        if method != "ddim" and eta:
-            raise ValueError("eta applies to method='ddim' only")
-        return method, eta
+        return method, eta  # the rules every sampler shares are check_step_choices
 
     def _model_step(self, buffers, options: StepOptions, x, t, kernel_t, prev_t, z, table, alphas,
                     guidance: Optional[torch.Tensor] = None, solver=None) -> torch.Tensor:

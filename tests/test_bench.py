@@ -7,6 +7,8 @@ import argparse
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ import ddpm_fast as df
 from ddpm_fast.cli import bench
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.cli.main import build_parser, main
+from subprocess_env import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -138,6 +141,16 @@ def test_bench_arguments():
     args = build_parser().parse_args(["bench", "--suite", "kernels,onnx", "--suite", "training", "kernels"])
     assert args.suites == ["kernels", "onnx", "training"]
     assert build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
+
+
+def test_the_default_out_is_a_new_runs_folder_the_checkout_ignores(tmp_path):
+    first = bench.default_out(True, under=tmp_path)
+    assert first.parent == tmp_path / "runs" and first.name.startswith(f"bench-{bench.device_slug()}-")
+    assert first.name.endswith("-quick")
+    first.mkdir(parents=True)
+    assert bench.default_out(True, under=tmp_path).name == f"{first.name}-2"  # never an earlier run's folder
+    assert "-1-thread-" in bench.default_out(False, threads=1, under=tmp_path).name
+    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_bench_threads_must_be_positive(capsys):
@@ -273,7 +286,7 @@ def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys
     assert f"wrote {out / 'results.md'}" in capsys.readouterr().out
 
 
-def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
+def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path, monkeypatch):
     folder = tmp_path / "benchmarks"
     folder.mkdir()
     for name in ("report.py", "plots.py"):
@@ -281,13 +294,88 @@ def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path):
     (folder / "conftest.py").write_text("")
     suite = FAKE_SUITE.replace("{EXTRA}", repr(kernel_info())) + "\n\ndef test_broken():\n    raise RuntimeError\n"
     (folder / "test_elementwise_kernels.py").write_text(suite)
-    out = tmp_path / "out"
-    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels", "--out", str(out)]) == 1
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # no --out: a new runs/bench-... folder under the current one, not the suite's
+    assert main(["bench", "--benchmarks", str(folder), "--suite", "kernels"]) == 1
+    (out,) = (work / "runs").iterdir()
+    assert out.name.startswith(f"bench-{bench.device_slug()}-") and not (folder / "results").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["pytest_exit_code"] == 1 and len(results["benchmarks"]) == 1
     (case,) = results["benchmarks"]
     assert case["extra_info"]["quick_env"] == "0" and case["extra_info"]["threads_env"] is None  # full mode
     assert "some cases failed" in (out / "results.md").read_text()
+
+
+def test_the_kernels_suite_runs_in_a_fresh_process():
+    """`ddpm-fast bench --suite kernels` runs the suite's files in a pytest process of their own: their cases call
+    torch.ops.ddpm_fast.*, which the suite must register itself (no test module of tests/ beside it does)."""
+    env = subprocess_env()
+    # The torch.compile peer is not what this checks, and compiling it would cost the suite a minute on a CPU.
+    env["TORCHDYNAMO_DISABLE"] = "1"
+    files = [f"benchmarks/{name}" for name in bench.SUITES["kernels"]]
+    result = subprocess.run([sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-q",
+                             "--benchmark-disable"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6 passed" in result.stdout
+
+
+SLOW_SUITE = '''
+import time
+
+def test_first(benchmark):
+    benchmark.extra_info.update({EXTRA})
+    benchmark.pedantic(lambda: None, rounds=2)
+
+def test_second(benchmark):
+    benchmark.extra_info.update({EXTRA})
+    benchmark.pedantic(lambda: time.sleep(60), rounds=1)  # stopped in here
+
+def test_third(benchmark):
+    benchmark.pedantic(lambda: None, rounds=1)
+'''
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name):
+    """Ctrl-C (SIGINT) or a kill (SIGTERM) of `ddpm-fast bench` while a case runs: the cases that finished are
+    written (results.json, results.md saying it stopped), the exit status is the shell's 128 + signal; a line per
+    case says which group runs and how far it is, and the results so far are saved after each case."""
+    import signal
+    import time
+
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    for name in ("report.py", "plots.py"):
+        shutil.copy(BENCHMARKS / name, folder / name)
+    (folder / "conftest.py").write_text("")
+    (folder / "test_sampling.py").write_text(SLOW_SUITE.replace("{EXTRA}", repr(kernel_info())))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "ddpm_fast.cli.bench", "--benchmarks", str(folder), "--suite",
+                                "sampling", "--out", str(out)], cwd=tmp_path, env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines.append(process.stdout.readline())
+            if lines[-1].startswith("[2/3] sampling: test_second ..."):
+                break
+        assert lines[-1].startswith("[2/3] sampling: test_second ..."), "".join(lines)
+        assert "ddpm-fast bench: 3 cases in sampling\n" in lines
+        assert any(line.startswith("[1/3] sampling: test_first passed in ") and "so far)" in line for line in lines)
+        assert json.loads((out / bench.RAW_JSON).read_text())["cases_finished"] == 1  # saved after the first case
+        process.send_signal(getattr(signal, signal_name))
+        rest, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == bench.STOPPED_STATUS[signal_name], "".join(lines) + rest + err
+    assert f"{signal_name}: stopped after 1 measured case(s); they are in the report" in err
+    results = json.loads((out / "results.json").read_text())
+    assert [case["name"] for case in results["benchmarks"]] == ["test_first"] and results["stopped"] == signal_name
+    assert f"stopped by {signal_name} before the end" in (out / "results.md").read_text()
+    assert not (out / bench.RAW_JSON).exists()
 
 
 # ------------------------------------------------------------------------------------------------ report and plots

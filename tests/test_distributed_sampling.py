@@ -6,6 +6,7 @@ programs one at a time). The samples are fp32 and the noise is per sample, so an
 images up to the last bits of batch-size-dependent convolutions.
 """
 
+import dataclasses
 import io
 import re
 import subprocess
@@ -20,6 +21,7 @@ from safetensors import safe_open
 import ddpm_fast as df
 from ddpm_fast import files
 from ddpm_fast.cli import main as cli
+from ddpm_fast.cli import sample as sample_command
 from ddpm_fast.data.images import png_grid
 from ddpm_fast.diffusion_setup import DiffusionSetup
 from ddpm_fast.interop.diffusers_scheduler import setup_from_diffusers_config
@@ -244,6 +246,27 @@ def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_proces
                        "--num-samples", str(N), "--seed", "3", "--out", str(out), *FP32_EAGER, cwd=tmp_path)
     assert result.stdout.count("wrote") == 1 and "world size 2" in result.stdout  # rank 0 alone reports
     torch.testing.assert_close(_images(out), _images(one_process), rtol=0, atol=1e-5)
+
+
+def test_every_rank_reports_its_own_fallbacks(checkpoint, tmp_path, monkeypatch, capsys):
+    """Under torchrun rank 0 writes the file and the report, but a fast path that fell back on another rank (its own
+    GPU, its own compile) is that rank's to say: rank 1 of 2 here, its shard sampled with a fallback."""
+    from ddpm_fast.sampling import distributed
+
+    def rank_one_shard(sampler, num_samples, seed=None, **options):
+        sampler.sample(2, seed=seed, **options)  # rank 1's shard of 5 over 2 ranks
+        sampler.last_report = dataclasses.replace(sampler.last_report, fallbacks=("torch.compile failed: boom",))
+        return None  # what a rank other than 0 gets back
+
+    monkeypatch.setattr(distributed, "init_from_environment", lambda device=None: (1, 2, torch.device("cpu")))
+    monkeypatch.setattr(distributed, "sample_sharded", rank_one_shard)
+    monkeypatch.setattr(distributed, "teardown", lambda: None)
+    out = tmp_path / "samples.safetensors"
+    assert _sample(checkpoint, out) == 0
+    printed = capsys.readouterr()
+    assert "wrote" not in printed.out and not out.exists()  # rank 0's work
+    assert printed.err.splitlines()[-1] == "rank 1 of 2: fast path fell back: torch.compile failed: boom"
+    assert sample_command.fallback_lines(("x",), 0, 1) == ["fast path fell back: x"]  # one process: no rank
 
 
 def test_sample_from_a_diffusers_pipeline_folder(tmp_path):

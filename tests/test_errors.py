@@ -441,6 +441,7 @@ def open_dataset(*args, **kwargs):
     (lambda tmp: _export(tmp, model=42), TypeError, "model must be an nn.Module, a model folder or a Hub id"),
     (lambda tmp: _export(tmp, model=tmp / "missing"), FileNotFoundError, "missing"),
     (lambda tmp: _export(tmp, path=tmp), ValueError, "is a folder"),
+    (lambda tmp: _export(tmp, path=tmp / "out.pt"), ValueError, r"out\.pt: expected a file name ending in \.onnx"),
     (lambda tmp: _onnx_sampler(tmp / "missing.onnx"), FileNotFoundError, "missing.onnx"),
     (lambda tmp: _onnx_sampler(tmp), ValueError, "is a folder"),
     (lambda tmp: _onnx_sampler(tmp / "junk.onnx"), ValueError, "junk.onnx: not a loadable ONNX model"),
@@ -493,6 +494,9 @@ def test_fast_ddpm_scheduler_mistakes(call, error, match):
     (lambda: _quality(torch.full((8, 3, 8, 8), float("nan")), _img(8, 3, 8, 8)), ValueError, "samples"),
     (lambda: _quality(_img(8, 3, 8, 8), _img(8, 3, 8, 8), seed=-1), ValueError, "seed"),
     (lambda: _quality(_img(8, 3, 8, 8), _img(8, 3, 8, 8), num_projections=0), ValueError, "num_projections"),
+    # the likelihood bound is a per-image figure: one image is enough, none is refused
+    (lambda: _nll(_img(0, 3, 8, 8)), ValueError, r"images holds 0 image\(s\); needs at least 1"),
+    (lambda: _nll(_img(1, 3, 8, 8) * 3), ValueError, r"images must hold images in \[-1, 1\]"),
 ])
 def test_quality_report_mistakes(call, error, match):
     with pytest.raises(error, match=match):
@@ -507,6 +511,12 @@ def _quality(*args, **options):
     from ddpm_fast.evaluation.metrics import quality_report
 
     return quality_report(*args, **options)
+
+
+def _nll(images):
+    from ddpm_fast.evaluation.metrics import nll_bits_per_dim
+
+    return nll_bits_per_dim(lambda x, t: x, images, df.NoiseSchedule.linear(4))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -90,6 +90,21 @@ def test_guidance_scale_one_and_zero_pick_a_half(device):
         torch.testing.assert_close(guided, df.p_step(half, t, x_t, s, seed=1), rtol=1e-6, atol=1e-6)
 
 
+def test_guidance_scale_zero_with_a_learned_variance_keeps_the_conditional_variance(device):
+    """w = 0 takes the unconditional half's prediction (the mean) and, as diffusers' guided pipelines do, the
+    conditional half's variance: the documented meaning of "0 gives the unconditional prediction", pinned."""
+    s = df.NoiseSchedule.linear(1000)
+    b, c = 3, 3
+    x_t, output, t = _guided_inputs(device, (b, c, 4, 4), learned=True)
+    cond, uncond = output[:b], output[b:]
+    guided = df.p_step(output, t, x_t, s, seed=1, variance_type="learned_range", guidance_scale=0.0)
+    mixed = torch.cat([uncond[:, :c], cond[:, c:]], dim=1)  # the unconditional mean, the conditional variance
+    torch.testing.assert_close(guided, df.p_step(mixed, t, x_t, s, seed=1, variance_type="learned_range"),
+                               rtol=1e-6, atol=1e-6)
+    unconditional = df.p_step(uncond, t, x_t, s, seed=1, variance_type="learned_range")
+    assert not torch.allclose(guided[1:], unconditional[1:], rtol=1e-4, atol=1e-4)  # t > 0: the variance differs
+
+
 def test_guided_step_prefix_invariant(device):
     s = df.NoiseSchedule.linear(1000)
     x_t, output, t = _guided_inputs(device, (4, 3, 4, 4))

@@ -187,6 +187,8 @@ def test_nll_of_a_point_mass_with_the_exact_denoiser_is_known_in_closed_form():
     assert float(prior_bpd(images, schedule)[0]) == pytest.approx(prior, rel=1e-4)
     # a worse denoiser has a larger bound
     assert nll_bits_per_dim(lambda x, t: exact(x, t) + 0.3, images, schedule, batch_size=2) > got + 0.01
+    # the bound is each image's: one image alone has the same figure (no set of at least 2 needed)
+    assert nll_bits_per_dim(exact, images[:1], schedule) == pytest.approx(got, rel=1e-4)
 
 
 def test_nll_takes_learned_variance_models_and_refuses_bad_arguments():
@@ -201,3 +203,5 @@ def test_nll_takes_learned_variance_models_and_refuses_bad_arguments():
         nll_bits_per_dim(lambda x, t: x, images, schedule, variance_type="learned_range")
     with pytest.raises(TypeError, match="schedule"):
         nll_bits_per_dim(lambda x, t: x, images, "cosine")
+    with pytest.raises(ValueError, match="images holds 0 image"):
+        nll_bits_per_dim(lambda x, t: x, images[:0], schedule)

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import warnings
 
 import pytest
 import torch
@@ -355,6 +356,30 @@ def test_a_module_that_is_no_unet_exports_with_static_spatial_size(tmp_path):
         export(toy, tmp_path / "toy2.onnx")  # no config to take it from
 
 
+def test_only_the_exporters_own_notes_are_silenced(caplog):
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with onnx_export._quiet_exporter():
+            registration.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+            registration.warning("a note of another kind")
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+            warnings.warn("another FutureWarning", FutureWarning)
+        registration.warning("torchvision is not installed. Skipping %s", "torchvision::roi_align")  # after: as usual
+    assert [record.getMessage() for record in caplog.records] == [
+        "a note of another kind", "torchvision is not installed. Skipping torchvision::roi_align"]
+    assert [str(w.message) for w in caught] == ["another FutureWarning"]
+
+
+def test_the_path_is_a_onnx_file_whose_missing_folders_are_made(tmp_path):
+    with pytest.raises(ValueError, match=r"path .*toy\.txt: expected a file name ending in \.onnx"):
+        export(ToyModel(), tmp_path / "toy.txt", (3, 4, 4))
+    assert not os.listdir(tmp_path)  # refused before the export's work
+    path = export(ToyModel(), tmp_path / "new" / "folders" / "toy.ONNX", (3, 4, 4))  # the CLI's rule: made
+    assert path.is_file() and os.listdir(tmp_path / "new" / "folders") == ["toy.ONNX"]
+
+
 def test_writes_are_atomic(tmp_path, monkeypatch):
     torch.manual_seed(0)
     path = tmp_path / "toy.onnx"
@@ -436,17 +461,25 @@ def test_read_metadata_of_a_foreign_onnx_file(tmp_path):
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_export_from_a_checkpoint(tmp_path, capsys):
+def test_cli_export_from_a_checkpoint(tmp_path, capsys, caplog):
     model = small_unet(seed=3)
     checkpoint = model.save(tmp_path / "ckpt")
     out = tmp_path / "out" / "unet.onnx"
     out.parent.mkdir()
     out.write_bytes(b"not onnx")  # replaced whole
-    with untraced():
+    caplog.set_level(logging.INFO)
+    with untraced(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert cli.main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--schedule", "sigmoid",
                          "--train-timesteps", "30", "--prediction-type", "sample", "--static-spatial"]) == 0
-    line = capsys.readouterr().out
+    printed = capsys.readouterr()
+    line = printed.out
     assert line.count("\n") == 1 and str(out) in line and "model graph" in line and "float32" in line
+    # torch's notes on its own exporter stay off the user's stderr: its LeafSpec FutureWarning, and a "torchvision
+    # is not installed. Skipping torchvision::nms" log line for each torchvision op it knows
+    noise = [str(w.message) for w in caught if "LeafSpec" in str(w.message)]
+    noise += [record.getMessage() for record in caplog.records if "torchvision" in record.getMessage()]
+    assert not noise and "torchvision" not in printed.err and "LeafSpec" not in printed.err
     assert os.listdir(out.parent) == ["unet.onnx"]
     proto = onnx.load(out)
     metadata = read_metadata(proto)

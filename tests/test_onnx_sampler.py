@@ -4,12 +4,14 @@ what each graph can sample, and clear errors for bad files and bad inputs. CPU p
 Each export of the tiny U-Net costs ~20 s, so the files are exported once per module.
 """
 
+import warnings
+
 import onnx
 import pytest
 import torch
 
 import ddpm_fast as df
-from ddpm_fast.export import OnnxSampler, export_onnx
+from ddpm_fast.export import OnnxProviderFallbackWarning, OnnxSampler, export_onnx
 from ddpm_fast.export.metadata import METADATA_KEY
 from ddpm_fast.kernels import cpu_reference
 
@@ -68,6 +70,46 @@ def test_onnx_sampler_equals_fast_sampler(exported, unet, schedule, graph, metho
             expected = fast.sample(3, generator=torch.Generator().manual_seed(4), **kwargs)
     assert got.shape == (3, 3, SIZE, SIZE) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("graph,eta,clipped", [("model", 0.0, True), ("ddim_step", 0.5, False)])
+def test_a_custom_ddim_chain_equals_fast_sampler(exported, unet, schedule, graph, eta, clipped):
+    """lucidrains' DDIM: its own timesteps, ε re-derived from the clipped x0 (the files clip): a model graph runs it
+    with the update in torch; a DDIM step graph runs custom timesteps with its own ε."""
+    onnx_sampler = OnnxSampler(exported[graph])
+    fast = fast_sampler(unet, schedule, graph)
+    kwargs = dict(method="ddim", eta=eta, timesteps=[19, 14, 9, 4, 0], use_clipped_model_output=clipped)
+    with cpu_reference():
+        got, expected = onnx_sampler.sample(2, seed=3, **kwargs), fast.sample(2, seed=3, **kwargs)
+        unclipped = fast.sample(2, seed=3, **{**kwargs, "use_clipped_model_output": False})
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    if clipped:  # the option changes the chain: the comparison above pins it, not a no-op
+        assert not torch.allclose(expected, unclipped, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cuda_provider_onnx_runtime_cannot_start_is_a_fallback_warning(exported, unet, schedule, monkeypatch):
+    """Asked for the CUDA provider, ONNX Runtime drops it without an error when it cannot start it (here: no GPU, or
+    onnxruntime-gpu without its CUDA libraries); the sampler says so and keeps sampling, on the CPU."""
+    ort = pytest.importorskip("onnxruntime")
+    asked = []
+    real_session = ort.InferenceSession
+
+    def session_without_cuda(path, sess_options=None, providers=None):  # what ONNX Runtime does when CUDA fails
+        asked.append([name if isinstance(name, str) else name[0] for name in providers])
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no side stream: the CPU test path
+    monkeypatch.setattr(ort, "InferenceSession", session_without_cuda)
+    with pytest.warns(OnnxProviderFallbackWarning, match="could not start the CUDAExecutionProvider") as caught:
+        sampler = OnnxSampler(exported["model"], providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert len(caught) == 1 and issubclass(OnnxProviderFallbackWarning, df.FastPathFallbackWarning)
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert sampler.provider == "CPUExecutionProvider" and not sampler.uses_cuda and sampler.device.type == "cpu"
+    (reason,) = sampler.fallbacks
+    assert "model.onnx" in reason and "sampling runs on the CPU" in reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CPU provider asked for is no fallback
+        assert OnnxSampler(exported["model"]).fallbacks == ()
 
 
 def test_the_schedule_and_options_come_from_the_file(exported, schedule):
@@ -131,6 +173,19 @@ def test_what_each_graph_cannot_sample_is_a_clear_error(exported):
         model.sample(2, seed=0, sample_offset=2**31 - 1)
     with pytest.raises(ValueError, match="schedule baked in"):
         OnnxSampler(exported["ddpm_step"], schedule=df.NoiseSchedule.linear(T))
+    # timesteps= and use_clipped_model_output: FastSampler.sample's rules, and what a step graph bakes
+    with pytest.raises(ValueError, match="timesteps must be None"):
+        ddpm.sample(1, seed=0, timesteps=[9, 4, 0])
+    with pytest.raises(ValueError, match="use_clipped_model_output with its clip_sample needs a model graph"):
+        OnnxSampler(exported["ddim_step"]).sample(1, seed=0, timesteps=[9, 0], use_clipped_model_output=True)
+    with pytest.raises(ValueError, match="use_clipped_model_output applies to method='ddim' only"):
+        model.sample(1, seed=0, use_clipped_model_output=True)
+    with pytest.raises(TypeError, match="use_clipped_model_output must be True or False"):
+        model.sample(1, seed=0, method="ddim", use_clipped_model_output=1)
+    with pytest.raises(ValueError, match=r"timesteps must be strictly descending ints in \[0, 20\)"):
+        model.sample(1, seed=0, method="ddim", timesteps=[4, 9])
+    with pytest.raises(ValueError, match="pass num_inference_steps or timesteps, not both"):
+        model.sample(1, seed=0, method="ddim", num_inference_steps=3, timesteps=[9, 4])
 
 
 def _rewrite_metadata(source, target, change):

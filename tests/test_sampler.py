@@ -103,6 +103,17 @@ def test_respaced_and_ddim_chains_give_finite_images(method, steps, eta):
     assert images.abs().max() <= 1
 
 
+def test_printed_report_shows_sampling_time_and_images_per_second():
+    sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32)
+    sampler.sample(2, seed=0, num_inference_steps=3, method="ddim")
+    report = sampler.last_report
+    shown = str(report)
+    assert shown == repr(report) and shown.startswith("SamplingReport(batch_size=2, num_steps=3,")
+    assert f"sampling_seconds={report.sampling_seconds:.4g}" in shown
+    assert f"images_per_second={report.images_per_second:.4g}" in shown and report.images_per_second > 0
+    assert shown.index("setup_seconds=") < shown.index("sampling_seconds=") and "_start" not in shown
+
+
 def test_ddim_eta_zero_is_deterministic_given_x_T():
     sampler = df.FastSampler(ConvEpsModel(), seed_linear(T), (3, 6, 6), **FP32)
     first = sampler.sample(2, seed=5, method="ddim", num_inference_steps=4)
@@ -288,9 +299,46 @@ def test_a_fallback_is_reported_for_the_batch_sizes_that_run_without_the_fast_pa
     assert not report.compiled and report.fallbacks == tuple(sampler.fallbacks) and len(sampler.fallbacks) == 1
 
 
-def _steps_cost(monkeypatch, seconds):
-    """Make every eager step time as `seconds`, so the CPU compile policy's estimate is steps x seconds."""
+def _steps_cost(monkeypatch, seconds, load_factor=1.0):
+    """Make every eager step time as `seconds`, so the CPU compile policy's estimate is steps x seconds, on a machine
+    `load_factor` times busier than its cores (1: quiet, whatever the machine running the test is doing)."""
     monkeypatch.setattr(fast_path_module.Runner, "time_eager_step", lambda runner: runner.check() or seconds)
+    monkeypatch.setattr(fast_path_module, "cpu_load_factor", lambda: load_factor)
+
+
+@pytest.mark.parametrize("step_seconds,steps,load,compiles", [
+    (0.5, 100, 1.0, False),   # 50 s of eager work: below the quiet 60 s
+    (0.7, 100, 1.0, True),    # 70 s: a quiet machine compiles
+    (0.7, 100, 3.0, False),   # the same 70 s timed under load 3: the compile would cost 3x too, stays eager
+    (4.5, 100, 3.0, True),    # 450 s under load 3: still worth a compile
+])
+def test_the_cpu_compile_decision_weighs_the_compile_at_the_load_the_timing_saw(step_seconds, steps, load, compiles):
+    decision, reason = fast_path_module.cpu_compile_decision(step_seconds, steps, load)
+    assert decision is compiles
+    threshold = fast_path_module.CPU_COMPILE_MIN_EAGER_SECONDS * load
+    assert f"the {threshold:.0f} s a CPU compile needs to pay off" in reason
+    assert ("load factor 3.0" in reason) is (load > 1)
+
+
+def test_a_busy_machine_keeps_a_chain_eager_that_a_quiet_one_compiles(monkeypatch):
+    """The issue's case: a timing inflated by the load must not start a compile the same load makes cost more."""
+    sampler = df.FastSampler(ConvEpsModel().eval(), seed_linear(100), (3, 6, 6))
+    monkeypatch.setattr(sampler.fast_path, "compile_step", lambda core: pytest.fail("compiled under load"))
+    _steps_cost(monkeypatch, 0.8, load_factor=4.0)  # 80 s estimated, under a 240 s bar
+    sampler.sample(2, seed=0)
+    report = sampler.last_report
+    assert not report.compiled and report.compile_decision.startswith(
+        "eager: 100 steps take about 80.0 s eagerly, below the 240 s a CPU compile needs to pay off on this machine "
+        "now (60 s quiet x load factor 4.0")
+
+
+def test_the_load_factor_is_the_load_average_per_cpu_at_least_one(monkeypatch):
+    monkeypatch.setattr(fast_path_module.os, "cpu_count", lambda: 2)
+    for load, factor in ((6.0, 3.0), (1.0, 1.0), (0.1, 1.0)):
+        monkeypatch.setattr(fast_path_module.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert fast_path_module.cpu_load_factor() == factor
+    monkeypatch.delattr(fast_path_module.os, "getloadavg")  # a platform without one: taken as quiet
+    assert fast_path_module.cpu_load_factor() == 1.0
 
 
 def test_cpu_default_runs_a_short_chain_eagerly_and_says_why(monkeypatch):

@@ -1,12 +1,15 @@
 """`ddpm-fast bench`: run the benchmark suite (benchmarks/, pytest-benchmark) and write its report.
 
-    ddpm-fast bench --quick                              # every group, small sizes: a few minutes on 2 CPU cores
+    ddpm-fast bench --quick                              # every group, small sizes: minutes on 2 CPU cores
     ddpm-fast bench --suite kernels unet --out DIR       # full sizes, on whatever device is present
     ddpm-fast bench --merge part1/ part2/ --out DIR      # one result set from several runs (split device calls)
 
-Into --out go results.json (pytest-benchmark's JSON plus device, versions, commit, mode and command), results.md
-(tables of ratios), speedup_vs_batch.png and fraction_of_ceiling.png (with matplotlib; skipped with a message without
-it) and pytest.log. The suite runs in a pytest subprocess so that its compiles and caches leave this process alone.
+Into --out (default: a new runs/bench-<device>-<date>[-quick] folder under the current one) go results.json
+(pytest-benchmark's JSON plus device, versions, commit, mode and command), results.md (tables of ratios),
+speedup_vs_batch.png and fraction_of_ceiling.png (with matplotlib; skipped with a message without it) and
+pytest.log. The suite runs in a pytest subprocess so that its compiles and caches leave this process alone; it
+prints a line as each case starts and ends, and a run stopped by Ctrl-C or a kill still writes the cases that
+finished (exit status 130 / 143).
 
 The suite lives in the source repository (benchmarks/ beside this package), not in the wheel: run from a checkout
 (an editable install finds it) or pass --benchmarks DIR. It needs pytest and pytest-benchmark: the [bench] extra.
@@ -22,8 +25,10 @@ import os
 import pathlib
 import platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from . import arguments
@@ -150,27 +155,74 @@ def select(benchmarks: pathlib.Path, suites: list[str]) -> tuple[list[str], dict
     return files, missing
 
 
+PROGRESS_PLUGIN = "ddpm_fast.cli.bench_progress"  # a line per case, and the results so far after each (see there)
+
+
 def pytest_command(files: list[str], raw_json: pathlib.Path, keyword: str | None = None) -> list[str]:
-    command = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-q", "-rfEs",
-               f"--benchmark-json={raw_json}", "--benchmark-columns=min,median,max,rounds", "--durations=0"]
+    command = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-p", PROGRESS_PLUGIN, "-q",
+               "-rfEs", f"--benchmark-json={raw_json}", "--benchmark-columns=min,median,max,rounds",
+               "--durations=0"]
     if keyword:
         command += ["-k", keyword]
     return command
 
 
-def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path, threads: int | None = None) -> int:
-    """Run the suite, its output both on the console and in `log`; pytest's exit status."""
+class _Stopped(Exception):
+    """Ctrl-C or a kill reached `ddpm-fast bench` while its suite ran."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def run_pytest(command: list[str], cwd: pathlib.Path, quick: bool, log: pathlib.Path,
+               threads: int | None = None) -> tuple[int, str | None]:
+    """Run the suite, its output both on the console and in `log`: (pytest's exit status, None, or the signal that
+    stopped the run: "SIGINT" or "SIGTERM").
+
+    Stopped (Ctrl-C, or a kill), the suite is asked to stop once (SIGINT: pytest ends the session and writes the
+    cases that finished) and its output is followed to its end; a second Ctrl-C or kill ends it at once, leaving the
+    results of the last finished case (the progress plugin saves them after each case). The suite runs in a session
+    of its own, so a terminal's Ctrl-C reaches it once, through here."""
     env = dict(os.environ, **{QUICK_ENV: "1" if quick else "0"})
     env.pop(THREADS_ENV, None)
     if threads:
         env[THREADS_ENV] = str(threads)
+    stopped = None
     with open(log, "w", encoding="utf-8") as handle:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
-        for line in process.stdout:
-            sys.stdout.write(line)
-            handle.write(line)
-        return process.wait()
+                                   text=True, bufsize=1, start_new_session=True)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            previous = {number: signal.signal(number, _raise_stopped) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                _follow(process, handle)
+            except _Stopped as stop:
+                stopped = str(stop)
+                print(f"\nddpm-fast bench: {stopped}: stopping the suite; the cases that finished are being written "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+                process.send_signal(signal.SIGINT)
+                try:
+                    _follow(process, handle)
+                except _Stopped:
+                    process.kill()
+            status = process.wait()
+            # pytest exits 0 only when its session ran to the end: a stop that came after the last case is no stop
+            return status, None if status == 0 else stopped
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _follow(process: subprocess.Popen, handle) -> None:
+    for line in process.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        handle.write(line)
 
 
 def augment(raw: dict, **facts) -> dict:
@@ -240,12 +292,13 @@ def write_report(results: dict, out: pathlib.Path, benchmarks: pathlib.Path) -> 
     return [out / "results.json", out / "results.md", *images]
 
 
-def default_out(benchmarks: pathlib.Path, quick: bool, threads: int | None = None) -> pathlib.Path:
-    """benchmarks/results/<device>[-<threads>-thread]-<date>[-quick][-N]/: where committed result sets live, a new
-    folder every run."""
+def default_out(quick: bool, threads: int | None = None, under: pathlib.Path | None = None) -> pathlib.Path:
+    """runs/bench-<device>[-<threads>-thread]-<date>[-quick][-N]/ under `under` (default the current folder): a new
+    folder every run, beside a user's training runs and outside the package (a result set meant for the repository
+    goes to benchmarks/results/ by --out)."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     device = device_slug() + (f"-{threads}-thread" if threads else "")
-    base = benchmarks / "results" / f"{device}-{date}{'-quick' if quick else ''}"
+    base = (under or pathlib.Path.cwd()) / "runs" / f"bench-{device}-{date}{'-quick' if quick else ''}"
     out, number = base, 1
     while out.exists():
         number += 1
@@ -275,7 +328,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     """`ddpm-fast bench`: 0 when every case passed, 1 when some failed (the results of the rest are still written),
-    2 when nothing could run."""
+    2 when nothing could run, 130 / 143 when Ctrl-C / a kill stopped it (the cases that finished are written)."""
     try:
         return _run_bench(args)
     except BenchError as error:
@@ -287,7 +340,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     benchmarks = find_benchmarks(args.benchmarks)
     args.out_given = args.out is not None
     if args.out is None:
-        args.out = default_out(benchmarks, args.quick, args.threads)
+        args.out = default_out(args.quick, args.threads)
     out = args.out
     if args.merge:
         results = merge(args.merge)
@@ -308,9 +361,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     raw.unlink(missing_ok=True)
     command = pytest_command(files, raw, args.keyword)
     start = time.perf_counter()
-    status = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log", args.threads)
+    status, stopped = run_pytest(command, benchmarks.parent, args.quick, out / "pytest.log", args.threads)
     wall = time.perf_counter() - start
     if not raw.is_file():
+        if stopped:
+            print(f"ddpm-fast bench: {stopped}: stopped before any case finished; nothing to report (see "
+                  f"{out / 'pytest.log'})", file=sys.stderr)
+            return STOPPED_STATUS[stopped]
         print(f"ddpm-fast bench: error: pytest (exit status {status}) recorded no benchmark; see {out / 'pytest.log'}",
               file=sys.stderr)
         return 1 if status in (0, 1) else 2
@@ -320,12 +377,21 @@ def _run_bench(args: argparse.Namespace) -> int:
                               f"{benchmarks.name}/{name}" in files for name in SUITES[suite])],
                           suites_missing=missing, pytest_exit_code=status,
                           wall_seconds=round(wall, 1))
+    if stopped:
+        results["stopped"] = stopped
     written = write_report(results, out, benchmarks)
     raw.unlink()
+    if stopped:
+        print(f"ddpm-fast bench: {stopped}: stopped after {len(results.get('benchmarks', []))} measured case(s); "
+              "they are in the report", file=sys.stderr)
+        return _finish(written, STOPPED_STATUS[stopped])
     if status != 0:
         print(f"ddpm-fast bench: some cases failed (pytest exit status {status}); the others are in the report",
               file=sys.stderr)
     return _finish(written, 0 if status == 0 else 1)
+
+
+STOPPED_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
 
 
 def _finish(written: list[pathlib.Path], status: int) -> int:
@@ -366,7 +432,7 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
                        help="real timings at the smallest meaningful sizes, fewer rounds (minutes on 2 CPU cores)")
     bench.add_argument("--out", type=pathlib.Path, default=None, metavar="DIR",
                        help="where results.json, results.md and the plots go (default: a new "
-                            "benchmarks/results/<device>-<date>[-quick] folder)")
+                            "runs/bench-<device>-<date>[-quick] folder under the current one)")
     bench.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                        help="CPU threads for torch and ONNX Runtime (default: theirs). On a CPU shared with other "
                             "jobs, 1 keeps torch's threads from waiting on each other")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-import warnings
 
 from ..vocabulary import EXPORT_DTYPES, GRAPHS
 from . import arguments, source
@@ -30,7 +29,8 @@ def add_export_parser(commands) -> None:
                                         "setup), a UNet2DModel folder (config.json + weights) or a Hugging Face Hub "
                                         "id")
     export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
-                        help="the ONNX file to write (atomically: an existing file is replaced whole)")
+                        help="the ONNX file to write, a name ending in .onnx (atomically: an existing file is replaced "
+                             "whole; missing folders are made)")
     export.add_argument("--graph", choices=GRAPHS, default="model",
                         help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step: one reverse step "
                              "(DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE with the step's solver "
@@ -73,9 +73,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx
     from ..export.onnx_export import OPSET, OUTPUT_NAMES, input_names
 
-    model, setup = source.load_source(args)
-    # torch's exporter warns about its own internals (pytree's LeafSpec); not the user's business on the CLI
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    model, setup = source.load_source(args)  # the exporter itself keeps torch's notes on its internals quiet
     path = export_onnx(model, args.out, graph=args.graph, setup=setup, eta=args.eta, dtype=getattr(torch, args.dtype),
                        dynamic_spatial=False if args.static_spatial else None, contrib_ops=args.contrib_ops)
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"

@@ -128,11 +128,19 @@ def _run_sample(args: argparse.Namespace) -> int:
                   f"{report.setup_seconds:.2f} s: layout, warm-up, compile or graph capture; {decision}; "
                   f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}); "
                   f"{wall_seconds:.2f} s from the sampling call, setup included, to the file written", flush=True)
-            for reason in report.fallbacks:
-                print(f"fast path fell back: {reason}", file=sys.stderr)
+        # Every rank's own: a fast path can fail on one rank alone (its GPU, its compile), and rank 0's report
+        # cannot say so.
+        for line in fallback_lines(sampler.last_report.fallbacks, rank, world_size):
+            print(line, file=sys.stderr, flush=True)
     finally:
         teardown()
     return 0
+
+
+def fallback_lines(fallbacks: tuple[str, ...], rank: int, world_size: int) -> list[str]:
+    """The stderr lines of one rank's fast-path fallbacks ("rank 1 of 2: " in front under several ranks)."""
+    where = f"rank {rank} of {world_size}: " if world_size > 1 else ""
+    return [f"{where}fast path fell back: {reason}" for reason in fallbacks]
 
 
 def _build_sampler(args: argparse.Namespace, device):

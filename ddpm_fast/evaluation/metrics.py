@@ -61,8 +61,9 @@ _ACTIVATION_BUDGET = 1 << 26  # RandomFeatures: at most this many floats in one 
 # argument checks
 
 
-def _check_images(name: str, images: object, channels: Optional[int] = None) -> torch.Tensor:
-    """A float [N, C, H, W] batch with N >= 2, finite and in [-1, 1] (catches [0, 255] or [0, 1]-shifted data)."""
+def _check_images(name: str, images: object, channels: Optional[int] = None, minimum: int = 2) -> torch.Tensor:
+    """A float [N, C, H, W] batch with N >= minimum (2: the set metrics; 1: a per-image figure), finite and in
+    [-1, 1] (catches [0, 255] or [0, 1]-shifted data)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of images [N, C, H, W], got {type(images).__name__}")
     if images.dtype not in _IMAGE_DTYPES:
@@ -70,8 +71,9 @@ def _check_images(name: str, images: object, channels: Optional[int] = None) -> 
                         f"got {str(images.dtype).replace('torch.', '')}")
     if images.dim() != 4:
         raise ValueError(f"{name} must have shape [N, C, H, W], got {tuple(images.shape)}")
-    if images.shape[0] < 2:
-        raise ValueError(f"{name} holds {images.shape[0]} image(s); a distance between sets needs at least 2")
+    if images.shape[0] < minimum:
+        raise ValueError(f"{name} holds {images.shape[0]} image(s); " + (
+            "a distance between sets needs at least 2" if minimum == 2 else f"needs at least {minimum}"))
     if channels is not None and images.shape[1] != channels:
         raise ValueError(f"{name} has {images.shape[1]} channels; expected {channels}")
     if images.numel() == 0:
@@ -606,7 +608,7 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     """Test-set negative log-likelihood in bits per dimension, as improved-diffusion reports it (Nichol & Dhariwal
     2021, Table 2): the variational bound Σ_t L_t + L_prior of each image, averaged over `images`.
 
-    images: float [N, C, H, W] in [-1, 1], 8-bit data (the t = 0 term is a discretized likelihood with bins of
+    images: float [N, C, H, W] in [-1, 1], N >= 1, 8-bit data (the t = 0 term is a discretized likelihood with bins of
     2/255). model(x_t, t): ε, x0 or v per prediction_type, with C more channels for variance_type "learned_range";
     fixed variances are "fixed_small" / "fixed_large". clip_denoised clamps the predicted x0 to [-1, 1] as
     improved-diffusion's evaluation does. Costs T model calls per batch; the noise of each term is torch.randn from
@@ -614,7 +616,7 @@ def nll_bits_per_dim(model, images: torch.Tensor, schedule, *, prediction_type: 
     naming the argument.
     """
 
-    images = _check_images("images", images)
+    images = _check_images("images", images, minimum=1)  # the bound is a per-image figure: one image has it
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
     if prediction_type not in PREDICTION_TYPES:

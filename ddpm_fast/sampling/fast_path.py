@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import os
 import time
 import types
 import warnings
@@ -32,6 +33,35 @@ _LOG = logging.getLogger(__name__)  # under "ddpm_fast", where the command line 
 # CPU sampler therefore times two eager steps of each new (batch size, method) and compiles only when the chain
 # asked for would take at least this long eagerly. compile=True always compiles; compile=False never does.
 CPU_COMPILE_MIN_EAGER_SECONDS = 60.0
+# That break-even holds on a quiet machine. On a busy one the eager timing is inflated by the load, and the compile is
+# slowed by it at least as much (the busy compile above took 12x the quiet one, a step 2.7x), so a timing taken under
+# load must not tip the choice towards compiling: the threshold is scaled by the load factor, the machine's 1-minute
+# load average per CPU (at least 1), which both the timing and the compile see.
+
+
+def cpu_load_factor() -> float:
+    """How many times busier than its cores this machine is now: the 1-minute load average over the CPU count, at
+    least 1 (1 where the platform has no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return 1.0
+    return max(1.0, load / (os.cpu_count() or 1))
+
+
+def cpu_compile_decision(eager_step_seconds: float, num_steps: int, load_factor: float) -> tuple[bool, str]:
+    """(compile?, why) for a CPU chain of num_steps left to the default: compile when the chain's eager estimate
+    (eager_step_seconds x num_steps, timed now) reaches CPU_COMPILE_MIN_EAGER_SECONDS x load_factor, what the
+    compile itself costs this machine now in eager seconds saved."""
+    estimate = eager_step_seconds * num_steps
+    threshold = CPU_COMPILE_MIN_EAGER_SECONDS * load_factor
+    needed = f"the {threshold:.0f} s a CPU compile needs to pay off"
+    if load_factor > 1.0:  # say why the bar is higher than the quiet machine's
+        needed += (f" on this machine now ({CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s quiet x load factor "
+                   f"{load_factor:.1f}: the compile slows down with the load as the steps do)")
+    if estimate < threshold:
+        return False, f"{num_steps} steps take about {estimate:.1f} s eagerly, below {needed}"
+    return True, f"{num_steps} steps take about {estimate:.0f} s eagerly, at least {needed}"
 # The CPU layout choice (channels_last=None): timed calls per layout, and how much faster NHWC must be to be chosen.
 LAYOUT_ROUNDS = 4
 LAYOUT_MARGIN = 0.05
@@ -140,16 +170,13 @@ class FastPath:
         if self.options.compile is None and self.device.type == "cpu":
             if runner.eager_step_seconds is None:
                 runner.eager_step_seconds = runner.time_eager_step()
-            estimate = runner.eager_step_seconds * num_steps
-            if estimate < CPU_COMPILE_MIN_EAGER_SECONDS:
+            compile_now, reason = cpu_compile_decision(runner.eager_step_seconds, num_steps, cpu_load_factor())
+            if not compile_now:
                 runner.by_policy = True
-                runner.compile_decision = (
-                    f"eager: {num_steps} steps take about {estimate:.1f} s eagerly, below the "
-                    f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
+                runner.compile_decision = f"eager: {reason}"
                 runner.compile_hint = "compile=True"
+                _LOG.debug("running the %s step for batch %d eagerly: %s", options.method, batch_size, reason)
                 return
-            reason = (f"{num_steps} steps take about {estimate:.0f} s eagerly, at least the "
-                      f"{CPU_COMPILE_MIN_EAGER_SECONDS:.0f} s a CPU compile needs to pay off")
         else:
             reason = "compile=True" if self.options.compile else f"the default on {self.device.type}"
         _LOG.info("compiling the %s step for batch %d with torch.compile (%s); this takes a while once (%s) and is "

@@ -81,6 +81,17 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
                         table, solver_table)
 
 
+def check_step_choices(method: str, eta: float, use_clipped_model_output: object) -> None:
+    """The per-call step options every sampler's `sample` checks the same way (FastSampler, OnnxSampler): eta and
+    use_clipped_model_output apply to method="ddim" only. ValueError / TypeError naming the argument."""
+    if method != "ddim" and eta != 0.0:
+        raise ValueError("eta applies to method='ddim' only")
+    if not isinstance(use_clipped_model_output, bool):
+        raise TypeError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
+    if use_clipped_model_output and method != "ddim":
+        raise ValueError("use_clipped_model_output applies to method='ddim' only")
+
+
 def check_custom_timesteps(timesteps: object, total: int, num_inference_steps: object = None) -> np.ndarray:
     """A custom chain as descending int64: a non-empty 1-D sequence (list, tuple, numpy array or tensor) of
     distinct ints in [0, total), strictly descending, given instead of num_inference_steps. TypeError / ValueError

@@ -22,7 +22,7 @@ import copy
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -41,7 +41,7 @@ from .fast_path import FastPath, FastPathFallbackWarning
 from .guidance import checked_labels, conditioning_for
 from .loop import ChainBuffers
 from .options import SamplerOptions
-from .plan import SamplingPlan, build_plan, planned_timesteps
+from .plan import SamplingPlan, build_plan, check_step_choices, planned_timesteps
 from .progress import progress_bar
 
 __all__ = ["ChainRequest", "FastPathFallbackWarning", "FastSampler", "SamplingReport"]
@@ -101,6 +101,22 @@ class SamplingReport:
     def images_per_second(self) -> float:
         seconds = self.sampling_seconds
         return self.batch_size / seconds if self.batch_size and seconds > 0 else 0.0
+
+    def __repr__(self) -> str:
+        # The figures a user prints the report for (sampling_seconds, images_per_second: properties, not fields)
+        # right after setup_seconds; on CUDA this reads the events, a wait only a print of the report pays.
+        shown = []
+        for item in fields(self):
+            if not item.repr:
+                continue
+            value = getattr(self, item.name)
+            shown.append(f"{item.name}={value:.4g}" if isinstance(value, float) else f"{item.name}={value!r}")
+            if item.name == "setup_seconds":
+                shown += [f"sampling_seconds={self.sampling_seconds:.4g}",
+                          f"images_per_second={self.images_per_second:.4g}"]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    __str__ = __repr__
 
 
 class FastSampler:
@@ -332,7 +348,8 @@ class FastSampler:
             guidance (Ho & Salimans 2022), ε = ε_uncond + w·(ε_cond − ε_uncond) in the model's own parameterisation:
             each step runs the model once on 2B samples (the labels, then the null class) and the fused step
             combines the halves; needs class_labels and null_class_label. None or 1 is plain conditional sampling
-            (one pass of B); w = 0 is unconditional. Guided or not, sample i's noise is the same.
+            (one pass of B); w = 0 gives the unconditional prediction (a learned variance stays the conditional
+            half's, as in diffusers' guided pipelines). Guided or not, sample i's noise is the same.
         timesteps: a custom chain, strictly descending ints in [0, T), instead of num_inference_steps (diffusers'
             `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says.
         use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
@@ -396,12 +413,7 @@ class FastSampler:
                       sample_offset: int, timesteps: Optional[Sequence[int]] = None,
                       use_clipped_model_output: bool = False) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
-        if method != "ddim" and eta != 0.0:
-            raise ValueError("eta applies to method='ddim' only")
-        if not isinstance(use_clipped_model_output, bool):
-            raise TypeError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
-        if use_clipped_model_output and method != "ddim":
-            raise ValueError("use_clipped_model_output applies to method='ddim' only")
+        check_step_choices(method, eta, use_clipped_model_output)
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
                           self.set_alpha_to_one, timesteps)
