@@ -589,8 +589,9 @@ command), `results.md` (the tables of ratios), `speedup_vs_batch.png` (speed-up 
 size, per method: U-Net forward, training step, sampling) and `fraction_of_ceiling.png` (each kernel's GB/s over the
 copy rate, each U-Net variant's TFLOP/s over the matmul rate); the plots use matplotlib, a dependency of the
 package, and are skipped with a message where it is missing. The suite ships with the repository, not the wheel:
-run it from a checkout (by default a run writes a new `runs/bench-<device>-<date>[-quick]/` folder). Every
-case times our path beside its peers in the same process, after checking the fast output against the reference:
+run it from a checkout (by default a run writes a new `runs/bench-<device>-<date>[-quick]/` folder). It prints a
+line as each case starts and ends, with the time so far, and saves the results after every case: a run stopped
+with Ctrl-C or a kill keeps the cases that finished. Every case times our path beside its peers in the same process, after checking the fast output against the reference:
 
 - **kernels**: q-sample and the reverse step (given and drawn noise), the fused GroupNorm + time embedding + SiLU
   forward and forward + backward — the seed's eager ops, `torch.compile` of the same math, ours; inputs rotate so
