@@ -220,9 +220,10 @@ class _TorchvisionNotes(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """torch's exporter without the notes about its own internals (only those two, by their message): the notes
-    above, and the FutureWarning torch.export's pytree code raises by using its own deprecated LeafSpec, which
-    no caller can act on. Every other warning and log record passes as usual."""
+    """torch's exporter without the notes about its own internals (only these three, by their message): the notes
+    above, the FutureWarning torch.export's pytree code raises by using its own deprecated LeafSpec, and the
+    renaming pass's note on axes that share one dimension; no caller can act on them. Every other warning and log
+    record passes as usual."""
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     notes = _TorchvisionNotes()
     registration.addFilter(notes)
@@ -230,6 +231,10 @@ def _quiet_exporter():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                     category=FutureWarning)
+            # Inputs sharing one Dim (the batch of sample, timestep, noise) make its renaming pass note, once per
+            # shared axis, that it keeps the first name: the graph's names are ours either way.
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used, since it shares the "
+                                    "same shape constraints", category=UserWarning)
             yield
     finally:
         registration.removeFilter(notes)

@@ -28,7 +28,8 @@ def test_demo_trains_samples_both_ways_and_writes_its_pictures(tmp_path, capsys)
     out = capsys.readouterr().out
     assert result["train_steps"] == 12 and result["speedup"] > 0
     assert result["max_abs_difference"] < 1e-4  # same noise, fp32: the same chain as the seed's loop
-    for line in ("trained 12 steps", "naive reference", "FastSampler", "speed-up", "Sample quality", "rf_kid"):
+    for line in ("trained 12 steps", "naive reference", "FastSampler", "speed-up", "Sample quality", "rf_kid",
+                 "relative = (samples - floor)", "the two grids differ image by image"):  # what a reader asks
         assert line in out, line
     # The two DDPM pictures: the shipped photograph noised by q_sample, and one chain of the trained model.
     for name in ("samples.png", "naive_samples.png", "data.png", "loss.png", "forward_process.png", "reverse_walk.png"):

@@ -282,3 +282,32 @@ def test_compiled_graphed_cuda_sampler_matches_its_loop_on_cuda():
     images = fast.sample(4, generator=torch.Generator("cuda").manual_seed(6), **lucidrains.sample_arguments(diffusion))
     assert fast.dtype == torch.bfloat16 and fast.last_report.cuda_graphs and not fast.last_report.fell_back
     assert (lucidrains.unnormalize(images, diffusion) - expected).abs().mean() < 0.05
+
+
+@pytest.mark.torch_references  # a fresh process, as a reader runs it (the subprocess drops TRITON_INTERPRET)
+def test_the_documented_snippet_runs_as_written(tmp_path):
+    """docs/interop.md's example, verbatim, in a fresh Python beside the CPU torch (where its own import of
+    torchvision fails), given a Trainer checkpoint at the path it names."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    from subprocess_env import subprocess_env
+
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "interop.md").read_text()
+    section = page[page.index("## lucidrains' denoising-diffusion-pytorch"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    build = re.search(r"^diffusion = .*$", snippet, re.M).group(0)  # the model its checkpoint must fit
+    # Its Trainer.save layout: the model's weights, and the EMA wrapper's (the same here) under ema_model.
+    prelude = ("import torch\nfrom ddpm_fast.interop.denoising_diffusion_pytorch import import_library\n"
+               "ddp = import_library(stand_in_torchvision=True)\n" + build + "\n"
+               "state = diffusion.state_dict()\n"
+               "torch.save({'step': 10, 'model': state, 'ema': {'ema_model.' + k: v for k, v in state.items()}},"
+               " 'results/model-10.pt')\n")
+    (tmp_path / "results").mkdir()
+    check = "\nassert images.shape[1:] == (3, 32, 32) and 0 <= images.min() and images.max() <= 1, images.shape\n"
+    for script in (prelude, snippet + check):
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]

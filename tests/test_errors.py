@@ -466,6 +466,47 @@ def _onnx_sampler(path):
     return OnnxSampler(path)
 
 
+@pytest.fixture(scope="module")
+def onnx_model_graph(tmp_path_factory):
+    """One exported model graph (tiny U-Net, 8×8, T = 10) for OnnxSampler.sample's refusals: each is raised before
+    the file runs, so one export serves every row."""
+    pytest.importorskip("onnxruntime")
+    from ddpm_fast.export import OnnxSampler, export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(df.UNet.from_preset("tiny", sample_size=8), path, schedule=df.NoiseSchedule.linear(10))
+    return OnnxSampler(path)
+
+
+ONNX_SAMPLE_MISTAKES = [
+    (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
+    (dict(seed=0, generator=torch.Generator()), ValueError, "seed= or generator=, not both"),
+    (dict(generator=0), TypeError, "generator must be a torch.Generator"),
+    (dict(method="euler"), ValueError, "method must be one of"),
+    (dict(eta=0.5), ValueError, "eta applies to method='ddim' only"),
+    (dict(method="ddim", eta=-1.0), ValueError, "eta must be"),
+    (dict(num_inference_steps=0), ValueError, "num_inference_steps"),
+    (dict(timesteps=[9, 5, 5]), ValueError, "timesteps"),
+    (dict(timesteps=[9, 5], num_inference_steps=2), ValueError, "not both"),
+    (dict(timesteps="9,5"), TypeError, "timesteps must be a sequence of ints"),
+    (dict(method="ddim", num_inference_steps=2, use_clipped_model_output="yes"), TypeError,
+     "use_clipped_model_output must be True or False"),
+    (dict(use_clipped_model_output=True), ValueError, "use_clipped_model_output applies to method='ddim' only"),
+    (dict(latents=torch.zeros(2, 3, 4, 4)), ValueError, "latents"),
+    (dict(class_labels=[0, 1]), ValueError, "class_labels"),
+    (dict(sample_offset=-1), ValueError, "sample_offset must lie in"),
+]
+
+
+@pytest.mark.torch_references  # every row is refused before the file or a step runs: no kernel is reached
+@pytest.mark.parametrize("options, error, match", ONNX_SAMPLE_MISTAKES,
+                         ids=[",".join(options) for options, _, _ in ONNX_SAMPLE_MISTAKES])
+def test_onnx_sampler_sample_mistakes(options, error, match, onnx_model_graph):
+    options = {"batch_size": 2, **options}
+    with pytest.raises(error, match=match):
+        onnx_model_graph.sample(options.pop("batch_size"), **options)
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: df.FastDDPMScheduler(num_train_timesteps=0), ValueError, "num_train_timesteps"),
     (lambda: df.FastDDPMScheduler(beta_schedule="quadratic"), ValueError, "beta_schedule"),

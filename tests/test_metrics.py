@@ -269,6 +269,7 @@ def test_quality_report_floor_samples_ceiling(image_sets):
     assert data["primary"] == "rf_kid" and data["n"] == N and set(data["figures"]) == {"samples", "real", "noise"}
     text = report.format()
     assert "rf_kid" in text and "floor" in text and "ceiling" in text and f"n = {N}" in text
+    assert "relative = (samples - floor) / (ceiling - floor)" in text  # the column is explained where it is printed
 
 
 def test_quality_report_relative_positions():

@@ -387,6 +387,7 @@ class QualityReport:
         relative = self.relative
         lines = [f"Sample quality at n = {self.n} images per side (seed {self.seed}); lower is better. "
                  f"floor = real vs real, ceiling = noise vs real; primary figure: {self.primary_name}.",
+                 "relative = (samples - floor) / (ceiling - floor): 0 is as good as real images, 1 as bad as noise.",
                  f"{'figure':<10}{'samples':>12}{'floor':>12}{'ceiling':>12}{'relative':>10}"]
         for figure in FIGURES:
             marker = " *" if figure == self.primary_name else ""
