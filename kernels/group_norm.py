@@ -542,22 +542,32 @@ def _folded_modulation(weight, bias, scale, shift, batch, channels, dtype, devic
 
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
     """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G],
-    rstd [B, G]). It is also the CPU path, so it leans on torch's own GroupNorm for the statistics and folds the
-    affine and FiLM terms into one multiply-add per element. The statistics are taken in NCHW: torch's CPU group
-    norm of a channels-last tensor cancels at large means (at mean 1e4 and unit spread its float32 output was off
-    by 4e3, against 2e-3 for the same values in NCHW), so a channels-last z is copied to NCHW first."""
+    rstd [B, G]). It is also the CPU path, so it costs what the plain GroupNorm → SiLU of diffusers' blocks costs:
+    torch's own group norm applies weight and bias in its pass, SiLU runs in place, and only FiLM (scale, shift) adds
+    one multiply-add per element. The statistics are taken in NCHW: torch's CPU group norm of a channels-last tensor
+    cancels at large means (at mean 1e4 and unit spread its float32 output was off by 4e3, against 2e-3 for the same
+    values in NCHW), so a channels-last z is copied to NCHW first."""
     x4 = launch.as_bchw(x)
     batch, channels, height, width = x4.shape
     z = x4.to(accumulation_dtype(x))
     if emb is not None:
         z = z + emb.to(z.dtype)[:, :, None, None]
-    n, mean, rstd = torch.native_group_norm(z.contiguous(), None, None, batch, channels, height * width, num_groups,
-                                            eps)
-    multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
-    u = torch.addcmul(offset, n, multiplier)
-    y = torch.nn.functional.silu(u) if silu else u
-    y = y.to(x.dtype).contiguous(memory_format=launch.memory_format_of(x4))
+    z = z.contiguous()
+    if scale is None and shift is None:
+        u, mean, rstd = torch.native_group_norm(z, _as_dtype(weight, z.dtype), _as_dtype(bias, z.dtype), batch,
+                                                channels, height * width, num_groups, eps)
+    else:
+        n, mean, rstd = torch.native_group_norm(z, None, None, batch, channels, height * width, num_groups, eps)
+        multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
+        u = torch.addcmul(offset, n, multiplier)
+    if silu:  # u is this call's own tensor: in place unless autograd records through it (the reference as a test)
+        u = torch.nn.functional.silu(u, inplace=not (torch.is_grad_enabled() and u.requires_grad))
+    y = u.to(x.dtype).contiguous(memory_format=launch.memory_format_of(x4))
     return y.view(x.shape), mean.view(batch, num_groups), rstd.view(batch, num_groups)
+
+
+def _as_dtype(tensor: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return tensor.to(dtype) if tensor is not None else None
 
 
 def _per_channel_rows(mean, rstd, num_groups, channels):
