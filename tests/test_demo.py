@@ -69,6 +69,32 @@ def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
     assert cli.main(arguments + ["--batch-size", "4"]) == 0
     assert cli.main(arguments + ["--batch-size", "8"]) == 2
     assert "batch_size: checkpoint 4, given 8" in capsys.readouterr().err
+    # Left out, the settings are the run's own: a second demo samples it again, training nothing.
+    assert cli.main(["demo", "--run-dir", str(tmp_path), "--num-samples", "2", "--device", "cpu", "--no-compile",
+                     "--no-progress"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "already holds a run trained to step 2" in out and "  trained " not in out and "T=5" in out
+
+
+def test_a_signal_stops_the_demo_before_it_samples(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from ddpm_fast.cli import main as cli
+    from ddpm_fast.training.trainer import Trainer
+
+    step = Trainer.train_step
+
+    def interrupted_step(self, batch):  # Ctrl-C during the first training step
+        if self.step == 0:
+            signal.raise_signal(signal.SIGINT)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    assert cli.main(["demo", "--run-dir", str(tmp_path), "--steps", "20", "--timesteps", "5", "--num-samples", "2",
+                     "--device", "cpu", "--no-compile", "--no-progress"]) == 130
+    captured = capsys.readouterr()
+    assert "naive reference" not in captured.out and not (tmp_path / "samples.png").exists()
+    assert captured.err.count("\n") == 1 and "training stopped at step 1 by a signal" in captured.err, captured.err
 
 
 def test_metric_ranks_real_below_trained_samples_below_noise(tmp_path):

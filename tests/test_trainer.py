@@ -247,7 +247,7 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signal.SIGTERM, err  # stopped, not finished: the shell's status for it
     assert "stopped early" in out
     step = checkpoints.latest_checkpoint(tmp_path).step
     assert step >= 2  # the signal stopped the run between steps and wrote a checkpoint of the last one
@@ -537,3 +537,62 @@ def test_the_progress_bar_says_when_it_waits_for_a_sample_grid(tmp_path):
     trainer._write_sample_grid(Bar())
     assert Bar.said == ["drawing 2 EMA samples x 3 steps for the grid"]
     assert (tmp_path / "run" / "samples" / "step-00000000.png").is_file()
+
+
+def _image_folder(root, classes, count=4, size=8):
+    """A folder of class sub-folders, `count` small PNGs each."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_run_resumes_from_any_directory_and_refuses_changed_classes(tmp_path, capsys, monkeypatch):
+    """The run stores its data's absolute path, and --data may spell the same folder another way; a resumed
+    class-conditional run must see the classes it was trained on (an added, removed or renamed class folder would
+    change what each label means)."""
+    import shutil
+
+    images = _image_folder(tmp_path / "work" / "imgs", ["bird", "cat", "dog"])
+    monkeypatch.chdir(tmp_path / "work")
+    common = ["--no-progress", "--device", "cpu"]
+    assert cli.main(["train", "--run-dir", "run", "--data", "imgs", "--class-conditional", "--image-size", "8",
+                     "--train-timesteps", "20", "--batch-size", "4", "--steps", "1", *common]) == 0
+    stored = json.loads((tmp_path / "work" / "run" / "checkpoints" / "step-00000001" / "state.json").read_text())
+    assert stored["training_config"]["data"] == str(images)
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored path, or the same folder spelled from here
+    assert cli.main(["train", "--run-dir", "work/run", "--steps", "2", "--resume", *common]) == 0
+    assert cli.main(["train", "--run-dir", "work/run", "--steps", "3", "--resume", "--data", "work/imgs/",
+                     *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (tmp_path / "other").mkdir()
+    assert cli.main(["train", "--run-dir", "work/run", "--steps", "4", "--resume", "--data", "other", *common]) == 2
+    assert "data: checkpoint" in capsys.readouterr().err
+    shutil.move(str(images / "dog"), str(images / "zebra"))  # a renamed class: label 2 would silently change
+    assert cli.main(["train", "--run-dir", "work/run", "--steps", "4", "--resume", *common]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the data's classes changed" in err and "(bird, cat, dog)" in err, err
+    assert "(bird, cat, zebra)" in err
+
+
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_training_with_the_shells_status(signal_number, status, tmp_path, capsys, monkeypatch):
+    """Ctrl-C / a kill during `ddpm-fast train` writes the checkpoint and exits 128 + the signal, so a script can
+    tell a stopped run from a finished one."""
+    step = Trainer.train_step
+
+    def signalled_step(self, batch):  # the signal arrives during the first step, as a user's Ctrl-C would
+        if self.step == 0:
+            signal.raise_signal(signal_number)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", signalled_step)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), *SMALL_CLI, "--train-timesteps", "20", "--batch-size", "4",
+                     "--steps", "50", "--no-progress", "--device", "cpu"]) == status
+    assert "stopped early at step 1" in capsys.readouterr().out
+    assert checkpoints.latest_checkpoint(run).step == 1

@@ -22,6 +22,7 @@ import torch
 
 from .. import reference
 from ..data.images import save_grid
+from ..models import checkpoints
 from ..sampling.sampler import FastSampler
 from ..schedule import NoiseSchedule
 from ..training.config import TrainingConfig
@@ -39,6 +40,14 @@ HELD_OUT_IMAGES = 256
 GRIDS_DIFFER = ("the two grids differ image by image: FastSampler draws its noise by seed (counter-based, the same "
                 "in any batch), the naive loop from torch's global stream; given the same noise they agree (the "
                 "check above)")
+
+
+class DemoInterrupted(Exception):
+    """The demo's training was stopped by SIGINT / SIGTERM (signal: its number); the checkpoint is written."""
+
+    def __init__(self, message: str, signal: Optional[int]):
+        super().__init__(message)
+        self.signal = signal
 
 
 @dataclass
@@ -123,24 +132,34 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
 
     dev = _device(device)
     plan = GPU_PLAN if dev.type == "cuda" else CPU_PLAN
-    steps = steps or plan.steps
-    batch_size = batch_size or plan.batch_size
-    timesteps = timesteps or plan.timesteps
-    num_samples = num_samples or plan.num_samples
     run_dir = pathlib.Path(run_dir)
-
-    size = plan.image_size
-    config = TrainingConfig(data="shapes", image_size=size, steps=steps, batch_size=batch_size,
-                            num_train_timesteps=timesteps, learning_rate=plan.learning_rate,
-                            warmup_steps=min(plan.warmup_steps, steps), checkpoint_every=max(steps // 2, 1),
-                            log_every=max(min(25, steps // 4), 1), seed=seed, sample_count=num_samples,
-                            prediction_type=plan.prediction_type, min_snr_gamma=plan.min_snr_gamma)
-    trainer = Trainer(config, run_dir, device=dev, resume=True, progress=progress)
+    if checkpoints.has_checkpoints(run_dir):
+        # A demo run is here: its stored setup, changed only where asked (steps: train further; the others must
+        # repeat it), so a second demo samples the trained run again whatever the first one was given.
+        asked = {"steps": steps, "batch_size": batch_size, "num_train_timesteps": timesteps}
+        trainer = Trainer({name: value for name, value in asked.items() if value is not None}, run_dir, device=dev,
+                          resume=True, progress=progress)
+    else:
+        steps = steps or plan.steps
+        config = TrainingConfig(data="shapes", image_size=plan.image_size, steps=steps,
+                                batch_size=batch_size or plan.batch_size,
+                                num_train_timesteps=timesteps or plan.timesteps, learning_rate=plan.learning_rate,
+                                warmup_steps=min(plan.warmup_steps, steps), checkpoint_every=max(steps // 2, 1),
+                                log_every=max(min(25, steps // 4), 1), seed=seed,
+                                sample_count=num_samples or plan.num_samples, prediction_type=plan.prediction_type,
+                                min_snr_gamma=plan.min_snr_gamma)
+        trainer = Trainer(config, run_dir, device=dev, resume=True, progress=progress)
+    steps, batch_size = trainer.config.steps, trainer.config.batch_size
+    timesteps, size = trainer.config.num_train_timesteps, trainer.config.image_size
+    num_samples = num_samples or plan.num_samples
     print(f"ddpm_fast demo on {dev}: tiny U-Net ({trainer.model.num_parameters():,} parameters), "
           f"{len(trainer.dataset)} generated {size}x{size} shapes, T={timesteps}, global batch {batch_size}", flush=True)
     if trainer.step >= steps:
         print(f"  {run_dir} already holds a run trained to step {trainer.step}; delete it to train again")
     summary = trainer.train()
+    if summary.interrupted:  # Ctrl-C / a kill: what was trained is saved; sampling a half-trained model is not asked
+        raise DemoInterrupted(f"training stopped at step {summary.step} by a signal; checkpoint {summary.checkpoint} "
+                              "(a second demo on this folder trains on from it)", trainer.stop_signal)
     if summary.steps_this_run:
         print(f"  trained {summary.steps_this_run} steps in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.1f} images/s), last loss {summary.final_loss:.4f}", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import pathlib
+import signal
 import sys
 import warnings
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         # imported here, not at the top: --help stays free of torch
         from ..sampling.distributed import resolve_device
-        from .demo import run_demo
+        from .demo import DemoInterrupted, run_demo
 
         try:
             if resolve_device(args.device).type == "cpu":
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(args.run_dir, steps=args.steps, batch_size=args.batch_size, timesteps=args.timesteps,
                      num_samples=args.num_samples, device=args.device, seed=args.seed,
                      progress=not args.no_progress, compile=False if args.no_compile else None)
+        except DemoInterrupted as stopped:
+            print(f"ddpm-fast demo: stopped: {stopped}", file=sys.stderr)
+            return 128 + int(stopped.signal or signal.SIGINT)
         except ValueError as error:  # e.g. --run-dir holds a demo run of another setup (another device's plan)
             hint = "" if args.run_dir.is_file() else " (pass another --run-dir, or delete that folder)"
             print(f"ddpm-fast demo: error: {error_text(error)}{hint}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import signal
 import sys
 
 from ..training.config import TrainingConfig
@@ -28,8 +29,9 @@ def add_train_parser(commands) -> None:
     train = commands.add_parser(
         "train", help="train a DDPM U-Net (checkpoints, --resume, torchrun for several processes)",
         description="Train a U-Net with the DDPM objective. Checkpoints (safetensors + JSON) go to RUN_DIR/checkpoints "
-                    "every --checkpoint-every steps and at the end (also on Ctrl-C / SIGTERM); --resume continues "
-                    "from the last good one. Under `torchrun --nproc_per_node N -m ddpm_fast train ...` the global "
+                    "every --checkpoint-every steps and at the end (also on Ctrl-C / SIGTERM, which exit 130 / 143); "
+                    "--resume continues from the last good one, from any directory (the run stores its data's path "
+                    "and classes). Under `torchrun --nproc_per_node N -m ddpm_fast train ...` the global "
                     "batch is split across the ranks (DDP: NCCL on GPUs, gloo on CPU); rank 0 writes the files."
                     + THREADS_NOTE)
     train.add_argument("--run-dir", type=pathlib.Path, required=True, metavar="DIR",
@@ -202,6 +204,8 @@ def run_train(args: argparse.Namespace) -> int:
                   flush=True)
     finally:
         teardown()
+    if summary.interrupted:  # a script must tell a stopped run from a finished one: the shell's 128 + signal
+        return 128 + int(trainer.stop_signal or signal.SIGINT)  # another rank's signal stopped this one: as Ctrl-C
     return 0
 
 

@@ -24,6 +24,7 @@ import pathlib
 import signal
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -114,6 +115,8 @@ class Trainer:
                     f"{checkpoint.step} to train further"))
         elif not isinstance(config, TrainingConfig):  # nothing to resume: a fresh start from the changes given
             config = TrainingConfig(**(config or {}))
+        if checkpoint is None:  # the run folder records where its data is, so it resumes from any directory
+            config = dataclasses.replace(config, data=_absolute_data(config.data))
         self.config = config
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
@@ -133,6 +136,8 @@ class Trainer:
         self._labels = None
         if config.class_conditional:  # found before any file is made
             self._labels, self.class_names = dataset_labels(dataset)
+            if checkpoint is not None:
+                _check_same_classes(checkpoint, self.class_names)
         self.schedule = build_schedule(config)
         self.sample_shape = (channels, config.image_size, config.image_size)
 
@@ -170,6 +175,8 @@ class Trainer:
         self._sampler = None
         self._tensorboard: Optional[TensorBoardLog] = None
         self._stop_signalled = False  # set by SIGINT / SIGTERM
+        # The signal that stopped this process's training (SIGINT, SIGTERM), None otherwise: the CLI exits 128 + it.
+        self.stop_signal: Optional[int] = None
         self._stop = False  # acted on: at once in one process, at the next log step on every rank under torchrun
 
     # ---------------------------------------------------------------------------------------------- training
@@ -450,6 +457,7 @@ class Trainer:
 
         def request_stop(signum, frame):
             self._stop_signalled = True
+            self.stop_signal = signum
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -484,6 +492,8 @@ def _resumed_config(checkpoint: checkpoints.Checkpoint,
         given = {**stored, **TrainingConfig.to_dict_of(changes)}
     else:
         given = config.to_dict()
+    if _same_data(saved.data, given["data"]):  # ./imgs, imgs and /abs/imgs name one folder
+        given["data"] = saved.data if os.path.exists(saved.data) else given["data"]
     differences = [f"{name}: checkpoint {value!r}, given {given[name]!r}" for name, value in saved.to_dict().items()
                    if name not in RESUMABLE_CHANGES and given[name] != value]
     if differences:
@@ -491,6 +501,32 @@ def _resumed_config(checkpoint: checkpoints.Checkpoint,
                          " (a resumed run reads its setup from the run folder: leave these settings out)")
     resumable = {name: given[name] for name in RESUMABLE_CHANGES}
     return TrainingConfig.from_dict({**saved.to_dict(), **resumable})
+
+
+def _absolute_data(data: str) -> str:
+    """A data path as an absolute path (the word "shapes" as it is): what a run folder stores."""
+    return data if data == "shapes" or not os.path.exists(data) else os.path.abspath(data)
+
+
+def _same_data(stored: str, given: str) -> bool:
+    """Whether a resumed run's given data is its stored data: the same string, the same file or folder, or, where
+    the stored path cannot be reached from here (a run begun elsewhere with a relative path), an existing path given
+    in its place. The classes are checked against the stored ones after (_check_same_classes)."""
+    if stored == given:
+        return True
+    if "shapes" in (stored, given) or not os.path.exists(given):
+        return False
+    return os.path.samefile(stored, given) if os.path.exists(stored) else True
+
+
+def _check_same_classes(checkpoint: checkpoints.Checkpoint, class_names: tuple[str, ...]) -> None:
+    """A resumed class-conditional run must see the classes it was trained on, in the same order: a class folder
+    added, removed or renamed since would change what each label means (or the size of the class embedding)."""
+    stored = (checkpoint.state.get("setup") or {}).get("class_names")
+    if stored is not None and tuple(stored) != tuple(class_names):
+        raise ValueError(f"cannot resume {checkpoint.path}: the data's classes changed since it was trained — it was "
+                         f"trained on {len(stored)} ({', '.join(stored)}), the data now holds {len(class_names)} "
+                         f"({', '.join(class_names)}); restore the class folders, or start a new run")
 
 
 def _process_group() -> tuple[int, int]:
