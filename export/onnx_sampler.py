@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import DPM_METHODS, SOLVER_ROWS
+from ddpm_fast.vocabulary import DPM_METHODS, DPM_SOLVER_DEFAULTS, SOLVER_ROWS
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
@@ -34,6 +34,7 @@ from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
                                       initial_sample, noise_timesteps, step_noise, torch_noise)
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
+from ddpm_fast.sampling.dpm_solver import DPMSolverOptions
 from ddpm_fast.sampling.progress import progress_bar
 from ddpm_fast.sampling.plan import build_plan, check_step_choices, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
@@ -72,6 +73,10 @@ class OnnxSampler:
     null_class_label: the null class of a class-conditional model whose file stores none (one exported from a
         diffusers folder), so a model graph can run classifier-free guidance; a value contradicting the stored one
         is a ValueError. A step graph guides only if it was exported with the null class (its guidance_scale input).
+
+    DPM-Solver++ chains take the options stored in the file (`dpm_options`: solver_order, final_sigmas_type, a σ
+    spacing, ...; a file written before they were stored: diffusers' defaults), from a model graph and from a
+    dpm_solver_step graph alike: they live in the chain's table, whose column is that graph's solver_coefficients.
     """
 
     def __init__(self, path: Union[str, os.PathLike], schedule: Optional[NoiseSchedule] = None,
@@ -113,6 +118,9 @@ class OnnxSampler:
         self.timestep_spacing = self.metadata.get("timestep_spacing", "linspace")
         self.steps_offset = int(self.metadata.get("steps_offset", 0))
         self.set_alpha_to_one = bool(self.metadata.get("set_alpha_to_one", True))
+        # DPM-Solver++'s options (files written before they were stored: diffusers' defaults, the chain ran then)
+        self.dpm_options = DPMSolverOptions(**{name: self.metadata.get(name, default)
+                                               for name, default in DPM_SOLVER_DEFAULTS.items()})
         self.sample_shape = tuple(self.metadata["sample_shape"])
         if schedule is None:
             stored = self.metadata.get("schedule")
@@ -294,7 +302,7 @@ class OnnxSampler:
         if method is None:
             method = _STEP_GRAPH_METHODS.get(self.graph, ("ddpm",))[0]
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
-                                 self.steps_offset)
+                                 self.steps_offset, self.dpm_options)
 
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
@@ -356,7 +364,7 @@ class OnnxSampler:
             raise ValueError("this ddim_step graph computes DDIM from the model's own ε: use_clipped_model_output "
                              "with its clip_sample needs a model graph (export graph='model')")
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one, timesteps)
+                          self.set_alpha_to_one, timesteps, self.dpm_options)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
         guided_model = self.graph == "model" and conditioning == "guided"  # the model graph runs 2B samples
