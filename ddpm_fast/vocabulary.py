@@ -30,8 +30,10 @@ COEFFICIENT_ROWS = (
 ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 
 # Rows of the DPM-Solver++ step's per-step table (ddpm_fast/sampling/dpm_solver.py computes them): the data
-# prediction's α_s and σ_s, then the coefficients of x_t, x0, the previous step's x0 and z.
-SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef")
+# prediction's α_s and σ_s, then the coefficients of x_t, x0, the previous step's x0 and z, then (third order) of the
+# x0 two steps back. The first STEP_GRAPH_SOLVER_ROWS are a dpm_solver_step ONNX graph's solver_coefficients input.
+SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef", "x0_prev2_coef")
+STEP_GRAPH_SOLVER_ROWS = 6
 SOLVER_ROW_INDEX = {name: i for i, name in enumerate(SOLVER_ROWS)}
 
 # Philox streams keep the noise of different uses independent under the same seed.
@@ -50,7 +52,7 @@ SPACINGS = ("leading", "trailing", "linspace")
 # DPM-Solver++'s options, as diffusers' DPMSolverMultistepScheduler names them (sampling/dpm_solver.py): the solver's
 # order, where the chain ends (σ = 0, or σ_min: the schedule's σ at t = 0), and the σ spacings that replace the
 # timestep spacing (Karras et al. 2022; Lu et al. 2022's uniform λ; uniform log σ), each a boolean of that name.
-SOLVER_ORDERS = (1, 2)
+SOLVER_ORDERS = (1, 2, 3)
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 SIGMA_SPACINGS = ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")
 DPM_SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_type": "zero",

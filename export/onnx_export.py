@@ -111,7 +111,7 @@ def export_onnx(
         (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
         schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
         int64 (-1 ends the chain) and bakes eta. "dpm_solver_step" — one DPM-Solver++ step, ODE or SDE (Lu et al.
-        2022): inputs sample, timestep, solver_coefficients (float32 [len(SOLVER_ROWS)]: the step's column of the
+        2022): inputs sample, timestep, solver_coefficients (float32 [6], STEP_GRAPH_SOLVER_ROWS: the step's column of the
         chain's solver table, which depends on the whole chain), prev_pred_original_sample (the previous step's x0
         estimate, float32, zeros at first) and noise; outputs prev_sample and pred_original_sample. A class-conditional model's graphs also take class_labels [B]
         int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
@@ -133,7 +133,8 @@ def export_onnx(
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
         use_exponential_sigmas: DPM-Solver++'s options (FastSampler's), stored for OnnxSampler's DPM-Solver++ chains
         and checked against a stored setup like the rest (defaults 2, True, "zero", False, False, False, False). A
-        dpm_solver_step graph runs every one of them: they live in the per-step solver_coefficients, not the graph.
+        dpm_solver_step graph runs every one of them but solver_order=3 (its second x0 history needs a model graph):
+        they live in the per-step solver_coefficients, not the graph.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -356,7 +357,7 @@ def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int,
               "timestep": torch.tensor([1, 2], dtype=torch.int64), "prev_timestep": torch.tensor([0, -1]),
               "noise": torch.randn_like(x), "guidance_scale": torch.tensor([2.0]),
               "prev_pred_original_sample": torch.randn_like(x),
-              "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column of SOLVER_ROWS
+              "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column's first six rows
               "class_labels": torch.tensor([0, 1]) % (class_count or 1)}
     return tuple(values[name] for name in names)
 

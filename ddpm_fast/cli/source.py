@@ -60,7 +60,7 @@ def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
     """DPM-Solver++'s options (--method dpm_solver++ / sde_dpm_solver++), diffusers' DPMSolverMultistepScheduler
     names as flags: None (not given) leaves the stored setting."""
     parser.add_argument("--solver-order", type=int, choices=SOLVER_ORDERS, default=None,
-                        help="DPM-Solver++'s multistep order (default: the stored one, else 2)")
+                        help="DPM-Solver++'s multistep order: 1, 2 (2M) or 3 (3M) (default: the stored one, else 2)")
     parser.add_argument("--final-sigmas-type", choices=FINAL_SIGMAS_TYPES, default=None,
                         help="where a DPM-Solver++ chain ends: zero (σ = 0, its last step first order) or sigma_min "
                              "(the schedule's σ at t = 0) (default: the stored one, else zero)")

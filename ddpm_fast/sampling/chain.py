@@ -39,6 +39,7 @@ class StepOptions:
     sample_offset: int  # global index of sample 0, for the Philox keys of a shard
     conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
     use_clipped_model_output: bool = False  # DDIM with clip_sample: ε re-derived from the clipped x0
+    x0_history: int = 1  # DPM-Solver++: the previous x0 estimates a step reads (2: solver_order=3)
 
 
 # --------------------------------------------------------------------------------------------------------- noise
@@ -153,7 +154,7 @@ def guided_model_input(x: torch.Tensor, t: torch.Tensor, guided: bool) -> tuple[
 def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                kernel_t: torch.Tensor, prev_t: torch.Tensor, *, table: Optional[torch.Tensor] = None,
                alphas_cumprod: Optional[torch.Tensor] = None, solver_table: Optional[torch.Tensor] = None,
-               x0_prev: Optional[torch.Tensor] = None,
+               x0_prev: Optional[torch.Tensor] = None, x0_prev2: Optional[torch.Tensor] = None,
                noise: Optional[torch.Tensor] = None, seed: Optional[torch.Tensor] = None,
                guidance: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """One reverse step of `options.method` as one fused op: x_{t-1} (float32, x's layout), and for DPM-Solver++
@@ -161,7 +162,8 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
 
     model_output: [B, C', H, W] ([2B, ...] when guidance, a float32 [1] w, is given). t: int64 [B] model timesteps;
     kernel_t: DDPM's column of `table` (float32 [rows, T]) / DPM-Solver++'s column of `solver_table`; prev_t: DDIM's
-    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). noise: z float32 [B, C, H, W], or
+    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). x0_prev, x0_prev2: DPM-Solver++'s
+    previous x0 estimates (x0_prev2 with options.x0_history 2 only, else None). noise: z float32 [B, C, H, W], or
     seed: the Philox key (int64 [1]) to draw it in-kernel, or neither (no noise).
     """
     prediction = PREDICTION_TYPES[options.prediction_type]
@@ -172,7 +174,7 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
     if options.method in DPM_METHODS:
         return torch.ops.ddpm_fast.dpm_solver_step(
             model_output, t, kernel_t, x, x0_prev, solver_table, noise, seed, options.sample_offset, prediction,
-            options.clip_sample, options.clip_sample_range, guidance)
+            options.clip_sample, options.clip_sample_range, guidance, x0_prev2 if options.x0_history == 2 else None)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, prev_t, x, alphas_cumprod, noise, seed, options.sample_offset, prediction, options.eta,
         options.clip_sample, options.clip_sample_range, guidance, options.use_clipped_model_output)

@@ -10,10 +10,17 @@ s_0 … s_{n-1} and ends at s_n: σ = 0 (final_sigmas_type="zero", the data) or 
     SDE:  x ← (σ_t/σ_s0)e^{−h}·x + α_t(1 − e^{−2h})·D + σ_t·sqrt(1 − e^{−2h})·z
 
 where α, σ are the point's (α² + σ² = 1), λ = log(α/σ), h = λ_t − λ_s0, and D = x0 at first order, or
-D = x0 + (x0 − x0_prev)/(2 r0) with r0 = (λ_s0 − λ_s1)/h at second order (the midpoint form). Which order a step
-takes is diffusers' rule (step_orders): first order on the first step, and on the last when it goes to σ = 0, or with
-euler_at_final, or with lower_order_final on a chain of fewer than 15 steps; else solver_order (capped by the history
-there is). Every scalar is computed here in float64 and stored as one float32 column per step
+D = x0 + (x0 − x0_prev)/(2 r0) with r0 = (λ_s0 − λ_s1)/h at second order (the midpoint form). At third order (Lu et
+al. 2022, DPM-Solver-3 in data prediction, diffusers' multistep_dpm_solver_third_order_update) the ODE step is
+
+    x ← (σ_t/σ_s0)·x + α_t(1 − e^{−h})·D0 − α_t((1 − e^{−h})/h − 1)·D1 − α_t((e^{−h} − 1 + h)/h² − 1/2)·D2
+
+(the SDE's with e^{−2h}, 2h and its noise term), D0 = x0, D1_0 = (x0 − x0_prev)/r0, D1_1 = (x0_prev − x0_prev2)/r1,
+D1 = D1_0 + r0/(r0 + r1)·(D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1), r1 = (λ_s1 − λ_s2)/h: linear in the three x0
+estimates, so a column holds one coefficient for each. Which order a step takes is diffusers' rule (step_orders):
+first order on the first step, and on the last when it goes to σ = 0, or with euler_at_final, or with
+lower_order_final on a chain of fewer than 15 steps (the step before it then at most second order); else
+solver_order, capped by the history there is. Every scalar is computed here in float64 and stored as one float32 column per step
 (kernels/dpm_solver.py's SOLVER_ROWS), so the step kernel does only elementwise work and one compiled step and one
 captured graph serve any chain, whatever its length, order or spacing.
 
@@ -50,7 +57,8 @@ class DPMSolverOptions:
     """DPM-Solver++'s options, checked (TypeError / ValueError naming the argument), with diffusers'
     DPMSolverMultistepScheduler names and defaults:
 
-    solver_order: 1 or 2, the multistep order (2: DPM-Solver++ 2M). lower_order_final: first order on the last step
+    solver_order: 1, 2 or 3, the multistep order (2: DPM-Solver++ 2M, diffusers' default; 3 carries a second x0
+        history buffer). lower_order_final: first order on the last step
         (and order ≤ 2 on the one before) of a chain of fewer than 15 steps. final_sigmas_type: "zero" (the chain ends
         at σ = 0, its last step first order whatever the other options say) or "sigma_min" (it ends at the schedule's
         σ at t = 0). euler_at_final: first order on the last step, at any length. use_karras_sigmas, use_lu_lambdas,
@@ -165,9 +173,9 @@ def dpm_solver_table(alphas_cumprod: torch.Tensor, chain: np.ndarray, sde: bool,
 
 
 def solver_table(alpha: np.ndarray, sigma: np.ndarray, sde: bool, orders: Sequence[int]) -> torch.Tensor:
-    """float32 [len(SOLVER_ROWS), n]: column i holds step i's α_s, σ_s and the coefficients of x, x0, x0_prev and z
-    (see the module docstring), computed in float64 from the n + 1 points (α, σ: float64 [n + 1]; σ_n may be 0, the
-    data) and each step's order (1 or 2). A step of zero length (h = 0: a σ_min chain whose last point is σ_min) leaves
+    """float32 [len(SOLVER_ROWS), n]: column i holds step i's α_s, σ_s and the coefficients of x, x0, x0_prev, z and
+    x0_prev2 (see the module docstring), computed in float64 from the n + 1 points (α, σ: float64 [n + 1]; σ_n may be
+    0, the data) and each step's order (1, 2 or 3; step i's order is at most i + 1). A step of zero length (h = 0: a σ_min chain whose last point is σ_min) leaves
     x as it is."""
     steps = len(orders)
     columns = []
@@ -175,7 +183,7 @@ def solver_table(alpha: np.ndarray, sigma: np.ndarray, sde: bool, orders: Sequen
         alpha_s0, sigma_s0 = float(alpha[i]), float(sigma[i])
         alpha_t, sigma_t = float(alpha[i + 1]), float(sigma[i + 1])
         if sigma_t == 0.0:  # to σ = 0: h = ∞, e^{−h} = 0, and the step returns α_t·D = x0 (first order)
-            columns.append((alpha_s0, sigma_s0, 0.0, 1.0, 0.0, 0.0))
+            columns.append((alpha_s0, sigma_s0, 0.0, 1.0, 0.0, 0.0, 0.0))
             continue
         # ≥ 0: a σ-spaced chain ending at σ_min steps from its last σ (σ_min up to rounding) to σ_min itself
         h = max(_log_snr(alpha_t, sigma_t) - _log_snr(alpha_s0, sigma_s0), 0.0)
@@ -187,14 +195,40 @@ def solver_table(alpha: np.ndarray, sigma: np.ndarray, sde: bool, orders: Sequen
             x_coef = sigma_t / sigma_s0
             d_coef = alpha_t * -math.expm1(-h)
             noise_coef = 0.0
-        x0_coef, x0_prev_coef = d_coef, 0.0
+        x0_coef, x0_prev_coef, x0_prev2_coef = d_coef, 0.0, 0.0
+        lam = [_log_snr(float(alpha[j]), float(sigma[j])) for j in range(max(i - 2, 0), i + 1)][::-1]  # s0, s1, s2
         if orders[i] == 2:  # D = x0 + (x0 − x0_prev) / (2 r0), 1/r0 = h / (λ_s0 − λ_s1)
-            h_0 = _log_snr(alpha_s0, sigma_s0) - _log_snr(float(alpha[i - 1]), float(sigma[i - 1]))
-            half_inverse_r0 = 0.5 * h / h_0
+            half_inverse_r0 = 0.5 * h / (lam[0] - lam[1])
             x0_coef = d_coef * (1.0 + half_inverse_r0)
             x0_prev_coef = -d_coef * half_inverse_r0
-        columns.append((alpha_s0, sigma_s0, x_coef, x0_coef, x0_prev_coef, noise_coef))
+        elif orders[i] == 3:
+            x0_coef, x0_prev_coef, x0_prev2_coef = _third_order(h, lam[0] - lam[1], lam[1] - lam[2], alpha_t, sde)
+        columns.append((alpha_s0, sigma_s0, x_coef, x0_coef, x0_prev_coef, noise_coef, x0_prev2_coef))
     return torch.tensor(columns, dtype=torch.float64).reshape(steps, -1).T.float().contiguous()
+
+
+def _third_order(h: float, h_0: float, h_1: float, alpha_t: float, sde: bool) -> tuple[float, float, float]:
+    """The coefficients of x0, x0_prev and x0_prev2 of a third-order step (the module docstring's D0, D1, D2 terms),
+    with 1/r0 = h/h_0, 1/r1 = h/h_1, 1/(r0 + r1) = h/(h_0 + h_1) and r0/(r0 + r1) = h_0/(h_0 + h_1): finite even at
+    h = 0, where every term vanishes."""
+    if h == 0.0:
+        return 0.0, 0.0, 0.0
+    if sde:  # diffusers' sde-dpmsolver++ third order
+        one_minus = -math.expm1(-2.0 * h)
+        c0 = alpha_t * one_minus
+        c1 = alpha_t * (1.0 - one_minus / (2.0 * h))
+        c2 = alpha_t * ((one_minus - 2.0 * h) / (2.0 * h) ** 2 - 0.5)
+    else:
+        one_minus = -math.expm1(-h)
+        c0 = alpha_t * one_minus
+        c1 = alpha_t * (1.0 - one_minus / h)
+        c2 = -alpha_t * ((h - one_minus) / h**2 - 0.5)
+    d1_0 = np.array([h / h_0, -h / h_0, 0.0])  # D1_0 = (x0 − x0_prev)/r0
+    d1_1 = np.array([0.0, h / h_1, -h / h_1])  # D1_1 = (x0_prev − x0_prev2)/r1
+    d1 = d1_0 + h_0 / (h_0 + h_1) * (d1_0 - d1_1)
+    d2 = h / (h_0 + h_1) * (d1_0 - d1_1)
+    x0, x0_prev, x0_prev2 = c0 * np.array([1.0, 0.0, 0.0]) + c1 * d1 + c2 * d2
+    return float(x0), float(x0_prev), float(x0_prev2)
 
 
 def _sigma_spaced_chain(alphas_cumprod: np.ndarray, steps: int, spacing: str) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from ..checks import check_step_setup
-from ..vocabulary import DEFAULTS
+from ..vocabulary import DEFAULTS, DPM_METHODS
 from .chain import StepOptions
 from .dpm_solver import DPMSolverOptions
 
@@ -74,4 +74,5 @@ class SamplerOptions:
         return StepOptions(method=method, prediction_type=self.prediction_type, variance_type=self.variance_type,
                            clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range, eta=eta,
                            noise=noise, sample_offset=sample_offset, conditioning=conditioning,
-                           use_clipped_model_output=use_clipped_model_output and self.clip_sample)
+                           use_clipped_model_output=use_clipped_model_output and self.clip_sample,
+                           x0_history=2 if method in DPM_METHODS and self.solver_order == 3 else 1)

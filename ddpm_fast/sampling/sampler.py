@@ -154,7 +154,7 @@ class FastSampler:
         `config.num_class_embeds` (our UNet, diffusers' UNet2DModel) is called as model(x_t, t, class_labels=...).
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
         use_exponential_sigmas: DPM-Solver++'s options (methods "dpm_solver++" and "sde_dpm_solver++"), with the
-        names, defaults and meaning of diffusers' DPMSolverMultistepScheduler: the multistep order (1 or 2), which
+        names, defaults and meaning of diffusers' DPMSolverMultistepScheduler: the multistep order (1, 2 or 3), which
         steps drop to first order (lower_order_final: the last of a chain of fewer than 15 steps; euler_at_final:
         the last of any chain), where the chain ends ("zero": σ = 0; "sigma_min": the schedule's σ at t = 0), and the
         σ spacing the solver steps on instead of the timestep spacing (Karras et al. 2022's ρ = 7; uniform λ, Lu et
