@@ -111,10 +111,12 @@ def check_chain_options(timestep_spacing: object = None, steps_offset: object = 
 
 def check_dpm_solver_options(solver_order: object, lower_order_final: object, final_sigmas_type: object,
                              euler_at_final: object, use_karras_sigmas: object, use_lu_lambdas: object,
-                             use_exponential_sigmas: object) -> None:
+                             use_exponential_sigmas: object, thresholding: object = False,
+                             dynamic_thresholding_ratio: object = 0.995, sample_max_value: object = 1.0) -> None:
     """DPM-Solver++'s options (diffusers' DPMSolverMultistepScheduler names, sampling/dpm_solver.py): solver_order
-    one of SOLVER_ORDERS, final_sigmas_type one of FINAL_SIGMAS_TYPES, the rest True or False, and at most one σ
-    spacing. TypeError / ValueError naming the argument."""
+    one of SOLVER_ORDERS, final_sigmas_type one of FINAL_SIGMAS_TYPES, dynamic_thresholding_ratio a number in
+    [0, 1], sample_max_value a positive finite number, the rest True or False, and at most one σ spacing. TypeError /
+    ValueError naming the argument."""
     if isinstance(solver_order, bool) or not isinstance(solver_order, int):
         raise TypeError(f"solver_order must be an int, got {type(solver_order).__name__}")
     if solver_order not in SOLVER_ORDERS:
@@ -122,12 +124,18 @@ def check_dpm_solver_options(solver_order: object, lower_order_final: object, fi
     if final_sigmas_type not in FINAL_SIGMAS_TYPES:
         raise ValueError(f"final_sigmas_type must be one of {', '.join(FINAL_SIGMAS_TYPES)}, got "
                          f"{final_sigmas_type!r}")
-    flags = {"lower_order_final": lower_order_final, "euler_at_final": euler_at_final,
+    flags = {"lower_order_final": lower_order_final, "euler_at_final": euler_at_final, "thresholding": thresholding,
              "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
              "use_exponential_sigmas": use_exponential_sigmas}
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")
+    if isinstance(dynamic_thresholding_ratio, bool) or not isinstance(dynamic_thresholding_ratio, (int, float)):
+        raise TypeError(f"dynamic_thresholding_ratio must be a number, got {type(dynamic_thresholding_ratio).__name__}")
+    if not 0 <= dynamic_thresholding_ratio <= 1:
+        raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1] (a quantile of |x0|), got "
+                         f"{dynamic_thresholding_ratio}")
+    check_positive_float("sample_max_value", sample_max_value)
     chosen = [name for name in SIGMA_SPACINGS if flags[name]]
     if len(chosen) > 1:
         raise ValueError(f"{' and '.join(f'{name}=True' for name in chosen)}: choose at most one σ spacing")

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Union
 from . import files
 from .checks import ParameterError, check_dpm_solver_options, check_step_setup
 from .schedule import NoiseSchedule
-from .vocabulary import DEFAULTS, DPM_SOLVER_DEFAULTS
+from .vocabulary import DEFAULTS, DPM_SOLVER_DEFAULTS, THRESHOLDING_DEFAULTS
 
 FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"
@@ -62,7 +62,8 @@ class DiffusionSetup:
     each class a caller may ask for (index i names label i; the null class has none), e.g. an image folder's class
     sub-folders; None when not known. Sampling takes a class by name through them (`sample --class-labels cat`).
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
-    use_exponential_sigmas: DPM-Solver++'s options (FastSampler's, diffusers' DPMSolverMultistepScheduler's names);
+    use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value: DPM-Solver++'s options
+    (FastSampler's, diffusers' DPMSolverMultistepScheduler's names);
     stored only where they differ from the defaults, so a record that leaves them at their defaults reads anywhere.
     """
 
@@ -86,6 +87,9 @@ class DiffusionSetup:
     use_karras_sigmas: bool = DEFAULTS["use_karras_sigmas"]
     use_lu_lambdas: bool = DEFAULTS["use_lu_lambdas"]
     use_exponential_sigmas: bool = DEFAULTS["use_exponential_sigmas"]
+    thresholding: bool = DEFAULTS["thresholding"]
+    dynamic_thresholding_ratio: float = DEFAULTS["dynamic_thresholding_ratio"]
+    sample_max_value: float = DEFAULTS["sample_max_value"]
 
     def __post_init__(self) -> None:
         betas = tuple(float(b) for b in self.betas) if _is_sequence(self.betas) else None
@@ -192,9 +196,9 @@ class DiffusionSetup:
                 "timestep_spacing": self.timestep_spacing, "steps_offset": self.steps_offset,
                 "rescale_betas_zero_snr": False, "set_alpha_to_one": self.set_alpha_to_one,
                 # DPMSolverMultistepScheduler's keys, where they differ from its defaults (read back by
-                # setup_from_diffusers_config)
+                # setup_from_diffusers_config); not thresholding, which a DDPMScheduler would apply to its own steps
                 **{name: getattr(self, name) for name, default in DPM_SOLVER_DEFAULTS.items()
-                   if getattr(self, name) != default}}
+                   if getattr(self, name) != default and name not in THRESHOLDING_DEFAULTS}}
 
     # ------------------------------------------------------------------------------------------ given values
 

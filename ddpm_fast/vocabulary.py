@@ -55,9 +55,12 @@ SPACINGS = ("leading", "trailing", "linspace")
 SOLVER_ORDERS = (1, 2, 3)
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 SIGMA_SPACINGS = ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")
+# Dynamic thresholding (Saharia et al. 2022) of the DPM-Solver++ steps' x0: on/off, the quantile of |x0| per sample,
+# the largest threshold.
+THRESHOLDING_DEFAULTS = {"thresholding": False, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
 DPM_SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_type": "zero",
                        "euler_at_final": False, "use_karras_sigmas": False, "use_lu_lambdas": False,
-                       "use_exponential_sigmas": False}
+                       "use_exponential_sigmas": False, **THRESHOLDING_DEFAULTS}
 # The named β schedules NoiseSchedule builds and a training run takes.
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 # The variance types a training run learns or fixes (the `_log` spellings are read from diffusers configs only).

@@ -97,6 +97,9 @@ def export_onnx(
     use_karras_sigmas: Optional[bool] = None,
     use_lu_lambdas: Optional[bool] = None,
     use_exponential_sigmas: Optional[bool] = None,
+    thresholding: Optional[bool] = None,
+    dynamic_thresholding_ratio: Optional[float] = None,
+    sample_max_value: Optional[float] = None,
 ) -> pathlib.Path:
     """Write `model` as ONNX to `path` (a file name ending in .onnx, else ValueError; missing parent folders are
     made, as `ddpm-fast export --out` makes them; an existing file is replaced whole); returns the path. `model` is
@@ -131,10 +134,11 @@ def export_onnx(
         shorter chain picks its timesteps and where DDIM ends. null_class_label: the null class of a
         class-conditional model, checked against the stored one like the rest (a diffusers folder stores none).
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
-        use_exponential_sigmas: DPM-Solver++'s options (FastSampler's), stored for OnnxSampler's DPM-Solver++ chains
-        and checked against a stored setup like the rest (defaults 2, True, "zero", False, False, False, False). A
-        dpm_solver_step graph runs every one of them but solver_order=3 (its second x0 history needs a model graph):
-        they live in the per-step solver_coefficients, not the graph.
+        use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value: DPM-Solver++'s options
+        (FastSampler's), stored for OnnxSampler's DPM-Solver++ chains and checked against a stored setup like the
+        rest (defaults 2, True, "zero", False, False, False, False, False, 0.995, 1.0). A dpm_solver_step graph runs
+        every one of them but solver_order=3 (its second x0 history) and thresholding (it changes the step), which
+        need a model graph: the others live in the per-step solver_coefficients, not the graph.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -156,7 +160,8 @@ def export_onnx(
     dpm_given = {"solver_order": solver_order, "lower_order_final": lower_order_final,
                  "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
                  "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
-                 "use_exponential_sigmas": use_exponential_sigmas}
+                 "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
     check_dpm_solver_options(**{name: DPM_SOLVER_DEFAULTS[name] if value is None else value
                                 for name, value in dpm_given.items()})
     chain_given.update(dpm_given)

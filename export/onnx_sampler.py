@@ -359,7 +359,11 @@ class OnnxSampler:
             raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "
                              "guide: export it with null_class_label= (--null-class-label), or export a model graph")
         method, eta = self._method(method, eta, num_inference_steps, timesteps)
-        check_step_choices(method, eta, use_clipped_model_output)
+        check_step_choices(method, eta, use_clipped_model_output, self.dpm_options.thresholding)
+        if self.dpm_options.thresholding and self.graph == "dpm_solver_step":
+            raise ValueError("this dpm_solver_step graph computes the update from the model's own x0, and the "
+                             "file's thresholding=True thresholds it: export a model graph (graph='model') to "
+                             "sample it")
         clipped_output = use_clipped_model_output and bool(self.metadata["clip_sample"])  # as FastSampler: else a no-op
         if clipped_output and self.graph == "ddim_step":
             raise ValueError("this ddim_step graph computes DDIM from the model's own ε: use_clipped_model_output "
@@ -400,7 +404,10 @@ class OnnxSampler:
                               clip_sample_range=self.metadata["clip_sample_range"], eta=eta, noise="given",
                               sample_offset=0,  # z comes drawn for the global samples: the op adds no offset
                               use_clipped_model_output=clipped_output,
-                              x0_history=2 if solver is not None and solver[2] is not None else 1)
+                              x0_history=2 if solver is not None and solver[2] is not None else 1,
+                              thresholding=(self.dpm_options.dynamic_thresholding_ratio,
+                                            self.dpm_options.sample_max_value)
+                              if self.dpm_options.thresholding and method in DPM_METHODS else None)
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)

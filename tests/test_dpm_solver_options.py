@@ -12,6 +12,7 @@ use_lu_lambdas, use_exponential_sigmas.
     files) and OnnxSampler runs the same chains. diffusers' own full-loop numbers are in tests/test_latents.py.
 """
 
+import dataclasses
 import itertools
 import math
 
@@ -169,6 +170,10 @@ CHAIN_CASES = [
     (dict(solver_order=3, final_sigmas_type="sigma_min"), 20),
     (dict(solver_order=3, use_karras_sigmas=True), 20),
     (dict(solver_order=3, use_lu_lambdas=True, final_sigmas_type="sigma_min", euler_at_final=True), 10),
+    (dict(thresholding=True), 10),
+    (dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5, solver_order=3), 10),
+    (dict(thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5, use_karras_sigmas=True,
+          final_sigmas_type="sigma_min"), 20),
 ]
 
 
@@ -215,6 +220,24 @@ def test_seeded_chains_of_every_option_share_one_runner():
         assert len(sampler.fast_path.runners) == 2  # one per method, whatever the chain
 
 
+@pytest.mark.torch_references
+def test_the_compiled_step_equals_the_eager_one_with_a_second_history_and_thresholding():
+    """torch.compile(fullgraph=True) of the whole step — model, thresholding (its quantile from torch.topk, no host
+    sync: a .item() would break the graph) and the third-order fused update — equals the eager step."""
+    schedule = df.NoiseSchedule.from_diffusers(LINEAR)
+    options = dict(solver_order=3, thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5,
+                   prediction_type="v_prediction")
+    eager = df.FastSampler(dummy_model, schedule, SHAPE, compile=False, **options)
+    compiled = df.FastSampler(dummy_model, schedule, SHAPE, compile=True, **options)
+    with cpu_reference():
+        for method in ALGORITHMS:
+            expected = eager.sample(BATCH, latents=latents(), seed=2, method=method, num_inference_steps=6)
+            got = compiled.sample(BATCH, latents=latents(), seed=2, method=method, num_inference_steps=6)
+            assert compiled.last_report.compiled and not compiled.last_report.fell_back
+            torch.testing.assert_close(last_x(compiled), last_x(eager), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 # A small U-Net, on the torch references (the interpreter would take minutes per chain).
 
 SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
@@ -247,6 +270,10 @@ def float64_chain(model, schedule, method, steps, prediction_type, options, x, n
                 x0 = output
             else:
                 x0 = alpha[i] * x - sigma[i] * output
+            if options.thresholding:  # diffusers' _threshold_sample, in float64
+                s = torch.quantile(x0.reshape(x0.shape[0], -1).abs(), options.dynamic_thresholding_ratio, dim=1)
+                s = torch.clamp(s, min=1, max=options.sample_max_value).view(-1, 1, 1, 1)
+                x0 = torch.clamp(x0, -s, s) / s
             d = x0 if order == 1 else x0 + 0.5 * (lam[i + 1] - lam[i]) / (lam[i] - lam[i - 1]) * (x0 - previous)
             if sigma[i + 1] == 0:
                 new = d
@@ -347,6 +374,13 @@ def test_the_options_travel_with_the_setup(tmp_path):
     assert {name: getattr(setup_from_diffusers_config(config), name) for name in OPTIONS} == OPTIONS
     with pytest.raises(ValueError, match="solver_order must be one of 1, 2, 3, got 4"):
         setup_from_diffusers_config(dict(config, solver_order=4))
+    # thresholding travels in setup.json and ONNX metadata, not in a diffusers config: a DDPMScheduler would
+    # threshold its own steps with it
+    thresholded = dataclasses.replace(setup, thresholding=True, dynamic_thresholding_ratio=0.9)
+    assert df.DiffusionSetup.from_dict(thresholded.to_dict()) == thresholded
+    assert "thresholding" not in thresholded.to_dict() or thresholded.to_dict()["thresholding"] is True
+    assert thresholded.to_diffusers_config()["thresholding"] is False
+    assert "dynamic_thresholding_ratio" not in thresholded.to_diffusers_config()
 
 
 def test_a_given_option_is_checked_against_the_stored_one(tmp_path):
@@ -393,31 +427,44 @@ def test_cli_samples_with_the_options(tmp_path, capsys):
     assert "--no-use-karras-sigmas contradicts the use_karras_sigmas stored with" in capsys.readouterr().err
     assert cli.main(common + ["--use-lu-lambdas", "--override-setup", "--out", str(out)]) == 2
     assert "use_karras_sigmas=True and use_lu_lambdas=True: choose at most one σ spacing" in capsys.readouterr().err
+    with cpu_reference():
+        assert cli.main(common + ["--thresholding", "--dynamic-thresholding-ratio", "0.9", "--sample-max-value", "1.5",
+                                  "--override-setup", "--out", str(out)]) == 0
+        expected = df.FastSampler.from_pretrained(
+            tmp_path / "unet", device="cpu", compile=False, thresholding=True, dynamic_thresholding_ratio=0.9,
+            sample_max_value=1.5, override_setup=True).sample(2, seed=0, method="sde_dpm_solver++",
+                                                              num_inference_steps=8)
+    torch.testing.assert_close(load_file(str(out))["images"], expected, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------- OnnxSampler
 
 
-@pytest.mark.parametrize("solver_order", [2, 3])
+ONNX_OPTIONS = {"order2-karras": dict(final_sigmas_type="sigma_min", lower_order_final=False, use_karras_sigmas=True),
+                "order3": dict(solver_order=3, use_lu_lambdas=True),
+                "thresholding": dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.2)}
+
+
+@pytest.mark.parametrize("variant", list(ONNX_OPTIONS))
 @pytest.mark.parametrize("graph", ["model", "dpm_solver_step"])
-def test_onnx_sampler_runs_the_options(tmp_path, graph, solver_order):
+def test_onnx_sampler_runs_the_options(tmp_path, graph, variant):
     """The options stored in the file: a model graph (the update fused in torch) and a dpm_solver_step graph (each
     step's column of the chain's table an input) run FastSampler's chains, ODE and SDE; solver_order=3 (a second x0
-    history) from a model graph only, the step graph refusing it by name."""
+    history) and thresholding (a step of its own) from a model graph only, the step graph refusing them by name."""
     pytest.importorskip("onnxruntime")
     from ddpm_fast.export import OnnxSampler, export_onnx
 
     schedule = df.NoiseSchedule.from_diffusers(LINEAR)
-    options = dict(final_sigmas_type="sigma_min", lower_order_final=False, use_karras_sigmas=True,
-                   solver_order=solver_order)
+    options = ONNX_OPTIONS[variant]
     path = export_onnx(DummyModule(), tmp_path / f"{graph}.onnx", SHAPE, graph=graph, schedule=schedule,
                        prediction_type="v_prediction", **options)
     onnx_sampler = OnnxSampler(path)
     assert onnx_sampler.dpm_options == DPMSolverOptions(**options)
     fast = df.FastSampler(dummy_model, schedule, SHAPE, compile=False, prediction_type="v_prediction", **options)
     assert onnx_sampler.timesteps(10, "dpm_solver++") == fast.timesteps(10, "dpm_solver++")
-    if graph == "dpm_solver_step" and solver_order == 3:
-        with pytest.raises(ValueError, match="solver_order=3 needs two: export a model graph"):
+    if graph == "dpm_solver_step" and variant != "order2-karras":
+        refusal = "solver_order=3 needs two" if variant == "order3" else "thresholding=True thresholds it"
+        with pytest.raises(ValueError, match=f"{refusal}.*export a model graph"):
             onnx_sampler.sample(BATCH, seed=3, num_inference_steps=10)
         return
     for method in ALGORITHMS:

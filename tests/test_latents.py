@@ -200,9 +200,9 @@ DPM_FIXTURE_OPTIONS = dict(timestep_spacing="linspace", solver_order=2, final_si
                            lower_order_final=False, euler_at_final=False)
 # (name in test_scheduler_dpm_multi.py, its full_loop's config changes, t_start (its *_with_noise chain starts at
 # the 10-step chain's timestep t_start, from add_noise there), sum, mean); sum None: that test asserts the mean only.
-# test_switch asserts test_full_loop_no_noise's 0.3301 again. Not reproduced: test_full_loop_no_noise_thres
-# (thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5; mean 1.1364): FastSampler has no dynamic
-# thresholding, and a mean |x| above 1 lies outside the [-1, 1] its images are clamped to.
+# test_switch asserts test_full_loop_no_noise's 0.3301 again. test_full_loop_no_noise_thres (thresholding=True,
+# dynamic_thresholding_ratio=0.87, sample_max_value=0.5) ends at a mean |x| of 1.1364, outside the [-1, 1]
+# FastSampler's images are clamped to: its number is read from the chain's x before that clamp.
 DPM_FIXTURES = [
     ("DPMSolverMultistepSchedulerTest.test_full_loop_no_noise", {}, None, None, 0.3301),
     ("DPMSolverMultistepSchedulerTest.test_full_loop_with_v_prediction", dict(prediction_type="v_prediction"), None,
@@ -212,6 +212,8 @@ DPM_FIXTURES = [
     ("DPMSolverMultistepSchedulerTest.test_full_loop_with_lu_and_v_prediction",
      dict(prediction_type="v_prediction", use_lu_lambdas=True), None, None, 0.1554),
     ("DPMSolverMultistepSchedulerTest.test_full_loop_with_noise", {}, 5, 318.4111, 0.4146),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_no_noise_thres",
+     dict(thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5), None, None, 1.1364),
 ]
 
 
@@ -229,7 +231,14 @@ def test_dpm_solver_full_loop_fixtures(name, options, t_start, expected_sum, exp
     else:
         arguments["timesteps"] = sampler.timesteps(10, "dpm_solver++")[t_start:]
         latents = noised(DPM_CONFIG, arguments["timesteps"][0])
-    result_sum, result_mean = sum_and_mean(sampler.sample(BATCH, latents=latents, **arguments))
+    images = sampler.sample(BATCH, latents=latents, **arguments)
+    if options.get("thresholding"):  # its x before the clamp of the images: the last runner's static buffer
+        x = next(reversed(sampler.fast_path.runners.values())).state.x
+        assert torch.equal(images, x.clamp(-1.0, 1.0)) and x.abs().max() > 1.0
+        images = x
+    else:
+        sum_and_mean(images)  # inside [-1, 1]: the clamped images are diffusers' loop output
+    result_sum, result_mean = images.abs().sum().item(), images.abs().mean().item()
     if expected_sum is not None:
         assert abs(result_sum - expected_sum) < 1e-2, (name, result_sum)
     assert abs(result_mean - expected_mean) < 1e-3, (name, result_mean)

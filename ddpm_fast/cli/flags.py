@@ -30,8 +30,11 @@ PARAMETER_FLAGS = {
     "override_setup=True": "--override-setup",
     "solver_order": "--solver-order",
     "final_sigmas_type": "--final-sigmas-type",
+    "dynamic_thresholding_ratio": "--dynamic-thresholding-ratio",
+    "sample_max_value": "--sample-max-value",
     **{f"{name}{value}": f"--{'' if value == '=True' or not value else 'no-'}{name.replace('_', '-')}"
-       for name in ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS for value in ("", "=True", "=False")},
+       for name in ("lower_order_final", "euler_at_final", "thresholding") + SIGMA_SPACINGS
+       for value in ("", "=True", "=False")},
 }
 
 

@@ -53,7 +53,7 @@ def add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # DPM-Solver++'s boolean options and their flags (--use-karras-sigmas / --no-use-karras-sigmas, ...).
-DPM_SOLVER_SWITCHES = ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS
+DPM_SOLVER_SWITCHES = ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS + ("thresholding",)
 
 
 def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,15 +75,23 @@ def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
                           "(default: the stored setting, else off)",
         "use_exponential_sigmas": "DPM-Solver++ steps uniform in log σ, the model at the timestep below (default: "
                                   "the stored setting, else off)",
+        "thresholding": "dynamic thresholding of each DPM-Solver++ step's x0 (Saharia et al. 2022) (default: the "
+                        "stored setting, else off)",
     }
     for name in DPM_SOLVER_SWITCHES:
         parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
                             help=helps[name])
+    parser.add_argument("--dynamic-thresholding-ratio", type=arguments.quantile, default=None, metavar="Q",
+                        help="with --thresholding: the quantile of |x0| per sample that sets its threshold (default: "
+                             "the stored one, else 0.995)")
+    parser.add_argument("--sample-max-value", type=arguments.positive_float, default=None, metavar="S",
+                        help="with --thresholding: the largest threshold (default: the stored one, else 1.0)")
 
 
 def dpm_solver_given(args: argparse.Namespace) -> dict:
     """The DPM-Solver++ options the flags give (None: not given)."""
     return {"solver_order": args.solver_order, "final_sigmas_type": args.final_sigmas_type,
+            "dynamic_thresholding_ratio": args.dynamic_thresholding_ratio, "sample_max_value": args.sample_max_value,
             **{name: getattr(args, name) for name in DPM_SOLVER_SWITCHES}}
 
 

@@ -38,7 +38,8 @@ from .. import files
 from ..diffusion import q_sample
 from ..diffusion_setup import DiffusionSetup
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import COEFFICIENT_ROWS, DPM_SOLVER_DEFAULTS, PREDICTION_TYPES, SPACINGS, VARIANCE_TYPES
+from ..vocabulary import (COEFFICIENT_ROWS, DPM_SOLVER_DEFAULTS, PREDICTION_TYPES, SPACINGS, THRESHOLDING_DEFAULTS,
+                          VARIANCE_TYPES)
 from ..sampling.plan import chain_timesteps
 from ..sampling.timesteps import respaced_coefficient_table
 from ..schedule import NoiseSchedule
@@ -411,7 +412,9 @@ def setup_from_diffusers_config(config: Mapping, *, sample_shape: Optional[tuple
     one FastSampler does not have is a ValueError naming it."""
     values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
     check_scheduler_config(values)
-    dpm_options = {name: config[name] for name in DPM_SOLVER_DEFAULTS if name in config}
+    # (thresholding is DDPMScheduler's key too, refused above: a DDPM step of ours does not threshold)
+    dpm_options = {name: config[name] for name in DPM_SOLVER_DEFAULTS if name in config
+                   and name not in THRESHOLDING_DEFAULTS}
     return DiffusionSetup.from_schedule(
         NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
         variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),

@@ -63,6 +63,9 @@ class DPMSolverOptions:
         at σ = 0, its last step first order whatever the other options say) or "sigma_min" (it ends at the schedule's
         σ at t = 0). euler_at_final: first order on the last step, at any length. use_karras_sigmas, use_lu_lambdas,
         use_exponential_sigmas: the σ spacing the solver steps on, instead of the timestep spacing (at most one).
+    thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of each step's x0 (Saharia et
+        al. 2022; chain.py's thresholded_x0): per sample, s = the dynamic_thresholding_ratio quantile of |x0|,
+        clamped to [1, sample_max_value], then x0 ← clamp(x0, −s, s)/s. Not in the table: it changes the step.
     """
 
     solver_order: int = DPM_SOLVER_DEFAULTS["solver_order"]
@@ -72,6 +75,9 @@ class DPMSolverOptions:
     use_karras_sigmas: bool = DPM_SOLVER_DEFAULTS["use_karras_sigmas"]
     use_lu_lambdas: bool = DPM_SOLVER_DEFAULTS["use_lu_lambdas"]
     use_exponential_sigmas: bool = DPM_SOLVER_DEFAULTS["use_exponential_sigmas"]
+    thresholding: bool = DPM_SOLVER_DEFAULTS["thresholding"]
+    dynamic_thresholding_ratio: float = DPM_SOLVER_DEFAULTS["dynamic_thresholding_ratio"]
+    sample_max_value: float = DPM_SOLVER_DEFAULTS["sample_max_value"]
 
     def __post_init__(self) -> None:
         check_dpm_solver_options(**asdict(self))

@@ -94,9 +94,13 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
                         table, solver)
 
 
-def check_step_choices(method: str, eta: float, use_clipped_model_output: object) -> None:
+def check_step_choices(method: str, eta: float, use_clipped_model_output: object, thresholding: bool = False) -> None:
     """The per-call step options every sampler's `sample` checks the same way (FastSampler, OnnxSampler): eta and
-    use_clipped_model_output apply to method="ddim" only. ValueError / TypeError naming the argument."""
+    use_clipped_model_output apply to method="ddim" only, the sampler's thresholding to the DPM-Solver++ methods
+    only. ValueError / TypeError naming the argument."""
+    if thresholding and method not in DPM_METHODS:
+        raise ValueError(f"thresholding=True applies to the DPM-Solver++ methods only; method={method!r} does not "
+                         "threshold its x0 (use method='dpm_solver++' or 'sde_dpm_solver++')")
     if method != "ddim" and eta != 0.0:
         raise ValueError("eta applies to method='ddim' only")
     if not isinstance(use_clipped_model_output, bool):

@@ -161,6 +161,11 @@ class FastSampler:
         al. 2022; uniform log σ; at most one), the model called at the nearest timestep
         (ddpm_fast.sampling.dpm_solver). They change the chain's table, not the step: one compiled step and one set
         of CUDA graphs serve them all. Stored with the setup (`setup`), like the options above.
+    thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of the DPM-Solver++ steps' x0
+        (Saharia et al. 2022; diffusers' options of these names): per sample, s = the dynamic_thresholding_ratio
+        quantile of |x0|, clamped to [1, sample_max_value], then x0 ← clamp(x0, −s, s)/s, computed on the device
+        with no host sync (ddpm_fast.sampling.chain.thresholded_x0). thresholding=True with another method, or
+        with clip_sample=True, is a ValueError.
 
     The options are checked once into `options` (a SamplerOptions); how the steps run — layout, compile, CUDA
     graphs, the runner cache — is `fast_path`'s (fast_path.py), and the chain's rules are chain.py's. What ran is
@@ -197,6 +202,9 @@ class FastSampler:
         use_karras_sigmas: bool = False,
         use_lu_lambdas: bool = False,
         use_exponential_sigmas: bool = False,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
     ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
@@ -210,7 +218,8 @@ class FastSampler:
             steps_per_graph=steps_per_graph, max_cached_graphs=max_cached_graphs, solver_order=solver_order,
             lower_order_final=lower_order_final, final_sigmas_type=final_sigmas_type, euler_at_final=euler_at_final,
             use_karras_sigmas=use_karras_sigmas, use_lu_lambdas=use_lu_lambdas,
-            use_exponential_sigmas=use_exponential_sigmas)
+            use_exponential_sigmas=use_exponential_sigmas, thresholding=thresholding,
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
         self.schedule = schedule
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
@@ -260,6 +269,9 @@ class FastSampler:
     use_karras_sigmas = property(lambda self: self.options.use_karras_sigmas)
     use_lu_lambdas = property(lambda self: self.options.use_lu_lambdas)
     use_exponential_sigmas = property(lambda self: self.options.use_exponential_sigmas)
+    thresholding = property(lambda self: self.options.thresholding)
+    dynamic_thresholding_ratio = property(lambda self: self.options.dynamic_thresholding_ratio)
+    sample_max_value = property(lambda self: self.options.sample_max_value)
     compile_mode = property(lambda self: self.options.compile_mode)
     steps_per_graph = property(lambda self: self.options.steps_per_graph)
     max_cached_graphs = property(lambda self: self.options.max_cached_graphs)
@@ -309,7 +321,9 @@ class FastSampler:
                         solver_order: Optional[int] = None, lower_order_final: Optional[bool] = None,
                         final_sigmas_type: Optional[str] = None, euler_at_final: Optional[bool] = None,
                         use_karras_sigmas: Optional[bool] = None, use_lu_lambdas: Optional[bool] = None,
-                        use_exponential_sigmas: Optional[bool] = None, **options: Any) -> "FastSampler":
+                        use_exponential_sigmas: Optional[bool] = None, thresholding: Optional[bool] = None,
+                        dynamic_thresholding_ratio: Optional[float] = None, sample_max_value: Optional[float] = None,
+                        **options: Any) -> "FastSampler":
         """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.interop.pretrained):
         a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
         pipeline folder or a Hugging Face Hub id (the user's cache; HF_HUB_OFFLINE=1 works with a cached copy).
@@ -328,7 +342,8 @@ class FastSampler:
                  "solver_order": solver_order, "lower_order_final": lower_order_final,
                  "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
                  "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
-                 "use_exponential_sigmas": use_exponential_sigmas}
+                 "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
         return cls(**sampler_arguments_from_pretrained(path_or_id, weights, given, override_setup, options))
 
     @property
@@ -449,7 +464,7 @@ class FastSampler:
                       sample_offset: int, timesteps: Optional[Sequence[int]] = None,
                       use_clipped_model_output: bool = False) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
-        check_step_choices(method, eta, use_clipped_model_output)
+        check_step_choices(method, eta, use_clipped_model_output, self.options.thresholding)
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
                           self.set_alpha_to_one, timesteps, self.options.dpm_options())
