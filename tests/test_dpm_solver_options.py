@@ -238,6 +238,26 @@ def test_the_compiled_step_equals_the_eager_one_with_a_second_history_and_thresh
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [dict(solver_order=3, use_karras_sigmas=True, final_sigmas_type="sigma_min"),
+                                     dict(thresholding=True, use_lu_lambdas=True, solver_order=1)],
+                         ids=["order3-karras-sigma_min", "thresholding-lu-order1"])
+def test_cuda_graphs_equal_the_eager_loop_across_lengths(options):
+    """One captured set per (batch, method) serves every chain length of these options (not run on the CPU-only
+    machines; written for the lent GPU)."""
+    schedule = df.NoiseSchedule.from_diffusers(LINEAR)
+    common = dict(dtype=torch.float32, compile=False, prediction_type="v_prediction", **options)
+    eager = df.FastSampler(DummyModule().cuda(), schedule, SHAPE, cuda_graphs=False, **common)
+    graphed = df.FastSampler(DummyModule().cuda(), schedule, SHAPE, cuda_graphs=True, steps_per_graph=4, **common)
+    for method in ALGORITHMS:
+        for steps in (10, 25, 7):
+            torch.testing.assert_close(graphed.sample(3, seed=1, method=method, num_inference_steps=steps),
+                                       eager.sample(3, seed=1, method=method, num_inference_steps=steps),
+                                       rtol=1e-5, atol=1e-5)
+            assert graphed.last_report.cuda_graphs
+    assert len(graphed.fast_path.runners) == 2
+
+
 # A small U-Net, on the torch references (the interpreter would take minutes per chain).
 
 SMALL_MODEL = {"block_out_channels": (16, 32), "down_attention": (False, False), "up_attention": (False, True)}
