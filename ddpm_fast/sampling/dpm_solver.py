@@ -181,8 +181,8 @@ def dpm_solver_table(alphas_cumprod: torch.Tensor, chain: np.ndarray, sde: bool,
 def solver_table(alpha: np.ndarray, sigma: np.ndarray, sde: bool, orders: Sequence[int]) -> torch.Tensor:
     """float32 [len(SOLVER_ROWS), n]: column i holds step i's α_s, σ_s and the coefficients of x, x0, x0_prev, z and
     x0_prev2 (see the module docstring), computed in float64 from the n + 1 points (α, σ: float64 [n + 1]; σ_n may be
-    0, the data) and each step's order (1, 2 or 3; step i's order is at most i + 1). A step of zero length (h = 0: a σ_min chain whose last point is σ_min) leaves
-    x as it is."""
+    0, the data) and each step's order (1, 2 or 3; step i's order is at most i + 1). A step of zero length (h = 0:
+    a σ-spaced chain ending at σ_min, whose last point is σ_min) leaves x as it is."""
     steps = len(orders)
     columns = []
     for i in range(steps):
