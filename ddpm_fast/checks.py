@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .vocabulary import PREDICTION_TYPES, SPACINGS, VARIANCE_TYPES
+from .vocabulary import FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SIGMA_SPACINGS, SOLVER_ORDERS, SPACINGS, VARIANCE_TYPES
 
 # How a front end names a parameter ("num_inference_steps") or a parameter given a value ("compile=True"): the
 # Python API as is, the command line by its flag ("--steps", "--compile").
@@ -107,3 +107,35 @@ def check_chain_options(timestep_spacing: object = None, steps_offset: object = 
         raise ValueError(f"steps_offset must be a non-negative int, got {steps_offset!r}")
     if set_alpha_to_one is not None and not isinstance(set_alpha_to_one, bool):
         raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")
+
+
+def check_dpm_solver_options(solver_order: object, lower_order_final: object, final_sigmas_type: object,
+                             euler_at_final: object, use_karras_sigmas: object, use_lu_lambdas: object,
+                             use_exponential_sigmas: object, thresholding: object = False,
+                             dynamic_thresholding_ratio: object = 0.995, sample_max_value: object = 1.0) -> None:
+    """DPM-Solver++'s options (diffusers' DPMSolverMultistepScheduler names, sampling/dpm_solver.py): solver_order
+    one of SOLVER_ORDERS, final_sigmas_type one of FINAL_SIGMAS_TYPES, dynamic_thresholding_ratio a number in
+    [0, 1], sample_max_value a positive finite number, the rest True or False, and at most one σ spacing. TypeError /
+    ValueError naming the argument."""
+    if isinstance(solver_order, bool) or not isinstance(solver_order, int):
+        raise TypeError(f"solver_order must be an int, got {type(solver_order).__name__}")
+    if solver_order not in SOLVER_ORDERS:
+        raise ValueError(f"solver_order must be one of {', '.join(map(str, SOLVER_ORDERS))}, got {solver_order}")
+    if final_sigmas_type not in FINAL_SIGMAS_TYPES:
+        raise ValueError(f"final_sigmas_type must be one of {', '.join(FINAL_SIGMAS_TYPES)}, got "
+                         f"{final_sigmas_type!r}")
+    flags = {"lower_order_final": lower_order_final, "euler_at_final": euler_at_final, "thresholding": thresholding,
+             "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
+             "use_exponential_sigmas": use_exponential_sigmas}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if isinstance(dynamic_thresholding_ratio, bool) or not isinstance(dynamic_thresholding_ratio, (int, float)):
+        raise TypeError(f"dynamic_thresholding_ratio must be a number, got {type(dynamic_thresholding_ratio).__name__}")
+    if not 0 <= dynamic_thresholding_ratio <= 1:
+        raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1] (a quantile of |x0|), got "
+                         f"{dynamic_thresholding_ratio}")
+    check_positive_float("sample_max_value", sample_max_value)
+    chosen = [name for name in SIGMA_SPACINGS if flags[name]]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(f'{name}=True' for name in chosen)}: choose at most one σ spacing")

@@ -30,8 +30,10 @@ COEFFICIENT_ROWS = (
 ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 
 # Rows of the DPM-Solver++ step's per-step table (ddpm_fast/sampling/dpm_solver.py computes them): the data
-# prediction's α_s and σ_s, then the coefficients of x_t, x0, the previous step's x0 and z.
-SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef")
+# prediction's α_s and σ_s, then the coefficients of x_t, x0, the previous step's x0 and z, then (third order) of the
+# x0 two steps back. The first STEP_GRAPH_SOLVER_ROWS are a dpm_solver_step ONNX graph's solver_coefficients input.
+SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef", "x0_prev2_coef")
+STEP_GRAPH_SOLVER_ROWS = 6
 SOLVER_ROW_INDEX = {name: i for i, name in enumerate(SOLVER_ROWS)}
 
 # Philox streams keep the noise of different uses independent under the same seed.
@@ -47,6 +49,18 @@ DPM_METHODS = ("dpm_solver++", "sde_dpm_solver++")
 METHODS = ("ddpm", "ddim") + DPM_METHODS
 # How a chain shorter than T picks its timesteps (diffusers' names).
 SPACINGS = ("leading", "trailing", "linspace")
+# DPM-Solver++'s options, as diffusers' DPMSolverMultistepScheduler names them (sampling/dpm_solver.py): the solver's
+# order, where the chain ends (σ = 0, or σ_min: the schedule's σ at t = 0), and the σ spacings that replace the
+# timestep spacing (Karras et al. 2022; Lu et al. 2022's uniform λ; uniform log σ), each a boolean of that name.
+SOLVER_ORDERS = (1, 2, 3)
+FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+SIGMA_SPACINGS = ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")
+# Dynamic thresholding (Saharia et al. 2022) of the DPM-Solver++ steps' x0: on/off, the quantile of |x0| per sample,
+# the largest threshold.
+THRESHOLDING_DEFAULTS = {"thresholding": False, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
+DPM_SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_type": "zero",
+                       "euler_at_final": False, "use_karras_sigmas": False, "use_lu_lambdas": False,
+                       "use_exponential_sigmas": False, **THRESHOLDING_DEFAULTS}
 # The named β schedules NoiseSchedule builds and a training run takes.
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 # The variance types a training run learns or fixes (the `_log` spellings are read from diffusers configs only).
@@ -62,4 +76,4 @@ OUTPUT_TYPES = ("tensor", "uint8", "pil")
 # What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
 DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
             "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True,
-            "null_class_label": None}
+            "null_class_label": None, **DPM_SOLVER_DEFAULTS}

@@ -30,8 +30,8 @@ from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
 from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
 from ddpm_fast.kernels import launch
-from ddpm_fast.checks import check_chain_options, check_choice, check_positive_float
-from ddpm_fast.vocabulary import DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.checks import check_chain_options, check_choice, check_dpm_solver_options, check_positive_float
+from ddpm_fast.vocabulary import DEFAULTS, DPM_SOLVER_DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.schedule import NoiseSchedule
 
@@ -46,7 +46,8 @@ MAX_BATCH = 1 << 16
 DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in ("prediction_type", "variance_type", "clip_sample",
                                                      "clip_sample_range")}
 # Which timesteps a sampler of the file visits (FastSampler's options of the same names), stored in its metadata.
-CHAIN_OPTIONS = {name: DEFAULTS[name] for name in ("timestep_spacing", "steps_offset", "set_alpha_to_one")}
+CHAIN_OPTIONS = {**{name: DEFAULTS[name] for name in ("timestep_spacing", "steps_offset", "set_alpha_to_one")},
+                 **DPM_SOLVER_DEFAULTS}
 
 # Inputs and outputs of each graph, in order (see step_graphs.py).
 INPUT_NAMES = {
@@ -89,6 +90,16 @@ def export_onnx(
     weights: Optional[str] = None,
     override_setup: bool = False,
     null_class_label: Optional[int] = None,
+    solver_order: Optional[int] = None,
+    lower_order_final: Optional[bool] = None,
+    final_sigmas_type: Optional[str] = None,
+    euler_at_final: Optional[bool] = None,
+    use_karras_sigmas: Optional[bool] = None,
+    use_lu_lambdas: Optional[bool] = None,
+    use_exponential_sigmas: Optional[bool] = None,
+    thresholding: Optional[bool] = None,
+    dynamic_thresholding_ratio: Optional[float] = None,
+    sample_max_value: Optional[float] = None,
 ) -> pathlib.Path:
     """Write `model` as ONNX to `path` (a file name ending in .onnx, else ValueError; missing parent folders are
     made, as `ddpm-fast export --out` makes them; an existing file is replaced whole); returns the path. `model` is
@@ -103,7 +114,7 @@ def export_onnx(
         (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
         schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
         int64 (-1 ends the chain) and bakes eta. "dpm_solver_step" — one DPM-Solver++ step, ODE or SDE (Lu et al.
-        2022): inputs sample, timestep, solver_coefficients (float32 [len(SOLVER_ROWS)]: the step's column of the
+        2022): inputs sample, timestep, solver_coefficients (float32 [6], STEP_GRAPH_SOLVER_ROWS: the step's column of the
         chain's solver table, which depends on the whole chain), prev_pred_original_sample (the previous step's x0
         estimate, float32, zeros at first) and noise; outputs prev_sample and pred_original_sample. A class-conditional model's graphs also take class_labels [B]
         int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
@@ -122,6 +133,12 @@ def export_onnx(
         folder, a UserWarning says so). timestep_spacing, steps_offset and set_alpha_to_one tell OnnxSampler how a
         shorter chain picks its timesteps and where DDIM ends. null_class_label: the null class of a
         class-conditional model, checked against the stored one like the rest (a diffusers folder stores none).
+    solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
+        use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value: DPM-Solver++'s options
+        (FastSampler's), stored for OnnxSampler's DPM-Solver++ chains and checked against a stored setup like the
+        rest (defaults 2, True, "zero", False, False, False, False, False, 0.995, 1.0). A dpm_solver_step graph runs
+        every one of them but solver_order=3 (its second x0 history) and thresholding (it changes the step), which
+        need a model graph: the others live in the per-step solver_coefficients, not the graph.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -140,6 +157,14 @@ def export_onnx(
     chain_given = {"timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
                    "set_alpha_to_one": set_alpha_to_one}
     check_chain_options(**chain_given)
+    dpm_given = {"solver_order": solver_order, "lower_order_final": lower_order_final,
+                 "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
+                 "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
+                 "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
+    check_dpm_solver_options(**{name: DPM_SOLVER_DEFAULTS[name] if value is None else value
+                                for name, value in dpm_given.items()})
+    chain_given.update(dpm_given)
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
     if setup is not None and not isinstance(setup, DiffusionSetup):
@@ -337,7 +362,7 @@ def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int,
               "timestep": torch.tensor([1, 2], dtype=torch.int64), "prev_timestep": torch.tensor([0, -1]),
               "noise": torch.randn_like(x), "guidance_scale": torch.tensor([2.0]),
               "prev_pred_original_sample": torch.randn_like(x),
-              "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column of SOLVER_ROWS
+              "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column's first six rows
               "class_labels": torch.tensor([0, 1]) % (class_count or 1)}
     return tuple(values[name] for name in names)
 

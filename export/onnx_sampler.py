@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import DPM_METHODS, SOLVER_ROWS
+from ddpm_fast.vocabulary import DPM_METHODS, DPM_SOLVER_DEFAULTS, STEP_GRAPH_SOLVER_ROWS
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
@@ -34,6 +34,7 @@ from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
                                       initial_sample, noise_timesteps, step_noise, torch_noise)
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
+from ddpm_fast.sampling.dpm_solver import DPMSolverOptions
 from ddpm_fast.sampling.progress import progress_bar
 from ddpm_fast.sampling.plan import build_plan, check_step_choices, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
@@ -43,7 +44,7 @@ from .metadata import METADATA_KEY
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int64)": torch.int64}
 # Inputs without a batch dimension, and their shapes.
-_UNBATCHED = {"guidance_scale": (1,), "solver_coefficients": (len(SOLVER_ROWS),)}
+_UNBATCHED = {"guidance_scale": (1,), "solver_coefficients": (STEP_GRAPH_SOLVER_ROWS,)}
 # The methods a step graph runs (the first is its default); a model graph runs every method.
 _STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solver_step": DPM_METHODS}
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -72,6 +73,11 @@ class OnnxSampler:
     null_class_label: the null class of a class-conditional model whose file stores none (one exported from a
         diffusers folder), so a model graph can run classifier-free guidance; a value contradicting the stored one
         is a ValueError. A step graph guides only if it was exported with the null class (its guidance_scale input).
+
+    DPM-Solver++ chains take the options stored in the file (`dpm_options`: solver_order, final_sigmas_type, a σ
+    spacing, ...; a file written before they were stored: diffusers' defaults), from a model graph and from a
+    dpm_solver_step graph alike: they live in the chain's table, whose column is that graph's solver_coefficients —
+    except solver_order=3, whose second x0 history only a model graph carries (a step graph refuses it).
     """
 
     def __init__(self, path: Union[str, os.PathLike], schedule: Optional[NoiseSchedule] = None,
@@ -113,6 +119,9 @@ class OnnxSampler:
         self.timestep_spacing = self.metadata.get("timestep_spacing", "linspace")
         self.steps_offset = int(self.metadata.get("steps_offset", 0))
         self.set_alpha_to_one = bool(self.metadata.get("set_alpha_to_one", True))
+        # DPM-Solver++'s options (files written before they were stored: diffusers' defaults, the chain ran then)
+        self.dpm_options = DPMSolverOptions(**{name: self.metadata.get(name, default)
+                                               for name, default in DPM_SOLVER_DEFAULTS.items()})
         self.sample_shape = tuple(self.metadata["sample_shape"])
         if schedule is None:
             stored = self.metadata.get("schedule")
@@ -294,7 +303,7 @@ class OnnxSampler:
         if method is None:
             method = _STEP_GRAPH_METHODS.get(self.graph, ("ddpm",))[0]
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
-                                 self.steps_offset)
+                                 self.steps_offset, self.dpm_options)
 
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
@@ -350,13 +359,20 @@ class OnnxSampler:
             raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "
                              "guide: export it with null_class_label= (--null-class-label), or export a model graph")
         method, eta = self._method(method, eta, num_inference_steps, timesteps)
-        check_step_choices(method, eta, use_clipped_model_output)
+        check_step_choices(method, eta, use_clipped_model_output, self.dpm_options.thresholding)
+        if self.dpm_options.thresholding and self.graph == "dpm_solver_step":
+            raise ValueError("this dpm_solver_step graph computes the update from the model's own x0, and the "
+                             "file's thresholding=True thresholds it: export a model graph (graph='model') to "
+                             "sample it")
         clipped_output = use_clipped_model_output and bool(self.metadata["clip_sample"])  # as FastSampler: else a no-op
         if clipped_output and self.graph == "ddim_step":
             raise ValueError("this ddim_step graph computes DDIM from the model's own ε: use_clipped_model_output "
                              "with its clip_sample needs a model graph (export graph='model')")
+        if self.graph == "dpm_solver_step" and self.dpm_options.solver_order == 3:
+            raise ValueError("this dpm_solver_step graph carries one previous x0 estimate, and the file's "
+                             "solver_order=3 needs two: export a model graph (graph='model') to sample it")
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one, timesteps)
+                          self.set_alpha_to_one, timesteps, self.dpm_options)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
         guided_model = self.graph == "model" and conditioning == "guided"  # the model graph runs 2B samples
@@ -377,15 +393,21 @@ class OnnxSampler:
         kernel_t = plan.kernel_steps[:steps].to(self.device)
         prev_t = plan.prev_timesteps[:steps].to(self.device)
         table = plan.table.to(self.device)
-        solver = (plan.solver_table.to(self.device), torch.zeros(shape, device=self.device)) \
-            if method in DPM_METHODS else None  # DPM-Solver++: its per-step scalars and the previous x0
+        # DPM-Solver++: its per-step scalars, the previous x0 and (solver_order=3) the one before it
+        solver = (plan.solver_table.to(self.device), torch.zeros(shape, device=self.device),
+                  torch.zeros(shape, device=self.device) if self.dpm_options.solver_order == 3 else None) \
+            if method in DPM_METHODS else None
         alphas = self.schedule.alphas_cumprod.to(self.device)
         noise_t = noise_timesteps(method, model_t, kernel_t)  # what FastSampler's steps key their z by
         options = StepOptions(method=method, prediction_type=self.metadata["prediction_type"],
                               variance_type=self.metadata["variance_type"], clip_sample=self.metadata["clip_sample"],
                               clip_sample_range=self.metadata["clip_sample_range"], eta=eta, noise="given",
                               sample_offset=0,  # z comes drawn for the global samples: the op adds no offset
-                              use_clipped_model_output=clipped_output)
+                              use_clipped_model_output=clipped_output,
+                              x0_history=2 if solver is not None and solver[2] is not None else 1,
+                              thresholding=(self.dpm_options.dynamic_thresholding_ratio,
+                                            self.dpm_options.sample_max_value)
+                              if self.dpm_options.thresholding and method in DPM_METHODS else None)
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
@@ -410,7 +432,7 @@ class OnnxSampler:
                 if self.graph == "ddim_step":
                     buffers["prev_timestep"].copy_(prev_t[i].expand(batch_size))
                 if self.graph == "dpm_solver_step":  # this step's column of the chain's table, and the last x0
-                    buffers["solver_coefficients"].copy_(solver[0][:, i])
+                    buffers["solver_coefficients"].copy_(solver[0][:STEP_GRAPH_SOLVER_ROWS, i])
                     buffers["prev_pred_original_sample"].copy_(solver[1])
                 self._run(buffers)
                 x.copy_(buffers["prev_sample"])
@@ -444,18 +466,21 @@ class OnnxSampler:
     def _model_step(self, buffers, options: StepOptions, x, t, kernel_t, prev_t, z, table, alphas,
                     guidance: Optional[torch.Tensor] = None, solver=None) -> torch.Tensor:
         """The model graph on x (on [x, x] when guided: buffers of 2B, labels then the null class), then the fused
-        update in torch (DPM-Solver++: solver = (its table, the previous x0 buffer), updated in place)."""
+        update in torch (DPM-Solver++: solver = (its table, the previous x0 buffer, the one before it or None),
+        updated in place)."""
         x_model, t_model = guided_model_input(x, t, guidance is not None)
         buffers["sample"].copy_(x_model)
         buffers["timestep"].copy_(t_model)
         self._run(buffers)
-        solver_table, x0_prev = solver if solver is not None else (None, None)
+        solver_table, x0_prev, x0_prev2 = solver if solver is not None else (None, None, None)
         result = fused_step(options, buffers["model_output"], x, t.contiguous(), kernel_t.contiguous(),
                             prev_t.contiguous(), table=table, alphas_cumprod=alphas, solver_table=solver_table,
-                            x0_prev=x0_prev, noise=z, guidance=guidance)
+                            x0_prev=x0_prev, x0_prev2=x0_prev2, noise=z, guidance=guidance)
         if solver is None:
             return result
         x_next, x0 = result
+        if x0_prev2 is not None:
+            x0_prev2.copy_(x0_prev)
         x0_prev.copy_(x0)
         return x_next
 

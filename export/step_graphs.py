@@ -101,7 +101,8 @@ class DDIMStepGraph(nn.Module):
 
 
 class DPMSolverStepGraph(nn.Module):
-    """(sample = x_t float32, timestep [B] int64, solver_coefficients [len(SOLVER_ROWS)] float32, the previous
+    """(sample = x_t float32, timestep [B] int64, solver_coefficients [6] float32 (the first STEP_GRAPH_SOLVER_ROWS
+    of a column: orders 1 and 2), the previous
     step's x0 estimate (prev_pred_original_sample, float32; zeros on the first step), noise float32[, class_labels
     [, guidance_scale]]) → (prev_sample, pred_original_sample): one DPM-Solver++ step (Lu et al. 2022), ODE or SDE.
 

@@ -51,7 +51,8 @@ P_STEP_POINTERS = dict(model_ptr="*bf16", model_var_ptr="*bf16", x_ptr="*fp32", 
                        t_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64", guidance_ptr="*fp32")
 DDIM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32", t_ptr="*i64",
                      t_prev_ptr="*i64", alphas_cumprod_ptr="*fp64", seed_ptr="*i64", guidance_ptr="*fp32")
-DPM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", x0_prev_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32",
+DPM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", x0_prev_ptr="*fp32", x0_prev2_ptr="*fp32", noise_ptr="*fp32",
+                    out_ptr="*fp32",
                     x0_out_ptr="*fp32", t_ptr="*i64", column_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64",
                     guidance_ptr="*fp32")
 Q_SAMPLE_POINTERS = dict(x0_ptr="*fp32", noise_ptr="*fp32", x_t_ptr="*fp32", eps_out_ptr="*fp32", t_ptr="*i64",
@@ -126,10 +127,11 @@ def configurations():
                 add(ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, CLIPPED_EPS=clipped_eps,
                                                           NOISE=noise, GUIDED=guided, **tile),
                     heavy_warps if guided else warps, where)
-            for prediction, noise, clip, guided in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
-                                                                     (False, True)):
+            for prediction, noise, clip, guided, history2 in itertools.product((0, 1, 2), (0, 1, 2), (False, True),
+                                                                               (False, True), (False, True)):
                 add(dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
-                                                               GUIDED=guided, **tile), heavy_warps, where)
+                                                               GUIDED=guided, HISTORY2=history2, **tile),
+                    heavy_warps, where)
             for seeded in (False, True):
                 add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)
             add(philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=2, **tile), warps, where)

@@ -26,7 +26,11 @@ def test_every_flag_in_the_table_exists():
 
 @pytest.mark.parametrize("term, flag", [("num_inference_steps", "--steps"), ("class_labels=3", "--class-labels 3"),
                                         ("compile=True", "--compile"), ("clip_sample=False", "--no-clip-sample"),
-                                        ("sample_shape", "sample_shape")])
+                                        ("sample_shape", "sample_shape"), ("solver_order=3", "--solver-order 3"),
+                                        ("use_karras_sigmas=True", "--use-karras-sigmas"),
+                                        ("use_karras_sigmas=False", "--no-use-karras-sigmas"),
+                                        ("thresholding=True", "--thresholding"),
+                                        ("dynamic_thresholding_ratio", "--dynamic-thresholding-ratio")])
 def test_flag_of(term, flag):
     assert flag_of(term) == flag
 

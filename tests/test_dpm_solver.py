@@ -30,7 +30,7 @@ def solver_coefficients64(alphas_cumprod, chain, sde):
     n = len(chain)
     for i, s0 in enumerate(chain):
         if i == n - 1:
-            rows.append([alpha[s0], sigma[s0], 0.0, 1.0, 0.0, 0.0])
+            rows.append([alpha[s0], sigma[s0], 0.0, 1.0, 0.0, 0.0, 0.0])
             continue
         t = chain[i + 1]
         h = lam[t] - lam[s0]
@@ -40,10 +40,10 @@ def solver_coefficients64(alphas_cumprod, chain, sde):
         else:
             x_coef, d, noise = sigma[t] / sigma[s0], -alpha[t] * (torch.exp(-h) - 1), 0.0
         if i == 0:
-            rows.append([alpha[s0], sigma[s0], x_coef, d, 0.0, noise])
+            rows.append([alpha[s0], sigma[s0], x_coef, d, 0.0, noise, 0.0])
         else:
             r0 = (lam[s0] - lam[chain[i - 1]]) / h
-            rows.append([alpha[s0], sigma[s0], x_coef, d + 0.5 * d / r0, -0.5 * d / r0, noise])
+            rows.append([alpha[s0], sigma[s0], x_coef, d + 0.5 * d / r0, -0.5 * d / r0, noise, 0.0])
     return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64).T
 
 
@@ -53,7 +53,7 @@ def test_the_table_is_the_solvers_formulas(sde, schedule):
     s = getattr(df.NoiseSchedule, schedule)(1000)
     chain = dpm_solver_timesteps(1000, 15, "linspace")
     table = dpm_solver_table(s.alphas_cumprod, chain, sde)
-    assert table.dtype == torch.float32 and table.shape == (6, 15)
+    assert table.dtype == torch.float32 and table.shape == (7, 15)
     torch.testing.assert_close(table.double(), solver_coefficients64(s.alphas_cumprod, chain.tolist(), sde),
                                rtol=2e-7, atol=1e-9)
 
@@ -102,7 +102,7 @@ def test_fused_step_vs_float64(device, prediction, sde, clip):
     expected_x0 = predicted_x0(output.double().cpu(), x64, t.cpu(), s, prediction)
     if clip:
         expected_x0 = expected_x0.clamp(-0.9, 0.9)
-    coef = table.double().cpu()[:, columns.cpu()].view(6, -1, 1, 1, 1)
+    coef = table.double().cpu()[:, columns.cpu()].view(7, -1, 1, 1, 1)
     expected = coef[2] * x64 + coef[3] * expected_x0 + coef[4] * prev64
     if sde:
         expected = expected + coef[5] * philox_noise64(3, 4, t.cpu(), STREAM_REVERSE_STEP, shape, "cpu")
@@ -337,7 +337,7 @@ def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
             x, x0_prev = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
             column = build_plan(fast.schedule, "dpm_solver++", 12, fast.timestep_spacing).solver_table[:, 1]
             prev_sample, x0 = onnx_sampler.run(sample=x, timestep=torch.tensor([200, 200]),
-                                               solver_coefficients=column, prev_pred_original_sample=x0_prev,
+                                               solver_coefficients=column[:6], prev_pred_original_sample=x0_prev,
                                                noise=torch.zeros_like(x))
             expected_step, expected_x0 = torch.ops.ddpm_fast.dpm_solver_step(
                 fast.model(x, torch.tensor([200, 200])), torch.tensor([200, 200]), torch.zeros(2, dtype=torch.int64),
@@ -375,3 +375,77 @@ def _cli_samples_with_dpm_solver(tmp_path, capsys):
     assert cli.main(common + ["--method", "dpm_solver++", "--out", str(tmp_path / "y.png")]) == 2
     error = capsys.readouterr().err
     assert "needs --steps" in error and error.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# solver_order=3: the table and the step with a second x0 history (its chains against diffusers:
+# tests/test_dpm_solver_options.py)
+
+
+def third_order_coefficients64(alphas_cumprod, chain, i, sde):
+    """Step i's coefficients of x0, x0_prev, x0_prev2 from diffusers' third-order update, applied in float64 to the
+    unit vectors (the update is linear in the three estimates)."""
+    a = alphas_cumprod.double()
+    lam = [(a[t].sqrt().log() - (1 - a[t]).sqrt().log()).item() for t in chain]
+    alpha_t = a[chain[i + 1]].sqrt().item()
+    h, h_0, h_1 = lam[i + 1] - lam[i], lam[i] - lam[i - 1], lam[i - 1] - lam[i - 2]
+    r0, r1 = h_0 / h, h_1 / h
+    m0, m1, m2 = torch.eye(3, dtype=torch.float64)
+    d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+    d1, d2 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1), (d1_0 - d1_1) / (r0 + r1)
+    e = torch.tensor(-h, dtype=torch.float64).exp()
+    if sde:
+        e2 = e * e
+        return (alpha_t * (1 - e2) * m0 + alpha_t * ((1 - e2) / (-2 * h) + 1) * d1
+                + alpha_t * ((1 - e2 - 2 * h) / (2 * h) ** 2 - 0.5) * d2)
+    return -alpha_t * (e - 1) * m0 + alpha_t * ((e - 1) / h + 1) * d1 - alpha_t * ((e - 1 + h) / h ** 2 - 0.5) * d2
+
+
+@pytest.mark.parametrize("sde", [False, True])
+def test_the_third_order_table_is_diffusers_formula(sde):
+    from ddpm_fast.sampling.dpm_solver import DPMSolverOptions, step_orders
+
+    s = df.NoiseSchedule.linear(1000)
+    chain = dpm_solver_timesteps(1000, 20, "trailing")
+    options = DPMSolverOptions(solver_order=3)
+    table = dpm_solver_table(s.alphas_cumprod, chain, sde, options).double()
+    orders = step_orders(20, options)
+    assert orders[:3] == [1, 2, 3] and orders[-1] == 1 and set(orders[2:-1]) == {3}
+    second = dpm_solver_table(s.alphas_cumprod, chain, sde).double()  # the same chain at order 2
+    torch.testing.assert_close(table[:, :2], second[:, :2])  # steps 0 and 1: orders 1 and 2 either way
+    for i in range(2, 19):
+        expected = third_order_coefficients64(s.alphas_cumprod, chain.tolist(), i, sde)
+        torch.testing.assert_close(table[[3, 4, 6], i], expected, rtol=2e-6, atol=1e-8)
+        torch.testing.assert_close(table[[0, 1, 2, 5], i], second[[0, 1, 2, 5], i])  # α_s, σ_s, x and z as order 2
+    assert (table[6, :2] == 0).all() and table[6, -1] == 0
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("sde", [False, True])
+def test_third_order_fused_step_vs_float64(device, prediction, sde):
+    from ddpm_fast.sampling.dpm_solver import DPMSolverOptions
+
+    s = df.NoiseSchedule.cosine(1000)
+    chain = dpm_solver_timesteps(1000, 10, "trailing")
+    table = dpm_solver_table(s.alphas_cumprod, chain, sde, DPMSolverOptions(solver_order=3)).to(device)
+    shape = (4, 3, 5, 7)
+    x, output, prev = (v.to(device) for v in _step_inputs(shape, torch.float32, False))
+    prev2 = torch.randn(shape, generator=torch.Generator().manual_seed(9)).to(device)
+    columns = torch.tensor([0, 1, 5, 9], device=device)  # orders 1, 2, 3 and the last (first order, to σ = 0)
+    t = torch.from_numpy(chain)[columns.cpu()].to(device)
+    seed = torch.tensor([3], device=device) if sde else None
+    x_new, x0 = torch.ops.ddpm_fast.dpm_solver_step(output, t, columns, x, prev, table, None, seed, 0,
+                                                    PREDICTION_TYPES[prediction], False, 1.0, None, prev2)
+    x64, prev64, prev2_64 = x.double().cpu(), prev.double().cpu(), prev2.double().cpu()
+    expected_x0 = predicted_x0(output.double().cpu(), x64, t.cpu(), s, prediction)
+    coef = table.double().cpu()[:, columns.cpu()].view(7, -1, 1, 1, 1)
+    expected = coef[2] * x64 + coef[3] * expected_x0 + coef[4] * prev64 + coef[6] * prev2_64
+    if sde:
+        expected = expected + coef[5] * philox_noise64(3, 4, t.cpu(), STREAM_REVERSE_STEP, shape, "cpu")
+    torch.testing.assert_close(x0.double().cpu(), expected_x0, rtol=1e-5, atol=3e-5)
+    torch.testing.assert_close(x_new.double().cpu(), expected, rtol=1e-5, atol=3e-5)
+    # a history the column does not use is not read: NaN there changes nothing
+    nan = torch.full_like(prev2, float("nan"))
+    again = torch.ops.ddpm_fast.dpm_solver_step(output[:2], t[:2], columns[:2], x[:2], prev[:2], table, None, seed, 0,
+                                                PREDICTION_TYPES[prediction], False, 1.0, None, nan[:2])
+    assert torch.equal(again[0], x_new[:2])

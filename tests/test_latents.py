@@ -184,20 +184,64 @@ DPM_CONFIG = dict(LINEAR, solver_order=2, thresholding=False, sample_max_value=1
                                                     ("sde_dpm_solver++", "sde-dpmsolver++")])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_dpm_solver_full_loop_equals_diffusers_with_final_sigmas_zero(method, algorithm_type, prediction_type):
-    """DPM-Solver++: none of test_scheduler_dpm_multi.py's hard-coded full-loop numbers is a chain FastSampler runs.
-    Its config has final_sigmas_type="sigma_min" with lower_order_final=False: the last step is second order and ends
-    at σ_min (σ at t = 0), where ours (diffusers' final_sigmas_type="zero") is first order to σ = 0; so
-    test_full_loop_no_noise (mean 0.3301; ours 0.2409), test_full_loop_with_noise (sum 318.4111),
-    test_full_loop_with_v_prediction (0.2251; ours 0.0985) and test_switch cannot be reproduced, and
-    test_full_loop_no_noise_thres (thresholding), ..._with_karras_and_v_prediction (use_karras_sigmas) and
-    ..._with_lu_and_v_prediction (use_lu_lambdas) use options FastSampler does not have. What is reproduced is their
-    full_loop itself — dummy model, dummy_sample_deter as latents, generator = torch.manual_seed(0), 10 linspace
-    steps, ODE and SDE — against diffusers' own scheduler with final_sigmas_type="zero"."""
+    """Their full_loop itself — dummy model, dummy_sample_deter as latents, generator = torch.manual_seed(0), 10
+    linspace steps, ODE and SDE — against diffusers' own scheduler with FastSampler's default final_sigmas_type="zero"
+    (their numbers, with their config's "sigma_min", are test_dpm_solver_full_loop_fixtures below)."""
     theirs = diffusers_dpm_loop(algorithm_type, prediction_type)
     sampler = fast_sampler(DPM_CONFIG, prediction_type=prediction_type, timestep_spacing="linspace")
     ours = sampler.sample(BATCH, latents=dummy_sample_deter(), generator=torch.manual_seed(0), method=method,
                           num_inference_steps=10)
     torch.testing.assert_close(ours, theirs.clamp(-1.0, 1.0), rtol=1e-5, atol=1e-5)
+
+
+# DPMSolverMultistepSchedulerTest.get_scheduler_config's DPM-Solver++ options, as FastSampler's: the chain ends at
+# σ_min (σ at t = 0) and its last step stays second order (lower_order_final=False); linspace, its default spacing.
+DPM_FIXTURE_OPTIONS = dict(timestep_spacing="linspace", solver_order=2, final_sigmas_type="sigma_min",
+                           lower_order_final=False, euler_at_final=False)
+# (name in test_scheduler_dpm_multi.py, its full_loop's config changes, t_start (its *_with_noise chain starts at
+# the 10-step chain's timestep t_start, from add_noise there), sum, mean); sum None: that test asserts the mean only.
+# test_switch asserts test_full_loop_no_noise's 0.3301 again. test_full_loop_no_noise_thres (thresholding=True,
+# dynamic_thresholding_ratio=0.87, sample_max_value=0.5) ends at a mean |x| of 1.1364, outside the [-1, 1]
+# FastSampler's images are clamped to: its number is read from the chain's x before that clamp.
+DPM_FIXTURES = [
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_no_noise", {}, None, None, 0.3301),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_with_v_prediction", dict(prediction_type="v_prediction"), None,
+     None, 0.2251),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_with_karras_and_v_prediction",
+     dict(prediction_type="v_prediction", use_karras_sigmas=True), None, None, 0.2096),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_with_lu_and_v_prediction",
+     dict(prediction_type="v_prediction", use_lu_lambdas=True), None, None, 0.1554),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_with_noise", {}, 5, 318.4111, 0.4146),
+    ("DPMSolverMultistepSchedulerTest.test_full_loop_no_noise_thres",
+     dict(thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5), None, None, 1.1364),
+]
+
+
+@pytest.mark.parametrize("name, options, t_start, expected_sum, expected_mean", DPM_FIXTURES,
+                         ids=[fixture[0] for fixture in DPM_FIXTURES])
+def test_dpm_solver_full_loop_fixtures(name, options, t_start, expected_sum, expected_mean):
+    """test_scheduler_dpm_multi.py's hard-coded numbers, with its tolerances, on the DPM step kernel under the
+    interpreter and on its torch reference. Its *_with_noise loop starts from add_noise(dummy_sample_deter,
+    dummy_noise_deter, timesteps[5]) and steps on the same 10-step chain's last five timesteps, to σ_min: here the
+    custom chain timesteps[5:] (whose points are the same) from those latents."""
+    sampler = fast_sampler(DPM_CONFIG, **DPM_FIXTURE_OPTIONS, **options)
+    arguments = dict(method="dpm_solver++", generator=torch.manual_seed(0))
+    if t_start is None:
+        latents, arguments["num_inference_steps"] = dummy_sample_deter(), 10
+    else:
+        arguments["timesteps"] = sampler.timesteps(10, "dpm_solver++")[t_start:]
+        latents = noised(DPM_CONFIG, arguments["timesteps"][0])
+    images = sampler.sample(BATCH, latents=latents, **arguments)
+    if options.get("thresholding"):  # its x before the clamp of the images: the last runner's static buffer
+        x = next(reversed(sampler.fast_path.runners.values())).state.x
+        assert torch.equal(images, x.clamp(-1.0, 1.0)) and x.abs().max() > 1.0
+        images = x
+    else:
+        sum_and_mean(images)  # inside [-1, 1]: the clamped images are diffusers' loop output
+    result_sum, result_mean = images.abs().sum().item(), images.abs().mean().item()
+    if expected_sum is not None:
+        assert abs(result_sum - expected_sum) < 1e-2, (name, result_sum)
+    assert abs(result_mean - expected_mean) < 1e-3, (name, result_mean)
 
 
 # ----------------------------------------------------------------------------------------------- OnnxSampler

@@ -17,7 +17,7 @@ import ddpm_fast as df
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, launch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ddpm_fast.vocabulary import STREAM_INITIAL, STREAM_REVERSE_STEP
-from ddpm_fast.sampling.dpm_solver import dpm_solver_table, dpm_solver_timesteps
+from ddpm_fast.sampling.dpm_solver import DPMSolverOptions, dpm_solver_table, dpm_solver_timesteps
 
 T = 50
 SHAPE = (2, 3, 5, 6)  # odd sizes: partial tiles and a spatial size that is not a multiple of 4
@@ -118,6 +118,12 @@ def dpm_solver_step_cases(device):
                                       True, 1.0)
     yield "epsilon-sde-philox", (out, t, column, x, prev, sde, None, seed, 5, EPS, False, 1.0)
     yield "v-clip-guided", (guided, t, column, x, prev, ode, None, None, 0, V, True, 1.0, w)
+    # solver_order=3: a second x0 history (read where the column's x0_prev2_coef is not 0)
+    third = dpm_solver_table(df.NoiseSchedule.linear(T).alphas_cumprod, dpm_solver_timesteps(T, 5, "linspace"), True,
+                             DPMSolverOptions(solver_order=3)).to(device)
+    column3 = torch.tensor([2, 3], device=device)  # two third-order columns
+    yield "epsilon-third-order-sde", (out, t, column3, x, prev, third, None, seed, 0, EPS, False, 1.0, None,
+                                      _randn(SHAPE, device, seed=7))
 
 
 def philox_normal_cases(device):

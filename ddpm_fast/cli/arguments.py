@@ -134,6 +134,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def quantile(text: str) -> float:
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = _number(text, float, "a number in [0, 1)")
     if not 0.0 <= value < 1.0:

@@ -7,6 +7,8 @@ message is edited as a string: rewording one in the library cannot break the com
 
 from __future__ import annotations
 
+from ..vocabulary import SIGMA_SPACINGS
+
 # The Python API's parameter (or "parameter=value") -> the flag that sets it.
 PARAMETER_FLAGS = {
     "num_inference_steps": "--steps",
@@ -26,6 +28,13 @@ PARAMETER_FLAGS = {
     "clip_sample=False": "--no-clip-sample",
     "compile=True": "--compile",
     "override_setup=True": "--override-setup",
+    "solver_order": "--solver-order",
+    "final_sigmas_type": "--final-sigmas-type",
+    "dynamic_thresholding_ratio": "--dynamic-thresholding-ratio",
+    "sample_max_value": "--sample-max-value",
+    **{f"{name}{value}": f"--{'' if value == '=True' or not value else 'no-'}{name.replace('_', '-')}"
+       for name in ("lower_order_final", "euler_at_final", "thresholding") + SIGMA_SPACINGS
+       for value in ("", "=True", "=False")},
 }
 
 

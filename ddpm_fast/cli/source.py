@@ -7,7 +7,8 @@ import argparse
 import os
 import pathlib
 
-from ..vocabulary import PREDICTION_TYPES, SCHEDULES, VARIANCE_TYPES
+from ..vocabulary import (FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SCHEDULES, SIGMA_SPACINGS, SOLVER_ORDERS,
+                          VARIANCE_TYPES)
 from . import arguments
 
 
@@ -48,6 +49,50 @@ def add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the class label meaning 'no class' to a class-conditional model, for classifier-free "
                              "guidance (default: the stored one; a --class-conditional run stores it, a diffusers "
                              "folder cannot)")
+    add_dpm_solver_arguments(parser)
+
+
+# DPM-Solver++'s boolean options and their flags (--use-karras-sigmas / --no-use-karras-sigmas, ...).
+DPM_SOLVER_SWITCHES = ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS + ("thresholding",)
+
+
+def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
+    """DPM-Solver++'s options (--method dpm_solver++ / sde_dpm_solver++), diffusers' DPMSolverMultistepScheduler
+    names as flags: None (not given) leaves the stored setting."""
+    parser.add_argument("--solver-order", type=int, choices=SOLVER_ORDERS, default=None,
+                        help="DPM-Solver++'s multistep order: 1, 2 (2M) or 3 (3M) (default: the stored one, else 2)")
+    parser.add_argument("--final-sigmas-type", choices=FINAL_SIGMAS_TYPES, default=None,
+                        help="where a DPM-Solver++ chain ends: zero (σ = 0, its last step first order) or sigma_min "
+                             "(the schedule's σ at t = 0) (default: the stored one, else zero)")
+    helps = {
+        "lower_order_final": "first order on the last DPM-Solver++ step of a chain under 15 steps (default: the "
+                             "stored setting, else on)",
+        "euler_at_final": "first order on the last DPM-Solver++ step of any chain (default: the stored setting, else "
+                          "off)",
+        "use_karras_sigmas": "DPM-Solver++ steps on Karras et al.'s σ (ρ = 7), the model at the nearest timestep "
+                             "(default: the stored setting, else off)",
+        "use_lu_lambdas": "DPM-Solver++ steps uniform in λ (Lu et al. 2022), the model at the nearest timestep "
+                          "(default: the stored setting, else off)",
+        "use_exponential_sigmas": "DPM-Solver++ steps uniform in log σ, the model at the timestep below (default: "
+                                  "the stored setting, else off)",
+        "thresholding": "dynamic thresholding of each DPM-Solver++ step's x0 (Saharia et al. 2022) (default: the "
+                        "stored setting, else off)",
+    }
+    for name in DPM_SOLVER_SWITCHES:
+        parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                            help=helps[name])
+    parser.add_argument("--dynamic-thresholding-ratio", type=arguments.quantile, default=None, metavar="Q",
+                        help="with --thresholding: the quantile of |x0| per sample that sets its threshold (default: "
+                             "the stored one, else 0.995)")
+    parser.add_argument("--sample-max-value", type=arguments.positive_float, default=None, metavar="S",
+                        help="with --thresholding: the largest threshold (default: the stored one, else 1.0)")
+
+
+def dpm_solver_given(args: argparse.Namespace) -> dict:
+    """The DPM-Solver++ options the flags give (None: not given)."""
+    return {"solver_order": args.solver_order, "final_sigmas_type": args.final_sigmas_type,
+            "dynamic_thresholding_ratio": args.dynamic_thresholding_ratio, "sample_max_value": args.sample_max_value,
+            **{name: getattr(args, name) for name in DPM_SOLVER_SWITCHES}}
 
 
 def check_output_path(parser: argparse.ArgumentParser, path: pathlib.Path) -> None:
@@ -102,5 +147,5 @@ def load_source(args: argparse.Namespace):
         total = args.train_timesteps or (stored.num_train_timesteps if stored is not None else 1000)
         schedule = getattr(NoiseSchedule, args.schedule or "linear")(total)
     given = {"schedule": schedule, "prediction_type": args.prediction_type, "variance_type": args.variance_type,
-             "clip_sample": args.clip_sample, "null_class_label": args.null_class_label}
+             "clip_sample": args.clip_sample, "null_class_label": args.null_class_label, **dpm_solver_given(args)}
     return pretrained.model, resolve_setup(pretrained, given, override=args.override_setup)

@@ -38,7 +38,8 @@ from .. import files
 from ..diffusion import q_sample
 from ..diffusion_setup import DiffusionSetup
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import COEFFICIENT_ROWS, PREDICTION_TYPES, SPACINGS, VARIANCE_TYPES
+from ..vocabulary import (COEFFICIENT_ROWS, DPM_SOLVER_DEFAULTS, PREDICTION_TYPES, SPACINGS, THRESHOLDING_DEFAULTS,
+                          VARIANCE_TYPES)
 from ..sampling.plan import chain_timesteps
 from ..sampling.timesteps import respaced_coefficient_table
 from ..schedule import NoiseSchedule
@@ -406,12 +407,17 @@ def setup_from_diffusers_config(config: Mapping, *, sample_shape: Optional[tuple
                                 num_class_embeds: Optional[int] = None) -> DiffusionSetup:
     """The DiffusionSetup of a diffusers DDPMScheduler / DDIMScheduler config (keys diffusers' defaults fill where
     missing): β built as diffusers builds it (NoiseSchedule.from_diffusers), its options under the same names.
-    ValueError for a config FastDDPMScheduler cannot reproduce (check_scheduler_config)."""
+    ValueError for a config FastDDPMScheduler cannot reproduce (check_scheduler_config). DPM-Solver++'s options
+    (a DPMSolverMultistepScheduler config's, or what DiffusionSetup.to_diffusers_config wrote) are read where present;
+    one FastSampler does not have is a ValueError naming it."""
     values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
     check_scheduler_config(values)
+    # (thresholding is DDPMScheduler's key too, refused above: a DDPM step of ours does not threshold)
+    dpm_options = {name: config[name] for name in DPM_SOLVER_DEFAULTS if name in config
+                   and name not in THRESHOLDING_DEFAULTS}
     return DiffusionSetup.from_schedule(
         NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
         variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),
         clip_sample_range=float(values["clip_sample_range"]), timestep_spacing=values["timestep_spacing"],
         steps_offset=int(values["steps_offset"]), set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
-        sample_shape=sample_shape, num_class_embeds=num_class_embeds)
+        sample_shape=sample_shape, num_class_embeds=num_class_embeds, **dpm_options)

@@ -22,6 +22,7 @@ import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.philox import philox_normal_reference
+from ..kernels.reverse_step import guided_output
 from ..vocabulary import DPM_METHODS, PREDICTION_TYPES, STREAM_INITIAL, STREAM_REVERSE_STEP, VARIANCE_TYPES
 
 
@@ -39,6 +40,8 @@ class StepOptions:
     sample_offset: int  # global index of sample 0, for the Philox keys of a shard
     conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
     use_clipped_model_output: bool = False  # DDIM with clip_sample: ε re-derived from the clipped x0
+    x0_history: int = 1  # DPM-Solver++: the previous x0 estimates a step reads (2: solver_order=3)
+    thresholding: Optional[tuple[float, float]] = None  # DPM-Solver++: (quantile, sample_max_value) of its x0
 
 
 # --------------------------------------------------------------------------------------------------------- noise
@@ -153,7 +156,7 @@ def guided_model_input(x: torch.Tensor, t: torch.Tensor, guided: bool) -> tuple[
 def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                kernel_t: torch.Tensor, prev_t: torch.Tensor, *, table: Optional[torch.Tensor] = None,
                alphas_cumprod: Optional[torch.Tensor] = None, solver_table: Optional[torch.Tensor] = None,
-               x0_prev: Optional[torch.Tensor] = None,
+               x0_prev: Optional[torch.Tensor] = None, x0_prev2: Optional[torch.Tensor] = None,
                noise: Optional[torch.Tensor] = None, seed: Optional[torch.Tensor] = None,
                guidance: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """One reverse step of `options.method` as one fused op: x_{t-1} (float32, x's layout), and for DPM-Solver++
@@ -161,7 +164,8 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
 
     model_output: [B, C', H, W] ([2B, ...] when guidance, a float32 [1] w, is given). t: int64 [B] model timesteps;
     kernel_t: DDPM's column of `table` (float32 [rows, T]) / DPM-Solver++'s column of `solver_table`; prev_t: DDIM's
-    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). noise: z float32 [B, C, H, W], or
+    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). x0_prev, x0_prev2: DPM-Solver++'s
+    previous x0 estimates (x0_prev2 with options.x0_history 2 only, else None). noise: z float32 [B, C, H, W], or
     seed: the Philox key (int64 [1]) to draw it in-kernel, or neither (no noise).
     """
     prediction = PREDICTION_TYPES[options.prediction_type]
@@ -170,9 +174,48 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
             model_output, kernel_t, x, table, noise, seed, options.sample_offset, prediction,
             VARIANCE_TYPES[options.variance_type], options.clip_sample, options.clip_sample_range, guidance)
     if options.method in DPM_METHODS:
+        if options.thresholding is not None:  # the thresholded x0 goes to the fused step as an x0-model's output
+            model_output = thresholded_x0(model_output, x, kernel_t, solver_table, prediction, guidance,
+                                          *options.thresholding)
+            prediction, guidance = PREDICTION_TYPES["sample"], None
         return torch.ops.ddpm_fast.dpm_solver_step(
             model_output, t, kernel_t, x, x0_prev, solver_table, noise, seed, options.sample_offset, prediction,
-            options.clip_sample, options.clip_sample_range, guidance)
+            options.clip_sample, options.clip_sample_range, guidance, x0_prev2 if options.x0_history == 2 else None)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, prev_t, x, alphas_cumprod, noise, seed, options.sample_offset, prediction, options.eta,
         options.clip_sample, options.clip_sample_range, guidance, options.use_clipped_model_output)
+
+
+def thresholded_x0(model_output: torch.Tensor, x: torch.Tensor, column: torch.Tensor, solver_table: torch.Tensor,
+                   prediction: int, guidance: Optional[torch.Tensor], ratio: float,
+                   sample_max_value: float) -> torch.Tensor:
+    """Dynamic thresholding (Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion Models with Deep Language
+    Understanding", §2.3), as diffusers' _threshold_sample: the data prediction x0 of a DPM-Solver++ step (at the
+    column's α_s, σ_s; guidance's halves combined first), then per sample s = the `ratio` quantile of |x0| over all
+    its elements (linear interpolation, torch.quantile's), clamped to [1, sample_max_value] as torch.clamp does, and
+    x0 ← clamp(x0, −s, s) / s. float32 [B, C, H, W] in x's shape.
+
+    On the device, with no host sync: the quantile is read from torch.topk of the largest |x0| (positions fixed by
+    the shape alone), so the step stays capturable in a CUDA graph."""
+    channels, batch = x.shape[1], x.shape[0]
+    output = guided_output(model_output, channels, guidance)[:, :channels].float()
+    coefficients = solver_table.index_select(1, column.clamp(0, solver_table.shape[1] - 1))
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    alpha, sigma = coefficients[0].view(shape), coefficients[1].view(shape)
+    if prediction == PREDICTION_TYPES["epsilon"]:
+        x0 = (x.float() - sigma * output) / alpha
+    elif prediction == PREDICTION_TYPES["sample"]:
+        x0 = output
+    else:
+        x0 = alpha * x.float() - sigma * output
+    flat = x0.reshape(batch, -1).abs()
+    count = flat.shape[1]
+    position = ratio * (count - 1)
+    low = min(int(position), count - 1)
+    fraction = position - low
+    largest = torch.topk(flat, count - low, dim=1).values  # descending: [:, -1] is sorted[low], [:, -2] sorted[low + 1]
+    threshold = largest[:, -1]
+    if fraction > 0:
+        threshold = threshold + fraction * (largest[:, -2] - threshold)
+    threshold = torch.clamp(threshold, min=1.0, max=sample_max_value).view(shape)
+    return torch.minimum(torch.maximum(x0, -threshold), threshold) / threshold

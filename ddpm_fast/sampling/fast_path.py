@@ -122,7 +122,7 @@ class FastPath:
                     and not is_noiseless(options.method, options.eta))
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
                                    noise_buffer=prefetch, conditioning=options.conditioning,
-                                   multistep=options.method in DPM_METHODS)
+                                   multistep=options.method in DPM_METHODS, x0_history=options.x0_history)
         eager_core = make_step_core(self.denoise, replace(options, noise="given") if prefetch else options)
         # Eager until settle_compile decides; what the sampler already gave up, this batch size runs without too.
         runner = Runner(state, eager_core, self.chain, fallbacks=self.fallbacks,

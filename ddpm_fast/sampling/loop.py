@@ -52,12 +52,15 @@ class StepState:
     class_labels: Optional[torch.Tensor] = None
     guidance: Optional[torch.Tensor] = None  # float32 [1] guidance scale w ("guided"), read by the fused step
     x0_prev: Optional[torch.Tensor] = None  # float32 [B, C, H, W], DPM-Solver++'s previous x0 estimate
+    x0_prev2: Optional[torch.Tensor] = None  # float32 [B, C, H, W], the one before it (solver_order=3)
 
     @classmethod
     def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str,
-                 noise_buffer: bool = False, conditioning: str = "none", multistep: bool = False) -> "StepState":
+                 noise_buffer: bool = False, conditioning: str = "none", multistep: bool = False,
+                 x0_history: int = 1) -> "StepState":
         """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key;
-        `conditioning` adds the class labels (and the guidance scale); multistep the previous x0 (DPM-Solver++)."""
+        `conditioning` adds the class labels (and the guidance scale); multistep the previous x0 (DPM-Solver++), and
+        x0_history=2 the one before it too (its third order)."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
         labels = {"none": 0, "labels": shape[0], "guided": 2 * shape[0]}[conditioning]
         return cls(
@@ -71,6 +74,8 @@ class StepState:
             guidance=torch.ones(1, device=device, dtype=torch.float32) if conditioning == "guided" else None,
             x0_prev=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
             if multistep else None,
+            x0_prev2=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
+            if multistep and x0_history == 2 else None,
         )
 
 
@@ -100,7 +105,7 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     guided = options.conditioning == "guided"
 
     def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed,
-                  class_labels=None, guidance=None, solver_table=None, x0_prev=None):
+                  class_labels=None, guidance=None, solver_table=None, x0_prev=None, x0_prev2=None):
         # The state may hold both a key and a noise buffer (a CPU runner that prefetches its Philox noise): use the
         # one these options name.
         noise, seed = (noise, None) if given else (None, seed)
@@ -112,20 +117,22 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
         output = check_model_output(denoise(model_x, model_t, class_labels), model_x, learned_variance)
         return fused_step(options, output, x, t, kernel_steps.index_select(0, index),
                           prev_timesteps.index_select(0, index), table=table, alphas_cumprod=alphas_cumprod,
-                          solver_table=solver_table, x0_prev=x0_prev, noise=noise, seed=seed,
+                          solver_table=solver_table, x0_prev=x0_prev, x0_prev2=x0_prev2, noise=noise, seed=seed,
                           guidance=guidance if guided else None)
 
     return step_core
 
 
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
-    """One reverse step in place: x ← core(x, ...) (and DPM-Solver++'s x0_prev ← its x0), then step_index += 1.
-    No host sync."""
+    """One reverse step in place: x ← core(x, ...) (and DPM-Solver++'s history: x0_prev2 ← x0_prev, x0_prev ← its
+    x0), then step_index += 1. No host sync."""
     x_prev = core(state.x, state.step_index, chain.model_timesteps, chain.kernel_steps, chain.prev_timesteps,
                   chain.table, chain.alphas_cumprod, state.noise, state.seed, state.class_labels, state.guidance,
-                  chain.solver_table, state.x0_prev)
+                  chain.solver_table, state.x0_prev, state.x0_prev2)
     if isinstance(x_prev, tuple):
         x_prev, x0 = x_prev
+        if state.x0_prev2 is not None:
+            state.x0_prev2.copy_(state.x0_prev)
         state.x0_prev.copy_(x0)
     state.x.copy_(x_prev)
     state.step_index.add_(1)

@@ -15,7 +15,7 @@ import torch
 from ..checks import ParameterError, ParameterTypeError
 from ..schedule import NoiseSchedule
 from ..vocabulary import DPM_METHODS, METHODS, SOLVER_ROWS
-from .dpm_solver import dpm_solver_table, dpm_solver_timesteps
+from .dpm_solver import DPMSolverOptions, dpm_solver_chain, solver_table, step_orders
 from .timesteps import respaced_coefficient_table, spaced_timesteps
 
 
@@ -46,44 +46,61 @@ class SamplingPlan:
 
 def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
                timestep_spacing: str = "linspace", steps_offset: int = 0,
-               set_alpha_to_one: bool = True, timesteps: Sequence[int] | None = None) -> SamplingPlan:
+               set_alpha_to_one: bool = True, timesteps: Sequence[int] | None = None,
+               dpm_options: DPMSolverOptions | None = None) -> SamplingPlan:
     """Every timestep T-1..0 (num_inference_steps None or T), or `num_inference_steps` of them spaced as asked.
 
     A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
     (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
     set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod). DPM-Solver++
     ("dpm_solver++", "sde_dpm_solver++") needs num_inference_steps and spaces it as diffusers'
-    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), ending at σ = 0. timesteps: a custom chain instead
-    (check_custom_timesteps), as diffusers' set_timesteps(timesteps=...).
+    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), with its options `dpm_options` (order, the final
+    step, a σ spacing; default: order 2 ending at σ = 0). timesteps: a custom chain instead (check_custom_timesteps),
+    as diffusers' set_timesteps(timesteps=...); not with a σ spacing.
     """
     total = schedule.num_timesteps
     if timesteps is not None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        chain = torch.from_numpy(check_custom_timesteps(timesteps, total, num_inference_steps))
-    else:
-        chain = torch.from_numpy(_method_chain(total, method, num_inference_steps, timestep_spacing, steps_offset))
-    steps = chain.numel()
-
+        custom = check_custom_timesteps(timesteps, total, num_inference_steps)
     table = schedule.coefficient_table("cpu")
-    solver_table = torch.zeros(len(SOLVER_ROWS), total)
-    kernel_steps = chain
+    solver = torch.zeros(len(SOLVER_ROWS), total)
     if method in DPM_METHODS:
-        solver_table[:, :steps] = dpm_solver_table(schedule.alphas_cumprod, chain.numpy(),
-                                                   sde=method == "sde_dpm_solver++")
+        chain_np, alpha, sigma = _dpm_chain(schedule, method, num_inference_steps, timestep_spacing,
+                                            steps_offset, dpm_options, custom if timesteps is not None else None)
+        if method == "sde_dpm_solver++" and len(np.unique(chain_np)) < len(chain_np):
+            # Its z is keyed by (seed, sample, timestep), as every method's: a repeated timestep would repeat z.
+            repeated = sorted({int(t) for t in chain_np if (chain_np == t).sum() > 1})
+            raise ParameterError("num_inference_steps", lambda name: (
+                f"method='sde_dpm_solver++' with {name('num_inference_steps')}={num_inference_steps} on this σ "
+                f"spacing calls the model at timestep {', '.join(map(str, repeated))} more than once, and its noise "
+                "is keyed by timestep: use fewer steps, or method='dpm_solver++'"))
+        chain = torch.from_numpy(chain_np)
+        steps = chain.numel()
+        solver[:, :steps] = solver_table(alpha, sigma, method == "sde_dpm_solver++",
+                                         step_orders(steps, dpm_options))
         kernel_steps = torch.arange(steps, dtype=torch.int64)
-    elif method == "ddpm" and (steps < total or timesteps is not None):
+    else:
+        chain = torch.from_numpy(custom if timesteps is not None else
+                                 _method_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset))
+        steps = chain.numel()
+        kernel_steps = chain
+    if method == "ddpm" and (steps < total or timesteps is not None):
         table = torch.zeros_like(table)
         table[:, :steps] = respaced_coefficient_table(schedule.alphas_cumprod, chain.flip(0).tolist())
         kernel_steps = torch.arange(steps - 1, -1, -1, dtype=torch.int64)
     prev = torch.cat([chain[1:], torch.tensor([-1 if set_alpha_to_one else 0], dtype=torch.int64)])
     return SamplingPlan(method, steps, _padded(chain, total), _padded(kernel_steps, total), _padded(prev, total),
-                        table, solver_table)
+                        table, solver)
 
 
-def check_step_choices(method: str, eta: float, use_clipped_model_output: object) -> None:
+def check_step_choices(method: str, eta: float, use_clipped_model_output: object, thresholding: bool = False) -> None:
     """The per-call step options every sampler's `sample` checks the same way (FastSampler, OnnxSampler): eta and
-    use_clipped_model_output apply to method="ddim" only. ValueError / TypeError naming the argument."""
+    use_clipped_model_output apply to method="ddim" only, the sampler's thresholding to the DPM-Solver++ methods
+    only. ValueError / TypeError naming the argument."""
+    if thresholding and method not in DPM_METHODS:
+        raise ValueError(f"thresholding=True applies to the DPM-Solver++ methods only; method={method!r} does not "
+                         "threshold its x0 (use method='dpm_solver++' or 'sde_dpm_solver++')")
     if method != "ddim" and eta != 0.0:
         raise ValueError("eta applies to method='ddim' only")
     if not isinstance(use_clipped_model_output, bool):
@@ -113,22 +130,30 @@ def check_custom_timesteps(timesteps: object, total: int, num_inference_steps: o
 
 
 def planned_timesteps(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
-                      timestep_spacing: str = "linspace", steps_offset: int = 0) -> list[int]:
+                      timestep_spacing: str = "linspace", steps_offset: int = 0,
+                      dpm_options: DPMSolverOptions | None = None) -> list[int]:
     """The timesteps build_plan's chain visits, in sampling order, without building its coefficient table (what
     FastSampler.timesteps and OnnxSampler.timesteps answer)."""
-    return _method_chain(schedule.num_timesteps, method, num_inference_steps, timestep_spacing, steps_offset).tolist()
+    return _method_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, dpm_options).tolist()
 
 
-def _method_chain(total: int, method: str, num_inference_steps: int | None, timestep_spacing: str,
-                  steps_offset: int) -> np.ndarray:
+def _method_chain(schedule: NoiseSchedule, method: str, num_inference_steps: int | None, timestep_spacing: str,
+                  steps_offset: int, dpm_options: DPMSolverOptions | None = None) -> np.ndarray:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method in DPM_METHODS:
-        if num_inference_steps is None:
-            raise ParameterError("num_inference_steps", lambda name: f"method={method!r} needs "
-                                 f"{name('num_inference_steps')} (DPM-Solver++ is made for 10-25 steps)")
-        return dpm_solver_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
-    return chain_timesteps(total, num_inference_steps, timestep_spacing, steps_offset)
+        return _dpm_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, dpm_options)[0]
+    return chain_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset)
+
+
+def _dpm_chain(schedule: NoiseSchedule, method: str, num_inference_steps: int | None, timestep_spacing: str,
+               steps_offset: int, dpm_options: DPMSolverOptions | None, timesteps: np.ndarray | None = None):
+    """dpm_solver_chain of a plan: (model timesteps, α, σ)."""
+    if timesteps is None and num_inference_steps is None:
+        raise ParameterError("num_inference_steps", lambda name: f"method={method!r} needs "
+                             f"{name('num_inference_steps')} (DPM-Solver++ is made for 10-25 steps)")
+    return dpm_solver_chain(schedule.alphas_cumprod, num_inference_steps, timestep_spacing, steps_offset, dpm_options,
+                            timesteps)
 
 
 def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep_spacing: str = "linspace",

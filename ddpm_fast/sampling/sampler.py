@@ -22,7 +22,7 @@ import copy
 import itertools
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -152,6 +152,20 @@ class FastSampler:
     null_class_label: the class label that means "no class" to a class-conditional model trained for classifier-free
         guidance (our Trainer's: the last class); needed by `sample(..., guidance_scale=)`. A model with a
         `config.num_class_embeds` (our UNet, diffusers' UNet2DModel) is called as model(x_t, t, class_labels=...).
+    solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
+        use_exponential_sigmas: DPM-Solver++'s options (methods "dpm_solver++" and "sde_dpm_solver++"), with the
+        names, defaults and meaning of diffusers' DPMSolverMultistepScheduler: the multistep order (1, 2 or 3), which
+        steps drop to first order (lower_order_final: the last of a chain of fewer than 15 steps; euler_at_final:
+        the last of any chain), where the chain ends ("zero": σ = 0; "sigma_min": the schedule's σ at t = 0), and the
+        σ spacing the solver steps on instead of the timestep spacing (Karras et al. 2022's ρ = 7; uniform λ, Lu et
+        al. 2022; uniform log σ; at most one), the model called at the nearest timestep
+        (ddpm_fast.sampling.dpm_solver). They change the chain's table, not the step: one compiled step and one set
+        of CUDA graphs serve them all. Stored with the setup (`setup`), like the options above.
+    thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of the DPM-Solver++ steps' x0
+        (Saharia et al. 2022; diffusers' options of these names): per sample, s = the dynamic_thresholding_ratio
+        quantile of |x0|, clamped to [1, sample_max_value], then x0 ← clamp(x0, −s, s)/s, computed on the device
+        with no host sync (ddpm_fast.sampling.chain.thresholded_x0). thresholding=True with another method, or
+        with clip_sample=True, is a ValueError.
 
     The options are checked once into `options` (a SamplerOptions); how the steps run — layout, compile, CUDA
     graphs, the runner cache — is `fast_path`'s (fast_path.py), and the chain's rules are chain.py's. What ran is
@@ -181,6 +195,16 @@ class FastSampler:
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
         null_class_label: Optional[int] = None,
+        solver_order: int = 2,
+        lower_order_final: bool = True,
+        final_sigmas_type: str = "zero",
+        euler_at_final: bool = False,
+        use_karras_sigmas: bool = False,
+        use_lu_lambdas: bool = False,
+        use_exponential_sigmas: bool = False,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
     ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
@@ -191,7 +215,11 @@ class FastSampler:
             clip_sample_range=clip_sample_range, timestep_spacing=timestep_spacing, steps_offset=steps_offset,
             set_alpha_to_one=set_alpha_to_one, null_class_label=null_class_label, dtype=dtype,
             channels_last=channels_last, compile=compile, compile_mode=compile_mode, cuda_graphs=cuda_graphs,
-            steps_per_graph=steps_per_graph, max_cached_graphs=max_cached_graphs)
+            steps_per_graph=steps_per_graph, max_cached_graphs=max_cached_graphs, solver_order=solver_order,
+            lower_order_final=lower_order_final, final_sigmas_type=final_sigmas_type, euler_at_final=euler_at_final,
+            use_karras_sigmas=use_karras_sigmas, use_lu_lambdas=use_lu_lambdas,
+            use_exponential_sigmas=use_exponential_sigmas, thresholding=thresholding,
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
         self.schedule = schedule
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
@@ -234,6 +262,16 @@ class FastSampler:
     steps_offset = property(lambda self: self.options.steps_offset)
     set_alpha_to_one = property(lambda self: self.options.set_alpha_to_one)
     null_class_label = property(lambda self: self.options.null_class_label)
+    solver_order = property(lambda self: self.options.solver_order)
+    lower_order_final = property(lambda self: self.options.lower_order_final)
+    final_sigmas_type = property(lambda self: self.options.final_sigmas_type)
+    euler_at_final = property(lambda self: self.options.euler_at_final)
+    use_karras_sigmas = property(lambda self: self.options.use_karras_sigmas)
+    use_lu_lambdas = property(lambda self: self.options.use_lu_lambdas)
+    use_exponential_sigmas = property(lambda self: self.options.use_exponential_sigmas)
+    thresholding = property(lambda self: self.options.thresholding)
+    dynamic_thresholding_ratio = property(lambda self: self.options.dynamic_thresholding_ratio)
+    sample_max_value = property(lambda self: self.options.sample_max_value)
     compile_mode = property(lambda self: self.options.compile_mode)
     steps_per_graph = property(lambda self: self.options.steps_per_graph)
     max_cached_graphs = property(lambda self: self.options.max_cached_graphs)
@@ -280,6 +318,11 @@ class FastSampler:
                         clip_sample: Optional[bool] = None, clip_sample_range: Optional[float] = None,
                         timestep_spacing: Optional[str] = None, steps_offset: Optional[int] = None,
                         set_alpha_to_one: Optional[bool] = None, null_class_label: Optional[int] = None,
+                        solver_order: Optional[int] = None, lower_order_final: Optional[bool] = None,
+                        final_sigmas_type: Optional[str] = None, euler_at_final: Optional[bool] = None,
+                        use_karras_sigmas: Optional[bool] = None, use_lu_lambdas: Optional[bool] = None,
+                        use_exponential_sigmas: Optional[bool] = None, thresholding: Optional[bool] = None,
+                        dynamic_thresholding_ratio: Optional[float] = None, sample_max_value: Optional[float] = None,
                         **options: Any) -> "FastSampler":
         """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.interop.pretrained):
         a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
@@ -295,7 +338,12 @@ class FastSampler:
         given = {"schedule": schedule, "prediction_type": prediction_type, "variance_type": variance_type,
                  "clip_sample": clip_sample, "clip_sample_range": clip_sample_range,
                  "timestep_spacing": timestep_spacing, "steps_offset": steps_offset,
-                 "set_alpha_to_one": set_alpha_to_one, "null_class_label": null_class_label}
+                 "set_alpha_to_one": set_alpha_to_one, "null_class_label": null_class_label,
+                 "solver_order": solver_order, "lower_order_final": lower_order_final,
+                 "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
+                 "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
+                 "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
         return cls(**sampler_arguments_from_pretrained(path_or_id, weights, given, override_setup, options))
 
     @property
@@ -307,7 +355,8 @@ class FastSampler:
             clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range,
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
-            num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label)
+            num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label,
+            **asdict(self.options.dpm_options()))
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -338,10 +387,11 @@ class FastSampler:
             generator costs a host-to-device copy per step). Neither: a key drawn from torch's global generator.
         num_inference_steps: None runs every timestep; fewer gives respaced DDPM or DDIM on spaced timesteps.
         method: "ddpm" (ancestral), "ddim" (eta=0 deterministic), "dpm_solver++" (DPM-Solver++ 2M, Lu et al. 2022:
-            the multistep ODE solver of order 2, first order on the first and last step, as diffusers'
-            DPMSolverMultistepScheduler with final_sigmas_type="zero") or "sde_dpm_solver++" (its SDE variant, noise
-            as every method draws it); both need num_inference_steps (10-25 is what they are for) and space it as
-            that scheduler does (timestep_spacing; the chain ends at σ = 0). progress: a tqdm bar of the steps.
+            the multistep ODE solver, by default of order 2, first order on the first and last step, as diffusers'
+            DPMSolverMultistepScheduler with its defaults) or "sde_dpm_solver++" (its SDE variant, noise as every
+            method draws it); both need num_inference_steps (10-25 is what they are for) and space it as that
+            scheduler does (timestep_spacing, or the sampler's σ spacing; its DPM-Solver++ options say which order
+            each step takes and where the chain ends). progress: a tqdm bar of the steps.
         sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
         class_labels: the class of each sample (int64 [B], a list, or one int for all) for a class-conditional model;
             required by one (its null_class_label gives unconditional samples). guidance_scale: classifier-free
@@ -351,7 +401,8 @@ class FastSampler:
             (one pass of B); w = 0 gives the unconditional prediction (a learned variance stays the conditional
             half's, as in diffusers' guided pipelines). Guided or not, sample i's noise is the same.
         timesteps: a custom chain, strictly descending ints in [0, T), instead of num_inference_steps (diffusers'
-            `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says.
+            `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says,
+            DPM-Solver++ as final_sigmas_type says (not with a σ spacing: a ValueError naming timesteps).
         use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
             DDIMScheduler.step option of that name; what lucidrains' ddim_sample does).
         latents: x_T to start the chain from instead of drawing it (diffusers' pipelines' `latents=`): float32
@@ -407,16 +458,16 @@ class FastSampler:
         OnnxSampler use too; DPM-Solver++ methods space theirs as diffusers' DPMSolverMultistepScheduler, and need
         num_inference_steps). ValueError / TypeError as `sample` raises them."""
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
-                                 self.steps_offset)
+                                 self.steps_offset, self.options.dpm_options())
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int, timesteps: Optional[Sequence[int]] = None,
                       use_clipped_model_output: bool = False) -> tuple[SamplingPlan, float, int]:
         eta = check_positive_float("eta", eta, allow_zero=True)
-        check_step_choices(method, eta, use_clipped_model_output)
+        check_step_choices(method, eta, use_clipped_model_output, self.options.thresholding)
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one, timesteps)
+                          self.set_alpha_to_one, timesteps, self.options.dpm_options())
         return plan, eta, sample_offset
 
     def _on_device(self):
