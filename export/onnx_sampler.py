@@ -29,11 +29,11 @@ from ddpm_fast.vocabulary import DPM_METHODS, DPM_SOLVER_DEFAULTS, STEP_GRAPH_SO
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
-from ddpm_fast.diffusion_setup import check_null_class_label
+from ddpm_fast.diffusion_setup import DiffusionSetup, check_null_class_label
 from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
                                       initial_sample, noise_timesteps, step_noise, torch_noise)
-from ddpm_fast.sampling.guidance import checked_labels, conditioning_for
+from ddpm_fast.sampling.guidance import checked_labels, conditioning_for, named_labels
 from ddpm_fast.sampling.dpm_solver import DPMSolverOptions
 from ddpm_fast.sampling.progress import progress_bar
 from ddpm_fast.sampling.plan import build_plan, check_step_choices, planned_timesteps
@@ -158,6 +158,8 @@ class OnnxSampler:
         setup = self.metadata.get("setup") or {}
         self.num_class_embeds = setup.get("num_class_embeds") if "class_labels" in self.inputs else None
         self.null_class_label = setup.get("null_class_label") if "class_labels" in self.inputs else None
+        # the names of the classes, where the file stores them: class_labels may give names
+        self.class_names = tuple(setup["class_names"]) if setup.get("class_names") else None
         if null_class_label is not None:
             if self.null_class_label is not None and null_class_label != self.null_class_label:
                 raise ValueError(f"null_class_label={null_class_label} contradicts the {self.null_class_label} "
@@ -319,7 +321,8 @@ class OnnxSampler:
         dpm_solver_step one either DPM-Solver++ method, "dpm_solver++" by default, any num_inference_steps). A model
         graph runs any of them, with the fused update in torch.
         class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
-        take class_labels; guidance needs the null class its setup stores). A model graph then runs on 2B samples
+        take class_labels; names where its setup stores class_names, the `class_names` attribute; guidance needs the
+        null class its setup stores). A model graph then runs on 2B samples
         (the labels, then the null class) with the guidance fused into the update, as FastSampler does; a step
         graph runs its own 2B model call and combination, and w = 1 (guidance_scale None) is the conditional model.
         latents: x_T to start from instead of drawing it, as FastSampler.sample takes it: float32 [batch_size,
@@ -350,6 +353,7 @@ class OnnxSampler:
         sample_offset = check_sample_range(sample_offset, batch_size)
         if latents is not None:
             latents = check_latents(latents, (batch_size, *self.sample_shape), self.device)
+        class_labels = named_labels(class_labels, self._stored_setup)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         "class_labels" not in self.inputs)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device,
@@ -443,6 +447,11 @@ class OnnxSampler:
         if bar is not None:
             bar.close()
         return x.clamp(-1.0, 1.0)
+
+    def _stored_setup(self) -> Optional[DiffusionSetup]:
+        """The setup record the file stores (None for a file written without one)."""
+        stored = self.metadata.get("setup")
+        return DiffusionSetup.from_dict(stored, f"{self.path} (setup)") if stored else None
 
     def _method(self, method: Optional[str], eta: Optional[float], num_inference_steps: Optional[int],
                 timesteps: Optional[Sequence[int]] = None):

@@ -363,12 +363,40 @@ def conditional_onnx(tmp_path_factory):
     folder = tmp_path_factory.mktemp("conditional_onnx")
     model = conditional_unet(seed=5)
     setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.cosine(16), prediction_type="v_prediction",
-                                            num_class_embeds=4, null_class_label=3, sample_shape=(3, 8, 8))
+                                            num_class_embeds=4, null_class_label=3, sample_shape=(3, 8, 8),
+                                            class_names=("cat", "dog", "fox"))
     model.save(folder / "unet", setup=setup)
     with cpu_reference():
         paths = {graph: export_onnx(folder / "unet", folder / f"{graph}.onnx", graph=graph)
                  for graph in ("model", "ddpm_step", "ddim_step", "dpm_solver_step")}
     return folder / "unet", paths
+
+
+@pytest.mark.torch_references
+def test_python_samplers_take_class_names(conditional_onnx):
+    """class_labels may name classes in Python too, where the sampler knows them (its setup's class_names): the same
+    images as their indices, on FastSampler and on OnnxSampler of a file exported from it."""
+    from ddpm_fast.export import OnnxSampler
+
+    folder, paths = conditional_onnx
+    sampler = df.FastSampler.from_pretrained(folder, compile=False)
+    onnx = OnnxSampler(paths["model"])
+    assert sampler.class_names == onnx.class_names == ("cat", "dog", "fox")
+    assert sampler.setup.class_names == ("cat", "dog", "fox")  # what an export of this sampler stores
+    for run in (sampler.sample, onnx.sample):
+        chain = dict(seed=1, num_inference_steps=3, guidance_scale=2.0)
+        assert torch.equal(run(3, class_labels=["cat", "fox", 1], **chain), run(3, class_labels=[0, 2, 1], **chain))
+        assert torch.equal(run(2, class_labels="dog", **chain), run(2, class_labels=1, **chain))
+        with pytest.raises(ValueError, match=r"class_labels 'wolf' is not a class of this model \(its classes: 0 cat"):
+            run(2, class_labels=["cat", "wolf"], **chain)
+    unnamed = df.FastSampler(conditional_unet(seed=5), df.NoiseSchedule.cosine(16), compile=False)
+    assert unnamed.class_names is None
+    with pytest.raises(ValueError, match="class_labels 'cat': this model stores no class names"):
+        unnamed.sample(2, class_labels="cat")
+    with pytest.raises(ValueError, match="class_names holds 2 names for a model of 4 classes"):
+        df.FastSampler(conditional_unet(seed=5), df.NoiseSchedule.cosine(16), class_names=["a", "b"])
+    with pytest.raises(TypeError, match="class_names must be a sequence of names"):
+        df.FastSampler(conditional_unet(seed=5), df.NoiseSchedule.cosine(16), class_names="abc")
 
 
 @pytest.mark.torch_references

@@ -128,7 +128,7 @@ def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weigh
     options.setdefault("device", "auto")
     sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
     return {"model": pretrained.model, "schedule": setup.schedule(), "sample_shape": sample_shape,
-            **setup.sampler_options(), **options}
+            "class_names": setup.class_names, **setup.sampler_options(), **options}
 
 
 # ---------------------------------------------------------------------------------------------------------------

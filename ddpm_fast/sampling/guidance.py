@@ -7,14 +7,14 @@ u + w·(c − u) of the two predictions (in the model's own parameterisation, as
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..checks import ParameterError
 from ..diffusion import check_guidance_scale
-from ..diffusion_setup import user_class_count
+from ..diffusion_setup import DiffusionSetup, user_class_count
 
 
 def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: Optional[int],
@@ -46,6 +46,24 @@ def conditioning_for(class_labels: Any, guidance_scale: Any, num_class_embeds: O
                              f"({name('null_class_label')}): a model trained by ddpm_fast with class_conditional=True "
                              "and cond_drop_prob > 0 stores it in its setup; for another model, give it")
     return "guided"
+
+
+def named_labels(class_labels: Any, setup_of: Callable[[], Optional[DiffusionSetup]]) -> Any:
+    """class_labels with class names (one str for every sample, or strs among the ints of a list or tuple) turned
+    into indices by the class_names of the sampler's setup (setup_of(), asked only when names are given;
+    DiffusionSetup.class_indices); anything else as it is. ParameterError naming class_labels for a name the setup
+    does not hold, or any name where no setup is stored."""
+    names_given = isinstance(class_labels, str) or (
+        isinstance(class_labels, (list, tuple)) and any(isinstance(label, str) for label in class_labels))
+    if not names_given:
+        return class_labels
+    setup = setup_of()
+    if setup is None:
+        raise ParameterError("class_labels", lambda term: f"{term('class_labels')} {class_labels!r}: this model "
+                             "stores no class names; give class indices")
+    if isinstance(class_labels, str):
+        return setup.class_indices([class_labels])[0]
+    return setup.class_indices(class_labels)
 
 
 def checked_labels(class_labels: Any, batch_size: int, num_class_embeds: Optional[int],

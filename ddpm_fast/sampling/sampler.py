@@ -22,7 +22,7 @@ import copy
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -38,7 +38,7 @@ from ..vocabulary import OUTPUT_TYPES
 from .chain import check_latents, initial_sample
 from .distributed import resolve_device
 from .fast_path import FastPath, FastPathFallbackWarning
-from .guidance import checked_labels, conditioning_for
+from .guidance import checked_labels, conditioning_for, named_labels
 from .loop import ChainBuffers
 from .options import SamplerOptions
 from .plan import SamplingPlan, build_plan, check_step_choices, planned_timesteps
@@ -152,6 +152,9 @@ class FastSampler:
     null_class_label: the class label that means "no class" to a class-conditional model trained for classifier-free
         guidance (our Trainer's: the last class); needed by `sample(..., guidance_scale=)`. A model with a
         `config.num_class_embeds` (our UNet, diffusers' UNet2DModel) is called as model(x_t, t, class_labels=...).
+    class_names: the name of each class (distinct strs, one per class, the null class left out), so that
+        `sample(class_labels=...)` takes names; stored with the setup (from_pretrained reads a run's or model's own;
+        the `class_names` attribute, None where unknown). TypeError / ValueError naming class_names otherwise.
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
         use_exponential_sigmas: DPM-Solver++'s options (methods "dpm_solver++" and "sde_dpm_solver++"), with the
         names, defaults and meaning of diffusers' DPMSolverMultistepScheduler: the multistep order (1, 2 or 3), which
@@ -205,6 +208,7 @@ class FastSampler:
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        class_names: Optional[Sequence[str]] = None,
     ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")
@@ -252,6 +256,11 @@ class FastSampler:
                                   self.device, initial_layout,
                                   layout_pending=channels_last is None and is_module and not is_cuda)
         self.last_report: Optional[SamplingReport] = None
+        self.class_names: Optional[tuple[str, ...]] = None
+        if class_names is not None:  # checked as the setup record checks it: distinct names, one per class
+            if isinstance(class_names, str):
+                raise TypeError(f"class_names must be a sequence of names, one per class, got the str {class_names!r}")
+            self.class_names = replace(self.setup, class_names=tuple(class_names)).class_names
 
     # The setup and fast-path settings, read from the one checked record (and the fast path's current state).
     prediction_type = property(lambda self: self.options.prediction_type)
@@ -356,7 +365,7 @@ class FastSampler:
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
             num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label,
-            **asdict(self.options.dpm_options()))
+            class_names=getattr(self, "class_names", None), **asdict(self.options.dpm_options()))
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -393,7 +402,8 @@ class FastSampler:
             scheduler does (timestep_spacing, or the sampler's σ spacing; its DPM-Solver++ options say which order
             each step takes and where the chain ends). progress: a tqdm bar of the steps.
         sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
-        class_labels: the class of each sample (int64 [B], a list, or one int for all) for a class-conditional model;
+        class_labels: the class of each sample (int64 [B], a list, or one int for all; a class name, a str, in place
+            of any int where the sampler knows its class_names) for a class-conditional model;
             required by one (its null_class_label gives unconditional samples). guidance_scale: classifier-free
             guidance (Ho & Salimans 2022), ε = ε_uncond + w·(ε_cond − ε_uncond) in the model's own parameterisation:
             each step runs the model once on 2B samples (the labels, then the null class) and the fused step
@@ -421,6 +431,7 @@ class FastSampler:
             raise TypeError(f"progress must be True or False, got {progress!r}")
         plan, eta, sample_offset = self._checked_plan(batch_size, method, eta, num_inference_steps, sample_offset,
                                                       timesteps, use_clipped_model_output)
+        class_labels = named_labels(class_labels, lambda: self.setup)
         conditioning = conditioning_for(class_labels, guidance_scale, self.num_class_embeds, self.null_class_label,
                                         self._says_unconditional)
         labels = (checked_labels(class_labels, batch_size, self.num_class_embeds, self.device,

@@ -398,7 +398,8 @@ class Trainer:
     def sampler(self, **options: Any):
         """A FastSampler of the current EMA weights (options as FastSampler's)."""
         setup = self.setup
-        return FastSampler(self.ema.model, self.schedule, self.sample_shape, **{**setup.sampler_options(), **options})
+        return FastSampler(self.ema.model, self.schedule, self.sample_shape,
+                           **{"class_names": setup.class_names, **setup.sampler_options(), **options})
 
     def sample(self, num_samples: int, seed: int = 0, num_inference_steps: Optional[int] = None) -> torch.Tensor:
         """EMA samples for the periodic grids: one sampler kept (compiled on CUDA only), its weights refreshed. A
