@@ -272,6 +272,12 @@ def test_corrupt_checkpoint_is_named_and_the_last_good_one_used(tmp_path):
         resumed = Trainer(config, tmp_path, dataset=shapes(), progress=False, resume=True)
     assert resumed.step == 2
     assert (tmp_path / "checkpoints" / "step-00000002" / "model.safetensors").read_bytes() == good
+    # Trained on to step 3 (keep_checkpoints 2): the unusable step 4 is neither counted nor deleted, so the good
+    # step 2 stays beside the new step 3 rather than being pruned in favour of it.
+    resumed.train(steps=3)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000002", "step-00000003", "step-00000004"]
+    assert checkpoints.latest_checkpoint(tmp_path, parts=("model.safetensors",)).step == 4
     # sampling reads only the weights it uses: the trained weights of step 4 are intact, and serve --weights model
     from ddpm_fast.interop.pretrained import load_pretrained
 
@@ -281,7 +287,7 @@ def test_corrupt_checkpoint_is_named_and_the_last_good_one_used(tmp_path):
     assert step4.ema is None and all(torch.equal(trained.model.state_dict()[k], v) for k, v in step4.model.items())
     assert load_pretrained(tmp_path, "model").path == newest  # the run folder: the newest whose model file is good
     with pytest.warns(RuntimeWarning, match="ema.safetensors"):
-        assert load_pretrained(tmp_path).path.name == "step-00000002"  # EMA: the last good EMA file
+        assert load_pretrained(tmp_path).path.name == "step-00000003"  # EMA: the newest good EMA file
     with pytest.raises(ValueError, match="ema.safetensors.*corrupt or truncated"):
         load_pretrained(newest)
     out = tmp_path.parent / f"{tmp_path.name}-model.png"

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Collection, Optional, Union
 
 import torch
 
@@ -68,8 +68,10 @@ def step_folder_name(step: int) -> str:
 
 def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_state: dict[str, torch.Tensor],
                     ema_state: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor],
-                    state: dict[str, Any], keep: int = 2) -> pathlib.Path:
+                    state: dict[str, Any], keep: int = 2, unusable: Collection[int] = ()) -> pathlib.Path:
     """Write run_dir/checkpoints/step-XXXXXXXX atomically, then delete all but the newest `keep` checkpoints.
+    unusable: steps whose folders are known not to load (those a resumed run skipped): neither counted among the
+    `keep` nor deleted, so a good checkpoint is never pruned in favour of a broken one.
 
     state: JSON-ready facts (training config, schedule, optimizer hyper-parameters, RNG states...); `step`, the
     format and the files' hashes are added here."""
@@ -96,7 +98,7 @@ def save_checkpoint(run_dir: PathLike, step: int, *, unet_config: dict, model_st
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    _prune(root, keep)
+    _prune(root, keep, set(unusable) - {step})
     return final
 
 
@@ -107,12 +109,19 @@ def _write_synced(path: pathlib.Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _prune(root: pathlib.Path, keep: int) -> None:
-    """Delete all but the newest `keep` step folders, and temp folders that a crashed save left behind."""
+def _prune(root: pathlib.Path, keep: int, unusable: Collection[int] = ()) -> None:
+    """Delete all but the newest `keep` step folders that are not `unusable` (those are left as they are), and temp
+    folders that a crashed save left behind."""
     for stray in root.glob(".step-*.tmp"):
         shutil.rmtree(stray, ignore_errors=True)
-    for _, folder in _step_folders(root)[:-keep]:
+    for _, folder in [found for found in _step_folders(root) if found[0] not in unusable][:-keep]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def steps_after(run_dir: PathLike, step: int) -> list[int]:
+    """The steps of the run's step folders newer than `step` (for a run resumed from `step`: the ones
+    latest_checkpoint skipped as unusable)."""
+    return [found for found, _ in _step_folders(pathlib.Path(run_dir) / CHECKPOINTS_DIR) if found > step]
 
 
 # ------------------------------------------------------------------------------------------------------ reading

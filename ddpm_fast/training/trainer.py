@@ -163,8 +163,11 @@ class Trainer:
                                            betas=config.adam_betas, weight_decay=config.weight_decay)
         self.step = 0
         self._saved_step: Optional[int] = None
+        # Steps whose folders a resume skipped as unusable: pruning must not keep them in place of good ones.
+        self._unusable_steps: set[int] = set()
         if checkpoint is not None:
             self._restore(checkpoint)
+            self._unusable_steps = set(checkpoints.steps_after(self.run_dir, checkpoint.step))
 
         network: nn.Module = self.model
         if self.world_size > 1:
@@ -429,7 +432,8 @@ class Trainer:
             folder = checkpoints.save_checkpoint(
                 self.run_dir, self.step, unet_config=self.model.config.to_dict(), model_state=self.model.state_dict(),
                 ema_state=self.ema.state_dict(), optimizer_tensors=tensors, state=state,
-                keep=self.config.keep_checkpoints)
+                keep=self.config.keep_checkpoints, unusable=self._unusable_steps)
+            self._unusable_steps.discard(self.step)  # written again: a good one now
             if (self.run_dir / "log.jsonl").exists():
                 plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
         if self.world_size > 1:
