@@ -630,6 +630,9 @@ CLI_MISTAKES = [
     (["sample", "--checkpoint", "{unet}", "--class-labels", "cat"], "--class-labels 'cat': this model has no classes"),
     (["sample", "--checkpoint", "{unet}", "--class-labels", "-1,0"], "--class-labels: class indices must be >= 0"),
     (["sample", "--checkpoint", "{unet}", "--class-labels", "0,,1"], "--class-labels: expected comma-separated"),
+    # classes named by numbers (folders 3/, 7/, 9/): a number is a name, never an index
+    (["sample", "--checkpoint", "{numbered}", "--class-labels", "1", "--out", "{run}.png"],
+     r"--class-labels 1: this model's classes are named by numbers \(3, 7, 9\)"),
     (["export", "--checkpoint", "{unet}"], "the following arguments are required: --out"),
     (["export", "--checkpoint", "{unet}", "--out", "{run}.png"], "--out .*: expected a .onnx path"),
     (["export", "--checkpoint", "{run}", "--out", "{run}.onnx"], "no such folder"),
@@ -654,6 +657,9 @@ def cli_paths(tmp_path_factory):
     (root / "empty.onnx").mkdir()
     np.savez(root / "unit.npz", np.full((2, 4, 4, 3), 0.5, dtype=np.float32))  # float images in [0, 1]
     df.UNet.from_preset("tiny", sample_size=8).save(root / "unet")
+    numbered = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(10), num_class_embeds=3,
+                                               class_names=("3", "7", "9"), sample_shape=(3, 8, 8))
+    df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=3).save(root / "numbered", setup=numbered)
     return root
 
 
@@ -665,6 +671,7 @@ def test_cli_mistakes(argv, match, cli_paths, capsys):
 
     paths = {"run": str(cli_paths / "new-run"), "file": str(cli_paths / "notes.txt"),
              "empty": str(cli_paths / "empty"), "unet": str(cli_paths / "unet"),
+             "numbered": str(cli_paths / "numbered"),
              "unit_npz": str(cli_paths / "unit.npz")}
     before = sorted(cli_paths.rglob("*"))
     try:

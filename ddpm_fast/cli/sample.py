@@ -108,7 +108,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                 print(threads, flush=True)
         sampler, setup = _build_sampler(args, device)
         if args.class_labels is not None:  # names, as the setup stores them, become indices
-            args.class_labels = setup.class_indices(args.class_labels)
+            args.class_labels = setup.class_indices(_numbers_as_names(args.class_labels, setup.class_names))
         if args.out.suffix.lower() == ".png" and sampler.sample_shape[0] not in IMAGE_CHANNELS:
             raise ValueError(f"--out {args.out}: a PNG holds 1, 3 or 4 channels; this model samples "
                              f"{sampler.sample_shape[0]}, write a .safetensors file instead")
@@ -164,6 +164,19 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
         metadata["class_labels"] = ",".join(map(str, args.class_labels))
         metadata["guidance_scale"] = str(args.guidance_scale if args.guidance_scale is not None else 1.0)
     return metadata
+
+
+def _numbers_as_names(labels: list, class_names) -> list:
+    """Where the classes are named by numbers (image folders 3/, 7/, 9/), a number given is a class name, never an
+    index: "7" is the class 7, not the eighth (ValueError for a number that names no class)."""
+    if not class_names or not any(name.isdecimal() for name in class_names):
+        return labels
+    unknown = [label for label in labels if isinstance(label, int) and str(label) not in class_names]
+    if unknown:
+        raise ValueError(f"--class-labels {unknown[0]}: this model's classes are named by numbers "
+                         f"({', '.join(class_names)}), so a number is read as a class name, and {unknown[0]} is none "
+                         "of them")
+    return [str(label) if isinstance(label, int) else label for label in labels]
 
 
 def _write_samples(path: pathlib.Path, images, metadata: dict[str, str], labels=None, class_names=None) -> None:
