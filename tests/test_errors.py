@@ -434,6 +434,8 @@ def test_trainer_mistakes(make, error, match, tmp_path):
     (lambda tmp: open_dataset(str(tmp / "unit.npz")), ValueError,
      r"unit.npz: the float images lie in \[0, 1\].*value_range=\(0, 1\)"),
     (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(0, 0.25)), ValueError, "outside the value range"),
+    (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(0, 255)), ValueError,
+     r"spans only \[.*\], under an eighth of the value range \[0, 255\]"),
     (lambda tmp: open_dataset(str(tmp / "unit.npz"), value_range=(1, 1)), ValueError, "value_range must be finite"),
     (lambda tmp: open_dataset(str(tmp / "unit.npz"), key="images"), ValueError, "no array named 'images'"),
     (lambda tmp: open_dataset("shapes", value_range=(0, 1)), ValueError, "applies to a .npz file"),
@@ -645,6 +647,10 @@ CLI_MISTAKES = [
     (["demo", "--device", "tpu"], "device"),
     (["bench", "--suite", "nope"], "--suite"),
     (["smaple"], "invalid choice: 'smaple'"),
+    # a flag only as written (no prefix matching), and no two flags that contradict each other
+    (["sample", "--checkpoint", "{unet}", "--num-sample", "3"], "unrecognized arguments: --num-sample 3"),
+    (["train", "--run-dir", "{run}", "--grad-clip", "1", "--no-grad-clip"],
+     "argument --no-grad-clip: not allowed with argument --grad-clip"),
 ]
 
 

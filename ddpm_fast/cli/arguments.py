@@ -150,7 +150,12 @@ def probability(text: str) -> float:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a usage error is one line on stderr ("PROG: error: ...; see PROG --help") and exit
-    status 2: no usage block above it. Subcommand parsers inherit the class."""
+    status 2: no usage block above it. Subcommand parsers inherit the class. A flag is taken only as written:
+    argparse's prefix matching would read a mistyped --num-sample as --num-samples, without a word."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

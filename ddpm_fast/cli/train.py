@@ -59,8 +59,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--lr", type=arguments.positive_float, default=defaults.learning_rate)
     train.add_argument("--warmup-steps", type=arguments.non_negative_int, default=defaults.warmup_steps)
     train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--grad-clip", type=arguments.positive_float, default=defaults.grad_clip)
-    train.add_argument("--no-grad-clip", action="store_true", help="do not clip the gradient norm")
+    clipping = train.add_mutually_exclusive_group()  # both at once would contradict each other
+    clipping.add_argument("--grad-clip", type=arguments.positive_float, default=defaults.grad_clip)
+    clipping.add_argument("--no-grad-clip", action="store_true", help="do not clip the gradient norm")
     train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     train.add_argument("--no-ema-warmup", action="store_true", help="use the full EMA decay from step 0")
     train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,

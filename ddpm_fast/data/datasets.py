@@ -403,6 +403,10 @@ def _float_images_to_unit_range(array: np.ndarray, path: pathlib.Path, key: str,
     if low < range_low or high > range_high:
         raise ValueError(f"{path}: array {key!r} has values in [{low}, {high}], outside the value range "
                          f"[{range_low:g}, {range_high:g}] given (--data-range)")
+    if high - low < (range_high - range_low) / 8:  # e.g. [0, 1] images given as 0,255: every image near -1
+        raise ValueError(f"{path}: array {key!r} spans only [{low:.4g}, {high:.4g}], under an eighth of the value "
+                         f"range [{range_low:g}, {range_high:g}] given (--data-range): mapped, every image would be "
+                         "nearly one flat colour; give the range the values were stored in (0,1 for [0, 1] floats)")
     mapped = (array.astype(np.float64) - range_low) * (2.0 / (range_high - range_low)) - 1.0
     return np.clip(mapped, -1.0, 1.0).astype(np.float32)
 
