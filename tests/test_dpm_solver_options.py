@@ -363,7 +363,9 @@ def test_unet_chains_equal_diffusers_and_float64(options, method):
             assert torch.isnan(theirs).any() and ours.isfinite().all() and ours_error < 1e-4, ours_error
             continue
         their_error = (theirs.double() - exact).abs().max()
-        assert ours_error <= 2 * their_error + 1e-6, (steps, ours_error, their_error)
+        # Both chains call the same float32 model: each one's distance to the float64 chain has a floor of that
+        # model's float32 rounding (measured up to 2.4e-5 here), on either side by chance; 2x is compared above it.
+        assert ours_error <= 2 * their_error + 3e-5, (steps, ours_error, their_error)
         assert ours_error < 1e-4, (steps, prediction_type, ours_error)
         # Within 1e-4 of diffusers, beyond diffusers' own float32 error (its σ grid and its x0 at σ_max: up to 3e-4
         # on the Lu and exponential spacings here, where ours stays within 6e-6 of the float64 solver).

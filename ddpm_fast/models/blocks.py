@@ -40,7 +40,7 @@ class GroupNormAct(nn.Module):
         work of a batch-1 block) is skipped. With a gradient the op's own fused backward runs."""
         if launch.references_inlined():
             return True
-        if launch.runs_triton(x):
+        if torch.compiler.is_compiling() or launch.runs_triton(x):  # compiled: the op, traced as it always was
             return False
         return not torch.is_grad_enabled() or not any(
             t is not None and t.requires_grad for t in (x, emb, scale, shift, self.weight, self.bias))
