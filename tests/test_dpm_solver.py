@@ -257,7 +257,9 @@ def test_guidance_works_with_dpm_solver():
             2, seed=0, class_labels=labels, guidance_scale=w, method="sde_dpm_solver++", num_inference_steps=8)
         outside = df.FastSampler(guided_eps, schedule, (3, 8, 8), compile=False).sample(
             2, seed=0, method="sde_dpm_solver++", num_inference_steps=8)
-    torch.testing.assert_close(fused, outside, rtol=1e-4, atol=2e-4)
+    # One 2B model call against two B calls: the convolutions round differently per batch size, and guidance scales
+    # that difference by 1 + 2w = 6 (measured up to 2.2e-4 after 8 steps); a wrong combination is off by O(1).
+    torch.testing.assert_close(fused, outside, rtol=1e-4, atol=5e-4)
 
 
 def test_dpm_solver_argument_errors():
