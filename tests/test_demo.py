@@ -76,6 +76,17 @@ def test_demo_refuses_a_run_folder_of_another_setup(tmp_path, capsys):
     assert "already holds a run trained to step 2" in out and "  trained " not in out and "T=5" in out
 
 
+def test_demo_refuses_a_training_run_of_other_data(tmp_path, capsys):
+    from ddpm_fast.cli import main as cli
+
+    assert cli.main(["train", "--run-dir", str(tmp_path), "--class-conditional", "--image-size", "16", "--batch-size",
+                     "4", "--steps", "1", "--train-timesteps", "5", "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert cli.main(["demo", "--run-dir", str(tmp_path), "--num-samples", "2", "--device", "cpu", "--no-compile",
+                     "--no-progress"]) == 2
+    assert "holds a training run of other data (shapes, class-conditional), not a demo run" in capsys.readouterr().err
+
+
 def test_a_signal_stops_the_demo_before_it_samples(tmp_path, capsys, monkeypatch):
     import signal
 

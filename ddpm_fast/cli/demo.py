@@ -139,6 +139,9 @@ def run_demo(run_dir: Union[str, os.PathLike] = "runs/demo", *, steps: Optional[
         asked = {"steps": steps, "batch_size": batch_size, "num_train_timesteps": timesteps}
         trainer = Trainer({name: value for name, value in asked.items() if value is not None}, run_dir, device=dev,
                           resume=True, progress=progress)
+        if trainer.config.data != "shapes" or trainer.config.class_conditional:
+            raise ValueError(f"{run_dir} holds a training run of other data ({trainer.config.data}"
+                             f"{', class-conditional' if trainer.config.class_conditional else ''}), not a demo run")
     else:
         steps = steps or plan.steps
         config = TrainingConfig(data="shapes", image_size=plan.image_size, steps=steps,
