@@ -123,7 +123,8 @@ def _run_sample(args: argparse.Namespace) -> int:
             report = sampler.last_report
             shard = f"; {report.batch_size} of them on rank 0" if world_size > 1 else ""
             decision = report.describe_compile_decision(flag_of)
-            print(f"wrote {args.out}: {args.num_samples} sample{'s' if args.num_samples != 1 else ''} {tuple(images.shape[1:])}, world size {world_size}"
+            noun = "sample" if args.num_samples == 1 else "samples"
+            print(f"wrote {args.out}: {args.num_samples} {noun} {tuple(images.shape[1:])}, world size {world_size}"
                   f"{shard}, {report.num_steps} {report.method} steps in {report.sampling_seconds:.2f} s (setup "
                   f"{report.setup_seconds:.2f} s: layout, warm-up, compile or graph capture; {decision}; "
                   f"{f'{report.graph_replays} CUDA-graph replays' if report.cuda_graphs else 'no CUDA graphs'}); "

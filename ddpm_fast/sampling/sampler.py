@@ -365,7 +365,7 @@ class FastSampler:
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
             num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label,
-            class_names=getattr(self, "class_names", None), **asdict(self.options.dpm_options()))
+            class_names=self.class_names, **asdict(self.options.dpm_options()))
 
     # ---------------------------------------------------------------------------------------------- sampling
 

@@ -24,8 +24,7 @@ import pathlib
 import signal
 import threading
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
 import torch
@@ -116,7 +115,7 @@ class Trainer:
         elif not isinstance(config, TrainingConfig):  # nothing to resume: a fresh start from the changes given
             config = TrainingConfig(**(config or {}))
         if checkpoint is None:  # the run folder records where its data is, so it resumes from any directory
-            config = dataclasses.replace(config, data=_absolute_data(config.data))
+            config = replace(config, data=_absolute_data(config.data))
         self.config = config
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
