@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .vocabulary import FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SIGMA_SPACINGS, SOLVER_ORDERS, SPACINGS, VARIANCE_TYPES
+from .vocabulary import (FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SIGMA_SPACINGS, SOLVER_ORDERS, SPACINGS,
+                         UNIPC_SOLVER_TYPES, VARIANCE_TYPES)
 
 # How a front end names a parameter ("num_inference_steps") or a parameter given a value ("compile=True"): the
 # Python API as is, the command line by its flag ("--steps", "--compile").
@@ -109,14 +110,16 @@ def check_chain_options(timestep_spacing: object = None, steps_offset: object = 
         raise TypeError(f"set_alpha_to_one must be True or False, got {set_alpha_to_one!r}")
 
 
-def check_dpm_solver_options(solver_order: object, lower_order_final: object, final_sigmas_type: object,
-                             euler_at_final: object, use_karras_sigmas: object, use_lu_lambdas: object,
-                             use_exponential_sigmas: object, thresholding: object = False,
-                             dynamic_thresholding_ratio: object = 0.995, sample_max_value: object = 1.0) -> None:
-    """DPM-Solver++'s options (diffusers' DPMSolverMultistepScheduler names, sampling/dpm_solver.py): solver_order
-    one of SOLVER_ORDERS, final_sigmas_type one of FINAL_SIGMAS_TYPES, dynamic_thresholding_ratio a number in
-    [0, 1], sample_max_value a positive finite number, the rest True or False, and at most one σ spacing. TypeError /
-    ValueError naming the argument."""
+def check_solver_options(solver_order: object, lower_order_final: object, final_sigmas_type: object,
+                         euler_at_final: object, use_karras_sigmas: object, use_lu_lambdas: object,
+                         use_exponential_sigmas: object, thresholding: object = False,
+                         dynamic_thresholding_ratio: object = 0.995, sample_max_value: object = 1.0,
+                         solver_type: object = "bh2", disable_corrector: object = ()) -> None:
+    """The multistep solvers' options (diffusers' DPMSolverMultistepScheduler and UniPCMultistepScheduler names,
+    sampling/dpm_solver.py, sampling/unipc.py): solver_order one of SOLVER_ORDERS, final_sigmas_type one of
+    FINAL_SIGMAS_TYPES, dynamic_thresholding_ratio a number in [0, 1], sample_max_value a positive finite number,
+    solver_type one of UNIPC_SOLVER_TYPES, disable_corrector step indices (check_disable_corrector), the rest True or
+    False, and at most one σ spacing. TypeError / ValueError naming the argument."""
     if isinstance(solver_order, bool) or not isinstance(solver_order, int):
         raise TypeError(f"solver_order must be an int, got {type(solver_order).__name__}")
     if solver_order not in SOLVER_ORDERS:
@@ -139,3 +142,19 @@ def check_dpm_solver_options(solver_order: object, lower_order_final: object, fi
     chosen = [name for name in SIGMA_SPACINGS if flags[name]]
     if len(chosen) > 1:
         raise ValueError(f"{' and '.join(f'{name}=True' for name in chosen)}: choose at most one σ spacing")
+    if solver_type not in UNIPC_SOLVER_TYPES:
+        raise ValueError(f"solver_type must be one of {', '.join(UNIPC_SOLVER_TYPES)} (UniPC's B(h)), got "
+                         f"{solver_type!r}")
+    check_disable_corrector(disable_corrector)
+
+
+def check_disable_corrector(disable_corrector: object) -> tuple[int, ...]:
+    """UniPC's disable_corrector as a sorted tuple of distinct step indices: a list, tuple or set of ints ≥ 0 (the
+    corrector is skipped after each listed step, diffusers' meaning). TypeError / ValueError naming the argument."""
+    if isinstance(disable_corrector, (str, bytes)) or not isinstance(disable_corrector, (list, tuple, set, frozenset)):
+        raise TypeError(f"disable_corrector must be a list of step indices, got {type(disable_corrector).__name__}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in disable_corrector):
+        raise TypeError(f"disable_corrector must hold ints (step indices), got {list(disable_corrector)!r}")
+    if any(i < 0 for i in disable_corrector):
+        raise ValueError(f"disable_corrector must hold step indices >= 0, got {sorted(disable_corrector)}")
+    return tuple(sorted(set(disable_corrector)))

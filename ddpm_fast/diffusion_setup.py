@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from . import files
-from .checks import ParameterError, check_dpm_solver_options, check_step_setup
+from .checks import ParameterError, check_disable_corrector, check_solver_options, check_step_setup
 from .schedule import NoiseSchedule
-from .vocabulary import DEFAULTS, DPM_SOLVER_DEFAULTS, THRESHOLDING_DEFAULTS
+from .vocabulary import DEFAULTS, SOLVER_DEFAULTS, THRESHOLDING_DEFAULTS
 
 FORMAT = "ddpm_fast.DiffusionSetup"
 SETUP_NAME = "setup.json"
@@ -62,8 +62,9 @@ class DiffusionSetup:
     each class a caller may ask for (index i names label i; the null class has none), e.g. an image folder's class
     sub-folders; None when not known. Sampling takes a class by name through them (`sample --class-labels cat`).
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
-    use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value: DPM-Solver++'s options
-    (FastSampler's, diffusers' DPMSolverMultistepScheduler's names);
+    use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value, solver_type,
+    disable_corrector: the multistep solvers' options (FastSampler's; diffusers' DPMSolverMultistepScheduler's and
+    UniPCMultistepScheduler's names);
     stored only where they differ from the defaults, so a record that leaves them at their defaults reads anywhere.
     """
 
@@ -90,6 +91,8 @@ class DiffusionSetup:
     thresholding: bool = DEFAULTS["thresholding"]
     dynamic_thresholding_ratio: float = DEFAULTS["dynamic_thresholding_ratio"]
     sample_max_value: float = DEFAULTS["sample_max_value"]
+    solver_type: str = DEFAULTS["solver_type"]
+    disable_corrector: tuple = DEFAULTS["disable_corrector"]
 
     def __post_init__(self) -> None:
         betas = tuple(float(b) for b in self.betas) if _is_sequence(self.betas) else None
@@ -103,7 +106,8 @@ class DiffusionSetup:
         object.__setattr__(self, "clip_sample_range", check_step_setup(
             self.prediction_type, self.variance_type, self.clip_sample_range, self.timestep_spacing, self.steps_offset,
             self.set_alpha_to_one))
-        check_dpm_solver_options(**{name: getattr(self, name) for name in DPM_SOLVER_DEFAULTS})
+        check_solver_options(**{name: getattr(self, name) for name in SOLVER_DEFAULTS})
+        object.__setattr__(self, "disable_corrector", check_disable_corrector(self.disable_corrector))
         if self.sample_shape is not None:
             shape = tuple(self.sample_shape) if _is_sequence(self.sample_shape) else ()
             if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
@@ -197,7 +201,7 @@ class DiffusionSetup:
                 "rescale_betas_zero_snr": False, "set_alpha_to_one": self.set_alpha_to_one,
                 # DPMSolverMultistepScheduler's keys, where they differ from its defaults (read back by
                 # setup_from_diffusers_config); not thresholding, which a DDPMScheduler would apply to its own steps
-                **{name: getattr(self, name) for name, default in DPM_SOLVER_DEFAULTS.items()
+                **{name: getattr(self, name) for name, default in SOLVER_DEFAULTS.items()
                    if getattr(self, name) != default and name not in THRESHOLDING_DEFAULTS}}
 
     # ------------------------------------------------------------------------------------------ given values
@@ -247,9 +251,11 @@ class DiffusionSetup:
             del data["class_names"]
         else:
             data["class_names"] = list(self.class_names)
-        for name, default in DPM_SOLVER_DEFAULTS.items():  # likewise for DPM-Solver++'s options at their defaults
+        for name, default in SOLVER_DEFAULTS.items():  # likewise for the solvers' options at their defaults
             if data[name] == default:
                 del data[name]
+        if "disable_corrector" in data:
+            data["disable_corrector"] = list(data["disable_corrector"])
         return {"format": FORMAT, **data}
 
     @classmethod

@@ -35,6 +35,14 @@ ROW_INDEX = {name: i for i, name in enumerate(COEFFICIENT_ROWS)}
 SOLVER_ROWS = ("alpha_s", "sigma_s", "x_coef", "x0_coef", "x0_prev_coef", "noise_coef", "x0_prev2_coef")
 STEP_GRAPH_SOLVER_ROWS = 6
 SOLVER_ROW_INDEX = {name: i for i, name in enumerate(SOLVER_ROWS)}
+# Rows of the UniPC step's per-step table (ddpm_fast/sampling/unipc.py computes them): α_s and σ_s, then the
+# coefficients of x_t, the previous corrected sample and this call's and the three previous x0 estimates in the next
+# sample, then the same in this point's corrected sample. A multistep plan's solver table has SOLVER_TABLE_ROWS rows;
+# each method reads its leading ones.
+_UNIPC_TERMS = ("x_coef", "last_coef", "x0_coef", "x0_prev_coef", "x0_prev2_coef", "x0_prev3_coef")
+UNIPC_ROWS = ("alpha_s", "sigma_s") + _UNIPC_TERMS + tuple("corrected_" + name for name in _UNIPC_TERMS)
+UNIPC_ROW_INDEX = {name: i for i, name in enumerate(UNIPC_ROWS)}
+SOLVER_TABLE_ROWS = max(len(SOLVER_ROWS), len(UNIPC_ROWS))
 
 # Philox streams keep the noise of different uses independent under the same seed.
 STREAM_Q_SAMPLE = 0  # training noise ε of q-sample
@@ -44,23 +52,28 @@ MAX_SEED = 2**63  # seeds live in [0, 2**63): an int64 tensor holds them without
 MAX_CHANNELS = 2**24  # the channel shares Philox's counter word c3 with the stream id
 
 # Sampling methods: ancestral DDPM (Ho et al. 2020), DDIM (Song et al. 2020), DPM-Solver++ 2M and its SDE variant
-# (Lu et al. 2022).
+# (Lu et al. 2022), UniPC (Zhao et al. 2023). The multistep solvers carry earlier x0 estimates between steps.
 DPM_METHODS = ("dpm_solver++", "sde_dpm_solver++")
-METHODS = ("ddpm", "ddim") + DPM_METHODS
+MULTISTEP_METHODS = DPM_METHODS + ("unipc",)
+METHODS = ("ddpm", "ddim") + MULTISTEP_METHODS
 # How a chain shorter than T picks its timesteps (diffusers' names).
 SPACINGS = ("leading", "trailing", "linspace")
-# DPM-Solver++'s options, as diffusers' DPMSolverMultistepScheduler names them (sampling/dpm_solver.py): the solver's
-# order, where the chain ends (σ = 0, or σ_min: the schedule's σ at t = 0), and the σ spacings that replace the
-# timestep spacing (Karras et al. 2022; Lu et al. 2022's uniform λ; uniform log σ), each a boolean of that name.
+# The multistep solvers' options, as diffusers' DPMSolverMultistepScheduler and UniPCMultistepScheduler name them
+# (sampling/dpm_solver.py, sampling/unipc.py): the solver's order, where the chain ends (σ = 0, or σ_min: the
+# schedule's σ at t = 0), and the σ spacings that replace the timestep spacing (Karras et al. 2022; Lu et al. 2022's
+# uniform λ; uniform log σ), each a boolean of that name; euler_at_final is DPM-Solver++'s, solver_type (UniPC's
+# B(h)) and disable_corrector (the steps after which UniPC's corrector is off) UniPC's.
 SOLVER_ORDERS = (1, 2, 3)
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 SIGMA_SPACINGS = ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")
-# Dynamic thresholding (Saharia et al. 2022) of the DPM-Solver++ steps' x0: on/off, the quantile of |x0| per sample,
+UNIPC_SOLVER_TYPES = ("bh1", "bh2")
+# Dynamic thresholding (Saharia et al. 2022) of the multistep solvers' x0: on/off, the quantile of |x0| per sample,
 # the largest threshold.
 THRESHOLDING_DEFAULTS = {"thresholding": False, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
-DPM_SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_type": "zero",
-                       "euler_at_final": False, "use_karras_sigmas": False, "use_lu_lambdas": False,
-                       "use_exponential_sigmas": False, **THRESHOLDING_DEFAULTS}
+SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_type": "zero",
+                   "euler_at_final": False, "use_karras_sigmas": False, "use_lu_lambdas": False,
+                   "use_exponential_sigmas": False, **THRESHOLDING_DEFAULTS, "solver_type": "bh2",
+                   "disable_corrector": ()}
 # The named β schedules NoiseSchedule builds and a training run takes.
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 # The variance types a training run learns or fixes (the `_log` spellings are read from diffusers configs only).
@@ -76,4 +89,4 @@ OUTPUT_TYPES = ("tensor", "uint8", "pil")
 # What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).
 DEFAULTS = {"prediction_type": "epsilon", "variance_type": "fixed_small", "clip_sample": False,
             "clip_sample_range": 1.0, "timestep_spacing": "linspace", "steps_offset": 0, "set_alpha_to_one": True,
-            "null_class_label": None, **DPM_SOLVER_DEFAULTS}
+            "null_class_label": None, **SOLVER_DEFAULTS}

@@ -21,7 +21,7 @@ import logging
 import os
 import pathlib
 import warnings
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -30,8 +30,9 @@ from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
 from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
 from ddpm_fast.kernels import launch
-from ddpm_fast.checks import check_chain_options, check_choice, check_dpm_solver_options, check_positive_float
-from ddpm_fast.vocabulary import DEFAULTS, DPM_SOLVER_DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.checks import (check_chain_options, check_choice, check_disable_corrector, check_positive_float,
+                              check_solver_options)
+from ddpm_fast.vocabulary import DEFAULTS, SOLVER_DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.schedule import NoiseSchedule
 
@@ -47,7 +48,7 @@ DEFAULT_OPTIONS = {name: DEFAULTS[name] for name in ("prediction_type", "varianc
                                                      "clip_sample_range")}
 # Which timesteps a sampler of the file visits (FastSampler's options of the same names), stored in its metadata.
 CHAIN_OPTIONS = {**{name: DEFAULTS[name] for name in ("timestep_spacing", "steps_offset", "set_alpha_to_one")},
-                 **DPM_SOLVER_DEFAULTS}
+                 **SOLVER_DEFAULTS}
 
 # Inputs and outputs of each graph, in order (see step_graphs.py).
 INPUT_NAMES = {
@@ -100,6 +101,8 @@ def export_onnx(
     thresholding: Optional[bool] = None,
     dynamic_thresholding_ratio: Optional[float] = None,
     sample_max_value: Optional[float] = None,
+    solver_type: Optional[str] = None,
+    disable_corrector: Optional[Sequence[int]] = None,
 ) -> pathlib.Path:
     """Write `model` as ONNX to `path` (a file name ending in .onnx, else ValueError; missing parent folders are
     made, as `ddpm-fast export --out` makes them; an existing file is replaced whole); returns the path. `model` is
@@ -134,9 +137,10 @@ def export_onnx(
         shorter chain picks its timesteps and where DDIM ends. null_class_label: the null class of a
         class-conditional model, checked against the stored one like the rest (a diffusers folder stores none).
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
-        use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value: DPM-Solver++'s options
-        (FastSampler's), stored for OnnxSampler's DPM-Solver++ chains and checked against a stored setup like the
-        rest (defaults 2, True, "zero", False, False, False, False, False, 0.995, 1.0). A dpm_solver_step graph runs
+        use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value, solver_type,
+        disable_corrector: the multistep solvers' options (FastSampler's), stored for OnnxSampler's DPM-Solver++ and
+        UniPC chains and checked against a stored setup like the rest (defaults 2, True, "zero", False, False, False,
+        False, False, 0.995, 1.0, "bh2", ()). A dpm_solver_step graph runs
         every one of them but solver_order=3 (its second x0 history) and thresholding (it changes the step), which
         need a model graph: the others live in the per-step solver_coefficients, not the graph.
     """
@@ -161,9 +165,12 @@ def export_onnx(
                  "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
                  "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
                  "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
-                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
-    check_dpm_solver_options(**{name: DPM_SOLVER_DEFAULTS[name] if value is None else value
-                                for name, value in dpm_given.items()})
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value,
+                 "solver_type": solver_type, "disable_corrector": disable_corrector}
+    check_solver_options(**{name: SOLVER_DEFAULTS[name] if value is None else value
+                            for name, value in dpm_given.items()})
+    if disable_corrector is not None:  # as the setup stores it
+        dpm_given["disable_corrector"] = check_disable_corrector(disable_corrector)
     chain_given.update(dpm_given)
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a ddpm_fast.NoiseSchedule, got {type(schedule).__name__}")

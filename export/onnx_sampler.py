@@ -25,16 +25,18 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import DPM_METHODS, DPM_SOLVER_DEFAULTS, STEP_GRAPH_SOLVER_ROWS
+from ddpm_fast.vocabulary import DPM_METHODS, MULTISTEP_METHODS, SOLVER_DEFAULTS, STEP_GRAPH_SOLVER_ROWS
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
 from ddpm_fast.diffusion_setup import DiffusionSetup, check_null_class_label
 from ddpm_fast.sampling.fast_path import FastPathFallbackWarning
 from ddpm_fast.sampling.chain import (StepOptions, check_latents, draws_noise_on, fused_step, guided_model_input,
-                                      initial_sample, noise_timesteps, step_noise, torch_noise)
+                                      initial_sample, is_noiseless, noise_timesteps, step_noise, torch_noise,
+                                      x0_history)
+from ddpm_fast.sampling.loop import StepState, store_step_result
 from ddpm_fast.sampling.guidance import checked_labels, conditioning_for, named_labels
-from ddpm_fast.sampling.dpm_solver import DPMSolverOptions
+from ddpm_fast.sampling.dpm_solver import SolverOptions
 from ddpm_fast.sampling.progress import progress_bar
 from ddpm_fast.sampling.plan import build_plan, check_step_choices, planned_timesteps
 from ddpm_fast.schedule import NoiseSchedule
@@ -74,7 +76,7 @@ class OnnxSampler:
         diffusers folder), so a model graph can run classifier-free guidance; a value contradicting the stored one
         is a ValueError. A step graph guides only if it was exported with the null class (its guidance_scale input).
 
-    DPM-Solver++ chains take the options stored in the file (`dpm_options`: solver_order, final_sigmas_type, a σ
+    DPM-Solver++ chains take the options stored in the file (`solver_options`: solver_order, final_sigmas_type, a σ
     spacing, ...; a file written before they were stored: diffusers' defaults), from a model graph and from a
     dpm_solver_step graph alike: they live in the chain's table, whose column is that graph's solver_coefficients —
     except solver_order=3, whose second x0 history only a model graph carries (a step graph refuses it).
@@ -119,9 +121,9 @@ class OnnxSampler:
         self.timestep_spacing = self.metadata.get("timestep_spacing", "linspace")
         self.steps_offset = int(self.metadata.get("steps_offset", 0))
         self.set_alpha_to_one = bool(self.metadata.get("set_alpha_to_one", True))
-        # DPM-Solver++'s options (files written before they were stored: diffusers' defaults, the chain ran then)
-        self.dpm_options = DPMSolverOptions(**{name: self.metadata.get(name, default)
-                                               for name, default in DPM_SOLVER_DEFAULTS.items()})
+        # the multistep solvers' options (a file that stores none: diffusers' defaults)
+        self.solver_options = SolverOptions(**{name: self.metadata.get(name, default)
+                                               for name, default in SOLVER_DEFAULTS.items()})
         self.sample_shape = tuple(self.metadata["sample_shape"])
         if schedule is None:
             stored = self.metadata.get("schedule")
@@ -305,7 +307,7 @@ class OnnxSampler:
         if method is None:
             method = _STEP_GRAPH_METHODS.get(self.graph, ("ddpm",))[0]
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
-                                 self.steps_offset, self.dpm_options)
+                                 self.steps_offset, self.solver_options)
 
     def sample(self, batch_size: int, seed: Union[int, torch.Tensor, None] = None,
                generator: Optional[torch.Generator] = None, num_inference_steps: Optional[int] = None,
@@ -316,8 +318,8 @@ class OnnxSampler:
         """`batch_size` images, float32 [B, C, H, W] in [-1, 1] on the sampler's device; the noise as FastSampler's
         (seed= Philox per sample, generator= torch.randn in order, neither a key from torch's generator).
 
-        method: "ddpm", "ddim", "dpm_solver++" or "sde_dpm_solver++" (as FastSampler's); a step graph fixes it (a
-        DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta; a
+        method: "ddpm", "ddim", "dpm_solver++", "sde_dpm_solver++" or "unipc" (as FastSampler's); a step graph
+        fixes it (a DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta; a
         dpm_solver_step one either DPM-Solver++ method, "dpm_solver++" by default, any num_inference_steps). A model
         graph runs any of them, with the fused update in torch.
         class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
@@ -363,8 +365,8 @@ class OnnxSampler:
             raise ValueError(f"this {self.graph} graph was exported without the model's null class, so it cannot "
                              "guide: export it with null_class_label= (--null-class-label), or export a model graph")
         method, eta = self._method(method, eta, num_inference_steps, timesteps)
-        check_step_choices(method, eta, use_clipped_model_output, self.dpm_options.thresholding)
-        if self.dpm_options.thresholding and self.graph == "dpm_solver_step":
+        check_step_choices(method, eta, use_clipped_model_output, self.solver_options.thresholding)
+        if self.solver_options.thresholding and self.graph == "dpm_solver_step":
             raise ValueError("this dpm_solver_step graph computes the update from the model's own x0, and the "
                              "file's thresholding=True thresholds it: export a model graph (graph='model') to "
                              "sample it")
@@ -372,11 +374,11 @@ class OnnxSampler:
         if clipped_output and self.graph == "ddim_step":
             raise ValueError("this ddim_step graph computes DDIM from the model's own ε: use_clipped_model_output "
                              "with its clip_sample needs a model graph (export graph='model')")
-        if self.graph == "dpm_solver_step" and self.dpm_options.solver_order == 3:
+        if self.graph == "dpm_solver_step" and self.solver_options.solver_order == 3:
             raise ValueError("this dpm_solver_step graph carries one previous x0 estimate, and the file's "
                              "solver_order=3 needs two: export a model graph (graph='model') to sample it")
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one, timesteps, self.dpm_options)
+                          self.set_alpha_to_one, timesteps, self.solver_options)
         shape = (batch_size, *self.sample_shape)
         key = None if generator is not None else seed_tensor(seed, self.device)
         guided_model = self.graph == "model" and conditioning == "guided"  # the model graph runs 2B samples
@@ -397,10 +399,11 @@ class OnnxSampler:
         kernel_t = plan.kernel_steps[:steps].to(self.device)
         prev_t = plan.prev_timesteps[:steps].to(self.device)
         table = plan.table.to(self.device)
-        # DPM-Solver++: its per-step scalars, the previous x0 and (solver_order=3) the one before it
-        solver = (plan.solver_table.to(self.device), torch.zeros(shape, device=self.device),
-                  torch.zeros(shape, device=self.device) if self.dpm_options.solver_order == 3 else None) \
-            if method in DPM_METHODS else None
+        # the multistep solvers: their per-step scalars, and the history their steps carry (StepState's buffers)
+        solver_table = plan.solver_table.to(self.device) if method in MULTISTEP_METHODS else None
+        history = StepState.allocate(shape, self.device, False, "none", multistep=method in MULTISTEP_METHODS,
+                                     x0_history=x0_history(method, self.solver_options.solver_order),
+                                     last_sample=method == "unipc")
         alphas = self.schedule.alphas_cumprod.to(self.device)
         noise_t = noise_timesteps(method, model_t, kernel_t)  # what FastSampler's steps key their z by
         options = StepOptions(method=method, prediction_type=self.metadata["prediction_type"],
@@ -408,14 +411,14 @@ class OnnxSampler:
                               clip_sample_range=self.metadata["clip_sample_range"], eta=eta, noise="given",
                               sample_offset=0,  # z comes drawn for the global samples: the op adds no offset
                               use_clipped_model_output=clipped_output,
-                              x0_history=2 if solver is not None and solver[2] is not None else 1,
-                              thresholding=(self.dpm_options.dynamic_thresholding_ratio,
-                                            self.dpm_options.sample_max_value)
-                              if self.dpm_options.thresholding and method in DPM_METHODS else None)
+                              x0_history=x0_history(method, self.solver_options.solver_order),
+                              thresholding=(self.solver_options.dynamic_thresholding_ratio,
+                                            self.solver_options.sample_max_value)
+                              if self.solver_options.thresholding and method in MULTISTEP_METHODS else None)
         bar = progress_bar(progress, steps, "onnx steps")
         for i in range(steps):
             t = model_t[i].expand(batch_size)
-            if method == "dpm_solver++":  # the ODE: no z
+            if is_noiseless(method, eta):  # DDIM at η = 0, the DPM-Solver++ ODE, UniPC: no z
                 z = None
             elif key is not None:
                 z = step_noise(shape, key, noise_t[i].expand(batch_size), sample_offset)
@@ -425,7 +428,8 @@ class OnnxSampler:
                 z = torch.zeros(shape, device=self.device)
             if self.graph == "model":
                 x = self._model_step(buffers, options, x, t, kernel_t[i].expand(batch_size),
-                                     prev_t[i].expand(batch_size), z, table, alphas, guidance, solver)
+                                     prev_t[i].expand(batch_size), z, table, alphas, guidance, solver_table,
+                                     history)
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
@@ -436,12 +440,12 @@ class OnnxSampler:
                 if self.graph == "ddim_step":
                     buffers["prev_timestep"].copy_(prev_t[i].expand(batch_size))
                 if self.graph == "dpm_solver_step":  # this step's column of the chain's table, and the last x0
-                    buffers["solver_coefficients"].copy_(solver[0][:STEP_GRAPH_SOLVER_ROWS, i])
-                    buffers["prev_pred_original_sample"].copy_(solver[1])
+                    buffers["solver_coefficients"].copy_(solver_table[:STEP_GRAPH_SOLVER_ROWS, i])
+                    buffers["prev_pred_original_sample"].copy_(history.x0_prev)
                 self._run(buffers)
                 x.copy_(buffers["prev_sample"])
                 if self.graph == "dpm_solver_step":
-                    solver[1].copy_(buffers["pred_original_sample"])
+                    history.x0_prev.copy_(buffers["pred_original_sample"])
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -473,25 +477,19 @@ class OnnxSampler:
         return method, eta  # the rules every sampler shares are check_step_choices
 
     def _model_step(self, buffers, options: StepOptions, x, t, kernel_t, prev_t, z, table, alphas,
-                    guidance: Optional[torch.Tensor] = None, solver=None) -> torch.Tensor:
+                    guidance: Optional[torch.Tensor] = None, solver_table: Optional[torch.Tensor] = None,
+                    history: Optional[StepState] = None) -> torch.Tensor:
         """The model graph on x (on [x, x] when guided: buffers of 2B, labels then the null class), then the fused
-        update in torch (DPM-Solver++: solver = (its table, the previous x0 buffer, the one before it or None),
-        updated in place)."""
+        update in torch (the multistep solvers: their table, and `history`'s buffers, advanced in place)."""
         x_model, t_model = guided_model_input(x, t, guidance is not None)
         buffers["sample"].copy_(x_model)
         buffers["timestep"].copy_(t_model)
         self._run(buffers)
-        solver_table, x0_prev, x0_prev2 = solver if solver is not None else (None, None, None)
         result = fused_step(options, buffers["model_output"], x, t.contiguous(), kernel_t.contiguous(),
                             prev_t.contiguous(), table=table, alphas_cumprod=alphas, solver_table=solver_table,
-                            x0_prev=x0_prev, x0_prev2=x0_prev2, noise=z, guidance=guidance)
-        if solver is None:
-            return result
-        x_next, x0 = result
-        if x0_prev2 is not None:
-            x0_prev2.copy_(x0_prev)
-        x0_prev.copy_(x0)
-        return x_next
+                            x0_prev=history.x0_prev, x0_prev2=history.x0_prev2, x0_prev3=history.x0_prev3,
+                            last_sample=history.last_sample, noise=z, guidance=guidance)
+        return store_step_result(history, result)
 
 
 def _uses_contrib_ops(path: pathlib.Path) -> bool:

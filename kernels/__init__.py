@@ -29,6 +29,8 @@ _MODULE_OF = {
     "ddim_step_reference": "reverse_step",
     "p_step_op": "reverse_step",
     "p_step_reference": "reverse_step",
+    "unipc_step_op": "unipc",
+    "unipc_step_reference": "unipc",
 }
 
 __all__ = ["COEFFICIENT_ROWS", "PREDICTION_TYPES", "VARIANCE_TYPES", *_MODULE_OF]

@@ -29,6 +29,7 @@ from ddpm_fast.kernels.philox import philox_normal_kernel
 from ddpm_fast.kernels.q_sample import q_sample_kernel
 from ddpm_fast.kernels.dpm_solver import dpm_solver_step_kernel
 from ddpm_fast.kernels.reverse_step import ddim_step_kernel, p_step_kernel
+from ddpm_fast.kernels.unipc import unipc_step_kernel
 from ddpm_fast.models.blocks import GroupNormAct
 
 MODELS = (("ddpm-cifar10", 32), ("ddpm-256", 256))
@@ -55,6 +56,9 @@ DPM_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", x0_prev_ptr="*fp32", x0_pr
                     out_ptr="*fp32",
                     x0_out_ptr="*fp32", t_ptr="*i64", column_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64",
                     guidance_ptr="*fp32")
+UNIPC_POINTERS = dict(model_ptr="*bf16", x_ptr="*fp32", last_ptr="*fp32", prev_ptr="*fp32", prev2_ptr="*fp32",
+                      prev3_ptr="*fp32", out_ptr="*fp32", corrected_ptr="*fp32", x0_out_ptr="*fp32",
+                      column_ptr="*i64", table_ptr="*fp32", guidance_ptr="*fp32")
 Q_SAMPLE_POINTERS = dict(x0_ptr="*fp32", noise_ptr="*fp32", x_t_ptr="*fp32", eps_out_ptr="*fp32", t_ptr="*i64",
                          sqrt_ac_ptr="*fp32", sqrt_1m_ac_ptr="*fp32", seed_ptr="*i64")
 PHILOX_POINTERS = dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64")
@@ -113,7 +117,7 @@ def configurations():
                     plan.num_warps, where + " backward")
         for channels_last in (True, False):
             block_c, block_q, warps, _ = launch.tile_config(3, size * size, channels_last)
-            heavy_warps = launch.tile_config(3, size * size, channels_last, heavy=True)[2]  # DPM, guided steps
+            heavy_warps = launch.tile_config(3, size * size, channels_last, heavy=True)[2]  # DPM, UniPC, guided steps
             tile = dict(SPATIAL_FLAT=True, CHANNELS_LAST=channels_last, BLOCK_C=block_c, BLOCK_Q=block_q)
             where = f"3x{size}x{size} {'NHWC' if channels_last else 'NCHW'}"
             for prediction, variance, noise, clip, guided in itertools.product(
@@ -131,6 +135,11 @@ def configurations():
                                                                                (False, True), (False, True)):
                 add(dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
                                                                GUIDED=guided, HISTORY2=history2, **tile),
+                    heavy_warps, where)
+            for prediction, clip, guided, history in itertools.product((0, 1, 2), (False, True), (False, True),
+                                                                       (1, 2, 3)):
+                add(unipc_step_kernel, UNIPC_POINTERS, dict(PREDICTION=prediction, CLIP=clip, GUIDED=guided,
+                                                            HISTORY=history, **tile),
                     heavy_warps, where)
             for seeded in (False, True):
                 add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)

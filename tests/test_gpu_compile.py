@@ -29,6 +29,7 @@ SCRIPT = textwrap.dedent('''
     from ddpm_fast.kernels.reverse_step import ddim_step_kernel, p_step_kernel
     from ddpm_fast.kernels.dpm_solver import dpm_solver_step_kernel
     from ddpm_fast.kernels.philox import philox_normal_kernel
+    from ddpm_fast.kernels.unipc import unipc_step_kernel
     from ddpm_fast.kernels.group_norm import (group_norm_backward_kernel, group_norm_forward_kernel,
                                               group_norm_stats_kernel)
     import triton.language as tl
@@ -78,6 +79,11 @@ SCRIPT = textwrap.dedent('''
                   x0_prev2_ptr="*fp32", noise_ptr="*fp32", out_ptr="*fp32", x0_out_ptr="*fp32", t_ptr="*i64",
                   column_ptr="*i64", table_ptr="*fp32", seed_ptr="*i64", guidance_ptr="*fp32"),
                   dict(PREDICTION=prediction, CLIP=True, NOISE=noise, GUIDED=guided, HISTORY2=history2, **tile))
+        for prediction, guided, history in itertools.product((0, 1, 2), (False, True), (1, 2, 3)):
+            build(unipc_step_kernel, dict(model_ptr="*bf16", x_ptr="*fp32", last_ptr="*fp32", prev_ptr="*fp32",
+                  prev2_ptr="*fp32", prev3_ptr="*fp32", out_ptr="*fp32", corrected_ptr="*fp32", x0_out_ptr="*fp32",
+                  column_ptr="*i64", table_ptr="*fp32", guidance_ptr="*fp32"),
+                  dict(PREDICTION=prediction, CLIP=True, GUIDED=guided, HISTORY=history, **tile))
         build(philox_normal_kernel, dict(out_ptr="*fp32", seed_ptr="*i64", step_ptr="*i64"), dict(STREAM=2, **tile))
     # GroupNorm: every flag combination in bf16 (fp32 statistics), both plans, and float64 (gradcheck) variants.
     for element, acc, acc_ptr in (("*bf16", tl.float32, "*fp32"), ("*fp64", tl.float64, "*fp64")):
@@ -107,7 +113,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "built 381" in result.stdout  # every variant above, counted: a dropped loop shows here
+    assert "built 417" in result.stdout  # every variant above, counted: a dropped loop shows here
 
 
 def test_no_kernel_spills_at_the_launch_configurations_of_real_models():

@@ -17,7 +17,8 @@ import ddpm_fast as df
 from ddpm_fast.kernels import PREDICTION_TYPES, VARIANCE_TYPES, launch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ddpm_fast.vocabulary import STREAM_INITIAL, STREAM_REVERSE_STEP
-from ddpm_fast.sampling.dpm_solver import DPMSolverOptions, dpm_solver_table, dpm_solver_timesteps
+from ddpm_fast.sampling.dpm_solver import SolverOptions, dpm_solver_chain, dpm_solver_table, dpm_solver_timesteps
+from ddpm_fast.sampling.unipc import unipc_orders, unipc_table
 
 T = 50
 SHAPE = (2, 3, 5, 6)  # odd sizes: partial tiles and a spatial size that is not a multiple of 4
@@ -120,10 +121,29 @@ def dpm_solver_step_cases(device):
     yield "v-clip-guided", (guided, t, column, x, prev, ode, None, None, 0, V, True, 1.0, w)
     # solver_order=3: a second x0 history (read where the column's x0_prev2_coef is not 0)
     third = dpm_solver_table(df.NoiseSchedule.linear(T).alphas_cumprod, dpm_solver_timesteps(T, 5, "linspace"), True,
-                             DPMSolverOptions(solver_order=3)).to(device)
+                             SolverOptions(solver_order=3)).to(device)
     column3 = torch.tensor([2, 3], device=device)  # two third-order columns
     yield "epsilon-third-order-sde", (out, t, column3, x, prev, third, None, seed, 0, EPS, False, 1.0, None,
                                       _randn(SHAPE, device, seed=7))
+
+
+def unipc_step_cases(device):
+    schedule = df.NoiseSchedule.linear(T)
+    _, alpha, sigma = dpm_solver_chain(schedule.alphas_cumprod, 5)
+    table = unipc_table(alpha, sigma, unipc_orders(5, 3, True, True)).to(device)
+    x, last = _randn(SHAPE, device, seed=1), _randn(SHAPE, device, seed=6)
+    history = [_randn(SHAPE, device, seed=seed) for seed in (7, 8, 9)]
+    column = torch.tensor([4, 2], device=device)  # the last step (to σ = 0) and a corrected third-order one
+    out = _randn(SHAPE, device, seed=2)
+    guided = _randn((2 * SHAPE[0], *SHAPE[1:]), device, seed=5)
+    w = torch.tensor([2.0], device=device)
+    # x0-prediction returns the model's own values as its x0 output: the case where a view of an input slips out.
+    yield "sample-order1", (out, column, x, last, history[0], None, None, table, SAMPLE, False, 1.0)
+    yield "epsilon-order3", (out, column, x, last, *history, table, EPS, False, 1.0)
+    yield "v-clip-guided-order2", (guided, column, x, last, history[0], history[1], None, table, V, True, 1.0, w)
+    yield "sample-bf16-channels-last", (_randn(SHAPE, device, torch.bfloat16, True, seed=2), column,
+                                        _randn(SHAPE, device, channels_last=True, seed=1), last, *history, table,
+                                        SAMPLE, False, 1.0)
 
 
 def philox_normal_cases(device):
@@ -167,6 +187,7 @@ CASES = {
     "p_step": p_step_cases,
     "ddim_step": ddim_step_cases,
     "dpm_solver_step": dpm_solver_step_cases,
+    "unipc_step": unipc_step_cases,
     "philox_normal": philox_normal_cases,
     "group_norm_act": group_norm_act_cases,
     "group_norm_act_backward": group_norm_act_backward_cases,

@@ -114,6 +114,18 @@ def class_labels(text: str) -> list:
     return labels
 
 
+def step_indices(text: str) -> tuple[int, ...]:
+    """'0,2' → (0, 2): step indices (integers >= 0), comma-separated; '' → () (none)."""
+    parts = [part.strip() for part in text.split(",")] if text.strip() else []
+    try:
+        indices = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step indices such as 0,2, got {text!r}") from None
+    if any(index < 0 for index in indices):
+        raise argparse.ArgumentTypeError(f"step indices must be >= 0, got {text!r}")
+    return tuple(sorted(set(indices)))
+
+
 def value_range(text: str) -> tuple[float, float]:
     """'0,1' → (0.0, 1.0): the range LOW,HIGH a data set's float values lie in (finite, LOW < HIGH)."""
     parts = text.split(",")

@@ -32,6 +32,8 @@ PARAMETER_FLAGS = {
     "final_sigmas_type": "--final-sigmas-type",
     "dynamic_thresholding_ratio": "--dynamic-thresholding-ratio",
     "sample_max_value": "--sample-max-value",
+    "solver_type": "--solver-type",
+    "disable_corrector": "--disable-corrector",
     **{f"{name}{value}": f"--{'' if value == '=True' or not value else 'no-'}{name.replace('_', '-')}"
        for name in ("lower_order_final", "euler_at_final", "thresholding") + SIGMA_SPACINGS
        for value in ("", "=True", "=False")},

@@ -36,8 +36,8 @@ def add_sample_parser(commands) -> None:
     sample.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="num_inference_steps (default: every training timestep)")
     sample.add_argument("--method", choices=METHODS, default="ddpm",
-                        help="ddpm (ancestral), ddim, or DPM-Solver++ 2M (ODE) / its SDE variant, which need --steps "
-                             "(10-25)")
+                        help="ddpm (ancestral), ddim, DPM-Solver++ 2M (ODE) / its SDE variant, or UniPC; the last "
+                             "three need --steps (5-25)")
     sample.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (method ddim only)")
     sample.add_argument("--class-labels", type=arguments.class_labels, default=None, metavar="K[,K...]",
                         help="the class of each sample, for a class-conditional model (one value: every sample): an "

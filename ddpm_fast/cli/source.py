@@ -8,7 +8,7 @@ import os
 import pathlib
 
 from ..vocabulary import (FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SCHEDULES, SIGMA_SPACINGS, SOLVER_ORDERS,
-                          VARIANCE_TYPES)
+                          UNIPC_SOLVER_TYPES, VARIANCE_TYPES)
 from . import arguments
 
 
@@ -49,36 +49,43 @@ def add_step_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the class label meaning 'no class' to a class-conditional model, for classifier-free "
                              "guidance (default: the stored one; a --class-conditional run stores it, a diffusers "
                              "folder cannot)")
-    add_dpm_solver_arguments(parser)
+    add_solver_arguments(parser)
 
 
-# DPM-Solver++'s boolean options and their flags (--use-karras-sigmas / --no-use-karras-sigmas, ...).
-DPM_SOLVER_SWITCHES = ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS + ("thresholding",)
+# The multistep solvers' boolean options and their flags (--use-karras-sigmas / --no-use-karras-sigmas, ...).
+SOLVER_SWITCHES = ("lower_order_final", "euler_at_final") + SIGMA_SPACINGS + ("thresholding",)
 
 
-def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
-    """DPM-Solver++'s options (--method dpm_solver++ / sde_dpm_solver++), diffusers' DPMSolverMultistepScheduler
-    names as flags: None (not given) leaves the stored setting."""
+def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
+    """The multistep solvers' options (--method dpm_solver++ / sde_dpm_solver++ / unipc), diffusers'
+    DPMSolverMultistepScheduler and UniPCMultistepScheduler names as flags: None (not given) leaves the stored
+    setting."""
     parser.add_argument("--solver-order", type=int, choices=SOLVER_ORDERS, default=None,
-                        help="DPM-Solver++'s multistep order: 1, 2 (2M) or 3 (3M) (default: the stored one, else 2)")
+                        help="the multistep order of DPM-Solver++ (2: 2M, 3: 3M) and UniPC: 1, 2 or 3 (default: the "
+                             "stored one, else 2)")
     parser.add_argument("--final-sigmas-type", choices=FINAL_SIGMAS_TYPES, default=None,
-                        help="where a DPM-Solver++ chain ends: zero (σ = 0, its last step first order) or sigma_min "
-                             "(the schedule's σ at t = 0) (default: the stored one, else zero)")
+                        help="where a DPM-Solver++ or UniPC chain ends: zero (σ = 0, its last step first order) or "
+                             "sigma_min (the schedule's σ at t = 0) (default: the stored one, else zero)")
+    parser.add_argument("--solver-type", choices=UNIPC_SOLVER_TYPES, default=None,
+                        help="UniPC's B(h): bh1 (h) or bh2 (e^h − 1) (default: the stored one, else bh2)")
+    parser.add_argument("--disable-corrector", type=arguments.step_indices, default=None, metavar="I[,I...]",
+                        help="UniPC: the step indices after which its corrector is skipped, e.g. 0,1 (default: the "
+                             "stored ones, else none)")
     helps = {
-        "lower_order_final": "first order on the last DPM-Solver++ step of a chain under 15 steps (default: the "
-                             "stored setting, else on)",
+        "lower_order_final": "lower orders at the end of a chain: DPM-Solver++, first order on the last step of a "
+                             "chain under 15 steps; UniPC, order ≤ steps left (default: the stored setting, else on)",
         "euler_at_final": "first order on the last DPM-Solver++ step of any chain (default: the stored setting, else "
                           "off)",
-        "use_karras_sigmas": "DPM-Solver++ steps on Karras et al.'s σ (ρ = 7), the model at the nearest timestep "
-                             "(default: the stored setting, else off)",
-        "use_lu_lambdas": "DPM-Solver++ steps uniform in λ (Lu et al. 2022), the model at the nearest timestep "
-                          "(default: the stored setting, else off)",
-        "use_exponential_sigmas": "DPM-Solver++ steps uniform in log σ, the model at the timestep below (default: "
-                                  "the stored setting, else off)",
-        "thresholding": "dynamic thresholding of each DPM-Solver++ step's x0 (Saharia et al. 2022) (default: the "
-                        "stored setting, else off)",
+        "use_karras_sigmas": "DPM-Solver++ and UniPC step on Karras et al.'s σ (ρ = 7), the model at the nearest "
+                             "timestep (default: the stored setting, else off)",
+        "use_lu_lambdas": "DPM-Solver++ and UniPC step uniform in λ (Lu et al. 2022), the model at the nearest "
+                          "timestep (default: the stored setting, else off)",
+        "use_exponential_sigmas": "DPM-Solver++ and UniPC step uniform in log σ, the model at the timestep below "
+                                  "(default: the stored setting, else off)",
+        "thresholding": "dynamic thresholding of each DPM-Solver++ or UniPC step's x0 (Saharia et al. 2022) "
+                        "(default: the stored setting, else off)",
     }
-    for name in DPM_SOLVER_SWITCHES:
+    for name in SOLVER_SWITCHES:
         parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
                             help=helps[name])
     parser.add_argument("--dynamic-thresholding-ratio", type=arguments.quantile, default=None, metavar="Q",
@@ -88,11 +95,12 @@ def add_dpm_solver_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --thresholding: the largest threshold (default: the stored one, else 1.0)")
 
 
-def dpm_solver_given(args: argparse.Namespace) -> dict:
-    """The DPM-Solver++ options the flags give (None: not given)."""
+def solver_given(args: argparse.Namespace) -> dict:
+    """The multistep solvers' options the flags give (None: not given)."""
     return {"solver_order": args.solver_order, "final_sigmas_type": args.final_sigmas_type,
             "dynamic_thresholding_ratio": args.dynamic_thresholding_ratio, "sample_max_value": args.sample_max_value,
-            **{name: getattr(args, name) for name in DPM_SOLVER_SWITCHES}}
+            "solver_type": args.solver_type, "disable_corrector": args.disable_corrector,
+            **{name: getattr(args, name) for name in SOLVER_SWITCHES}}
 
 
 def check_output_path(parser: argparse.ArgumentParser, path: pathlib.Path) -> None:
@@ -147,5 +155,5 @@ def load_source(args: argparse.Namespace):
         total = args.train_timesteps or (stored.num_train_timesteps if stored is not None else 1000)
         schedule = getattr(NoiseSchedule, args.schedule or "linear")(total)
     given = {"schedule": schedule, "prediction_type": args.prediction_type, "variance_type": args.variance_type,
-             "clip_sample": args.clip_sample, "null_class_label": args.null_class_label, **dpm_solver_given(args)}
+             "clip_sample": args.clip_sample, "null_class_label": args.null_class_label, **solver_given(args)}
     return pretrained.model, resolve_setup(pretrained, given, override=args.override_setup)

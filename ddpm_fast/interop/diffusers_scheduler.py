@@ -38,7 +38,7 @@ from .. import files
 from ..diffusion import q_sample
 from ..diffusion_setup import DiffusionSetup
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ..vocabulary import (COEFFICIENT_ROWS, DPM_SOLVER_DEFAULTS, PREDICTION_TYPES, SPACINGS, THRESHOLDING_DEFAULTS,
+from ..vocabulary import (COEFFICIENT_ROWS, SOLVER_DEFAULTS, PREDICTION_TYPES, SPACINGS, THRESHOLDING_DEFAULTS,
                           VARIANCE_TYPES)
 from ..sampling.plan import chain_timesteps
 from ..sampling.timesteps import respaced_coefficient_table
@@ -407,17 +407,28 @@ def setup_from_diffusers_config(config: Mapping, *, sample_shape: Optional[tuple
                                 num_class_embeds: Optional[int] = None) -> DiffusionSetup:
     """The DiffusionSetup of a diffusers DDPMScheduler / DDIMScheduler config (keys diffusers' defaults fill where
     missing): β built as diffusers builds it (NoiseSchedule.from_diffusers), its options under the same names.
-    ValueError for a config FastDDPMScheduler cannot reproduce (check_scheduler_config). DPM-Solver++'s options
-    (a DPMSolverMultistepScheduler config's, or what DiffusionSetup.to_diffusers_config wrote) are read where present;
+    ValueError for a config FastDDPMScheduler cannot reproduce (check_scheduler_config). The multistep solvers'
+    options (a DPMSolverMultistepScheduler or UniPCMultistepScheduler config's, or what
+    DiffusionSetup.to_diffusers_config wrote) are read where present;
     one FastSampler does not have is a ValueError naming it."""
-    values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
+    # None where a key is unset (a DPMSolverMultistepScheduler's variance_type): the default
+    values = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG and v is not None}}
     check_scheduler_config(values)
     # (thresholding is DDPMScheduler's key too, refused above: a DDPM step of ours does not threshold)
-    dpm_options = {name: config[name] for name in DPM_SOLVER_DEFAULTS if name in config
-                   and name not in THRESHOLDING_DEFAULTS}
+    solver_options = {name: config[name] for name in SOLVER_DEFAULTS if name in config
+                      and name not in THRESHOLDING_DEFAULTS}
+    # solver_type names two things in diffusers: UniPC's B(h) ("bh1", "bh2", ours) and DPM-Solver++'s second-order
+    # form ("midpoint", the one our DPM-Solver++ takes; "heun" it does not)
+    if solver_options.get("solver_type") == "midpoint":
+        del solver_options["solver_type"]
+    elif solver_options.get("solver_type") == "heun":
+        raise ValueError("solver_type='heun' (DPM-Solver++'s Heun form) is not supported: FastSampler's DPM-Solver++ "
+                         "takes the midpoint form (solver_type='midpoint')")
+    if "disable_corrector" in solver_options and isinstance(solver_options["disable_corrector"], list):
+        solver_options["disable_corrector"] = tuple(solver_options["disable_corrector"])
     return DiffusionSetup.from_schedule(
         NoiseSchedule.from_diffusers(values), prediction_type=values["prediction_type"],
         variance_type=values["variance_type"], clip_sample=bool(values["clip_sample"]),
         clip_sample_range=float(values["clip_sample_range"]), timestep_spacing=values["timestep_spacing"],
         steps_offset=int(values["steps_offset"]), set_alpha_to_one=bool(config.get("set_alpha_to_one", True)),
-        sample_shape=sample_shape, num_class_embeds=num_class_embeds, **dpm_options)
+        sample_shape=sample_shape, num_class_embeds=num_class_embeds, **solver_options)

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .. import files
 from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
-from ..vocabulary import DPM_SOLVER_DEFAULTS
+from ..vocabulary import SOLVER_DEFAULTS
 from ..models import checkpoints
 from ..models.unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
 from ..schedule import NoiseSchedule
@@ -103,7 +103,7 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
             options[option] = DEFAULTS[option]
             # None: no null class, which nothing but guidance asks for; DPM-Solver++'s options: diffusers' defaults,
             # which only that method reads
-            if option != "null_class_label" and option not in DPM_SOLVER_DEFAULTS:
+            if option != "null_class_label" and option not in SOLVER_DEFAULTS:
                 used[option] = DEFAULTS[option]
     if used and warn:
         warnings.warn(defaults_note(pretrained.name, used), UserWarning, stacklevel=warn_level)

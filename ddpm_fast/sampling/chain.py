@@ -7,10 +7,10 @@
   drawn in-kernel, or by PhiloxPrefetch for eager CPU steps, or by step_noise for ONNX Runtime's steps; with a
   generator, torch.randn drawn before every step but the last (which adds none), and before the last too for the SDE
   solver (diffusers' SDE DPM-Solver++ draws it, scaled by σ = 0), as a reference loop draws it.
-- no z at all for DDIM at η = 0 and the DPM-Solver++ ODE.
+- no z at all for DDIM at η = 0, the DPM-Solver++ ODE and UniPC.
 - one step: the model on x_t (on [x_t, x_t] with the labels, then the null class, when guided: Ho & Salimans 2022)
-  and the fused op of the method — p_step (Ho et al. 2020), ddim_step (Song et al. 2020) or dpm_solver_step
-  (Lu et al. 2022) — which combines guidance's halves as it reads them.
+  and the fused op of the method — p_step (Ho et al. 2020), ddim_step (Song et al. 2020), dpm_solver_step
+  (Lu et al. 2022) or unipc_step (Zhao et al. 2023) — which combines guidance's halves as it reads them.
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ import torch
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.philox import philox_normal_reference
 from ..kernels.reverse_step import guided_output
-from ..vocabulary import DPM_METHODS, PREDICTION_TYPES, STREAM_INITIAL, STREAM_REVERSE_STEP, VARIANCE_TYPES
+from ..vocabulary import (DPM_METHODS, MULTISTEP_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_INITIAL,
+                          STREAM_REVERSE_STEP, UNIPC_ROWS, VARIANCE_TYPES)
 
 
 @dataclass(frozen=True)
 class StepOptions:
     """What a step computes; everything here is baked into a captured graph (part of its cache key)."""
 
-    method: str  # "ddpm" | "ddim" | "dpm_solver++" | "sde_dpm_solver++"
+    method: str  # one of METHODS: "ddpm" | "ddim" | "dpm_solver++" | "sde_dpm_solver++" | "unipc"
     prediction_type: str
     variance_type: str
     clip_sample: bool
@@ -40,8 +41,17 @@ class StepOptions:
     sample_offset: int  # global index of sample 0, for the Philox keys of a shard
     conditioning: str = "none"  # "none" | "labels" (class labels to the model) | "guided" (classifier-free guidance)
     use_clipped_model_output: bool = False  # DDIM with clip_sample: ε re-derived from the clipped x0
-    x0_history: int = 1  # DPM-Solver++: the previous x0 estimates a step reads (2: solver_order=3)
-    thresholding: Optional[tuple[float, float]] = None  # DPM-Solver++: (quantile, sample_max_value) of its x0
+    x0_history: int = 1  # the multistep solvers: how many previous x0 estimates a step reads (x0_history())
+    thresholding: Optional[tuple[float, float]] = None  # multistep: (quantile, sample_max_value) of its x0
+
+
+def x0_history(method: str, solver_order: int) -> int:
+    """How many earlier x0 estimates a step of `method` reads: DPM-Solver++ one (two at solver_order 3), UniPC
+    solver_order (its corrector looks one call further back than its predictor); 1 for the one-step methods, which
+    read none."""
+    if method == "unipc":
+        return solver_order
+    return 2 if method in DPM_METHODS and solver_order == 3 else 1
 
 
 # --------------------------------------------------------------------------------------------------------- noise
@@ -49,8 +59,8 @@ class StepOptions:
 
 def is_noiseless(method: str, eta: float = 0.0) -> bool:
     """Whether a chain's steps add no noise at all: DDIM with eta = 0 (σ·z = 0; a CPU step would spend ~130 integer
-    ops drawing z) and the DPM-Solver++ ODE."""
-    return (method == "ddim" and eta == 0.0) or method == "dpm_solver++"
+    ops drawing z), the DPM-Solver++ ODE and UniPC."""
+    return (method == "ddim" and eta == 0.0) or method in ("dpm_solver++", "unipc")
 
 
 def draws_noise_on(method: str, step_index: int, num_steps: int) -> bool:
@@ -157,15 +167,17 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
                kernel_t: torch.Tensor, prev_t: torch.Tensor, *, table: Optional[torch.Tensor] = None,
                alphas_cumprod: Optional[torch.Tensor] = None, solver_table: Optional[torch.Tensor] = None,
                x0_prev: Optional[torch.Tensor] = None, x0_prev2: Optional[torch.Tensor] = None,
+               x0_prev3: Optional[torch.Tensor] = None, last_sample: Optional[torch.Tensor] = None,
                noise: Optional[torch.Tensor] = None, seed: Optional[torch.Tensor] = None,
-               guidance: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """One reverse step of `options.method` as one fused op: x_{t-1} (float32, x's layout), and for DPM-Solver++
-    also this step's x0 estimate (the next step's x0_prev).
+               guidance: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One reverse step of `options.method` as one fused op: x_{t-1} (float32, x's layout); for DPM-Solver++ also
+    this step's x0 estimate (the next step's x0_prev), for UniPC (x_next, this point's corrected sample, x0).
 
     model_output: [B, C', H, W] ([2B, ...] when guidance, a float32 [1] w, is given). t: int64 [B] model timesteps;
     kernel_t: DDPM's column of `table` (float32 [rows, T]) / DPM-Solver++'s column of `solver_table`; prev_t: DDIM's
-    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). x0_prev, x0_prev2: DPM-Solver++'s
-    previous x0 estimates (x0_prev2 with options.x0_history 2 only, else None). noise: z float32 [B, C, H, W], or
+    next timestep (-1 ends the chain), read with alphas_cumprod (float64 [T]). x0_prev, x0_prev2, x0_prev3: the
+    multistep solvers' previous x0 estimates (read up to options.x0_history of them); UniPC's solver_table column is
+    kernel_t too, and last_sample its previous corrected sample. noise: z float32 [B, C, H, W], or
     seed: the Philox key (int64 [1]) to draw it in-kernel, or neither (no noise).
     """
     prediction = PREDICTION_TYPES[options.prediction_type]
@@ -173,14 +185,20 @@ def fused_step(options: StepOptions, model_output: torch.Tensor, x: torch.Tensor
         return torch.ops.ddpm_fast.p_step(
             model_output, kernel_t, x, table, noise, seed, options.sample_offset, prediction,
             VARIANCE_TYPES[options.variance_type], options.clip_sample, options.clip_sample_range, guidance)
-    if options.method in DPM_METHODS:
+    if options.method in MULTISTEP_METHODS:
         if options.thresholding is not None:  # the thresholded x0 goes to the fused step as an x0-model's output
             model_output = thresholded_x0(model_output, x, kernel_t, solver_table, prediction, guidance,
                                           *options.thresholding)
             prediction, guidance = PREDICTION_TYPES["sample"], None
+        if options.method == "unipc":  # the table's leading rows are UniPC's
+            return torch.ops.ddpm_fast.unipc_step(
+                model_output, kernel_t, x, last_sample, x0_prev, x0_prev2 if options.x0_history >= 2 else None,
+                x0_prev3 if options.x0_history == 3 else None, solver_table[:len(UNIPC_ROWS)], prediction,
+                options.clip_sample, options.clip_sample_range, guidance)
         return torch.ops.ddpm_fast.dpm_solver_step(
-            model_output, t, kernel_t, x, x0_prev, solver_table, noise, seed, options.sample_offset, prediction,
-            options.clip_sample, options.clip_sample_range, guidance, x0_prev2 if options.x0_history == 2 else None)
+            model_output, t, kernel_t, x, x0_prev, solver_table[:len(SOLVER_ROWS)], noise, seed,
+            options.sample_offset, prediction, options.clip_sample, options.clip_sample_range, guidance,
+            x0_prev2 if options.x0_history == 2 else None)
     return torch.ops.ddpm_fast.ddim_step(
         model_output, t, prev_t, x, alphas_cumprod, noise, seed, options.sample_offset, prediction, options.eta,
         options.clip_sample, options.clip_sample_range, guidance, options.use_clipped_model_output)
@@ -190,10 +208,10 @@ def thresholded_x0(model_output: torch.Tensor, x: torch.Tensor, column: torch.Te
                    prediction: int, guidance: Optional[torch.Tensor], ratio: float,
                    sample_max_value: float) -> torch.Tensor:
     """Dynamic thresholding (Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion Models with Deep Language
-    Understanding", §2.3), as diffusers' _threshold_sample: the data prediction x0 of a DPM-Solver++ step (at the
-    column's α_s, σ_s; guidance's halves combined first), then per sample s = the `ratio` quantile of |x0| over all
-    its elements (linear interpolation, torch.quantile's), clamped to [1, sample_max_value] as torch.clamp does, and
-    x0 ← clamp(x0, −s, s) / s. float32 [B, C, H, W] in x's shape.
+    Understanding", §2.3), as diffusers' _threshold_sample: the data prediction x0 of a multistep solver's step (at
+    the column's α_s, σ_s, the first two rows of either solver's table; guidance's halves combined first), then per
+    sample s = the `ratio` quantile of |x0| over all its elements (linear interpolation, torch.quantile's), clamped to
+    [1, sample_max_value] as torch.clamp does, and x0 ← clamp(x0, −s, s) / s. float32 [B, C, H, W] in x's shape.
 
     On the device, with no host sync: the quantile is read from torch.topk of the largest |x0| (positions fixed by
     the shape alone), so the step stays capturable in a CUDA graph."""

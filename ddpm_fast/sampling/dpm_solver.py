@@ -42,8 +42,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..checks import ParameterError, check_dpm_solver_options
-from ..vocabulary import DPM_SOLVER_DEFAULTS, SIGMA_SPACINGS, SPACINGS
+from ..checks import ParameterError, check_disable_corrector, check_solver_options
+from ..vocabulary import SOLVER_DEFAULTS, SIGMA_SPACINGS, SPACINGS
 from .timesteps import round_half_even, spaced_timesteps
 
 # diffusers' lower_order_final applies to chains shorter than this ("improve numerical stability for small number of
@@ -53,34 +53,40 @@ KARRAS_RHO = 7.0  # Karras et al. 2022's ρ, diffusers' too
 
 
 @dataclass(frozen=True)
-class DPMSolverOptions:
-    """DPM-Solver++'s options, checked (TypeError / ValueError naming the argument), with diffusers'
-    DPMSolverMultistepScheduler names and defaults:
+class SolverOptions:
+    """The multistep solvers' options (DPM-Solver++ here, UniPC in unipc.py), checked (TypeError / ValueError naming
+    the argument), with diffusers' DPMSolverMultistepScheduler and UniPCMultistepScheduler names and defaults:
 
     solver_order: 1, 2 or 3, the multistep order (2: DPM-Solver++ 2M, diffusers' default; 3 carries a second x0
-        history buffer). lower_order_final: first order on the last step
-        (and order ≤ 2 on the one before) of a chain of fewer than 15 steps. final_sigmas_type: "zero" (the chain ends
-        at σ = 0, its last step first order whatever the other options say) or "sigma_min" (it ends at the schedule's
-        σ at t = 0). euler_at_final: first order on the last step, at any length. use_karras_sigmas, use_lu_lambdas,
-        use_exponential_sigmas: the σ spacing the solver steps on, instead of the timestep spacing (at most one).
+        history buffer, UniPC a third). lower_order_final: DPM-Solver++, first order on the last step (and order ≤ 2
+        on the one before) of a chain of fewer than 15 steps; UniPC, order ≤ n − i on step i of any chain.
+        final_sigmas_type: "zero" (the chain ends at σ = 0, its last step first order whatever the other options
+        say) or "sigma_min" (it ends at the schedule's σ at t = 0). euler_at_final: DPM-Solver++, first order on the
+        last step, at any length. use_karras_sigmas, use_lu_lambdas, use_exponential_sigmas: the σ spacing the solver
+        steps on, instead of the timestep spacing (at most one).
     thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of each step's x0 (Saharia et
         al. 2022; chain.py's thresholded_x0): per sample, s = the dynamic_thresholding_ratio quantile of |x0|,
         clamped to [1, sample_max_value], then x0 ← clamp(x0, −s, s)/s. Not in the table: it changes the step.
+    solver_type: UniPC's B(h), "bh1" (B(h) = h) or "bh2" (B(h) = e^h − 1, diffusers' default). disable_corrector:
+        UniPC, the steps after which the corrector is skipped (a sorted tuple of step indices).
     """
 
-    solver_order: int = DPM_SOLVER_DEFAULTS["solver_order"]
-    lower_order_final: bool = DPM_SOLVER_DEFAULTS["lower_order_final"]
-    final_sigmas_type: str = DPM_SOLVER_DEFAULTS["final_sigmas_type"]
-    euler_at_final: bool = DPM_SOLVER_DEFAULTS["euler_at_final"]
-    use_karras_sigmas: bool = DPM_SOLVER_DEFAULTS["use_karras_sigmas"]
-    use_lu_lambdas: bool = DPM_SOLVER_DEFAULTS["use_lu_lambdas"]
-    use_exponential_sigmas: bool = DPM_SOLVER_DEFAULTS["use_exponential_sigmas"]
-    thresholding: bool = DPM_SOLVER_DEFAULTS["thresholding"]
-    dynamic_thresholding_ratio: float = DPM_SOLVER_DEFAULTS["dynamic_thresholding_ratio"]
-    sample_max_value: float = DPM_SOLVER_DEFAULTS["sample_max_value"]
+    solver_order: int = SOLVER_DEFAULTS["solver_order"]
+    lower_order_final: bool = SOLVER_DEFAULTS["lower_order_final"]
+    final_sigmas_type: str = SOLVER_DEFAULTS["final_sigmas_type"]
+    euler_at_final: bool = SOLVER_DEFAULTS["euler_at_final"]
+    use_karras_sigmas: bool = SOLVER_DEFAULTS["use_karras_sigmas"]
+    use_lu_lambdas: bool = SOLVER_DEFAULTS["use_lu_lambdas"]
+    use_exponential_sigmas: bool = SOLVER_DEFAULTS["use_exponential_sigmas"]
+    thresholding: bool = SOLVER_DEFAULTS["thresholding"]
+    dynamic_thresholding_ratio: float = SOLVER_DEFAULTS["dynamic_thresholding_ratio"]
+    sample_max_value: float = SOLVER_DEFAULTS["sample_max_value"]
+    solver_type: str = SOLVER_DEFAULTS["solver_type"]
+    disable_corrector: tuple = SOLVER_DEFAULTS["disable_corrector"]
 
     def __post_init__(self) -> None:
-        check_dpm_solver_options(**asdict(self))
+        check_solver_options(**asdict(self))
+        object.__setattr__(self, "disable_corrector", check_disable_corrector(self.disable_corrector))
 
     @property
     def sigma_spacing(self) -> Optional[str]:
@@ -114,14 +120,14 @@ def dpm_solver_timesteps(total: int, steps: int, spacing: str = "linspace", offs
 
 
 def dpm_solver_chain(alphas_cumprod: torch.Tensor, steps: Optional[int], spacing: str = "linspace", offset: int = 0,
-                     options: Optional[DPMSolverOptions] = None, timesteps: Optional[Sequence[int]] = None
+                     options: Optional[SolverOptions] = None, timesteps: Optional[Sequence[int]] = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chain of a DPM-Solver++ run: (model timesteps int64 [n], α float64 [n + 1], σ float64 [n + 1]): the
     timestep the model is called at on each step, and the points the solver steps between (see the module
     docstring), the last one where the chain ends. `timesteps`: a custom chain (checked by the caller) instead of
     `steps` spaced by `spacing` and `offset`; with a σ spacing it is a ValueError naming timesteps (the spacing picks
     the chain), as in diffusers."""
-    options = options or DPMSolverOptions()
+    options = options or SolverOptions()
     alphas_cumprod = alphas_cumprod.double().cpu().numpy()
     total = len(alphas_cumprod)
     sigma_spacing = options.sigma_spacing
@@ -148,12 +154,12 @@ def dpm_solver_chain(alphas_cumprod: torch.Tensor, steps: Optional[int], spacing
     return chain, np.append(alpha, alpha_end), np.append(sigma, sigma_end)
 
 
-def step_orders(steps: int, options: Optional[DPMSolverOptions] = None) -> list[int]:
+def step_orders(steps: int, options: Optional[SolverOptions] = None) -> list[int]:
     """The order of each of the `steps` steps of a chain, diffusers' DPMSolverMultistepScheduler.step rule: first
     order on step 0 (no history) and on the last step when it goes to σ = 0, or with euler_at_final, or with
     lower_order_final and fewer than 15 steps; order ≤ 2 on the step before that last one with lower_order_final
     and fewer than 15 steps; else min(solver_order, steps taken + 1)."""
-    options = options or DPMSolverOptions()
+    options = options or SolverOptions()
     short = options.lower_order_final and steps < LOWER_ORDER_FINAL_BELOW
     orders = []
     for i in range(steps):
@@ -167,10 +173,10 @@ def step_orders(steps: int, options: Optional[DPMSolverOptions] = None) -> list[
 
 
 def dpm_solver_table(alphas_cumprod: torch.Tensor, chain: np.ndarray, sde: bool,
-                     options: Optional[DPMSolverOptions] = None) -> torch.Tensor:
+                     options: Optional[SolverOptions] = None) -> torch.Tensor:
     """float32 [len(SOLVER_ROWS), n] of a chain of timesteps (descending int64 [n]) with these options (no σ
     spacing: the timesteps are the points): see solver_table."""
-    options = options or DPMSolverOptions()
+    options = options or SolverOptions()
     if options.sigma_spacing is not None:
         raise ValueError("dpm_solver_table takes a chain of timesteps; a σ-spaced chain's table is "
                          "solver_table(*dpm_solver_chain(...)[1:], ...)")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..vocabulary import DPM_METHODS
+from ..vocabulary import MULTISTEP_METHODS
 from .chain import PhiloxPrefetch, StepOptions, draws_noise_on, is_noiseless, torch_noise
 from .graphs import GraphedSteps
 from .loop import ChainBuffers, Denoiser, StepState, make_step_core, run_step
@@ -122,7 +122,8 @@ class FastPath:
                     and not is_noiseless(options.method, options.eta))
         state = StepState.allocate((batch_size, *self.sample_shape), self.device, self.channels_last, options.noise,
                                    noise_buffer=prefetch, conditioning=options.conditioning,
-                                   multistep=options.method in DPM_METHODS, x0_history=options.x0_history)
+                                   multistep=options.method in MULTISTEP_METHODS, x0_history=options.x0_history,
+                                   last_sample=options.method == "unipc")
         eager_core = make_step_core(self.denoise, replace(options, noise="given") if prefetch else options)
         # Eager until settle_compile decides; what the sampler already gave up, this batch size runs without too.
         runner = Runner(state, eager_core, self.chain, fallbacks=self.fallbacks,

@@ -51,18 +51,27 @@ class StepState:
     # int64 [B] class labels ("labels"), or [2B]: the labels then the null class ("guided"); else None
     class_labels: Optional[torch.Tensor] = None
     guidance: Optional[torch.Tensor] = None  # float32 [1] guidance scale w ("guided"), read by the fused step
-    x0_prev: Optional[torch.Tensor] = None  # float32 [B, C, H, W], DPM-Solver++'s previous x0 estimate
-    x0_prev2: Optional[torch.Tensor] = None  # float32 [B, C, H, W], the one before it (solver_order=3)
+    # float32 [B, C, H, W] each, in x's layout: the multistep solvers' previous x0 estimates, newest first (as many as
+    # the step reads: StepOptions.x0_history), and UniPC's previous corrected sample
+    x0_prev: Optional[torch.Tensor] = None
+    x0_prev2: Optional[torch.Tensor] = None
+    x0_prev3: Optional[torch.Tensor] = None
+    last_sample: Optional[torch.Tensor] = None
 
     @classmethod
     def allocate(cls, shape: tuple[int, ...], device: torch.device, channels_last: bool, noise: str,
                  noise_buffer: bool = False, conditioning: str = "none", multistep: bool = False,
-                 x0_history: int = 1) -> "StepState":
+                 x0_history: int = 1, last_sample: bool = False) -> "StepState":
         """Buffers for `noise` ("philox": a key; "given": a noise tensor); noise_buffer adds the tensor to a key;
-        `conditioning` adds the class labels (and the guidance scale); multistep the previous x0 (DPM-Solver++), and
-        x0_history=2 the one before it too (its third order)."""
+        `conditioning` adds the class labels (and the guidance scale); multistep the previous x0_history x0
+        estimates (DPM-Solver++, UniPC); last_sample UniPC's corrected sample."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
         labels = {"none": 0, "labels": shape[0], "guided": 2 * shape[0]}[conditioning]
+
+        def sample_buffer(wanted: bool) -> Optional[torch.Tensor]:
+            return (torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
+                    if wanted else None)
+
         return cls(
             x=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout),
             seed=torch.zeros(1, device=device, dtype=torch.int64) if noise == "philox" else None,
@@ -72,10 +81,10 @@ class StepState:
             step_index=torch.zeros(1, device=device, dtype=torch.int64),
             class_labels=torch.zeros(labels, device=device, dtype=torch.int64) if labels else None,
             guidance=torch.ones(1, device=device, dtype=torch.float32) if conditioning == "guided" else None,
-            x0_prev=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
-            if multistep else None,
-            x0_prev2=torch.zeros(shape, device=device, dtype=torch.float32).contiguous(memory_format=layout)
-            if multistep and x0_history == 2 else None,
+            x0_prev=sample_buffer(multistep),
+            x0_prev2=sample_buffer(multistep and x0_history >= 2),
+            x0_prev3=sample_buffer(multistep and x0_history == 3),
+            last_sample=sample_buffer(last_sample),
         )
 
 
@@ -93,6 +102,25 @@ def check_model_output(output: object, x: torch.Tensor, learned_variance: bool) 
     return output
 
 
+def store_step_result(state: "StepState", result) -> torch.Tensor:
+    """x_next of a fused step's result (fused_step's), with the multistep solvers' history advanced in `state`:
+    x0_prev3 ← x0_prev2 ← x0_prev ← this call's x0, and UniPC's last_sample ← this point's corrected sample."""
+    if not isinstance(result, tuple):
+        return result
+    x_next, *rest = result
+    if len(rest) == 2:  # UniPC
+        corrected, x0 = rest
+        state.last_sample.copy_(corrected)
+    else:
+        (x0,) = rest
+    if state.x0_prev3 is not None:
+        state.x0_prev3.copy_(state.x0_prev2)
+    if state.x0_prev2 is not None:
+        state.x0_prev2.copy_(state.x0_prev)
+    state.x0_prev.copy_(x0)
+    return x_next
+
+
 StepCore = Callable[..., torch.Tensor]
 
 
@@ -105,7 +133,8 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
     guided = options.conditioning == "guided"
 
     def step_core(x, step_index, model_timesteps, kernel_steps, prev_timesteps, table, alphas_cumprod, noise, seed,
-                  class_labels=None, guidance=None, solver_table=None, x0_prev=None, x0_prev2=None):
+                  class_labels=None, guidance=None, solver_table=None, x0_prev=None, x0_prev2=None, x0_prev3=None,
+                  last_sample=None):
         # The state may hold both a key and a noise buffer (a CPU runner that prefetches its Philox noise): use the
         # one these options name.
         noise, seed = (noise, None) if given else (None, seed)
@@ -117,22 +146,20 @@ def make_step_core(denoise: Denoiser, options: StepOptions) -> StepCore:
         output = check_model_output(denoise(model_x, model_t, class_labels), model_x, learned_variance)
         return fused_step(options, output, x, t, kernel_steps.index_select(0, index),
                           prev_timesteps.index_select(0, index), table=table, alphas_cumprod=alphas_cumprod,
-                          solver_table=solver_table, x0_prev=x0_prev, x0_prev2=x0_prev2, noise=noise, seed=seed,
+                          solver_table=solver_table, x0_prev=x0_prev, x0_prev2=x0_prev2, x0_prev3=x0_prev3,
+                          last_sample=last_sample, noise=noise, seed=seed,
                           guidance=guidance if guided else None)
 
     return step_core
 
 
 def run_step(core: StepCore, chain: ChainBuffers, state: StepState) -> None:
-    """One reverse step in place: x ← core(x, ...) (and DPM-Solver++'s history: x0_prev2 ← x0_prev, x0_prev ← its
-    x0), then step_index += 1. No host sync."""
+    """One reverse step in place: x ← core(x, ...) (and the multistep solvers' history: x0_prev3 ← x0_prev2 ←
+    x0_prev ← this step's x0; UniPC's last_sample ← this point's corrected sample), then step_index += 1. No host
+    sync."""
     x_prev = core(state.x, state.step_index, chain.model_timesteps, chain.kernel_steps, chain.prev_timesteps,
                   chain.table, chain.alphas_cumprod, state.noise, state.seed, state.class_labels, state.guidance,
-                  chain.solver_table, state.x0_prev, state.x0_prev2)
-    if isinstance(x_prev, tuple):
-        x_prev, x0 = x_prev
-        if state.x0_prev2 is not None:
-            state.x0_prev2.copy_(state.x0_prev)
-        state.x0_prev.copy_(x0)
+                  chain.solver_table, state.x0_prev, state.x0_prev2, state.x0_prev3, state.last_sample)
+    x_prev = store_step_result(state, x_prev)
     state.x.copy_(x_prev)
     state.step_index.add_(1)

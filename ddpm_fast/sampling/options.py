@@ -9,9 +9,9 @@ from typing import Optional
 import torch
 
 from ..checks import check_step_setup
-from ..vocabulary import DEFAULTS, DPM_METHODS
-from .chain import StepOptions
-from .dpm_solver import DPMSolverOptions
+from ..vocabulary import DEFAULTS, MULTISTEP_METHODS, SOLVER_DEFAULTS
+from .chain import StepOptions, x0_history
+from .dpm_solver import SolverOptions
 
 SAMPLER_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -40,6 +40,8 @@ class SamplerOptions:
     thresholding: bool = DEFAULTS["thresholding"]
     dynamic_thresholding_ratio: float = DEFAULTS["dynamic_thresholding_ratio"]
     sample_max_value: float = DEFAULTS["sample_max_value"]
+    solver_type: str = DEFAULTS["solver_type"]
+    disable_corrector: tuple = DEFAULTS["disable_corrector"]
     dtype: Optional[torch.dtype] = None
     channels_last: Optional[bool] = None
     compile: Optional[bool] = None
@@ -61,18 +63,16 @@ class SamplerOptions:
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
         object.__setattr__(self, "clip_sample", bool(self.clip_sample))  # None (not given): off
-        self.dpm_options()  # checked here, once
+        object.__setattr__(self, "disable_corrector", self.solver_options().disable_corrector)  # checked here, once
         if self.thresholding and self.clip_sample:
             raise ValueError("clip_sample=True and thresholding=True both bound the predicted x0: choose one")
         if self.dtype is not None and self.dtype not in SAMPLER_DTYPES:
             raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype!r}")
 
-    def dpm_options(self) -> DPMSolverOptions:
-        """DPM-Solver++'s options (order, final step, σ spacing): what its chains' plans are built with."""
-        return DPMSolverOptions(self.solver_order, self.lower_order_final, self.final_sigmas_type,
-                                self.euler_at_final, self.use_karras_sigmas, self.use_lu_lambdas,
-                                self.use_exponential_sigmas, self.thresholding, self.dynamic_thresholding_ratio,
-                                self.sample_max_value)
+    def solver_options(self) -> SolverOptions:
+        """The multistep solvers' options (order, final step, σ spacing, UniPC's B(h) and corrector): what their
+        chains' plans are built with."""
+        return SolverOptions(**{name: getattr(self, name) for name in SOLVER_DEFAULTS})
 
     def step_options(self, method: str, *, eta: float = 0.0, noise: str = "philox", sample_offset: int = 0,
                      conditioning: str = "none", use_clipped_model_output: bool = False) -> StepOptions:
@@ -81,6 +81,6 @@ class SamplerOptions:
                            clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range, eta=eta,
                            noise=noise, sample_offset=sample_offset, conditioning=conditioning,
                            use_clipped_model_output=use_clipped_model_output and self.clip_sample,
-                           x0_history=2 if method in DPM_METHODS and self.solver_order == 3 else 1,
+                           x0_history=x0_history(method, self.solver_order),
                            thresholding=(float(self.dynamic_thresholding_ratio), float(self.sample_max_value))
-                           if method in DPM_METHODS and self.thresholding else None)
+                           if method in MULTISTEP_METHODS and self.thresholding else None)

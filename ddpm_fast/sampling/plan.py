@@ -14,9 +14,10 @@ import torch
 
 from ..checks import ParameterError, ParameterTypeError
 from ..schedule import NoiseSchedule
-from ..vocabulary import DPM_METHODS, METHODS, SOLVER_ROWS
-from .dpm_solver import DPMSolverOptions, dpm_solver_chain, solver_table, step_orders
+from ..vocabulary import METHODS, MULTISTEP_METHODS, SOLVER_TABLE_ROWS
+from .dpm_solver import SolverOptions, dpm_solver_chain, solver_table, step_orders
 from .timesteps import respaced_coefficient_table, spaced_timesteps
+from .unipc import unipc_orders, unipc_table
 
 
 
@@ -25,9 +26,9 @@ class SamplingPlan:
     """The n steps of one run (host tensors; every vector is padded to the schedule's T entries).
 
     model_timesteps[i]: the t the model sees at step i (descending). kernel_steps[i]: the index the step kernel
-    reads: DDPM, the coefficient-table column (index 0 is the chain's last step, which adds no noise); DDIM, t
-    itself; DPM-Solver++, the step's column of solver_table (i). prev_timesteps[i]: DDIM's target timestep (after
-    the last step, -1: the chain ends at ᾱ = 1; or 0, at ᾱ_0, for set_alpha_to_one=False).
+    reads: DDPM, the coefficient-table column (index 0 is the chain's last step, which adds no noise); DDIM, t itself;
+    DPM-Solver++ and UniPC, the step's column of solver_table (i). prev_timesteps[i]: DDIM's target timestep (after the
+    last step, -1: the chain ends at ᾱ = 1; or 0, at ᾱ_0, for set_alpha_to_one=False).
     """
 
     method: str
@@ -36,7 +37,9 @@ class SamplingPlan:
     kernel_steps: torch.Tensor  # int64 [T]
     prev_timesteps: torch.Tensor  # int64 [T]
     table: torch.Tensor  # float32 [rows, T], the DDPM step coefficients
-    solver_table: torch.Tensor  # float32 [len(SOLVER_ROWS), T], DPM-Solver++'s per-step scalars (zeros otherwise)
+    # float32 [SOLVER_TABLE_ROWS, T]: a multistep solver's per-step scalars in its leading rows (SOLVER_ROWS for
+    # DPM-Solver++, UNIPC_ROWS for UniPC; zeros otherwise)
+    solver_table: torch.Tensor
 
     @property
     def timesteps(self) -> list[int]:
@@ -47,16 +50,17 @@ class SamplingPlan:
 def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
                timestep_spacing: str = "linspace", steps_offset: int = 0,
                set_alpha_to_one: bool = True, timesteps: Sequence[int] | None = None,
-               dpm_options: DPMSolverOptions | None = None) -> SamplingPlan:
+               solver_options: SolverOptions | None = None) -> SamplingPlan:
     """Every timestep T-1..0 (num_inference_steps None or T), or `num_inference_steps` of them spaced as asked.
 
     A respaced DDPM chain steps from each kept timestep to the next kept one with the posterior re-derived from ᾱ
     (Nichol & Dhariwal 2021); DDIM goes from each kept timestep to the next, then to ᾱ = 1, or to ᾱ_0 with
     set_alpha_to_one=False (diffusers' DDIMScheduler option of that name: its final_alpha_cumprod). DPM-Solver++
     ("dpm_solver++", "sde_dpm_solver++") needs num_inference_steps and spaces it as diffusers'
-    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), with its options `dpm_options` (order, the final
-    step, a σ spacing; default: order 2 ending at σ = 0). timesteps: a custom chain instead (check_custom_timesteps),
-    as diffusers' set_timesteps(timesteps=...); not with a σ spacing.
+    DPMSolverMultistepScheduler does (sampling/dpm_solver.py), with its options `solver_options` (order, the final step,
+    a σ spacing; default: order 2 ending at σ = 0); UniPC ("unipc", sampling/unipc.py) likewise, as diffusers'
+    UniPCMultistepScheduler (also its B(h) and disable_corrector). timesteps: a custom chain instead
+    (check_custom_timesteps), as diffusers' set_timesteps(timesteps=...); not with a σ spacing.
     """
     total = schedule.num_timesteps
     if timesteps is not None:
@@ -64,10 +68,10 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         custom = check_custom_timesteps(timesteps, total, num_inference_steps)
     table = schedule.coefficient_table("cpu")
-    solver = torch.zeros(len(SOLVER_ROWS), total)
-    if method in DPM_METHODS:
+    solver = torch.zeros(SOLVER_TABLE_ROWS, total)
+    if method in MULTISTEP_METHODS:
         chain_np, alpha, sigma = _dpm_chain(schedule, method, num_inference_steps, timestep_spacing,
-                                            steps_offset, dpm_options, custom if timesteps is not None else None)
+                                            steps_offset, solver_options, custom if timesteps is not None else None)
         if method == "sde_dpm_solver++" and len(np.unique(chain_np)) < len(chain_np):
             # Its z is keyed by (seed, sample, timestep), as every method's: a repeated timestep would repeat z.
             repeated = sorted({int(t) for t in chain_np if (chain_np == t).sum() > 1})
@@ -77,8 +81,13 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
                 "is keyed by timestep: use fewer steps, or method='dpm_solver++'"))
         chain = torch.from_numpy(chain_np)
         steps = chain.numel()
-        solver[:, :steps] = solver_table(alpha, sigma, method == "sde_dpm_solver++",
-                                         step_orders(steps, dpm_options))
+        if method == "unipc":
+            options = solver_options or SolverOptions()
+            orders = unipc_orders(steps, options.solver_order, options.lower_order_final, sigma[-1] == 0.0)
+            rows = unipc_table(alpha, sigma, orders, options.solver_type, options.disable_corrector)
+        else:
+            rows = solver_table(alpha, sigma, method == "sde_dpm_solver++", step_orders(steps, solver_options))
+        solver[:rows.shape[0], :steps] = rows
         kernel_steps = torch.arange(steps, dtype=torch.int64)
     else:
         chain = torch.from_numpy(custom if timesteps is not None else
@@ -96,11 +105,11 @@ def build_plan(schedule: NoiseSchedule, method: str = "ddpm", num_inference_step
 
 def check_step_choices(method: str, eta: float, use_clipped_model_output: object, thresholding: bool = False) -> None:
     """The per-call step options every sampler's `sample` checks the same way (FastSampler, OnnxSampler): eta and
-    use_clipped_model_output apply to method="ddim" only, the sampler's thresholding to the DPM-Solver++ methods
-    only. ValueError / TypeError naming the argument."""
-    if thresholding and method not in DPM_METHODS:
-        raise ValueError(f"thresholding=True applies to the DPM-Solver++ methods only; method={method!r} does not "
-                         "threshold its x0 (use method='dpm_solver++' or 'sde_dpm_solver++')")
+    use_clipped_model_output apply to method="ddim" only, the sampler's thresholding to the multistep solvers
+    (DPM-Solver++, UniPC) only. ValueError / TypeError naming the argument."""
+    if thresholding and method not in MULTISTEP_METHODS:
+        raise ValueError(f"thresholding=True applies to the multistep solvers only; method={method!r} does not "
+                         "threshold its x0 (use method='dpm_solver++', 'sde_dpm_solver++' or 'unipc')")
     if method != "ddim" and eta != 0.0:
         raise ValueError("eta applies to method='ddim' only")
     if not isinstance(use_clipped_model_output, bool):
@@ -131,29 +140,29 @@ def check_custom_timesteps(timesteps: object, total: int, num_inference_steps: o
 
 def planned_timesteps(schedule: NoiseSchedule, method: str = "ddpm", num_inference_steps: int | None = None,
                       timestep_spacing: str = "linspace", steps_offset: int = 0,
-                      dpm_options: DPMSolverOptions | None = None) -> list[int]:
+                      solver_options: SolverOptions | None = None) -> list[int]:
     """The timesteps build_plan's chain visits, in sampling order, without building its coefficient table (what
     FastSampler.timesteps and OnnxSampler.timesteps answer)."""
-    return _method_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, dpm_options).tolist()
+    return _method_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, solver_options).tolist()
 
 
 def _method_chain(schedule: NoiseSchedule, method: str, num_inference_steps: int | None, timestep_spacing: str,
-                  steps_offset: int, dpm_options: DPMSolverOptions | None = None) -> np.ndarray:
+                  steps_offset: int, solver_options: SolverOptions | None = None) -> np.ndarray:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method in DPM_METHODS:
-        return _dpm_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, dpm_options)[0]
+    if method in MULTISTEP_METHODS:
+        return _dpm_chain(schedule, method, num_inference_steps, timestep_spacing, steps_offset, solver_options)[0]
     return chain_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset)
 
 
 def _dpm_chain(schedule: NoiseSchedule, method: str, num_inference_steps: int | None, timestep_spacing: str,
-               steps_offset: int, dpm_options: DPMSolverOptions | None, timesteps: np.ndarray | None = None):
+               steps_offset: int, solver_options: SolverOptions | None, timesteps: np.ndarray | None = None):
     """dpm_solver_chain of a plan: (model timesteps, α, σ)."""
     if timesteps is None and num_inference_steps is None:
         raise ParameterError("num_inference_steps", lambda name: f"method={method!r} needs "
-                             f"{name('num_inference_steps')} (DPM-Solver++ is made for 10-25 steps)")
-    return dpm_solver_chain(schedule.alphas_cumprod, num_inference_steps, timestep_spacing, steps_offset, dpm_options,
-                            timesteps)
+                             f"{name('num_inference_steps')} (the multistep solvers are made for 5-25 steps)")
+    return dpm_solver_chain(schedule.alphas_cumprod, num_inference_steps, timestep_spacing, steps_offset,
+                            solver_options, timesteps)
 
 
 def chain_timesteps(total: int, num_inference_steps: int | None = None, timestep_spacing: str = "linspace",

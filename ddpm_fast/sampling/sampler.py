@@ -1,4 +1,4 @@
-"""FastSampler: DDPM, respaced DDPM, DDIM and DPM-Solver++ sampling with a compiled bf16 channels-last model and
+"""FastSampler: DDPM, respaced DDPM, DDIM, DPM-Solver++ and UniPC sampling with a compiled bf16 channels-last model and
 CUDA graphs.
 
     sampler = ddpm_fast.FastSampler(model, ddpm_fast.NoiseSchedule.linear(1000), sample_shape=(3, 32, 32))
@@ -156,15 +156,18 @@ class FastSampler:
         `sample(class_labels=...)` takes names; stored with the setup (from_pretrained reads a run's or model's own;
         the `class_names` attribute, None where unknown). TypeError / ValueError naming class_names otherwise.
     solver_order, lower_order_final, final_sigmas_type, euler_at_final, use_karras_sigmas, use_lu_lambdas,
-        use_exponential_sigmas: DPM-Solver++'s options (methods "dpm_solver++" and "sde_dpm_solver++"), with the
-        names, defaults and meaning of diffusers' DPMSolverMultistepScheduler: the multistep order (1, 2 or 3), which
-        steps drop to first order (lower_order_final: the last of a chain of fewer than 15 steps; euler_at_final:
-        the last of any chain), where the chain ends ("zero": σ = 0; "sigma_min": the schedule's σ at t = 0), and the
-        σ spacing the solver steps on instead of the timestep spacing (Karras et al. 2022's ρ = 7; uniform λ, Lu et
-        al. 2022; uniform log σ; at most one), the model called at the nearest timestep
-        (ddpm_fast.sampling.dpm_solver). They change the chain's table, not the step: one compiled step and one set
-        of CUDA graphs serve them all. Stored with the setup (`setup`), like the options above.
-    thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of the DPM-Solver++ steps' x0
+        use_exponential_sigmas, solver_type, disable_corrector: the multistep solvers' options (methods "dpm_solver++",
+        "sde_dpm_solver++" and "unipc"), with the names, defaults and meaning of diffusers'
+        DPMSolverMultistepScheduler and UniPCMultistepScheduler: the multistep order (1, 2 or 3), which steps drop
+        to first order (lower_order_final: DPM-Solver++, the last of a chain of fewer than 15 steps; UniPC, order ≤
+        n − i at step i of any chain; euler_at_final, DPM-Solver++ only: the last of any chain), where the chain
+        ends ("zero": σ = 0; "sigma_min": the schedule's σ at t = 0), and the σ spacing the solver steps on instead
+        of the timestep spacing (Karras et al. 2022's ρ = 7; uniform λ, Lu et al. 2022; uniform log σ; at most one),
+        the model called at the nearest timestep (ddpm_fast.sampling.dpm_solver); UniPC's B(h), solver_type "bh1" or
+        "bh2", and disable_corrector, the step indices after which its corrector is skipped
+        (ddpm_fast.sampling.unipc). They change the chain's table, not the step: one compiled step and one set of
+        CUDA graphs serve them all. Stored with the setup (`setup`), like the options above.
+    thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding of the multistep solvers' x0
         (Saharia et al. 2022; diffusers' options of these names): per sample, s = the dynamic_thresholding_ratio
         quantile of |x0|, clamped to [1, sample_max_value], then x0 ← clamp(x0, −s, s)/s, computed on the device
         with no host sync (ddpm_fast.sampling.chain.thresholded_x0). thresholding=True with another method, or
@@ -208,6 +211,8 @@ class FastSampler:
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        solver_type: str = "bh2",
+        disable_corrector: Sequence[int] = (),
         class_names: Optional[Sequence[str]] = None,
     ):
         if not isinstance(schedule, NoiseSchedule):
@@ -223,7 +228,8 @@ class FastSampler:
             lower_order_final=lower_order_final, final_sigmas_type=final_sigmas_type, euler_at_final=euler_at_final,
             use_karras_sigmas=use_karras_sigmas, use_lu_lambdas=use_lu_lambdas,
             use_exponential_sigmas=use_exponential_sigmas, thresholding=thresholding,
-            dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value,
+            solver_type=solver_type, disable_corrector=disable_corrector)
         self.schedule = schedule
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
@@ -365,7 +371,7 @@ class FastSampler:
             timestep_spacing=self.timestep_spacing, steps_offset=self.steps_offset,
             set_alpha_to_one=self.set_alpha_to_one, sample_shape=self.sample_shape,
             num_class_embeds=model_class_count(self.model), null_class_label=self.null_class_label,
-            class_names=self.class_names, **asdict(self.options.dpm_options()))
+            class_names=self.class_names, **asdict(self.options.solver_options()))
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -397,10 +403,12 @@ class FastSampler:
         num_inference_steps: None runs every timestep; fewer gives respaced DDPM or DDIM on spaced timesteps.
         method: "ddpm" (ancestral), "ddim" (eta=0 deterministic), "dpm_solver++" (DPM-Solver++ 2M, Lu et al. 2022:
             the multistep ODE solver, by default of order 2, first order on the first and last step, as diffusers'
-            DPMSolverMultistepScheduler with its defaults) or "sde_dpm_solver++" (its SDE variant, noise as every
-            method draws it); both need num_inference_steps (10-25 is what they are for) and space it as that
-            scheduler does (timestep_spacing, or the sampler's σ spacing; its DPM-Solver++ options say which order
-            each step takes and where the chain ends). progress: a tqdm bar of the steps.
+            DPMSolverMultistepScheduler with its defaults), "sde_dpm_solver++" (its SDE variant, noise as every
+            method draws it) or "unipc" (UniPC, Zhao et al. 2023: the UniP predictor and the UniC corrector sharing
+            each model call, by default bh2 of order 2, as diffusers' UniPCMultistepScheduler with its defaults); all
+            three need num_inference_steps (5-25 is what they are for) and space it as those schedulers do
+            (timestep_spacing, or the sampler's σ spacing; the solver options say which order each step takes and
+            where the chain ends). progress: a tqdm bar of the steps.
         sample_offset: the global index of sample 0 (a shard of a larger batch draws that batch's noise).
         class_labels: the class of each sample (int64 [B], a list, or one int for all; a class name, a str, in place
             of any int where the sampler knows its class_names) for a class-conditional model;
@@ -412,7 +420,7 @@ class FastSampler:
             half's, as in diffusers' guided pipelines). Guided or not, sample i's noise is the same.
         timesteps: a custom chain, strictly descending ints in [0, T), instead of num_inference_steps (diffusers'
             `timesteps=`); DDPM steps between them with the respaced posterior, DDIM ends it as set_alpha_to_one says,
-            DPM-Solver++ as final_sigmas_type says (not with a σ spacing: a ValueError naming timesteps).
+            DPM-Solver++ and UniPC as final_sigmas_type says (not with a σ spacing: a ValueError naming timesteps).
         use_clipped_model_output: method="ddim" with clip_sample: re-derive ε from the clipped x0 (diffusers'
             DDIMScheduler.step option of that name; what lucidrains' ddim_sample does).
         latents: x_T to start the chain from instead of drawing it (diffusers' pipelines' `latents=`): float32
@@ -469,7 +477,7 @@ class FastSampler:
         OnnxSampler use too; DPM-Solver++ methods space theirs as diffusers' DPMSolverMultistepScheduler, and need
         num_inference_steps). ValueError / TypeError as `sample` raises them."""
         return planned_timesteps(self.schedule, method, num_inference_steps, self.timestep_spacing,
-                                 self.steps_offset, self.options.dpm_options())
+                                 self.steps_offset, self.options.solver_options())
 
     def _checked_plan(self, batch_size: int, method: str, eta: float, num_inference_steps: Optional[int],
                       sample_offset: int, timesteps: Optional[Sequence[int]] = None,
@@ -478,7 +486,7 @@ class FastSampler:
         check_step_choices(method, eta, use_clipped_model_output, self.options.thresholding)
         sample_offset = check_sample_range(sample_offset, batch_size)
         plan = build_plan(self.schedule, method, num_inference_steps, self.timestep_spacing, self.steps_offset,
-                          self.set_alpha_to_one, timesteps, self.options.dpm_options())
+                          self.set_alpha_to_one, timesteps, self.options.solver_options())
         return plan, eta, sample_offset
 
     def _on_device(self):
