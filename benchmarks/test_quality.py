@@ -3,8 +3,8 @@
 The model is the demo's: trained here with the demo's plan for the device (CPU: the tiny U-Net, 1200 steps at 16×16,
 T = 250, v-prediction; GPU: 4000 steps at 32×32, T = 1000), or read from DDPM_FAST_QUALITY_CHECKPOINT (any folder
 FastSampler.from_pretrained reads). For each method — DDPM over all T steps, respaced DDPM at 100 / 50, DDIM at
-50 / 20 / 10, DPM-Solver++ 2M and its SDE variant at 25 / 15 / 10 — FastSampler draws n = 256 samples with each of
-a few seeds; each set is timed (sampling seconds, setup apart) and scored by ddpm_fast.evaluation.metrics.quality_report
+50 / 20 / 10, DPM-Solver++ 2M at 25 / 15 / 10 / 8 / 6 and its SDE variant at 25 / 15 / 10, DPM-Solver++ 3M and UniPC
+(bh2) of orders 2 and 3 at 10 / 8 / 6 / 5 — FastSampler draws n = 256 samples with each of a few seeds; each set is timed (sampling seconds, setup apart) and scored by ddpm_fast.evaluation.metrics.quality_report
 against held-out shapes: rf_kid (the headline) and pixel_sw, beside their real-vs-real floor and noise ceiling.
 
 The noise band is full DDPM's own spread over the seeds: a method is "within the band" when its mean rf_kid is no
@@ -40,19 +40,32 @@ QUICK_TRAINING_FRACTION = 0.5  # quick mode trains the demo's plan for half its 
 SMOKE_TIMESTEPS = 20  # smoke mode's T: full DDPM stays a short chain
 HELD_OUT = 1024
 SEEDS = {"full": 3, "quick": 2, "smoke": 1}
-# (method, num_inference_steps); None: every training timestep
-CASES = [("ddpm", None), ("ddpm", 100), ("ddpm", 50), ("ddim", 50), ("ddim", 20), ("ddim", 10),
-         ("dpm_solver++", 25), ("dpm_solver++", 15), ("dpm_solver++", 10),
-         ("sde_dpm_solver++", 25), ("sde_dpm_solver++", 15), ("sde_dpm_solver++", 10)]
-SMOKE_CASES = [("ddpm", None), ("ddim", 3), ("dpm_solver++", 3), ("sde_dpm_solver++", 3)]
+# (method, num_inference_steps, sampler options); None: every training timestep. A multistep solver at another
+# order runs on a sampler of that order (the same model).
+THIRD_ORDER = {"solver_order": 3}
+CASES = [("ddpm", None, {}), ("ddpm", 100, {}), ("ddpm", 50, {}), ("ddim", 50, {}), ("ddim", 20, {}), ("ddim", 10, {}),
+         *(("dpm_solver++", steps, {}) for steps in (25, 15, 10, 8, 6)),
+         *(("sde_dpm_solver++", steps, {}) for steps in (25, 15, 10)),
+         *(("dpm_solver++", steps, THIRD_ORDER) for steps in (10, 8, 6, 5)),
+         *(("unipc", steps, {}) for steps in (10, 8, 6, 5)),
+         *(("unipc", steps, THIRD_ORDER) for steps in (10, 8, 6, 5))]
+SMOKE_CASES = [("ddpm", None, {}), ("ddim", 3, {}), ("dpm_solver++", 3, {}), ("sde_dpm_solver++", 3, {}),
+               ("unipc", 3, THIRD_ORDER)]
 CPU_GOAL = ("dpm_solver++", 25, 10.0)  # DPM-Solver++ at <= 25 steps within the band at >= 10x less sampling time
+FEWEST_CALLS_GOAL = 8  # some method within the band at <= 8 model calls (10 with DPM-Solver++ 2M alone)
 
 
-def _trained_sampler(device: torch.device, smoke: bool, quick: bool = False):
-    """(FastSampler of the EMA weights, what was trained or read)."""
+def solver_label(method: str, options: dict) -> str:
+    """The name a method's line carries: "unipc", "unipc order 3", "dpm_solver++ order 3"."""
+    return method + (f" order {options['solver_order']}" if "solver_order" in options else "")
+
+
+def _trained_samplers(device: torch.device, smoke: bool, quick: bool = False):
+    """(a function of FastSampler options giving a sampler of the EMA weights, what was trained or read)."""
     path = os.environ.get(CHECKPOINT_ENV)
-    if path:
-        return df.FastSampler.from_pretrained(path, device=device), f"read from {path}"
+    if path:  # an order other than the stored one overrides it for that sampler
+        return (lambda **options: df.FastSampler.from_pretrained(path, device=device, override_setup=bool(options),
+                                                                 **options)), f"read from {path}"
     plan = GPU_PLAN if device.type == "cuda" else CPU_PLAN
     steps = 4 if smoke else (int(plan.steps * QUICK_TRAINING_FRACTION) if quick else plan.steps)
     config = TrainingConfig(data="shapes", image_size=plan.image_size, steps=steps, batch_size=plan.batch_size,
@@ -65,9 +78,10 @@ def _trained_sampler(device: torch.device, smoke: bool, quick: bool = False):
         summary = trainer.train()
         # quick: eager steps; left to default, each (method, batch size) of the group decides and may compile on
         # its own, minutes apiece on a busy CPU
-        sampler = trainer.sampler(compile=False if smoke or quick else None)
-    return sampler, (f"trained here: the demo's {'GPU' if device.type == 'cuda' else 'CPU'} plan, {steps} steps in "
-                     f"{summary.seconds:.1f} s")
+        compile = False if smoke or quick else None
+    plan_name = "GPU" if device.type == "cuda" else "CPU"
+    return ((lambda **options: trainer.sampler(compile=compile, **options)),
+            f"trained here: the demo's {plan_name} plan, {steps} steps in {summary.seconds:.1f} s")
 
 
 def test_quality(benchmark, device, smoke, quick):
@@ -78,7 +92,9 @@ def test_quality(benchmark, device, smoke, quick):
 
     load_before = os.getloadavg()
     with guard():
-        sampler, provenance = _trained_sampler(device, smoke, quick)
+        make_sampler, provenance = _trained_samplers(device, smoke, quick)
+        samplers = {(): make_sampler()}
+        sampler = samplers[()]
         size = sampler.sample_shape[1]
         total = sampler.schedule.num_timesteps
         benchmark.group = f"quality (tiny, {size}x{size}, T={total})"
@@ -87,8 +103,13 @@ def test_quality(benchmark, device, smoke, quick):
         cases = SMOKE_CASES if smoke else CASES
         seeds = range(SEEDS[mode])
         results: dict[str, dict] = {}
-        for method, steps in cases:
-            name = f"{method} {steps or total}"
+        for method, steps, options in cases:
+            key = tuple(sorted(options.items()))
+            if key not in samplers:
+                samplers[key] = make_sampler(**options)
+            sampler = samplers[key]
+            label = solver_label(method, options)
+            name = f"{label} {steps or total}"
             if not smoke:  # warm-up (and compile): sampling_seconds leaves setup out, but first calls run cold
                 sampler.sample(min(n, 8), seed=99, method=method, num_inference_steps=steps)
             runs = []
@@ -100,7 +121,7 @@ def test_quality(benchmark, device, smoke, quick):
                              "fell_back": list(sampler.last_report.fallbacks)})
             rf = [run["figures"]["samples"]["rf_kid"] for run in runs]
             results[name] = {
-                "method": method, "model_calls": steps or total, "runs": runs,
+                "method": label, "model_calls": steps or total, "runs": runs,
                 "seconds": statistics.median(run["seconds"] for run in runs),
                 "rf_kid": statistics.fmean(rf), "rf_kid_spread": [min(rf), max(rf)],
                 "pixel_sw": statistics.fmean(run["figures"]["samples"]["pixel_sw"] for run in runs),
@@ -124,6 +145,9 @@ def test_quality(benchmark, device, smoke, quick):
         hits = [info for info in results.values() if info["method"] == method and info["model_calls"] <= most_steps
                 and info["within_band"] and info["speedup_vs_full_ddpm"] >= factor]
         goals[f"{method} at <= {most_steps} steps within the band at >= {factor:g}x less time"] = bool(hits)
+    if not smoke:
+        goals[f"a method within the band at <= {FEWEST_CALLS_GOAL} model calls"] = any(
+            info["within_band"] and info["model_calls"] <= FEWEST_CALLS_GOAL for info in results.values())
     fell_back = {name: "; ".join(reasons) for name, info in results.items()
                  for reasons in [sorted({r for run in info["runs"] for r in run["fell_back"]})] if reasons}
     benchmark.extra_info.update({
@@ -132,6 +156,8 @@ def test_quality(benchmark, device, smoke, quick):
         "noise_band": band, "fewest_calls_within_band": headline, "goals": goals, "fell_back": fell_back,
         "load_average": {"before": load_before, "after": os.getloadavg()},
     })
+
+    sampler = samplers[()]
 
     def timed():
         with guard():

@@ -78,8 +78,9 @@ SOLVER_DEFAULTS = {"solver_order": 2, "lower_order_final": True, "final_sigmas_t
 SCHEDULES = ("linear", "cosine", "scaled_linear", "sigmoid")
 # The variance types a training run learns or fixes (the `_log` spellings are read from diffusers configs only).
 TRAINED_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
-# The ONNX graphs export_onnx writes: the U-Net alone, or one whole reverse step of a method.
-GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step")
+# The ONNX graphs export_onnx writes: the U-Net alone, or one whole reverse step of a method (a multistep solver's
+# step takes its column of the chain's table as an input).
+GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step", "unipc_step")
 # Compute dtypes by name: a sampler's model ("auto": the device's default), a training run's autocast, an ONNX file.
 SAMPLER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAINING_DTYPES = ("auto", "float32", "bfloat16")

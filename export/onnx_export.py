@@ -32,13 +32,14 @@ from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
 from ddpm_fast.kernels import launch
 from ddpm_fast.checks import (check_chain_options, check_choice, check_disable_corrector, check_positive_float,
                               check_solver_options)
-from ddpm_fast.vocabulary import DEFAULTS, SOLVER_DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, VARIANCE_TYPES
+from ddpm_fast.vocabulary import (DEFAULTS, EXPORT_DTYPES, GRAPHS, PREDICTION_TYPES, SOLVER_DEFAULTS, UNIPC_ROWS,
+                                  VARIANCE_TYPES)
 from ddpm_fast.models.unet import UNet
 from ddpm_fast.schedule import NoiseSchedule
 
 from .contrib_ops import fuse_contrib_ops
 from .metadata import METADATA_KEY
-from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph
+from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph, UniPCStepGraph
 
 OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
 DTYPES = {getattr(torch, name): name for name in EXPORT_DTYPES}  # torch dtype -> its name in the metadata
@@ -56,9 +57,12 @@ INPUT_NAMES = {
     "ddpm_step": ("sample", "timestep", "noise"),
     "ddim_step": ("sample", "timestep", "prev_timestep", "noise"),
     "dpm_solver_step": ("sample", "timestep", "solver_coefficients", "prev_pred_original_sample", "noise"),
+    "unipc_step": ("sample", "timestep", "unipc_coefficients", "last_sample", "prev_pred_original_sample",
+                   "prev_pred_original_sample_2", "prev_pred_original_sample_3"),
 }
 OUTPUT_NAMES = {"model": ("model_output",), "ddpm_step": ("prev_sample",), "ddim_step": ("prev_sample",),
-                "dpm_solver_step": ("prev_sample", "pred_original_sample")}
+                "dpm_solver_step": ("prev_sample", "pred_original_sample"),
+                "unipc_step": ("prev_sample", "corrected_sample", "pred_original_sample")}
 
 
 def input_names(graph: str, class_conditional: bool = False, guided: bool = False) -> tuple[str, ...]:
@@ -117,10 +121,15 @@ def export_onnx(
         (float32, z of the step), output prev_sample (x_{t-1}, float32): the U-Net plus the ancestral update with the
         schedule as constants, so a sampling loop is T calls of one graph. "ddim_step" — adds prev_timestep [B]
         int64 (-1 ends the chain) and bakes eta. "dpm_solver_step" — one DPM-Solver++ step, ODE or SDE (Lu et al.
-        2022): inputs sample, timestep, solver_coefficients (float32 [6], STEP_GRAPH_SOLVER_ROWS: the step's column of the
-        chain's solver table, which depends on the whole chain), prev_pred_original_sample (the previous step's x0
-        estimate, float32, zeros at first) and noise; outputs prev_sample and pred_original_sample. A class-conditional model's graphs also take class_labels [B]
-        int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
+        2022): inputs sample, timestep, solver_coefficients (float32 [6], STEP_GRAPH_SOLVER_ROWS: the step's column
+        of the chain's solver table, which depends on the whole chain), prev_pred_original_sample (the previous
+        step's x0 estimate, float32, zeros at first) and noise; outputs prev_sample and pred_original_sample.
+        "unipc_step" — one UniPC step (Zhao et al. 2023), the corrector at this point and the predictor to the next:
+        inputs sample, timestep, unipc_coefficients (float32 [14], the step's column of the chain's UniPC table,
+        UNIPC_ROWS), last_sample (the previous corrected sample), prev_pred_original_sample,
+        prev_pred_original_sample_2 and prev_pred_original_sample_3 (the last three calls' x0, newest first; zeros
+        where there are none yet); outputs prev_sample, corrected_sample and pred_original_sample, any order 1-3 and
+        solver_type. A class-conditional model's graphs also take class_labels [B] int64; where its setup names a null class (null_class_label), its step graphs take guidance_scale [1]
         float32 and run the model once on 2B samples (the labels, then the null class) for classifier-free guidance
         (w = 1: the conditional model; input_names() lists a graph's inputs).
     dtype: float32 or float16 weights (a step graph still takes and returns float32 x_t).
@@ -140,9 +149,9 @@ def export_onnx(
         use_exponential_sigmas, thresholding, dynamic_thresholding_ratio, sample_max_value, solver_type,
         disable_corrector: the multistep solvers' options (FastSampler's), stored for OnnxSampler's DPM-Solver++ and
         UniPC chains and checked against a stored setup like the rest (defaults 2, True, "zero", False, False, False,
-        False, False, 0.995, 1.0, "bh2", ()). A dpm_solver_step graph runs
-        every one of them but solver_order=3 (its second x0 history) and thresholding (it changes the step), which
-        need a model graph: the others live in the per-step solver_coefficients, not the graph.
+        False, False, 0.995, 1.0, "bh2", ()). A dpm_solver_step graph runs every one of them but solver_order=3 (its
+        second x0 history) and thresholding (it changes the step), which need a model graph: the others live in the
+        per-step solver_coefficients, not the graph. A unipc_step graph runs every UniPC option but thresholding.
     """
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
@@ -354,6 +363,8 @@ def _graph_module(graph, unet, schedule, dtype, prediction_type, variance_type, 
     if graph == "dpm_solver_step":
         return DPMSolverStepGraph(unet, dtype, prediction_type, clip_sample, clip_sample_range,
                                   null_class_label).eval()
+    if graph == "unipc_step":
+        return UniPCStepGraph(unet, dtype, prediction_type, clip_sample, clip_sample_range, null_class_label).eval()
     if graph == "ddpm_step":
         return DDPMStepGraph(unet, schedule, dtype, prediction_type, variance_type, clip_sample,
                              clip_sample_range, null_class_label).eval()
@@ -368,8 +379,10 @@ def _example_inputs(graph: str, names: tuple[str, ...], sample_shape: tuple[int,
     values = {"sample": x.to(dtype) if graph == "model" else x,  # a step graph takes x_t in float32
               "timestep": torch.tensor([1, 2], dtype=torch.int64), "prev_timestep": torch.tensor([0, -1]),
               "noise": torch.randn_like(x), "guidance_scale": torch.tensor([2.0]),
-              "prev_pred_original_sample": torch.randn_like(x),
+              "prev_pred_original_sample": torch.randn_like(x), "last_sample": torch.randn_like(x),
+              "prev_pred_original_sample_2": torch.randn_like(x), "prev_pred_original_sample_3": torch.randn_like(x),
               "solver_coefficients": torch.tensor([0.9, 0.4, 0.8, 0.3, -0.1, 0.2]),  # a column's first six rows
+              "unipc_coefficients": torch.linspace(0.9, -0.3, len(UNIPC_ROWS)),
               "class_labels": torch.tensor([0, 1]) % (class_count or 1)}
     return tuple(values[name] for name in names)
 
@@ -385,7 +398,8 @@ def _dynamic_shapes(names: tuple[str, ...], dynamic_spatial: bool, factor: Optio
         image = {0: batch, 2: factor * height, 3: factor * width}
     per_input = {"sample": image, "noise": image, "timestep": {0: batch}, "prev_timestep": {0: batch},
                  "class_labels": {0: batch}, "guidance_scale": None, "prev_pred_original_sample": image,
-                 "solver_coefficients": None}
+                 "solver_coefficients": None, "last_sample": image, "prev_pred_original_sample_2": image,
+                 "prev_pred_original_sample_3": image, "unipc_coefficients": None}
     return tuple(per_input[name] for name in names)
 
 

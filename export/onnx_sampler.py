@@ -25,7 +25,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from ddpm_fast.kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
-from ddpm_fast.vocabulary import DPM_METHODS, MULTISTEP_METHODS, SOLVER_DEFAULTS, STEP_GRAPH_SOLVER_ROWS
+from ddpm_fast.vocabulary import (DPM_METHODS, MULTISTEP_METHODS, SOLVER_DEFAULTS, STEP_GRAPH_SOLVER_ROWS,
+                                  UNIPC_ROWS)
 
 from ddpm_fast.checks import check_positive_float
 from ddpm_fast.diffusion import check_sample_range, seed_tensor
@@ -46,9 +47,13 @@ from .metadata import METADATA_KEY
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int64)": torch.int64}
 # Inputs without a batch dimension, and their shapes.
-_UNBATCHED = {"guidance_scale": (1,), "solver_coefficients": (STEP_GRAPH_SOLVER_ROWS,)}
+_UNBATCHED = {"guidance_scale": (1,), "solver_coefficients": (STEP_GRAPH_SOLVER_ROWS,),
+              "unipc_coefficients": (len(UNIPC_ROWS),)}
 # The methods a step graph runs (the first is its default); a model graph runs every method.
-_STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solver_step": DPM_METHODS}
+_STEP_GRAPH_METHODS = {"ddpm_step": ("ddpm",), "ddim_step": ("ddim",), "dpm_solver_step": DPM_METHODS,
+                       "unipc_step": ("unipc",)}
+# A unipc_step graph's x0 history inputs, newest first.
+_X0_HISTORY_INPUTS = ("prev_pred_original_sample", "prev_pred_original_sample_2", "prev_pred_original_sample_3")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -320,7 +325,8 @@ class OnnxSampler:
 
         method: "ddpm", "ddim", "dpm_solver++", "sde_dpm_solver++" or "unipc" (as FastSampler's); a step graph
         fixes it (a DDPM step graph runs the full chain only; a DDIM one any num_inference_steps with its baked eta; a
-        dpm_solver_step one either DPM-Solver++ method, "dpm_solver++" by default, any num_inference_steps). A model
+        dpm_solver_step one either DPM-Solver++ method, "dpm_solver++" by default, any num_inference_steps; a
+        unipc_step one "unipc", any num_inference_steps). A model
         graph runs any of them, with the fused update in torch.
         class_labels, guidance_scale: as FastSampler.sample's, for a file of a class-conditional model (its graphs
         take class_labels; names where its setup stores class_names, the `class_names` attribute; guidance needs the
@@ -366,8 +372,8 @@ class OnnxSampler:
                              "guide: export it with null_class_label= (--null-class-label), or export a model graph")
         method, eta = self._method(method, eta, num_inference_steps, timesteps)
         check_step_choices(method, eta, use_clipped_model_output, self.solver_options.thresholding)
-        if self.solver_options.thresholding and self.graph == "dpm_solver_step":
-            raise ValueError("this dpm_solver_step graph computes the update from the model's own x0, and the "
+        if self.solver_options.thresholding and self.graph in ("dpm_solver_step", "unipc_step"):
+            raise ValueError(f"this {self.graph} graph computes the update from the model's own x0, and the "
                              "file's thresholding=True thresholds it: export a model graph (graph='model') to "
                              "sample it")
         clipped_output = use_clipped_model_output and bool(self.metadata["clip_sample"])  # as FastSampler: else a no-op
@@ -433,19 +439,32 @@ class OnnxSampler:
             else:
                 buffers["sample"].copy_(x)
                 buffers["timestep"].copy_(t)
-                if z is None:
-                    buffers["noise"].zero_()
-                else:
-                    buffers["noise"].copy_(z)
+                if "noise" in buffers:  # (a unipc_step graph takes none)
+                    if z is None:
+                        buffers["noise"].zero_()
+                    else:
+                        buffers["noise"].copy_(z)
                 if self.graph == "ddim_step":
                     buffers["prev_timestep"].copy_(prev_t[i].expand(batch_size))
                 if self.graph == "dpm_solver_step":  # this step's column of the chain's table, and the last x0
                     buffers["solver_coefficients"].copy_(solver_table[:STEP_GRAPH_SOLVER_ROWS, i])
                     buffers["prev_pred_original_sample"].copy_(history.x0_prev)
+                elif self.graph == "unipc_step":  # its column, the last corrected sample and the x0 history
+                    buffers["unipc_coefficients"].copy_(solver_table[:len(UNIPC_ROWS), i])
+                    buffers["last_sample"].copy_(history.last_sample)
+                    for name, earlier in zip(_X0_HISTORY_INPUTS, (history.x0_prev, history.x0_prev2,
+                                                                  history.x0_prev3)):
+                        if earlier is None:
+                            buffers[name].zero_()
+                        else:
+                            buffers[name].copy_(earlier)
                 self._run(buffers)
                 x.copy_(buffers["prev_sample"])
                 if self.graph == "dpm_solver_step":
                     history.x0_prev.copy_(buffers["pred_original_sample"])
+                elif self.graph == "unipc_step":
+                    store_step_result(history, (buffers["prev_sample"], buffers["corrected_sample"],
+                                                buffers["pred_original_sample"]))
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 from ddpm_fast.kernels import (PREDICTION_TYPES, VARIANCE_TYPES, ddim_step_reference, dpm_solver_step_reference,
-                               p_step_reference)
+                               p_step_reference, unipc_step_reference)
 from torch import nn
 
 from ddpm_fast.models.output import unwrap_model_output
@@ -127,3 +127,32 @@ class DPMSolverStepGraph(nn.Module):
         return dpm_solver_step_reference(output, timestep, column, sample, prev_pred_original_sample,
                                          solver_coefficients.view(-1, 1), noise, None, 0, self.prediction, self.clip,
                                          self.clip_range, guidance_scale)
+
+
+class UniPCStepGraph(nn.Module):
+    """(sample = x_t float32, timestep [B] int64, unipc_coefficients [len(UNIPC_ROWS)] float32 (the step's column of
+    the chain's UniPC table), last_sample (the previous point's corrected sample), prev_pred_original_sample,
+    prev_pred_original_sample_2, prev_pred_original_sample_3 (the x0 estimates of the last three model calls,
+    newest first; float32, zeros where the chain has none yet)[, class_labels[, guidance_scale]]) →
+    (prev_sample, corrected_sample, pred_original_sample): one UniPC step (Zhao et al. 2023), the UniC corrector at
+    this point and the UniP predictor to the next from one model call, any order 1-3 and B(h) (they live in the
+    column; an earlier x0 whose coefficients are 0 adds nothing)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, prediction_type: str, clip_sample: bool,
+                 clip_sample_range: float, null_class_label: Optional[int] = None):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.conditioning = _Conditioning(model, null_class_label)
+        self.prediction = PREDICTION_TYPES[prediction_type]
+        self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, unipc_coefficients: torch.Tensor,
+                last_sample: torch.Tensor, prev_pred_original_sample: torch.Tensor,
+                prev_pred_original_sample_2: torch.Tensor, prev_pred_original_sample_3: torch.Tensor,
+                class_labels: Optional[torch.Tensor] = None,
+                guidance_scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        output = self.conditioning.output(sample, timestep, class_labels, self.dtype)
+        column = torch.zeros_like(timestep)  # every sample reads the one column given
+        history = (prev_pred_original_sample, prev_pred_original_sample_2, prev_pred_original_sample_3)
+        return unipc_step_reference(output, column, sample, last_sample, history, unipc_coefficients.view(-1, 1),
+                                    self.prediction, self.clip, self.clip_range, guidance_scale)

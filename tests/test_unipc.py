@@ -35,6 +35,13 @@ def dummy_model(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return sample * t / (t + 1)
 
 
+class DummyModule(torch.nn.Module):
+    """The dummy model as a module, for export_onnx (it exports in about a second)."""
+
+    def forward(self, sample, t):
+        return dummy_model(sample, t)
+
+
 def latents() -> torch.Tensor:
     """A deterministic x_T inside [-1, 1]."""
     count = BATCH * math.prod(SHAPE)
@@ -416,18 +423,19 @@ def test_onnx_sampler_runs_unipc_with_a_model_graph(tmp_path):
     pytest.importorskip("onnxruntime")
     from ddpm_fast.export import OnnxSampler, export_onnx
 
-    model = small_unet(seed=2)
-    schedule = df.NoiseSchedule.cosine(300)
+    schedule = df.NoiseSchedule.from_diffusers(LINEAR)
     path = tmp_path / "model.onnx"
     options = dict(solver_order=3, solver_type="bh1", disable_corrector=[1])
     with cpu_reference():
-        export_onnx(model, path, schedule=schedule, prediction_type="v_prediction", **options)
-        fast = df.FastSampler(model, schedule, prediction_type="v_prediction", compile=False, **options)
+        export_onnx(DummyModule(), path, SHAPE, schedule=schedule, prediction_type="v_prediction", **options)
+        fast = df.FastSampler(dummy_model, schedule, SHAPE, prediction_type="v_prediction", compile=False, **options)
         onnx_sampler = OnnxSampler(path)
         assert (onnx_sampler.solver_options.solver_type, onnx_sampler.solver_options.disable_corrector) == \
             ("bh1", (1,))
-        expected = fast.sample(3, seed=4, method="unipc", num_inference_steps=9)
-        got = onnx_sampler.sample(3, seed=4, method="unipc", num_inference_steps=9)
+        expected = fast.sample(3, latents=latents().repeat(2, 1, 1, 1)[:3], seed=4, method="unipc",
+                               num_inference_steps=9)
+        got = onnx_sampler.sample(3, latents=latents().repeat(2, 1, 1, 1)[:3], seed=4, method="unipc",
+                                  num_inference_steps=9)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert onnx_sampler.timesteps(9, "unipc") == fast.timesteps(9, "unipc")
 
@@ -450,3 +458,37 @@ def test_cli_samples_with_unipc(tmp_path, capsys):
                   "--disable-corrector", "0,x", "--out", str(out)])
     code, err = exit.value.code, capsys.readouterr().err
     assert code == 2 and "--disable-corrector" in err and "Traceback" not in err
+
+
+@pytest.mark.torch_references
+def test_the_unipc_step_graph_equals_fast_sampler(tmp_path):
+    """The whole UniPC step in ONNX Runtime (the step's column of the chain's table an input): one graph serves every
+    order, B(h) and chain length (they are the column), guided too; other methods and thresholding are refused by
+    name."""
+    pytest.importorskip("onnxruntime")
+    from ddpm_fast.export import OnnxSampler, export_onnx
+
+    torch.manual_seed(0)
+    model = df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=4, **SMALL_MODEL).eval()
+    schedule = df.NoiseSchedule.cosine(300)
+    path = tmp_path / "unipc.onnx"
+    stored = dict(solver_order=3, solver_type="bh1", final_sigmas_type="sigma_min")
+    with cpu_reference():
+        export_onnx(model, path, graph="unipc_step", schedule=schedule, prediction_type="v_prediction",
+                    null_class_label=3, **stored)
+        onnx_sampler = OnnxSampler(path)
+        assert onnx_sampler.solver_options == SolverOptions(**stored)
+        for options in (stored, {}):
+            # the same graph under other options, as a file storing them would run it
+            onnx_sampler.solver_options = SolverOptions(**options)
+            fast = df.FastSampler(model, schedule, prediction_type="v_prediction", null_class_label=3,
+                                  compile=False, **options)
+            for steps, guidance in ((9, None), (5, 2.0)):
+                common = dict(seed=4, num_inference_steps=steps, class_labels=[0, 2], guidance_scale=guidance)
+                torch.testing.assert_close(onnx_sampler.sample(2, **common),
+                                           fast.sample(2, method="unipc", **common), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="method='ddim' is not available"):
+        onnx_sampler.sample(1, seed=0, method="ddim", num_inference_steps=4, class_labels=[0])
+    onnx_sampler.solver_options = SolverOptions(thresholding=True)
+    with pytest.raises(ValueError, match="this unipc_step graph computes the update from the model's own x0"):
+        onnx_sampler.sample(1, seed=0, num_inference_steps=4, class_labels=[0])

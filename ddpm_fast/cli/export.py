@@ -32,9 +32,9 @@ def add_export_parser(commands) -> None:
                         help="the ONNX file to write, a name ending in .onnx (atomically: an existing file is replaced "
                              "whole; missing folders are made)")
     export.add_argument("--graph", choices=GRAPHS, default="model",
-                        help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step: one reverse step "
-                             "(DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE with the step's solver "
-                             "coefficients as an input) (default model)")
+                        help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step / unipc_step: one "
+                             "reverse step (DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE, UniPC: the "
+                             "multistep solvers with the step's coefficients as an input) (default model)")
     source.add_setup_arguments(export)
     export.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
