@@ -100,15 +100,9 @@ class DDIMStepGraph(nn.Module):
                                    self.prediction, self.eta, self.clip, self.clip_range, guidance_scale)
 
 
-class DPMSolverStepGraph(nn.Module):
-    """(sample = x_t float32, timestep [B] int64, solver_coefficients [6] float32 (the first STEP_GRAPH_SOLVER_ROWS
-    of a column: orders 1 and 2), the previous
-    step's x0 estimate (prev_pred_original_sample, float32; zeros on the first step), noise float32[, class_labels
-    [, guidance_scale]]) → (prev_sample, pred_original_sample): one DPM-Solver++ step (Lu et al. 2022), ODE or SDE.
-
-    The step's scalars depend on the whole chain (its λ differences and order), so they are an input — one column of
-    the plan's solver table, which OnnxSampler computes in float64 for any chain length — rather than constants.
-    """
+class _SolverStepGraph(nn.Module):
+    """A multistep solver's step graph: the model (guided when the setup names a null class) and the step's update,
+    whose per-step scalars come in as an input column."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, prediction_type: str, clip_sample: bool,
                  clip_sample_range: float, null_class_label: Optional[int] = None):
@@ -117,6 +111,17 @@ class DPMSolverStepGraph(nn.Module):
         self.conditioning = _Conditioning(model, null_class_label)
         self.prediction = PREDICTION_TYPES[prediction_type]
         self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
+
+
+class DPMSolverStepGraph(_SolverStepGraph):
+    """(sample = x_t float32, timestep [B] int64, solver_coefficients [6] float32 (the first STEP_GRAPH_SOLVER_ROWS
+    of a column: orders 1 and 2), the previous
+    step's x0 estimate (prev_pred_original_sample, float32; zeros on the first step), noise float32[, class_labels
+    [, guidance_scale]]) → (prev_sample, pred_original_sample): one DPM-Solver++ step (Lu et al. 2022), ODE or SDE.
+
+    The step's scalars depend on the whole chain (its λ differences and order), so they are an input — one column of
+    the plan's solver table, which OnnxSampler computes in float64 for any chain length — rather than constants.
+    """
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, solver_coefficients: torch.Tensor,
                 prev_pred_original_sample: torch.Tensor, noise: torch.Tensor,
@@ -129,7 +134,7 @@ class DPMSolverStepGraph(nn.Module):
                                          self.clip_range, guidance_scale)
 
 
-class UniPCStepGraph(nn.Module):
+class UniPCStepGraph(_SolverStepGraph):
     """(sample = x_t float32, timestep [B] int64, unipc_coefficients [len(UNIPC_ROWS)] float32 (the step's column of
     the chain's UniPC table), last_sample (the previous point's corrected sample), prev_pred_original_sample,
     prev_pred_original_sample_2, prev_pred_original_sample_3 (the x0 estimates of the last three model calls,
@@ -137,14 +142,6 @@ class UniPCStepGraph(nn.Module):
     (prev_sample, corrected_sample, pred_original_sample): one UniPC step (Zhao et al. 2023), the UniC corrector at
     this point and the UniP predictor to the next from one model call, any order 1-3 and B(h) (they live in the
     column; an earlier x0 whose coefficients are 0 adds nothing)."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype, prediction_type: str, clip_sample: bool,
-                 clip_sample_range: float, null_class_label: Optional[int] = None):
-        super().__init__()
-        self.model, self.dtype = model, dtype
-        self.conditioning = _Conditioning(model, null_class_label)
-        self.prediction = PREDICTION_TYPES[prediction_type]
-        self.clip, self.clip_range = bool(clip_sample), float(clip_sample_range)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, unipc_coefficients: torch.Tensor,
                 last_sample: torch.Tensor, prev_pred_original_sample: torch.Tensor,

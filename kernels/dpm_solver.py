@@ -28,10 +28,10 @@ from torch.library import triton_op
 
 from . import launch
 from .tile import clamped_timestep, element_offsets, sample_tile
-from ..vocabulary import PREDICTION_TYPES, SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
+from ..vocabulary import SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
 from .philox import philox_normal_reference
-from .reverse_step import (EPSILON, NO_NOISE, SAMPLE, draw_noise, guidance_parts, guided_prediction, noise_mode,
-                           guided_output)
+from .reverse_step import (NO_NOISE, data_prediction, data_prediction_reference, draw_noise, guidance_parts,
+                           guided_output, guided_prediction, noise_mode)
 
 
 @triton.jit
@@ -90,14 +90,7 @@ def dpm_solver_step_kernel(
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
     prediction = guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
-    if PREDICTION == EPSILON:
-        x0 = (x - sigma_s * prediction) / alpha_s
-    elif PREDICTION == SAMPLE:
-        x0 = prediction
-    else:
-        x0 = alpha_s * x - sigma_s * prediction
-    if CLIP:
-        x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+    x0 = data_prediction(x, prediction, alpha_s, sigma_s, clip_range, PREDICTION, CLIP)
     # A first-order step has no x0_prev term: whatever the buffer holds (an earlier run's last x0) must not leak in,
     # and it is not read.
     no_history = tl.zeros_like(x)  # the scalar coefficients as [tile] masks (a scalar & a mask fails to broadcast)
@@ -130,16 +123,8 @@ def dpm_solver_step_reference(model_output, t, column, x_t, x0_prev, table, nois
         return coefficients[SOLVER_ROW_INDEX[name]].view(shape)
 
     x = x_t.float()
-    out = model_output[:, :channels]
-    if prediction == PREDICTION_TYPES["epsilon"]:
-        x0 = (x - row("sigma_s") * out.float()) / row("alpha_s")
-    elif prediction == PREDICTION_TYPES["sample"]:
-        # x0 is an output of the op, which may not alias model_output: one copy, unless the clamp below makes it.
-        x0 = out.to(torch.float32, copy=not clip)
-    else:
-        x0 = row("alpha_s") * x - row("sigma_s") * out.float()
-    if clip:
-        x0 = x0.clamp(-clip_range, clip_range)
+    x0 = data_prediction_reference(model_output[:, :channels], x, row("alpha_s"), row("sigma_s"), prediction, clip,
+                                   clip_range)
     previous = torch.where(row("x0_prev_coef") == 0, 0.0, row("x0_prev_coef") * x0_prev.float())
     x_new = row("x_coef") * x + row("x0_coef") * x0 + previous
     if x0_prev2 is not None:  # a third-order chain (the table then has the x0_prev2_coef row)

@@ -72,6 +72,21 @@ def guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_pt
 
 
 @triton.jit
+def data_prediction(x, prediction, alpha_s, sigma_s, clip_range, PREDICTION: tl.constexpr, CLIP: tl.constexpr):
+    """The data prediction x0 at (α_s, σ_s) of a model's prediction (ε, x0 or v) at x_t, clamped to ±clip_range with
+    CLIP: what the multistep solvers' steps (DPM-Solver++, UniPC) work in."""
+    if PREDICTION == EPSILON:
+        x0 = (x - sigma_s * prediction) / alpha_s
+    elif PREDICTION == SAMPLE:
+        x0 = prediction
+    else:
+        x0 = alpha_s * x - sigma_s * prediction
+    if CLIP:
+        x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+    return x0
+
+
+@triton.jit
 def p_step_kernel(
     model_ptr,  # [B, C, H, W] model output (ε, x0 or v); GUIDED: the conditional half of a [2B] output
     model_var_ptr,  # [B, C, H, W] the variance half of a 2C-channel output (LEARNED_RANGE only; model strides)
@@ -260,6 +275,20 @@ def guided_output(model_output: torch.Tensor, channels: int, guidance_scale: Opt
     w = guidance_scale.float().reshape((1,) * model_output.dim())
     mean = uncond[:, :channels] + w * (cond[:, :channels] - uncond[:, :channels])
     return torch.cat([mean, cond[:, channels:]], dim=1) if model_output.shape[1] > channels else mean
+
+
+def data_prediction_reference(output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
+                              prediction: int, clip: bool = False, clip_range: float = 1.0) -> torch.Tensor:
+    """data_prediction in torch: x0 (float32, x's shape) of `output` (the model's first C channels, any float dtype)
+    at x (float32) and (α, σ) broadcast per sample. Never a view of `output`: x0 is an op's output, which may not
+    alias its inputs."""
+    if prediction == PREDICTION_TYPES["epsilon"]:
+        x0 = (x - sigma * output.float()) / alpha
+    elif prediction == PREDICTION_TYPES["sample"]:
+        x0 = output.to(torch.float32, copy=not clip)  # one copy, unless the clamp below makes it
+    else:
+        x0 = alpha * x - sigma * output.float()
+    return x0.clamp(-clip_range, clip_range) if clip else x0
 
 
 def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance, clip,

@@ -28,8 +28,9 @@ from torch.library import triton_op
 
 from . import launch
 from .tile import clamped_timestep, element_offsets, sample_tile
-from ..vocabulary import PREDICTION_TYPES, UNIPC_ROW_INDEX, UNIPC_ROWS
-from .reverse_step import EPSILON, SAMPLE, guidance_parts, guided_output, guided_prediction
+from ..vocabulary import UNIPC_ROW_INDEX, UNIPC_ROWS
+from .reverse_step import (data_prediction, data_prediction_reference, guidance_parts, guided_output,
+                           guided_prediction)
 
 _TERMS = ("x_coef", "last_coef", "x0_coef", "x0_prev_coef", "x0_prev2_coef", "x0_prev3_coef")
 # Row numbers for the kernel: each input's coefficient in the next sample; the corrected sample's rows follow at
@@ -92,14 +93,7 @@ def unipc_step_kernel(
     model_offsets = element_offsets(sample, channel, hw, W, md_sb, md_sc, md_sh, md_sw, SPATIAL_FLAT)
     x = tl.load(x_ptr + x_offsets, mask=mask).to(tl.float32)
     prediction = guided_prediction(model_ptr, model_offsets, mask, uncond_offset, guidance_ptr, GUIDED)
-    if PREDICTION == EPSILON:
-        x0 = (x - sigma_s * prediction) / alpha_s
-    elif PREDICTION == SAMPLE:
-        x0 = prediction
-    else:
-        x0 = alpha_s * x - sigma_s * prediction
-    if CLIP:
-        x0 = tl.minimum(tl.maximum(x0, -clip_range), clip_range)
+    x0 = data_prediction(x, prediction, alpha_s, sigma_s, clip_range, PREDICTION, CLIP)
 
     x_next = tl.load(table_ptr + X_ROW * num_columns + column) * x
     corrected = tl.load(table_ptr + (X_ROW + CORRECTED) * num_columns + column) * x
@@ -141,15 +135,8 @@ def unipc_step_reference(model_output, column, x_t, last_sample, history, table,
         return coefficients[UNIPC_ROW_INDEX[name]].view(shape)
 
     x = x_t.float()
-    out = model_output[:, :channels]
-    if prediction == PREDICTION_TYPES["epsilon"]:
-        x0 = (x - row("sigma_s") * out.float()) / row("alpha_s")
-    elif prediction == PREDICTION_TYPES["sample"]:
-        x0 = out.to(torch.float32, copy=not clip)  # an output of the op may not alias model_output
-    else:
-        x0 = row("alpha_s") * x - row("sigma_s") * out.float()
-    if clip:
-        x0 = x0.clamp(-clip_range, clip_range)
+    x0 = data_prediction_reference(model_output[:, :channels], x, row("alpha_s"), row("sigma_s"), prediction, clip,
+                                   clip_range)
     inputs = (x, last_sample, x0, *history)
     outputs = []
     for prefix in ("", "corrected_"):

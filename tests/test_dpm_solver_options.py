@@ -26,34 +26,9 @@ import ddpm_fast as df
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.sampling.dpm_solver import SolverOptions, _sigma_to_t, dpm_solver_chain, step_orders
 from ddpm_fast.vocabulary import SIGMA_SPACINGS
+from dummy_chains import BATCH, LINEAR, SHAPE, DummyModule, dummy_model, last_x, latents
 
-LINEAR = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
-SHAPE = (3, 8, 8)
-BATCH = 2
 ALGORITHMS = {"dpm_solver++": "dpmsolver++", "sde_dpm_solver++": "sde-dpmsolver++"}
-
-
-def dummy_model(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """diffusers' SchedulerCommonTest.dummy_model, t an int64 [B] tensor or a scalar."""
-    t = torch.as_tensor(t).reshape(-1, *(1,) * (sample.dim() - 1)).to(sample.dtype)
-    return sample * t / (t + 1)
-
-
-class DummyModule(nn.Module):
-    def forward(self, sample, t):
-        return dummy_model(sample, t)
-
-
-def latents() -> torch.Tensor:
-    """A deterministic x_T inside [-1, 1] (so FastSampler's clamp of the images changes nothing)."""
-    count = BATCH * math.prod(SHAPE)
-    return torch.linspace(-0.9, 0.9, count).reshape(*SHAPE, BATCH).permute(3, 0, 1, 2).contiguous()
-
-
-def last_x(sampler: df.FastSampler) -> torch.Tensor:
-    """x after the last chain `sampler` ran, before its images were clamped to [-1, 1]: the static buffer of the runner
-    it used last."""
-    return next(reversed(sampler.fast_path.runners.values())).state.x
 
 
 def diffusers_scheduler(schedule_config=LINEAR, **options):

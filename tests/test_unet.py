@@ -7,7 +7,6 @@ forward and backward, so the fused op is also proven inside the network.
 
 import json
 import os
-import pathlib
 
 import pytest
 import torch
@@ -117,7 +116,7 @@ def test_old_attention_key_names_and_bin_weights(tmp_path):
     state = {}
     for key, value in theirs.state_dict().items():
         for new, old in renames.items():
-            if f".attentions." in key and f".{new}." in key:
+            if ".attentions." in key and f".{new}." in key:
                 key = key.replace(f".{new}.", f".{old}.")
         state[key] = value
     torch.save(state, tmp_path / "diffusion_pytorch_model.bin")

@@ -8,9 +8,7 @@ references; the fused step runs on whichever CPU path the run takes (the interpr
 """
 
 import contextlib
-import dataclasses
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -22,35 +20,9 @@ from ddpm_fast.sampling.dpm_solver import SolverOptions, dpm_solver_chain
 from ddpm_fast.sampling.plan import build_plan
 from ddpm_fast.sampling.unipc import unipc_orders, unipc_table
 from ddpm_fast.vocabulary import UNIPC_ROW_INDEX, UNIPC_ROWS
+from dummy_chains import BATCH, LINEAR, SHAPE, DummyModule, dummy_model, last_x, latents
 
-LINEAR = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
-SHAPE = (3, 8, 8)
-BATCH = 2
 TERMS = ("x_coef", "last_coef", "x0_coef", "x0_prev_coef", "x0_prev2_coef", "x0_prev3_coef")
-
-
-def dummy_model(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """diffusers' SchedulerCommonTest.dummy_model, t an int64 [B] tensor or a scalar."""
-    t = torch.as_tensor(t).reshape(-1, *(1,) * (sample.dim() - 1)).to(sample.dtype)
-    return sample * t / (t + 1)
-
-
-class DummyModule(torch.nn.Module):
-    """The dummy model as a module, for export_onnx (it exports in about a second)."""
-
-    def forward(self, sample, t):
-        return dummy_model(sample, t)
-
-
-def latents() -> torch.Tensor:
-    """A deterministic x_T inside [-1, 1]."""
-    count = BATCH * math.prod(SHAPE)
-    return torch.linspace(-0.9, 0.9, count).reshape(*SHAPE, BATCH).permute(3, 0, 1, 2).contiguous()
-
-
-def last_x(sampler: df.FastSampler) -> torch.Tensor:
-    """x after the last chain, before FastSampler's clamp of the images."""
-    return next(reversed(sampler.fast_path.runners.values())).state.x
 
 
 def diffusers_unipc(options: dict, steps: int, prediction_type: str = "epsilon", float64: bool = False):

@@ -22,7 +22,7 @@ import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.philox import philox_normal_reference
-from ..kernels.reverse_step import guided_output
+from ..kernels.reverse_step import data_prediction_reference, guided_output
 from ..vocabulary import (DPM_METHODS, MULTISTEP_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_INITIAL,
                           STREAM_REVERSE_STEP, UNIPC_ROWS, VARIANCE_TYPES)
 
@@ -220,12 +220,7 @@ def thresholded_x0(model_output: torch.Tensor, x: torch.Tensor, column: torch.Te
     coefficients = solver_table.index_select(1, column.clamp(0, solver_table.shape[1] - 1))
     shape = (-1,) + (1,) * (x.dim() - 1)
     alpha, sigma = coefficients[0].view(shape), coefficients[1].view(shape)
-    if prediction == PREDICTION_TYPES["epsilon"]:
-        x0 = (x.float() - sigma * output) / alpha
-    elif prediction == PREDICTION_TYPES["sample"]:
-        x0 = output
-    else:
-        x0 = alpha * x.float() - sigma * output
+    x0 = data_prediction_reference(output, x.float(), alpha, sigma, prediction)
     flat = x0.reshape(batch, -1).abs()
     count = flat.shape[1]
     position = ratio * (count - 1)
