@@ -34,13 +34,15 @@ def diffusers_unipc(options: dict, steps: int, prediction_type: str = "epsilon",
     scheduler.set_timesteps(steps)
     if float64:
         _, alpha, sigma = dpm_solver_chain(df.NoiseSchedule.from_diffusers(LINEAR).alphas_cumprod, steps,
+                                           options.get("timestep_spacing", "linspace"),
                                            options=SolverOptions(**_solver_options(options)))
         scheduler.sigmas = torch.from_numpy(sigma / alpha)
     return scheduler
 
 
 def _solver_options(options: dict) -> dict:
-    return {k: tuple(v) if k == "disable_corrector" else v for k, v in options.items()}
+    """The SolverOptions among a case's FastSampler keywords (timestep_spacing is the plan's)."""
+    return {k: tuple(v) if k == "disable_corrector" else v for k, v in options.items() if k != "timestep_spacing"}
 
 
 def diffusers_loop(model, options, steps, prediction_type, x, float64=False):
@@ -206,6 +208,8 @@ CHAIN_CASES = [
     dict(use_karras_sigmas=True, disable_corrector=[0, 2]),
     dict(solver_order=3, use_exponential_sigmas=True, final_sigmas_type="sigma_min"),
     dict(solver_order=3, thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5),
+    dict(timestep_spacing="leading", solver_type="bh1", final_sigmas_type="sigma_min"),
+    dict(timestep_spacing="trailing", solver_order=3),
 ]
 
 
