@@ -366,6 +366,19 @@ def test_the_options_travel_with_the_setup(tmp_path):
         setup_from_diffusers_config(dict(dpm.config, solver_type="heun"))
 
 
+def test_from_pretrained_reads_the_stored_options_and_checks_given_ones(tmp_path):
+    setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(50), sample_shape=(3, 8, 8), solver_type="bh1",
+                                            disable_corrector=(0, 2))
+    small_unet().save(tmp_path / "unet", setup=setup)
+    sampler = df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False,
+                                             disable_corrector=[2, 0])
+    assert (sampler.solver_type, sampler.disable_corrector) == ("bh1", (0, 2)) and sampler.setup.solver_type == "bh1"
+    with pytest.raises(df.SetupConflict, match=r"solver_type='bh2' contradicts the setup stored .*solver_type='bh1'"):
+        df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", solver_type="bh2")
+    assert df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False, solver_type="bh2",
+                                          override_setup=True).solver_type == "bh2"
+
+
 def test_option_errors_name_the_argument():
     schedule = df.NoiseSchedule.linear(50)
     with pytest.raises(ValueError, match="solver_type must be one of bh1, bh2"):

@@ -101,8 +101,8 @@ def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override:
         options[option] = given.get(option)
         if options[option] is None:
             options[option] = DEFAULTS[option]
-            # None: no null class, which nothing but guidance asks for; DPM-Solver++'s options: diffusers' defaults,
-            # which only that method reads
+            # None: no null class, which nothing but guidance asks for; the multistep solvers' options: diffusers'
+            # defaults, which only those methods read
             if option != "null_class_label" and option not in SOLVER_DEFAULTS:
                 used[option] = DEFAULTS[option]
     if used and warn:

@@ -14,6 +14,7 @@ noise its samples would get in one batch of N, and the gathered union equals the
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Optional, Union
 
 import torch
@@ -24,6 +25,7 @@ from ..diffusion import check_sample_offset, check_sample_range
 
 SEED_LIMIT = 2**62  # as FastSampler's own key draws; within the seed's [0, 2**63) range
 _OWNED_GROUP = False  # whether init_from_environment created the process group (teardown destroys only that one)
+GLOO_SETTLE_SECONDS = 0.2  # teardown's pause before destroying the group (see there)
 
 
 def shard_bounds(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -168,6 +170,11 @@ def teardown() -> None:
     """Destroy the process group init_from_environment created (one made by the caller is left alone)."""
     global _OWNED_GROUP
     if _OWNED_GROUP and dist.is_initialized():
+        # gloo's worker threads free each finished collective's tensors, which needs the GIL, a moment after the
+        # caller has moved on. The group's last reference (DDP's reducer, freed with the model) joins those threads
+        # while holding the GIL: right after the last collective that waited forever (seen: a rank hung at exit after
+        # its final checkpoint barrier). A pause with the GIL released lets them finish first.
+        time.sleep(GLOO_SETTLE_SECONDS)
         dist.destroy_process_group()
     _OWNED_GROUP = False
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..checks import Naming, check_positive_float, python_name
+from ..checks import Naming, check_disable_corrector, check_positive_float, python_name
 from ..data.images import to_uint8
 from ..diffusion_setup import DiffusionSetup, check_null_class_label, model_class_count
 from ..diffusion import check_sample_range, seed_tensor
@@ -287,6 +287,8 @@ class FastSampler:
     thresholding = property(lambda self: self.options.thresholding)
     dynamic_thresholding_ratio = property(lambda self: self.options.dynamic_thresholding_ratio)
     sample_max_value = property(lambda self: self.options.sample_max_value)
+    solver_type = property(lambda self: self.options.solver_type)
+    disable_corrector = property(lambda self: self.options.disable_corrector)
     compile_mode = property(lambda self: self.options.compile_mode)
     steps_per_graph = property(lambda self: self.options.steps_per_graph)
     max_cached_graphs = property(lambda self: self.options.max_cached_graphs)
@@ -338,6 +340,7 @@ class FastSampler:
                         use_karras_sigmas: Optional[bool] = None, use_lu_lambdas: Optional[bool] = None,
                         use_exponential_sigmas: Optional[bool] = None, thresholding: Optional[bool] = None,
                         dynamic_thresholding_ratio: Optional[float] = None, sample_max_value: Optional[float] = None,
+                        solver_type: Optional[str] = None, disable_corrector: Optional[Sequence[int]] = None,
                         **options: Any) -> "FastSampler":
         """A sampler of a model and its stored diffusion setup, from any artefact (ddpm_fast.interop.pretrained):
         a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save folder, a diffusers
@@ -358,7 +361,10 @@ class FastSampler:
                  "final_sigmas_type": final_sigmas_type, "euler_at_final": euler_at_final,
                  "use_karras_sigmas": use_karras_sigmas, "use_lu_lambdas": use_lu_lambdas,
                  "use_exponential_sigmas": use_exponential_sigmas, "thresholding": thresholding,
-                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
+                 "dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value,
+                 "solver_type": solver_type,
+                 "disable_corrector": check_disable_corrector(disable_corrector) if disable_corrector is not None
+                 else None}
         return cls(**sampler_arguments_from_pretrained(path_or_id, weights, given, override_setup, options))
 
     @property
