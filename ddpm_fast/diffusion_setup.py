@@ -209,7 +209,9 @@ class DiffusionSetup:
     def with_given(self, given: Mapping[str, Any], *, source: str, override: bool = False) -> "DiffusionSetup":
         """This record with the caller's settings applied: `given` maps GIVEN_NAMES to a value, or None (not given).
         A given value equal to the stored one is fine; a different one raises SetupConflict naming both, unless
-        `override`, which replaces it; where the record stores None (no null class known), the given value is taken. "schedule" is a NoiseSchedule, compared β by β."""
+        `override`, which replaces it; where the record stores None (no null class known), or a multistep solver's
+        option at its default (which the record leaves out: the model was not set up with it), the given value is
+        taken. "schedule" is a NoiseSchedule, compared β by β."""
         changes = {}
         for name, value in given.items():
             if name not in GIVEN_NAMES:
@@ -227,6 +229,10 @@ class DiffusionSetup:
                     raise SetupConflict("schedule", given_text, stored_text, source)
                 changes.update(betas=tuple(value.betas.tolist()), schedule_name=value.name)
             elif getattr(self, name) is None:  # nothing stored (a null class of a diffusers folder): the given one
+                changes[name] = value
+            elif name in SOLVER_DEFAULTS and getattr(self, name) == SOLVER_DEFAULTS[name]:
+                # a solver option at its default is one the record does not store (to_dict leaves it out): the
+                # model was not set up with it, so the caller's choice is taken, as for nothing stored
                 changes[name] = value
             elif value != getattr(self, name):
                 if not override:

@@ -377,6 +377,13 @@ def test_from_pretrained_reads_the_stored_options_and_checks_given_ones(tmp_path
         df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", solver_type="bh2")
     assert df.FastSampler.from_pretrained(tmp_path / "unet", device="cpu", compile=False, solver_type="bh2",
                                           override_setup=True).solver_type == "bh2"
+    # a model whose setup leaves the solver options at their defaults (a fresh training run's): the caller chooses
+    small_unet().save(tmp_path / "plain", setup=df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(50),
+                                                                                sample_shape=(3, 8, 8)))
+    chosen = df.FastSampler.from_pretrained(tmp_path / "plain", device="cpu", compile=False, solver_type="bh1",
+                                            solver_order=3, disable_corrector=[1], use_karras_sigmas=True)
+    assert (chosen.solver_type, chosen.solver_order, chosen.disable_corrector, chosen.use_karras_sigmas) == \
+        ("bh1", 3, (1,), True)
 
 
 def test_option_errors_name_the_argument():

@@ -19,7 +19,12 @@ def add_export_parser(commands) -> None:
                     "--static-spatial, dynamic H and W in multiples of the U-Net's downsampling factor). --graph "
                     "model: inputs sample [B, C, H, W] and timestep [B] int64, output model_output. ddpm_step: "
                     "inputs sample (x_t), timestep, noise (float32), output prev_sample (x_{t-1}), the schedule "
-                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). A class-conditional "
+                    "baked in. ddim_step: adds prev_timestep [B] int64 (-1 ends the chain). dpm_solver_step: inputs "
+                    "sample, timestep, solver_coefficients [6] (the step's column of the chain's table), "
+                    "prev_pred_original_sample, noise; outputs prev_sample, pred_original_sample. unipc_step: inputs "
+                    "sample, timestep, unipc_coefficients [14], last_sample, prev_pred_original_sample(_2, _3); "
+                    "outputs prev_sample, corrected_sample, pred_original_sample (OnnxSampler computes the columns "
+                    "for any number of steps). A class-conditional "
                     "model's graphs also take class_labels [B] int64, and its step graphs, when the setup names the "
                     "null class (a --class-conditional run), guidance_scale [1] float32 (classifier-free guidance: "
                     "one model call of 2B inside the graph; 1 is the conditional model). The source's stored setup "
@@ -36,7 +41,8 @@ def add_export_parser(commands) -> None:
                              "reverse step (DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE, UniPC: the "
                              "multistep solvers with the step's coefficients as an input) (default model)")
     source.add_setup_arguments(export)
-    export.add_argument("--eta", type=arguments.non_negative_float, default=0.0, help="DDIM's η (--graph ddim_step only)")
+    export.add_argument("--eta", type=arguments.non_negative_float, default=0.0,
+                        help="DDIM's η (--graph ddim_step only)")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
                         help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
     export.add_argument("--static-spatial", action="store_true",

@@ -51,6 +51,13 @@ def flag_of(term: str) -> str:
     return term
 
 
+def _flag_value(value: object) -> object:
+    """A value as its flag takes it: a list of indices comma-separated ("0,2"), an empty one as "none"."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return value
+
+
 def error_text(error: Exception) -> str:
     """An error's one line with the command line's words: a parameter's error names its flag, a setup conflict names
     the flag, both values and --override-setup."""
@@ -62,9 +69,9 @@ def error_text(error: Exception) -> str:
     # flag checked before the heavy imports) is rendered without importing it.
     setup_module = sys.modules.get("ddpm_fast.diffusion_setup")
     if setup_module is not None and isinstance(error, setup_module.SetupConflict):
-        given = (flag_of(f"{error.name}={error.given}") if error.name != "schedule"
+        given = (flag_of(f"{error.name}={_flag_value(error.given)}") if error.name != "schedule"
                  else f"{flag_of(error.name)} {error.given}")
-        return (f"{given} contradicts the {error.name} stored with {error.source} ({error.stored}); pass "
+        return (f"{given} contradicts the {error.name} stored with {error.source} ({_flag_value(error.stored)}); pass "
                 f"{flag_of('override_setup=True')} to use it anyway")
     if isinstance(error, (ParameterError, ParameterTypeError)):
         return error.message(flag_of)

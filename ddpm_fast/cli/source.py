@@ -67,7 +67,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where a DPM-Solver++ or UniPC chain ends: zero (σ = 0, its last step first order) or "
                              "sigma_min (the schedule's σ at t = 0) (default: the stored one, else zero)")
     parser.add_argument("--solver-type", choices=UNIPC_SOLVER_TYPES, default=None,
-                        help="UniPC's B(h): bh1 (h) or bh2 (e^h − 1) (default: the stored one, else bh2)")
+                        help="UniPC's B(h), Zhao et al.'s two choices: bh1 (B(h) = h) or bh2 (B(h) = e^h − 1) "
+                             "(default: the stored one, else bh2)")
     parser.add_argument("--disable-corrector", type=arguments.step_indices, default=None, metavar="I[,I...]",
                         help="UniPC: the step indices after which its corrector is skipped, e.g. 0,1 (default: the "
                              "stored ones, else none)")

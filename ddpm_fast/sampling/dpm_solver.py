@@ -114,7 +114,7 @@ def dpm_solver_timesteps(total: int, steps: int, spacing: str = "linspace", offs
     else:
         chain = spaced_timesteps(total, steps, "trailing")
     if chain[0] >= total or chain[-1] < 0 or (chain[1:] >= chain[:-1]).any():
-        raise ValueError(f"timestep_spacing={spacing!r} with {steps} DPM-Solver++ steps out of {total} gives "
+        raise ValueError(f"timestep_spacing={spacing!r} with {steps} DPM-Solver++ / UniPC steps out of {total} gives "
                          f"timesteps outside [0, {total}) or repeated ones; use fewer steps or another spacing")
     return chain
 
