@@ -40,9 +40,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..vocabulary import UNIPC_ROWS
+from ..vocabulary import UNIPC_ROW_INDEX as _ROW, UNIPC_ROWS
 
-_ROW = {name: i for i, name in enumerate(UNIPC_ROWS)}
 # m_i, m_{i-1}, m_{i-2}, m_{i-3}: the x0 estimates a step's outputs read, this call's first.
 _X0_ROWS = ("x0_coef", "x0_prev_coef", "x0_prev2_coef", "x0_prev3_coef")
 
