@@ -30,8 +30,8 @@ from . import launch
 from .tile import clamped_timestep, element_offsets, sample_tile
 from ..vocabulary import SOLVER_ROW_INDEX, SOLVER_ROWS, STREAM_REVERSE_STEP
 from .philox import philox_normal_reference
-from .reverse_step import (NO_NOISE, data_prediction, data_prediction_reference, draw_noise, guidance_parts,
-                           guided_output, guided_prediction, noise_mode)
+from .reverse_step import (NO_NOISE, column_rows, data_prediction, draw_noise, guidance_parts, guided_prediction,
+                           noise_mode, solver_data_prediction)
 
 
 @triton.jit
@@ -114,17 +114,9 @@ def dpm_solver_step_kernel(
 
 def dpm_solver_step_reference(model_output, t, column, x_t, x0_prev, table, noise, seed, sample_offset, prediction,
                               clip, clip_range, guidance_scale=None, x0_prev2=None):
-    channels = x_t.shape[1]
-    model_output = guided_output(model_output, channels, guidance_scale)
-    shape = (-1,) + (1,) * (x_t.dim() - 1)
-    coefficients = table.index_select(1, column.clamp(0, table.shape[1] - 1))
-
-    def row(name: str) -> torch.Tensor:
-        return coefficients[SOLVER_ROW_INDEX[name]].view(shape)
-
+    row = column_rows(table, column, SOLVER_ROW_INDEX, x_t)
     x = x_t.float()
-    x0 = data_prediction_reference(model_output[:, :channels], x, row("alpha_s"), row("sigma_s"), prediction, clip,
-                                   clip_range)
+    x0 = solver_data_prediction(model_output, x_t, row, prediction, clip, clip_range, guidance_scale)
     previous = torch.where(row("x0_prev_coef") == 0, 0.0, row("x0_prev_coef") * x0_prev.float())
     x_new = row("x_coef") * x + row("x0_coef") * x0 + previous
     if x0_prev2 is not None:  # a third-order chain (the table then has the x0_prev2_coef row)

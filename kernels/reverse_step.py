@@ -291,6 +291,24 @@ def data_prediction_reference(output: torch.Tensor, x: torch.Tensor, alpha: torc
     return x0.clamp(-clip_range, clip_range) if clip else x0
 
 
+def column_rows(table: torch.Tensor, column: torch.Tensor, row_index: dict, like: torch.Tensor):
+    """row(name) -> the named row of each sample's column of a per-step table (float32 [rows, n]; column int64 [B],
+    clamped into the table as the kernels clamp it), as [B, 1, ...] to broadcast against `like` ([B, C, ...])."""
+    coefficients = table.index_select(1, column.clamp(0, table.shape[1] - 1))
+    shape = (-1,) + (1,) * (like.dim() - 1)
+    return lambda name: coefficients[row_index[name]].view(shape)
+
+
+def solver_data_prediction(model_output: torch.Tensor, x_t: torch.Tensor, row, prediction: int, clip: bool = False,
+                           clip_range: float = 1.0, guidance_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A multistep solver step's x0 (float32, x_t's shape) at each sample's α_s, σ_s (the rows "alpha_s" and
+    "sigma_s" of `row`, column_rows'): guidance's halves combined first, a learned-variance half dropped."""
+    channels = x_t.shape[1]
+    output = guided_output(model_output, channels, guidance_scale)[:, :channels]
+    return data_prediction_reference(output, x_t.float(), row("alpha_s"), row("sigma_s"), prediction, clip,
+                                     clip_range)
+
+
 def p_step_reference(model_output, t, x_t, table, noise, seed, sample_offset, prediction, variance, clip,
                      clip_range, guidance_scale=None):
     channels = x_t.shape[1]

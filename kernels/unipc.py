@@ -29,8 +29,7 @@ from torch.library import triton_op
 from . import launch
 from .tile import clamped_timestep, element_offsets, sample_tile
 from ..vocabulary import UNIPC_ROW_INDEX, UNIPC_ROWS
-from .reverse_step import (data_prediction, data_prediction_reference, guidance_parts, guided_output,
-                           guided_prediction)
+from .reverse_step import column_rows, data_prediction, guidance_parts, guided_prediction, solver_data_prediction
 
 _TERMS = ("x_coef", "last_coef", "x0_coef", "x0_prev_coef", "x0_prev2_coef", "x0_prev3_coef")
 # Row numbers for the kernel: each input's coefficient in the next sample; the corrected sample's rows follow at
@@ -126,17 +125,9 @@ def unipc_step_reference(model_output, column, x_t, last_sample, history, table,
     last_sample: the previous corrected sample; history: the earlier calls' x0 estimates, newest first (1 to 3
     tensors shaped like x_t); prediction: PREDICTION_TYPES' code; clip: clamp x0 to [-clip_range, clip_range]. A term
     whose coefficient is 0 contributes 0 whatever its buffer holds (NaN included), as the kernel's masked load."""
-    channels = x_t.shape[1]
-    model_output = guided_output(model_output, channels, guidance_scale)
-    shape = (-1,) + (1,) * (x_t.dim() - 1)
-    coefficients = table.index_select(1, column.clamp(0, table.shape[1] - 1))
-
-    def row(name: str) -> torch.Tensor:
-        return coefficients[UNIPC_ROW_INDEX[name]].view(shape)
-
+    row = column_rows(table, column, UNIPC_ROW_INDEX, x_t)
     x = x_t.float()
-    x0 = data_prediction_reference(model_output[:, :channels], x, row("alpha_s"), row("sigma_s"), prediction, clip,
-                                   clip_range)
+    x0 = solver_data_prediction(model_output, x_t, row, prediction, clip, clip_range, guidance_scale)
     inputs = (x, last_sample, x0, *history)
     outputs = []
     for prefix in ("", "corrected_"):

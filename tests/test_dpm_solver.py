@@ -241,7 +241,10 @@ def test_seeded_dpm_chains_are_deterministic_and_prefix_invariant():
     assert len(sampler.fast_path.runners) == runners
 
 
-def test_guidance_works_with_dpm_solver():
+@pytest.mark.parametrize("method", ["sde_dpm_solver++", "unipc"])
+def test_guidance_works_with_the_multistep_solvers(method):
+    """The guided step (one model call of 2B, the halves combined as the fused step reads them) equals the same
+    combination done outside, as a plain ε-model, for the SDE DPM-Solver++ (with its noise) and UniPC."""
     torch.manual_seed(0)
     model = df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=4, **SMALL_MODEL).eval()
     labels, w = torch.tensor([0, 2]), 2.5
@@ -254,9 +257,9 @@ def test_guidance_works_with_dpm_solver():
     schedule = df.NoiseSchedule.linear(100)
     with cpu_reference():
         fused = df.FastSampler(model, schedule, null_class_label=3, compile=False).sample(
-            2, seed=0, class_labels=labels, guidance_scale=w, method="sde_dpm_solver++", num_inference_steps=8)
+            2, seed=0, class_labels=labels, guidance_scale=w, method=method, num_inference_steps=8)
         outside = df.FastSampler(guided_eps, schedule, (3, 8, 8), compile=False).sample(
-            2, seed=0, method="sde_dpm_solver++", num_inference_steps=8)
+            2, seed=0, method=method, num_inference_steps=8)
     # One 2B model call against two B calls: the convolutions round differently per batch size, and guidance scales
     # that difference by 1 + 2w = 6 (measured up to 2.2e-4 after 8 steps); a wrong combination is off by O(1).
     torch.testing.assert_close(fused, outside, rtol=1e-4, atol=5e-4)

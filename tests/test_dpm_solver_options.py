@@ -204,16 +204,17 @@ def test_seeded_chains_of_every_option_share_one_runner():
 
 
 @pytest.mark.torch_references
-def test_the_compiled_step_equals_the_eager_one_with_a_second_history_and_thresholding():
+def test_the_compiled_step_equals_the_eager_one_with_a_longer_history_and_thresholding():
     """torch.compile(fullgraph=True) of the whole step — model, thresholding (its quantile from torch.topk, no host
-    sync: a .item() would break the graph) and the third-order fused update — equals the eager step."""
+    sync: a .item() would break the graph) and the third-order fused update of DPM-Solver++ (a second x0 history)
+    and of UniPC (a third, and its corrected sample) — equals the eager step."""
     schedule = df.NoiseSchedule.from_diffusers(LINEAR)
     options = dict(solver_order=3, thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5,
                    prediction_type="v_prediction")
     eager = df.FastSampler(dummy_model, schedule, SHAPE, compile=False, **options)
     compiled = df.FastSampler(dummy_model, schedule, SHAPE, compile=True, **options)
     with cpu_reference():
-        for method in ALGORITHMS:
+        for method in (*ALGORITHMS, "unipc"):
             expected = eager.sample(BATCH, latents=latents(), seed=2, method=method, num_inference_steps=6)
             got = compiled.sample(BATCH, latents=latents(), seed=2, method=method, num_inference_steps=6)
             assert compiled.last_report.compiled and not compiled.last_report.fell_back

@@ -1,7 +1,9 @@
 """UniPC (Zhao et al. 2023), data prediction, UniP predictor + UniC corrector, bh1 / bh2, orders 1-3: the per-step
 table against diffusers' UniPCMultistepScheduler's own arithmetic run in float64, the fused step against a float64
 statement, whole chains against diffusers in float32 and against the float64 solver, and the sampler's guarantees
-(one runner for every chain, compiled ≡ eager, OnnxSampler ≡ FastSampler, the options stored with the setup).
+(one runner for every chain, OnnxSampler ≡ FastSampler, the options stored with the setup). Compiled ≡ eager and
+guidance fused ≡ guidance outside are tested with DPM-Solver++'s, one test for both solvers (test_dpm_solver_options.py,
+test_dpm_solver.py).
 
 diffusers' own full-loop numbers for UniPC are in tests/test_latents.py. The table and chain tests run on the torch
 references; the fused step runs on whichever CPU path the run takes (the interpreter's kernel, or its reference).
@@ -280,43 +282,6 @@ def test_every_chain_shares_one_runner_and_is_deterministic():
         for steps in (5, 7, 20):
             sampler.sample(BATCH, seed=4, method="unipc", num_inference_steps=steps)
     assert len(sampler.fast_path.runners) == 1
-
-
-def test_guidance_works_with_unipc():
-    torch.manual_seed(0)
-    model = df.UNet.from_preset("tiny", sample_size=8, num_class_embeds=4, **SMALL_MODEL).eval()
-    labels, w = torch.tensor([0, 2]), 2.5
-
-    def guided_eps(x, t):  # the combination done outside, as a plain ε-model
-        cond = model(x, t, class_labels=labels)
-        uncond = model(x, t, class_labels=torch.full_like(labels, 3))
-        return uncond + w * (cond - uncond)
-
-    schedule = df.NoiseSchedule.linear(100)
-    with cpu_reference():
-        fused = df.FastSampler(model, schedule, null_class_label=3, compile=False).sample(
-            2, seed=0, class_labels=labels, guidance_scale=w, method="unipc", num_inference_steps=8)
-        outside = df.FastSampler(guided_eps, schedule, (3, 8, 8), compile=False).sample(
-            2, seed=0, method="unipc", num_inference_steps=8)
-    # one 2B model call against two B calls round differently; guidance scales that by 1 + 2w (as for DPM-Solver++)
-    torch.testing.assert_close(fused, outside, rtol=1e-4, atol=5e-4)
-
-
-@pytest.mark.torch_references
-def test_the_compiled_step_equals_the_eager_one():
-    """torch.compile(fullgraph=True) of the whole step — the model, thresholding and the fused UniPC update with a
-    third x0 history — equals the eager step."""
-    schedule = df.NoiseSchedule.from_diffusers(LINEAR)
-    options = dict(solver_order=3, thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5,
-                   prediction_type="v_prediction")
-    eager = df.FastSampler(dummy_model, schedule, SHAPE, compile=False, **options)
-    compiled = df.FastSampler(dummy_model, schedule, SHAPE, compile=True, **options)
-    with cpu_reference():
-        expected = eager.sample(BATCH, latents=latents(), seed=2, method="unipc", num_inference_steps=6)
-        got = compiled.sample(BATCH, latents=latents(), seed=2, method="unipc", num_inference_steps=6)
-    assert compiled.last_report.compiled and not compiled.last_report.fell_back
-    torch.testing.assert_close(last_x(compiled), last_x(eager), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.gpu

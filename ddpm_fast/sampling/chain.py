@@ -22,9 +22,9 @@ import torch
 
 from ..kernels import ops as _ops  # noqa: F401 — registers torch.ops.ddpm_fast.*
 from ..kernels.philox import philox_normal_reference
-from ..kernels.reverse_step import data_prediction_reference, guided_output
-from ..vocabulary import (DPM_METHODS, MULTISTEP_METHODS, PREDICTION_TYPES, SOLVER_ROWS, STREAM_INITIAL,
-                          STREAM_REVERSE_STEP, UNIPC_ROWS, VARIANCE_TYPES)
+from ..kernels.reverse_step import column_rows, solver_data_prediction
+from ..vocabulary import (DPM_METHODS, MULTISTEP_METHODS, PREDICTION_TYPES, SOLVER_ROW_INDEX, SOLVER_ROWS,
+                          STREAM_INITIAL, STREAM_REVERSE_STEP, UNIPC_ROWS, VARIANCE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,10 @@ def thresholded_x0(model_output: torch.Tensor, x: torch.Tensor, column: torch.Te
 
     On the device, with no host sync: the quantile is read from torch.topk of the largest |x0| (positions fixed by
     the shape alone), so the step stays capturable in a CUDA graph."""
-    channels, batch = x.shape[1], x.shape[0]
-    output = guided_output(model_output, channels, guidance)[:, :channels].float()
-    coefficients = solver_table.index_select(1, column.clamp(0, solver_table.shape[1] - 1))
+    batch = x.shape[0]
+    x0 = solver_data_prediction(model_output, x, column_rows(solver_table, column, SOLVER_ROW_INDEX, x), prediction,
+                                guidance_scale=guidance)
     shape = (-1,) + (1,) * (x.dim() - 1)
-    alpha, sigma = coefficients[0].view(shape), coefficients[1].view(shape)
-    x0 = data_prediction_reference(output, x.float(), alpha, sigma, prediction)
     flat = x0.reshape(batch, -1).abs()
     count = flat.shape[1]
     position = ratio * (count - 1)
