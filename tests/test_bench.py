@@ -336,11 +336,12 @@ def test_third(benchmark):
 '''
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
-def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name):
+@pytest.mark.parametrize("signal_name, background", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name, background):
     """Ctrl-C (SIGINT) or a kill (SIGTERM) of `ddpm-fast bench` while a case runs: the cases that finished are
     written (results.json, results.md saying it stopped), the exit status is the shell's 128 + signal; a line per
-    case says which group runs and how far it is, and the results so far are saved after each case."""
+    case says which group runs and how far it is, and the results so far are saved after each case. `background`:
+    started as a shell starts `cmd &` (SIGINT ignored, which its suite would inherit)."""
     import signal
     import time
 
@@ -353,7 +354,8 @@ def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name):
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "ddpm_fast.cli.bench", "--benchmarks", str(folder), "--suite",
                                 "sampling", "--out", str(out)], cwd=tmp_path, env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None)
     lines = []
     try:
         deadline = time.monotonic() + 120

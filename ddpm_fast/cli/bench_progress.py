@@ -110,4 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
             SUITE_OF_FILE[name] = suite
     # A kill (SIGTERM) ends the run as Ctrl-C does: pytest finishes the session, pytest-benchmark writes its file.
     signal.signal(signal.SIGTERM, _stop_as_interrupted)
+    # `ddpm-fast bench` stops the suite with SIGINT; a shell that starts a command in the background (`cmd &`,
+    # nohup) has it ignore SIGINT, and the suite inherits that: take Python's Ctrl-C handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config.pluginmanager.register(BenchProgress(config), "ddpm-fast-bench-progress")
