@@ -4,8 +4,9 @@ Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does): it
 planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for the GroupNorm sites of
 ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts, forward and backward, and
 for the elementwise kernels on their images; compiles each distinct configuration with triton.compile (no GPU
-needed) and reads ptxas's own report (`ptxas -v`: registers, spill stores and loads) as Triton's backend runs it.
-Prints one line per configuration and exits 1 if any spills.
+needed) and reads the cubin's resource usage (registers, stack frame), and ptxas's own report (`ptxas -v`: spill
+stores and loads) where the frame is not empty. Prints one line per configuration and exits 1 if any uses a stack
+frame (a spill, or local memory of another kind: neither belongs in these kernels).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import pathlib
 import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 import triton
@@ -147,17 +151,35 @@ def configurations():
     return found
 
 
-def resources(kernel, pointers: dict, constants: dict, warps: int) -> tuple[int, int, int]:
-    """(registers, spill store bytes, spill load bytes) per thread, from ptxas's own `-v` report when Triton's
-    backend turns the kernel's PTX into a cubin for sm_90 (the same ptxas and flags as at run time)."""
+def compile_for_sm90(kernel, pointers: dict, constants: dict, warps: int):
+    """triton.compile of one configuration for sm_90 (from Triton's cache when built before)."""
+    signature = {name: ("constexpr" if name in constants else pointers.get(name)
+                        or ("fp32" if name in FLOATS else "i32")) for name in kernel.arg_names}
+    return triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", CAPABILITY, 32),
+                          options={"num_warps": warps})
+
+
+def resources(compiled) -> tuple[int, int]:
+    """(registers, stack frame bytes) per thread of a compiled kernel, from its cubin (`cuobjdump
+    --dump-resource-usage`, the tool Triton's wheel ships beside ptxas; a few ms, where running ptxas again costs
+    tens). ptxas puts spilled registers in the stack frame: a frame of 0 bytes means nothing spilled."""
+    tool = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = pathlib.Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        report = subprocess.run([str(tool), "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
+                                check=True).stdout
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", report)
+    return int(usage.group(1)), int(usage.group(2))
+
+
+def spills(compiled, kernel, warps: int) -> tuple[int, int]:
+    """(spill store bytes, spill load bytes) per thread, from ptxas's own `-v` report on the kernel's PTX for sm_90
+    (the same ptxas and flags as at run time): the detail behind a stack frame that is not empty."""
     from triton import knobs
     from triton.backends.nvidia.compiler import CUDABackend
 
-    target = GPUTarget("cuda", CAPABILITY, 32)
-    signature = {name: ("constexpr" if name in constants else pointers.get(name)
-                        or ("fp32" if name in FLOATS else "i32")) for name in kernel.arg_names}
-    compiled = triton.compile(ASTSource(kernel, signature, constants), target=target, options={"num_warps": warps})
-    backend = CUDABackend(target)
+    backend = CUDABackend(GPUTarget("cuda", CAPABILITY, 32))
     log = io.StringIO()
     knobs.nvidia.dump_ptxas_log = True  # make_cubin prints ptxas's report
     try:
@@ -166,9 +188,8 @@ def resources(kernel, pointers: dict, constants: dict, warps: int) -> tuple[int,
     finally:
         knobs.nvidia.dump_ptxas_log = False
     report = log.getvalue().split(f"Function properties for {kernel.__name__}", 1)[1]
-    registers = int(re.search(r"Used (\d+) registers", report).group(1))
     stores, loads = map(int, re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report).groups())
-    return registers, stores, loads
+    return stores, loads
 
 
 def main() -> int:
@@ -177,11 +198,13 @@ def main() -> int:
     print(f"{len(found)} launch configurations")
     for (kernel, pointers, constants, warps), where in found.items():
         constants = dict(constants)
-        registers, stores, loads = resources(kernel, dict(pointers), constants, warps)
+        compiled = compile_for_sm90(kernel, dict(pointers), constants, warps)
+        registers, stack = resources(compiled)
+        stores, loads = spills(compiled, kernel, warps) if stack else (0, 0)
         tile = {k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("SINGLE_TILE", "MODE")}
-        line = (f"{kernel.__name__} {tile} warps={warps}: {registers} registers, spills {stores}/{loads} bytes "
-                f"(e.g. {where})")
-        if stores or loads:
+        line = (f"{kernel.__name__} {tile} warps={warps}: {registers} registers, stack frame {stack} bytes, spills "
+                f"{stores}/{loads} bytes (e.g. {where})")
+        if stack:
             spilled += 1
             print("SPILLS", line, {k: v for k, v in constants.items() if k not in tile})
         else:

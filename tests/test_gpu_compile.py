@@ -117,9 +117,10 @@ def test_every_kernel_variant_compiles_for_sm90():
 
 
 def test_no_kernel_spills_at_the_launch_configurations_of_real_models():
-    """Registers and spills (ptxas -v, sm_90) of every kernel at the tiles and warps the launchers pick for
-    ddpm-cifar10 and ddpm-256 at batch 1/16/128/512, both layouts, forward and backward (tests/launch_resources.py).
-    A spilled register is a round trip to local memory on every access: none is allowed."""
+    """Registers and stack frame (the cubin's resource usage, sm_90; ptxas -v's spill figures where a frame exists)
+    of every kernel at the tiles and warps the launchers pick for ddpm-cifar10 and ddpm-256 at batch 1/16/128/512,
+    both layouts, forward and backward (tests/launch_resources.py). A spilled register is a round trip to local
+    memory on every access: none is allowed."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
