@@ -204,10 +204,12 @@ def runs(tmp_path_factory):
         graphs = ("model", "ddpm_step", "ddim_step") if name == "cosine" else ("ddpm_step",)
         for graph in graphs:
             out = root / f"{name}-{graph}.onnx"
-            assert cli(["export", "--checkpoint", run, "--graph", graph, "--out", out]) == 0
+            # --static-spatial: a third less export time; dynamic H, W are test_onnx_export's subject
+            assert cli(["export", "--checkpoint", run, "--graph", graph, "--out", out, "--static-spatial"]) == 0
             made[name][graph] = out
     out = root / "cosine-model-raw.onnx"
-    assert cli(["export", "--checkpoint", made["cosine"]["run"], "--weights", "model", "--out", out]) == 0
+    assert cli(["export", "--checkpoint", made["cosine"]["run"], "--weights", "model", "--out", out,
+                "--static-spatial"]) == 0
     made["cosine"]["model-raw"] = out
     return made
 
