@@ -317,7 +317,7 @@ def test_diffusers_folder_to_onnx_equals_from_diffusers(tmp_path, spacing):
 
     folder = tiny_pipeline(tmp_path / "pipe", timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0,
                            prediction_type="v_prediction")
-    path = export_onnx(folder, tmp_path / "model.onnx")
+    path = export_onnx(folder, tmp_path / "model.onnx", dynamic_spatial=False)  # a third less export time
     onnx_sampler = OnnxSampler(path)
     fast = df.FastSampler.from_diffusers(folder, dtype=torch.float32, compile=False)
     assert DiffusionSetup.from_dict(onnx_sampler.metadata["setup"]) == fast.setup
