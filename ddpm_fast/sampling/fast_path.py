@@ -101,7 +101,7 @@ class FastPath:
         runner = self.runners.get(key)
         if runner is None:
             self.chain.load(plan)
-            runner = self._new_runner(batch_size, options)
+            runner = self._new_runner(batch_size, options, plan.num_steps)
             self.runners[key] = runner
             while len(self.runners) > self.options.max_cached_graphs:
                 self.runners.popitem(last=False)
@@ -112,10 +112,10 @@ class FastPath:
             self.capture(runner, plan.num_steps)
         return runner
 
-    def _new_runner(self, batch_size: int, options: StepOptions) -> "Runner":
+    def _new_runner(self, batch_size: int, options: StepOptions, num_steps: int) -> "Runner":
         if self.layout_pending:  # timed on the calls the steps make: 2B when guided, with labels when conditional
             self.settle_layout(2 * batch_size if options.conditioning == "guided" else batch_size,
-                               options.conditioning != "none")
+                               options.conditioning != "none", num_steps)
         # Eager CPU steps of a seeded chain read prefetched Philox noise (PhiloxPrefetch); compiled ones draw it
         # in-kernel, where inductor fuses it.
         prefetch = (self.device.type == "cpu" and options.noise == "philox"
@@ -136,11 +136,20 @@ class FastPath:
             runner.graphs = GraphedSteps(runner.step, state, per_graph)  # captured later, with the settled core
         return runner
 
-    def settle_layout(self, batch_size: int, class_conditional: bool = False) -> None:
+    def settle_layout(self, batch_size: int, class_conditional: bool = False, num_steps: Optional[int] = None) -> None:
         """Keep the faster memory layout for this model on a CPU: after one warm-up call in each, the fastest of
         LAYOUT_ROUNDS calls in each, interleaved (so a machine growing busier favours neither). NHWC must win by
-        LAYOUT_MARGIN: NCHW is what the model's own loop runs, and a near tie is noise."""
+        LAYOUT_MARGIN: NCHW is what the model's own loop runs, and a near tie is noise.
+
+        The timing is eager; a chain that will run compiled (compile=True, or the CPU policy's verdict on a chain of
+        num_steps at the eager time just measured) keeps NCHW instead: inductor's CPU code for the tiny U-Net ran
+        NCHW as fast or faster (Intel Xeon, 2 threads: 63 against 70 ms a step at batch 16, a tie at batch 1) where
+        the eager model was faster NHWC."""
         self.layout_pending = False
+        if self.options.compile and self.may_compile:
+            self.channels_last = False
+            self.model.to(memory_format=torch.contiguous_format)
+            return
         x = torch.zeros(batch_size, *self.sample_shape, device=self.device)
         t = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
         labels = t if class_conditional else None  # class 0
@@ -155,6 +164,8 @@ class FastPath:
                 if round_index:  # round 0 warms up (oneDNN primitives, allocations)
                     seconds[channels_last].append(time.perf_counter() - start)
         self.channels_last = min(seconds[True]) < (1.0 - LAYOUT_MARGIN) * min(seconds[False])
+        if self.channels_last and self.options.compile is None and self.may_compile and num_steps is not None:
+            self.channels_last = not cpu_compile_decision(min(seconds[True]), num_steps, cpu_load_factor())[0]
         self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def settle_compile(self, runner: "Runner", batch_size: int, options: StepOptions, num_steps: int) -> None:
