@@ -133,9 +133,9 @@ class FastSampler:
     dtype: the model's compute dtype; default bfloat16 on CUDA, float32 on a CPU (the images of the model as given;
         pass torch.bfloat16 for speed on CPUs with native bf16).
     channels_last: run the model NHWC. Default for modules: True on CUDA; on a CPU the faster layout for this model,
-        timed once (a few model calls in each layout at the first batch size; NHWC must be 5 % faster): NHWC speeds
-        some models up there (diffusers' UNet2DModel) and slows others (ours, whose CPU GroupNorm takes its
-        statistics in NCHW).
+        timed once (a few eager model calls in each layout at the first batch size; NHWC must be 5 % faster), except
+        that a chain that will run compiled (compile=True, or the CPU policy's verdict) keeps NCHW, which inductor's
+        CPU code ran as fast or faster.
     compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
         mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
         fast_path.CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
