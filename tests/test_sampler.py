@@ -6,6 +6,7 @@ The small conv model below runs the interpreted step and noise kernels themselve
 """
 
 import logging
+import time
 
 import pytest
 import torch
@@ -330,6 +331,26 @@ def test_a_busy_machine_keeps_a_chain_eager_that_a_quiet_one_compiles(monkeypatc
     assert not report.compiled and report.compile_decision.startswith(
         "eager: 100 steps take about 80.0 s eagerly, below the 240 s a CPU compile needs to pay off on this machine "
         "now (60 s quiet x load factor 4.0")
+
+
+class NhwcFasterModel(ConvEpsModel):
+    """ConvEpsModel that costs 20 ms more per call on an NCHW input: eagerly, NHWC is clearly its faster layout."""
+
+    def forward(self, x, t):
+        if x.is_contiguous():
+            time.sleep(0.02)
+        return super().forward(x, t)
+
+
+@pytest.mark.parametrize("compile_option, num_steps, nhwc", [(None, 2, True), (None, 10**12, False), (True, 2, False)],
+                             ids=["short-eager-chain", "chain-the-policy-compiles", "compile-true"])
+def test_the_cpu_layout_is_the_faster_eager_one_unless_the_chain_will_run_compiled(compile_option, num_steps, nhwc):
+    """The eager timing picks NHWC for a model that runs faster NHWC; a chain that will run compiled (compile=True,
+    or one long enough for the CPU policy) keeps NCHW, the layout inductor's CPU code ran as fast or faster."""
+    sampler = df.FastSampler(NhwcFasterModel().eval(), seed_linear(100), (3, 6, 6), compile=compile_option)
+    sampler.fast_path.settle_layout(2, num_steps=num_steps)
+    assert sampler.fast_path.channels_last is nhwc
+    assert sampler.model.inp.weight.is_contiguous(memory_format=torch.channels_last) is nhwc
 
 
 def test_the_load_factor_is_the_load_average_per_cpu_at_least_one(monkeypatch):
