@@ -579,12 +579,11 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
 def _group_centre(z, emb, num_groups):
     """(each group's mean of z + emb [B, G], the per-channel rows [B, C] that add emb and subtract that mean)."""
     batch, channels = z.shape[:2]
-    channel_means = z.mean(dim=(2, 3))
-    if emb is not None:
-        channel_means = channel_means + emb.to(z.dtype)
+    emb = emb.to(z.dtype) if emb is not None else None
+    channel_means = z.mean(dim=(2, 3)) if emb is None else z.mean(dim=(2, 3)) + emb
     centre = channel_means.view(batch, num_groups, channels // num_groups).mean(-1)
     rows = -centre.repeat_interleave(channels // num_groups, dim=1)
-    return centre, rows if emb is None else rows + emb.to(z.dtype)
+    return centre, rows if emb is None else rows + emb
 
 
 def _as_dtype(tensor: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
