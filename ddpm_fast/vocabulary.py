@@ -85,6 +85,10 @@ GRAPHS = ("model", "ddpm_step", "ddim_step", "dpm_solver_step", "unipc_step")
 SAMPLER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAINING_DTYPES = ("auto", "float32", "bfloat16")
 EXPORT_DTYPES = ("float32", "float16")
+# What `ddpm-fast export` writes: an ONNX file, or a pt2 package (the U-Net compiled ahead of time by AOTInductor), and
+# the compute dtypes a pt2 package takes (bfloat16: CPUs with AMX / AVX512-BF16, and GPUs).
+EXPORT_FORMATS = ("onnx", "pt2")
+PT2_DTYPES = ("float32", "bfloat16", "float16")
 # What FastSampler.sample returns: float32 [B, C, H, W] in [-1, 1], uint8 [B, H, W, C], or PIL images.
 OUTPUT_TYPES = ("tensor", "uint8", "pil")
 # What a sampler uses for a setting that nothing stores and nobody gives (FastSampler's defaults).

@@ -28,7 +28,7 @@ from torch import nn
 
 from ddpm_fast import files
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
-from ddpm_fast.interop.pretrained import load_pretrained, resolve_setup
+from ddpm_fast.interop.pretrained import load_pretrained, require_weights, resolve_setup
 from ddpm_fast.kernels import launch
 from ddpm_fast.checks import (check_chain_options, check_choice, check_disable_corrector, check_positive_float,
                               check_solver_options)
@@ -39,6 +39,7 @@ from ddpm_fast.schedule import NoiseSchedule
 
 from .contrib_ops import fuse_contrib_ops
 from .metadata import METADATA_KEY
+from .tracing import quiet_torch_export
 from .step_graphs import DDIMStepGraph, DDPMStepGraph, DPMSolverStepGraph, ModelGraph, UniPCStepGraph
 
 OPSET = 18  # pinned: what the tests prove; torch's exporter writes group norm as InstanceNormalization here
@@ -269,9 +270,7 @@ def _quiet_exporter():
     notes = _TorchvisionNotes()
     registration.addFilter(notes)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                    category=FutureWarning)
+        with quiet_torch_export(), warnings.catch_warnings():
             # Inputs sharing one Dim (the batch of sample, timestep, noise) make its renaming pass note, once per
             # shared axis, that it keeps the first name: the graph's names are ours either way.
             warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used, since it shares the "
@@ -317,6 +316,7 @@ def _model_and_setup(model, setup: Optional[DiffusionSetup], given: dict, weight
         if setup is not None:
             raise ValueError("setup= applies to a model object; a folder brings its own setup")
         pretrained = load_pretrained(model, weights)
+        require_weights(pretrained, "export ONNX from")
         return pretrained.model, resolve_setup(pretrained, given, override=override, warn=True)
     if weights is not None:
         raise ValueError("weights= applies to a training checkpoint folder; a model object holds one set of weights")

@@ -1,5 +1,5 @@
 """`ddpm-fast export`: write a checkpoint's or a diffusers model's U-Net, or one whole reverse step, as an ONNX file
-with its setup in the metadata."""
+with its setup in the metadata; or the U-Net compiled ahead of time as a pt2 package (--format pt2)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import argparse
 import pathlib
 import sys
 
-from ..vocabulary import EXPORT_DTYPES, GRAPHS
+from ..vocabulary import EXPORT_DTYPES, EXPORT_FORMATS, GRAPHS, PT2_DTYPES
 from . import arguments, source
 from .flags import error_text
 
 
 def add_export_parser(commands) -> None:
     export = commands.add_parser(
-        "export", help="write the U-Net, or one whole reverse step, as an ONNX file",
+        "export", help="write the U-Net, or one whole reverse step, as an ONNX file; or a compiled pt2 package",
         description="Export a UNet checkpoint or a diffusers model to ONNX (opset 18, dynamic batch and, unless "
                     "--static-spatial, dynamic H and W in multiples of the U-Net's downsampling factor). --graph "
                     "model: inputs sample [B, C, H, W] and timestep [B] int64, output model_output. ddpm_step: "
@@ -29,13 +29,20 @@ def add_export_parser(commands) -> None:
                     "null class (a --class-conditional run), guidance_scale [1] float32 (classifier-free guidance: "
                     "one model call of 2B inside the graph; 1 is the conditional model). The source's stored setup "
                     "(β, prediction type, clipping, spacing, ...) is baked in and travels in the file's metadata, "
-                    "so OnnxSampler samples what `ddpm-fast sample` samples from the same source.")
+                    "so OnnxSampler samples what `ddpm-fast sample` samples from the same source. --format pt2: "
+                    "the U-Net compiled ahead of time by AOTInductor for one device (--device) and dtype, the batch "
+                    "dynamic, with the setup stored; `ddpm-fast sample --checkpoint FILE.pt2` and "
+                    "FastSampler.from_pretrained then sample at compiled speed without compiling, under the same "
+                    "torch version, on a machine of the same kind.")
     source.add_source_arguments(export, "a DDPMPipeline folder (unet/ + scheduler/: its scheduler config is the "
                                         "setup), a UNet2DModel folder (config.json + weights) or a Hugging Face Hub "
                                         "id")
-    export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx",
-                        help="the ONNX file to write, a name ending in .onnx (atomically: an existing file is replaced "
-                             "whole; missing folders are made)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                        help="onnx: an ONNX file (the flags below); pt2: a compiled package of the U-Net "
+                             "(--device, --dtype) (default onnx)")
+    export.add_argument("--out", type=pathlib.Path, required=True, metavar="PATH.onnx|PATH.pt2",
+                        help="the file to write, a name ending in .onnx (.pt2 with --format pt2) (atomically: an "
+                             "existing file is replaced whole; missing folders are made)")
     export.add_argument("--graph", choices=GRAPHS, default="model",
                         help="model: the U-Net alone; ddpm_step / ddim_step / dpm_solver_step / unipc_step: one "
                              "reverse step (DDPM, DDIM with --eta baked in, DPM-Solver++ ODE or SDE, UniPC: the "
@@ -43,8 +50,12 @@ def add_export_parser(commands) -> None:
     source.add_setup_arguments(export)
     export.add_argument("--eta", type=arguments.non_negative_float, default=0.0,
                         help="DDIM's η (--graph ddim_step only)")
-    export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
-                        help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t)")
+    export.add_argument("--dtype", choices=tuple(dict.fromkeys(EXPORT_DTYPES + PT2_DTYPES)), default="float32",
+                        help="the U-Net's weights and compute (a step graph still takes and returns float32 x_t); "
+                             "bfloat16 for --format pt2 only")
+    export.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="--format pt2: the device the package's code is compiled for (default cpu: this "
+                             "machine's CPU and its instruction sets)")
     export.add_argument("--static-spatial", action="store_true",
                         help="fix H and W at the model's sample size (the batch stays dynamic)")
     export.add_argument("--contrib-ops", action="store_true",
@@ -64,10 +75,25 @@ def run_export_command(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".pt2":
+        parser.error(f"--checkpoint {args.checkpoint}: a pt2 package holds compiled code, not weights to export; "
+                     "use the run or model folder it was exported from")
     source.check_source_folder(parser, args)
-    if args.out.suffix.lower() != ".onnx":
-        parser.error(f"--out {args.out}: expected a .onnx path")
+    if args.out.suffix.lower() != f".{args.format}":
+        parser.error(f"--out {args.out}: expected a .{args.format} path for --format {args.format}")
     source.check_output_path(parser, args.out)
+    if args.format == "pt2":
+        onnx_only = [flag for flag, given in (("--graph", args.graph != "model"), ("--eta", args.eta != 0.0),
+                                              ("--static-spatial", args.static_spatial),
+                                              ("--contrib-ops", args.contrib_ops)) if given]
+        if onnx_only:
+            parser.error(f"{onnx_only[0]} applies to --format onnx only (a pt2 package is the U-Net, its H and W "
+                         "fixed)")
+        return
+    if args.device is not None:
+        parser.error("--device applies to --format pt2 only (an ONNX file runs on any device)")
+    if args.dtype not in EXPORT_DTYPES:
+        parser.error(f"--dtype {args.dtype}: an ONNX file takes {' or '.join(EXPORT_DTYPES)}")
     if args.graph != "ddim_step" and args.eta != 0.0:
         parser.error("--eta applies to --graph ddim_step only")
 
@@ -80,6 +106,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..export.onnx_export import OPSET, OUTPUT_NAMES, input_names
 
     model, setup = source.load_source(args)  # the exporter itself keeps torch's notes on its internals quiet
+    if args.format == "pt2":
+        return _run_pt2_export(args, model, setup)
     path = export_onnx(model, args.out, graph=args.graph, setup=setup, eta=args.eta, dtype=getattr(torch, args.dtype),
                        dynamic_spatial=False if args.static_spatial else None, contrib_ops=args.contrib_ops)
     spatial = "static H, W" if args.static_spatial else "dynamic H, W"
@@ -90,4 +118,20 @@ def _run_export(args: argparse.Namespace) -> int:
           f"{', '.join(OUTPUT_NAMES[args.graph])}), {args.dtype}, opset {OPSET}, dynamic batch, {spatial}; setup: "
           f"{setup.describe_schedule()}, {setup.prediction_type}, {setup.variance_type}, clip_sample "
           f"{setup.clip_sample}, {setup.timestep_spacing} spacing", flush=True)
+    return 0
+
+
+def _run_pt2_export(args: argparse.Namespace, model, setup) -> int:
+    import torch  # here, as above
+
+    from ..export.pt2_export import export_pt2
+
+    device = args.device or "cpu"
+    print(f"compiling the U-Net for {device} in {args.dtype} (AOTInductor; a while: about 30 s for a small U-Net on "
+          "a CPU)", flush=True)
+    path = export_pt2(model, args.out, device=device, dtype=getattr(torch, args.dtype), setup=setup)
+    shape = "x".join(map(str, setup.sample_shape))
+    print(f"wrote {path}: the U-Net compiled for {device}, {args.dtype}, samples [B, {shape.replace('x', ', ')}] "
+          f"(dynamic batch), torch {torch.__version__}; setup: {setup.describe_schedule()}, {setup.prediction_type}, "
+          f"{setup.variance_type}, clip_sample {setup.clip_sample}, {setup.timestep_spacing} spacing", flush=True)
     return 0

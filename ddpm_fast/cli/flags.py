@@ -21,6 +21,7 @@ PARAMETER_FLAGS = {
     "eta": "--eta",
     "seed": "--seed",
     "device": "--device",
+    "dtype": "--dtype",
     "schedule": "--schedule/--train-timesteps",
     "prediction_type": "--prediction-type",
     "variance_type": "--variance-type",

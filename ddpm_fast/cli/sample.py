@@ -27,7 +27,10 @@ def add_sample_parser(commands) -> None:
                     "same samples as one process draws." + THREADS_NOTE)
     source.add_source_arguments(sample, "a DDPMPipeline folder (unet/ + scheduler/; its scheduler config is the setup) "
                                         "or a Hugging Face Hub id (read through the local cache; HF_HUB_OFFLINE=1 "
-                                        "works)")
+                                        "works)",
+                                package_help="; or a pt2 package (`ddpm-fast export --format pt2`): the U-Net "
+                                             "compiled ahead of time, sampled without compiling, on the device and in "
+                                             "the dtype it was compiled for")
     source.add_setup_arguments(sample)
     sample.add_argument("--num-samples", type=arguments.positive_int, default=None,
                         help="how many samples (default: one per --class-labels entry, else 16)")
@@ -78,7 +81,7 @@ def run_sample_command(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def _check_sample_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Path and option checks that need no model: they fail at once, on every rank alike."""
-    source.check_source_folder(parser, args)
+    source.check_source_folder(parser, args, package=True)
     if args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--out {args.out}: expected a .png or .safetensors path")
     source.check_output_path(parser, args.out)
@@ -100,6 +103,10 @@ def _run_sample(args: argparse.Namespace) -> int:
     # imported here, not at the top: the parser imports this module, and --help stays free of torch
     from ..sampling.distributed import init_from_environment, sample_sharded, teardown
 
+    if args.device == "auto" and args.checkpoint is not None and args.checkpoint.suffix.lower() == ".pt2":
+        from ..models.pt2_package import read_pt2_metadata
+
+        args.device = read_pt2_metadata(args.checkpoint)["device"]  # a package runs where it was compiled for
     rank, world_size, device = init_from_environment(args.device)
     try:
         if device.type == "cpu":

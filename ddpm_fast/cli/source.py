@@ -12,12 +12,12 @@ from ..vocabulary import (FINAL_SIGMAS_TYPES, PREDICTION_TYPES, SCHEDULES, SIGMA
 from . import arguments
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, diffusers_help: str) -> None:
+def add_source_arguments(parser: argparse.ArgumentParser, diffusers_help: str, package_help: str = "") -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
+    source.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR" + ("|FILE.pt2" if package_help else ""),
                         help="a training run folder (its last good checkpoint), one checkpoint folder, a UNet.save "
                              "folder (config.json + model.safetensors [+ setup.json]) or a diffusers pipeline folder; "
-                             "its stored setup (schedule, prediction type, ...) is used")
+                             "its stored setup (schedule, prediction type, ...) is used" + package_help)
     source.add_argument("--diffusers", metavar="DIR|ID", help=diffusers_help)
 
 
@@ -117,9 +117,15 @@ def check_output_path(parser: argparse.ArgumentParser, path: pathlib.Path) -> No
         parser.error(f"--out {path}: cannot write into {existing}")
 
 
-def check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespace, package: bool = False) -> None:
+    """--checkpoint / --diffusers name a folder (or a Hub id) that exists; with package=True --checkpoint may also
+    name a pt2 package file."""
     if args.checkpoint is not None:
         flag, folder = "--checkpoint", args.checkpoint
+        if package and folder.suffix.lower() == ".pt2":
+            if not folder.is_file():
+                parser.error(f"--checkpoint {folder}: no such file")
+            return
     else:
         flag, folder = "--diffusers", pathlib.Path(args.diffusers)
         from ..interop.pretrained import looks_like_hub_id  # here: --help stays free of torch

@@ -13,7 +13,9 @@ run exported to ONNX samples what the run samples. Accepted sources, tried in th
 - a diffusers DDPMPipeline folder (unet/ + scheduler/scheduler_config.json, whose keys are the setup);
 - a diffusers UNet2DModel folder (config.json + weights; no setup stored);
 - a Hugging Face Hub id ("google/ddpm-cifar10-32"), fetched by huggingface_hub into the user's cache (so
-  HF_HUB_OFFLINE=1 and a cached copy work without the network), then read as a pipeline folder.
+  HF_HUB_OFFLINE=1 and a cached copy work without the network), then read as a pipeline folder;
+- a pt2 package file (name ending in .pt2, written by export_pt2): a model compiled ahead of time, with its setup; it
+  holds compiled code, not weights, so it samples but is not exported again (require_weights).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .. import files
 from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
 from ..vocabulary import SOLVER_DEFAULTS
 from ..models import checkpoints
+from ..models.pt2_package import load_pt2
 from ..models.unet import CHECKPOINT_FORMAT, CONFIG_NAME, UNet
 from ..schedule import NoiseSchedule
 from .diffusers_scheduler import setup_from_diffusers_config
@@ -42,9 +45,10 @@ HUB_FILES = ["*.json", "*.safetensors"]  # weights as safetensors only: nothing 
 class Pretrained:
     """A loaded model and what its source stores.
 
-    model: our UNet (float32, CPU). setup: the stored DiffusionSetup, or None when the source stores none (a UNet.save
-    folder without setup.json, a UNet2DModel folder). kind: "checkpoint", "unet", "diffusers_pipeline",
-    "diffusers_unet" (a run folder and a Hub id resolve to a checkpoint and a pipeline folder). path: the folder read.
+    model: our UNet (float32, CPU), or for a pt2 package its loaded PT2Model (on the package's device). setup: the
+    stored DiffusionSetup, or None when the source stores none (a UNet.save folder without setup.json, a UNet2DModel
+    folder). kind: "checkpoint", "unet", "diffusers_pipeline", "diffusers_unet", "pt2_package" (a run folder and a
+    Hub id resolve to a checkpoint and a pipeline folder). path: the folder (or package file) read.
     weights: "ema" or "model" for a training checkpoint, else None. name: the source as given, for messages.
     """
 
@@ -69,8 +73,15 @@ def load_pretrained(source: Union[str, os.PathLike], weights: Optional[str] = No
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     name = os.fspath(source)
     folder = pathlib.Path(source)
+    if folder.is_file() and folder.suffix.lower() == ".pt2":
+        if weights is not None:
+            raise ValueError(f"weights={weights!r}: {name} is a pt2 package, one compiled model; 'ema' and 'model' "
+                             "are a training checkpoint's")
+        model = load_pt2(folder)
+        return Pretrained(model, model.setup, "pt2_package", folder, None, name)
     if folder.is_file():
-        raise ValueError(f"{name} is a file; expected a training run, checkpoint, UNet.save or diffusers folder")
+        raise ValueError(f"{name} is a file; expected a training run, checkpoint, UNet.save or diffusers folder, or "
+                         "a .pt2 package")
     if not folder.exists():
         if isinstance(source, str) and looks_like_hub_id(source):
             folder = _hub_snapshot(source)
@@ -82,6 +93,14 @@ def load_pretrained(source: Union[str, os.PathLike], weights: Optional[str] = No
 def looks_like_hub_id(text: str) -> bool:
     """Whether a string that names no local folder reads as a Hub model id ("name" or "owner/name")."""
     return bool(_HUB_ID.match(text)) and not text.startswith(".")
+
+
+def require_weights(pretrained: Pretrained, purpose: str) -> None:
+    """ValueError unless `pretrained` holds weights (a pt2 package holds compiled code): for an export or conversion,
+    `purpose` saying what the weights were wanted for ("export ONNX from")."""
+    if pretrained.kind == "pt2_package":
+        raise ValueError(f"{pretrained.name} is a pt2 package: it holds compiled code, not weights to {purpose}; use "
+                         "the run or model folder it was exported from")
 
 
 def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override: bool = False,
@@ -126,6 +145,8 @@ def sampler_arguments_from_pretrained(path_or_id: Union[str, os.PathLike], weigh
     setup = resolve_setup(pretrained, given, override=override_setup, warn_level=4)
     options = dict(options)
     options.setdefault("device", "auto")
+    if pretrained.kind == "pt2_package" and options["device"] in (None, "auto"):
+        options["device"] = pretrained.model.device  # where its code was compiled for
     sample_shape = options.pop("sample_shape", None) or setup.sample_shape  # another H x W our UNet takes
     return {"model": pretrained.model, "schedule": setup.schedule(), "sample_shape": sample_shape,
             "class_names": setup.class_names, **setup.sampler_options(), **options}

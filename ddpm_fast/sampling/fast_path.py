@@ -82,17 +82,21 @@ class FastPath:
     model, denoise: the sampler's prepared model and its call (x_t, t, class_labels) -> prediction. sample_shape:
     (C, H, W). options: the sampler's checked options. chain: the device buffers every runner's steps read. device:
     where the steps run. channels_last: the model's layout now; layout_pending: time both layouts on the first
-    runner and keep the faster (a CPU module left to default).
+    runner and keep the faster (a CPU module left to default). ahead_of_time: what says the model is compiled code
+    already (a pt2 package), in which case nothing is torch.compiled: the model runs its package's code, the update
+    eagerly.
     """
 
     def __init__(self, model: Any, denoise: Denoiser, sample_shape: tuple[int, int, int], options: SamplerOptions,
-                 chain: ChainBuffers, device: torch.device, channels_last: bool, layout_pending: bool):
+                 chain: ChainBuffers, device: torch.device, channels_last: bool, layout_pending: bool,
+                 ahead_of_time: Optional[str] = None):
         self.model, self.denoise, self.sample_shape = model, denoise, sample_shape
+        self.ahead_of_time = ahead_of_time
         self.options, self.chain, self.device = options, chain, device
         self.channels_last = channels_last
         self.layout_pending = layout_pending  # timed at the first runner
         self.cuda_graphs = options.cuda_graphs if options.cuda_graphs is not None else device.type == "cuda"
-        self.may_compile = options.compile if options.compile is not None else True
+        self.may_compile = (options.compile if options.compile is not None else True) and ahead_of_time is None
         self.runners: collections.OrderedDict[tuple, Runner] = collections.OrderedDict()
         self.fallbacks: list[str] = []  # each fast path given up, with why
 
@@ -173,9 +177,13 @@ class FastPath:
         while the CPU policy kept it eager); run one step either way, so a model that fails shows it here."""
         if runner.compiled or (runner.checked and not runner.by_policy):
             return
-        if not self.may_compile:  # compile=False, or a compile failure the sampler fell back from
-            runner.compile_decision = ("eager: torch.compile failed earlier (see fallbacks)" if self.fallbacks
-                                       and self.options.compile is None else "eager (compile=False)")
+        if not self.may_compile:  # compile=False, a compile failure the sampler fell back from, or a pt2 package
+            if self.ahead_of_time is not None:
+                runner.compile_decision = f"{self.ahead_of_time}; the update eager"
+            elif self.fallbacks and self.options.compile is None:
+                runner.compile_decision = "eager: torch.compile failed earlier (see fallbacks)"
+            else:
+                runner.compile_decision = "eager (compile=False)"
             runner.compile_hint = None
             runner.check()
             return

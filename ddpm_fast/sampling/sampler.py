@@ -28,11 +28,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..checks import Naming, check_disable_corrector, check_positive_float, python_name
+from ..checks import Naming, ParameterError, check_disable_corrector, check_positive_float, python_name
 from ..data.images import to_uint8
 from ..diffusion_setup import DiffusionSetup, check_null_class_label, model_class_count
 from ..diffusion import check_sample_range, seed_tensor
 from ..models.output import unwrap_model_output
+from ..models.pt2_package import PT2Model
 from ..schedule import NoiseSchedule
 from ..vocabulary import OUTPUT_TYPES
 from .chain import check_latents, initial_sample
@@ -231,6 +232,8 @@ class FastSampler:
             dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value,
             solver_type=solver_type, disable_corrector=disable_corrector)
         self.schedule = schedule
+        if isinstance(model, PT2Model):
+            _check_package_options(model, device, dtype, compile)
         self.device = _resolve_device(model, device)
         is_cuda = self.device.type == "cuda"
         if cuda_graphs and not is_cuda:
@@ -253,14 +256,18 @@ class FastSampler:
         check_null_class_label(null_class_label, self.num_class_embeds,
                                count_known=self.num_class_embeds is not None or self._says_unconditional)
 
-        self.dtype = dtype if dtype is not None else _default_dtype(self.device)
+        if dtype is None:  # a package's own dtype, else the device's default
+            dtype = model.dtype if isinstance(model, PT2Model) else _default_dtype(self.device)
+        self.dtype = dtype
         is_module = isinstance(model, nn.Module)
         initial_layout = channels_last if channels_last is not None else is_module
         self.model = _prepared_model(model, self.device, self.dtype, initial_layout)
         chain = ChainBuffers(build_plan(schedule), schedule.alphas_cumprod, self.device)
         self.fast_path = FastPath(self.model, _denoiser(self.model, self.dtype), self.sample_shape, options, chain,
                                   self.device, initial_layout,
-                                  layout_pending=channels_last is None and is_module and not is_cuda)
+                                  layout_pending=channels_last is None and is_module and not is_cuda,
+                                  ahead_of_time=f"the model compiled ahead of time (pt2 package {model.path.name})"
+                                  if isinstance(model, PT2Model) else None)
         self.last_report: Optional[SamplingReport] = None
         self.class_names: Optional[tuple[str, ...]] = None
         if class_names is not None:  # checked as the setup record checks it: distinct names, one per class
@@ -619,6 +626,8 @@ class _Clock:
 
 def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch.device:
     """The device given ("auto", cpu, cuda, cuda:N), else the model's; checked as every entry point checks it."""
+    if isinstance(model, PT2Model) and (device is None or device == "auto"):
+        return model.device  # where its code runs
     if device is None:
         tensor = None
         if isinstance(model, nn.Module):
@@ -627,6 +636,24 @@ def _resolve_device(model: Any, device: Union[str, torch.device, None]) -> torch
                 tensor = next(iter(model.buffers()), None)
         device = tensor.device if tensor is not None else torch.device("cpu")
     return resolve_device(device)
+
+
+def _check_package_options(model: PT2Model, device: Any, dtype: Optional[torch.dtype], compile: Optional[bool]) -> None:
+    """A pt2 package fixes the device type and dtype it was compiled for, and is compiled already: a different
+    device or dtype, or compile=True, is a ValueError naming it."""
+    package = model.path.name
+    if compile:
+        raise ParameterError("compile=True", lambda name: f"{name('compile=True')}: {package} is a pt2 package, "
+                                                          "compiled ahead of time; sample it without compiling again")
+    if dtype is not None and dtype != model.dtype:
+        given = str(dtype).replace("torch.", "")
+        raise ParameterError("dtype", lambda name: f"{name(f'dtype={given}')}: {package} is compiled for "
+                                                   f"{model.metadata['dtype']}; export a package in {given} for it")
+    if device is not None and device != "auto" and resolve_device(device).type != model.device.type:
+        given_device = str(device)
+        raise ParameterError("device", lambda name: f"{name(f'device={given_device!r}')}: {package} is compiled "
+                                                    f"for {model.device.type}; export a package for "
+                                                    f"{torch.device(given_device).type} to sample there")
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:
