@@ -6,7 +6,8 @@
 
 Kinds (each case's extra_info["kind"]): kernel (q-sample, reverse step, fused GroupNorm: GB/s over the copy rate),
 unet_forward, training_step, sampling, onnx_runtime (images/s, over the bf16 matmul rate where it applies), guidance
-(a classifier-free-guided step against an unguided one of twice the batch and diffusers' guidance loops).
+(a classifier-free-guided step against an unguided one of twice the batch and diffusers' guidance loops), cold_start
+(a fresh process to its first images, against the same chain warm).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pathlib
 import sys
 import textwrap
 
-KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "guidance", "quality", "onnx_runtime")
+KIND_ORDER = ("kernel", "unet_forward", "training_step", "sampling", "guidance", "quality", "onnx_runtime",
+              "cold_start")
 README_HEADING = "## Benchmarks"
 
 
@@ -82,6 +84,8 @@ def render(results: dict) -> str:
     if "quality" in cases:
         for _, info in cases["quality"]:
             lines += _quality_table(info)
+    if "cold_start" in cases:
+        lines += _cold_start_table([info for _, info in cases["cold_start"]])
     if "onnx_runtime" in cases:
         lines += _onnx_tables(sorted((info for _, info in cases["onnx_runtime"]),
                                      key=lambda info: (info["device"], info["batch"], info["preset"])))
@@ -227,9 +231,43 @@ def _fell_back_notes(info: dict, case: str) -> list[str]:
             for name, reason in (info.get("fell_back") or {}).items()]
 
 
+def _summary_cold_start(group: str, info: dict) -> tuple:
+    case = f"batch {info['batch']}, {info['steps']} steps, {_shape(info['sample_shape'])}, fresh process"
+    if _fell_back(info, "fast_pt2"):
+        return (group, case, INVALID, "-", "-", "-")
+    cold = info["cold_seconds"]
+    vs_peer = f"{cold['diffusers'] / cold['fast_pt2']:.2f}x (diffusers)" if "diffusers" in cold else "-"
+    return (group, case, f"{cold['fast_pt2']:.3g} s to the first images (pt2 package), "
+                         f"{info['cold_over_warm']['fast_pt2']:.2f}x its warm chain", "-", vs_peer, "-")
+
+
+def _cold_start_table(infos: list[dict]) -> list[str]:
+    """Cold start: each method in a fresh process, seconds to its first images and its warm chain."""
+    lines = []
+    for info in infos:
+        lines += [
+            "",
+            f"Cold start ({info['preset']}, {_shape(info['sample_shape'])}, batch {info['batch']}, {info['steps']} DDPM "
+            f"steps, {info['dtype']}): each method in a fresh process, seconds from before its `import torch` to its "
+            "first images (cold), then the same chain again (warm). fast_pt2 loads a package of the U-Net compiled "
+            f"ahead of time ({info['package_bytes'] / 1e6:.0f} MB, exported in {info['export_seconds']:.0f} s once "
+            "before); fast_compile compiles with an empty inductor cache. Goal: fast_pt2 cold <= "
+            f"{info['goal_cold_over_warm']:g}x its warm chain: {'met' if info['goal_met'] else 'NOT met'}.",
+            "",
+            "| method | cold s | warm s | cold / warm | how the steps ran |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for method, cold in info["cold_seconds"].items():
+            shown = INVALID if _fell_back(info, method) else f"{cold:.3g}"
+            lines.append(f"| {method} | {shown} | {info['warm_seconds'][method]:.3g} | "
+                         f"{info['cold_over_warm'][method]:.2f}x | {info['decisions'][method]} |")
+        lines += _fell_back_notes(info, f"batch {info['batch']}")
+    return lines
+
+
 _SUMMARY = {"kernel": _summary_kernel, "unet_forward": _summary_unet, "training_step": _summary_training,
             "sampling": _summary_sampling, "guidance": _summary_guidance, "quality": _summary_quality,
-            "onnx_runtime": _summary_onnx}
+            "onnx_runtime": _summary_onnx, "cold_start": _summary_cold_start}
 
 
 # ------------------------------------------------------------------------------------------------ group tables

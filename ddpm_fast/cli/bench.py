@@ -42,6 +42,7 @@ SUITES = {
     "guidance": ("test_guidance.py",),
     "quality": ("test_quality.py",),
     "onnx": ("test_onnx_runtime.py",),
+    "cold_start": ("test_cold_start.py",),
 }
 QUICK_ENV = "DDPM_FAST_BENCH_QUICK"  # read by benchmarks/timing.py: real timings, fewer sizes and rounds
 THREADS_ENV = "DDPM_FAST_BENCH_THREADS"  # read by benchmarks/conftest.py: torch's (and ONNX Runtime's) CPU threads
