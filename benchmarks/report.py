@@ -247,8 +247,8 @@ def _cold_start_table(infos: list[dict]) -> list[str]:
     for info in infos:
         lines += [
             "",
-            f"Cold start ({info['preset']}, {_shape(info['sample_shape'])}, batch {info['batch']}, {info['steps']} DDPM "
-            f"steps, {info['dtype']}): each method in a fresh process, seconds from before its `import torch` to its "
+            f"Cold start ({info['preset']}, {_shape(info['sample_shape'])}, batch {info['batch']}, "
+            f"{info['steps']} DDPM steps, {info['dtype']}): each method in a fresh process, seconds from before its `import torch` to its "
             "first images (cold), then the same chain again (warm). fast_pt2 loads a package of the U-Net compiled "
             f"ahead of time ({info['package_bytes'] / 1e6:.0f} MB, exported in {info['export_seconds']:.0f} s once "
             "before); fast_compile compiles with an empty inductor cache. Goal: fast_pt2 cold <= "

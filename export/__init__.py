@@ -11,4 +11,5 @@ from .onnx_export import GRAPHS, OPSET, export_onnx
 from .onnx_sampler import OnnxProviderFallbackWarning, OnnxSampler
 from .pt2_export import export_pt2
 
-__all__ = ["GRAPHS", "OPSET", "OnnxProviderFallbackWarning", "OnnxSampler", "export_onnx", "export_pt2", "read_metadata"]
+__all__ = ["GRAPHS", "OPSET", "OnnxProviderFallbackWarning", "OnnxSampler", "export_onnx", "export_pt2",
+           "read_metadata"]

@@ -342,15 +342,21 @@ class NhwcFasterModel(ConvEpsModel):
         return super().forward(x, t)
 
 
-@pytest.mark.parametrize("compile_option, num_steps, nhwc", [(None, 2, True), (None, 10**12, False), (True, 2, False)],
-                             ids=["short-eager-chain", "chain-the-policy-compiles", "compile-true"])
+@pytest.mark.parametrize("compile_option, num_steps, nhwc", [
+    (None, fast_path_module.LAYOUT_MIN_STEPS, True), (None, fast_path_module.LAYOUT_MIN_STEPS - 1, False),
+    (None, 10**12, False), (True, fast_path_module.LAYOUT_MIN_STEPS, False)],
+    ids=["eager-chain", "chain-too-short-to-pay-for-the-timing", "chain-the-policy-compiles", "compile-true"])
 def test_the_cpu_layout_is_the_faster_eager_one_unless_the_chain_will_run_compiled(compile_option, num_steps, nhwc):
     """The eager timing picks NHWC for a model that runs faster NHWC; a chain that will run compiled (compile=True,
-    or one long enough for the CPU policy) keeps NCHW, the layout inductor's CPU code ran as fast or faster."""
+    or one long enough for the CPU policy) keeps NCHW, the layout inductor's CPU code ran as fast or faster, and a
+    chain too short to pay for the timing keeps NCHW untimed."""
     sampler = df.FastSampler(NhwcFasterModel().eval(), seed_linear(100), (3, 6, 6), compile=compile_option)
+    timed, denoise = [], sampler.fast_path.denoise
+    sampler.fast_path.denoise = lambda *args: timed.append(args) or denoise(*args)
     sampler.fast_path.settle_layout(2, num_steps=num_steps)
     assert sampler.fast_path.channels_last is nhwc
     assert sampler.model.inp.weight.is_contiguous(memory_format=torch.channels_last) is nhwc
+    assert bool(timed) is (compile_option is None and num_steps >= fast_path_module.LAYOUT_MIN_STEPS)
 
 
 def test_the_load_factor_is_the_load_average_per_cpu_at_least_one(monkeypatch):

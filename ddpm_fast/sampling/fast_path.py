@@ -65,6 +65,11 @@ def cpu_compile_decision(eager_step_seconds: float, num_steps: int, load_factor:
 # The CPU layout choice (channels_last=None): timed calls per layout, and how much faster NHWC must be to be chosen.
 LAYOUT_ROUNDS = 4
 LAYOUT_MARGIN = 0.05
+# The timing costs 2 x (1 + LAYOUT_ROUNDS) = 10 model calls, and the faster layout saved at most ~10 % of a call per
+# step (the tiny U-Net's eager forward, batch 16: 98 ms NHWC against 107 NCHW; ddpm-cifar10 at batch 16 spent 7 s of
+# a 15 s 20-step chain on it): it pays only for a chain of about this many steps. A shorter first chain keeps NCHW,
+# the model's own layout, untimed.
+LAYOUT_MIN_STEPS = 100
 
 
 class FastPathFallbackWarning(RuntimeWarning):
@@ -148,9 +153,10 @@ class FastPath:
         The timing is eager; a chain that will run compiled (compile=True, or the CPU policy's verdict on a chain of
         num_steps at the eager time just measured) keeps NCHW instead: inductor's CPU code for the tiny U-Net ran
         NCHW as fast or faster (Intel Xeon, 2 threads: 63 against 70 ms a step at batch 16, a tie at batch 1) where
-        the eager model was faster NHWC."""
+        the eager model was faster NHWC. A chain of fewer than LAYOUT_MIN_STEPS steps keeps NCHW untimed: the timing
+        would cost more than the faster layout could save."""
         self.layout_pending = False
-        if self.options.compile and self.may_compile:
+        if (self.options.compile and self.may_compile) or (num_steps is not None and num_steps < LAYOUT_MIN_STEPS):
             self.channels_last = False
             self.model.to(memory_format=torch.contiguous_format)
             return

@@ -125,7 +125,9 @@ class FastSampler:
 
     model: our UNet, a diffusers UNet2DModel (its `.sample` is unwrapped), or any `model(x_t, t)` returning a tensor
         [B, C, H, W] ([B, 2C, H, W] with variance_type="learned_range"). The sampler works on its own converted copy
-        of an nn.Module; the model passed in is left as it was.
+        of an nn.Module; the model passed in is left as it was. A pt2 package (ddpm_fast.models.pt2_package.PT2Model,
+        what from_pretrained("x.pt2") loads) runs its compiled code as it is: its device and dtype are the defaults,
+        another is a ValueError, and so is compile=True.
     schedule: the NoiseSchedule the model was trained with.
     sample_shape: (C, H, W); taken from the model's config (in_channels, sample_size) when omitted.
     prediction_type, variance_type, clip_sample, clip_sample_range: as in `ddpm_fast.p_step`.
@@ -136,7 +138,8 @@ class FastSampler:
     channels_last: run the model NHWC. Default for modules: True on CUDA; on a CPU the faster layout for this model,
         timed once (a few eager model calls in each layout at the first batch size; NHWC must be 5 % faster), except
         that a chain that will run compiled (compile=True, or the CPU policy's verdict) keeps NCHW, which inductor's
-        CPU code ran as fast or faster.
+        CPU code ran as fast or faster, and so does a first chain too short to pay for the timing (fewer than
+        fast_path.LAYOUT_MIN_STEPS steps).
     compile: torch.compile(fullgraph=True) each step — model and fused update — (compile_mode is torch.compile's
         mode). Default None: always on CUDA; on a CPU only for a chain whose eager run would take at least
         fast_path.CPU_COMPILE_MIN_EAGER_SECONDS (timed on two eager steps; the compile is announced on the ``ddpm_fast``
