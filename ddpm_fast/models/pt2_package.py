@@ -133,14 +133,26 @@ def load_pt2(path: Union[str, os.PathLike], device: Union[str, torch.device, Non
     path = pathlib.Path(path)
     metadata = read_pt2_metadata(path)
     run_on = check_pt2_compatible(metadata, path, device)
-    # imported here: torch._inductor is heavy, and only a package that passed the checks needs it
-    from torch._inductor import aoti_load_package
+    return PT2Model(path, metadata, _load_runner(path, run_on), run_on)
 
+
+def _load_runner(path: pathlib.Path, device: torch.device):
+    """The package's compiled model, callable on a list of tensors. torch's aoti_load_package first compares the
+    package with this machine for a warning, and for that runs inductor's CPU instruction-set probe: a compile and a
+    subprocess per instruction set (1.4 s under torch 2.13, 8-13 s under 2.11, whose probe imports torch in each).
+    check_pt2_compatible has made the same comparison already, as an error, so the loader is built directly; where
+    this torch lacks that loader, aoti_load_package does it."""
+    # imported here: torch._inductor is heavy, and only a package that passed the checks needs it
+    index = device.index if device.type == "cuda" else -1
     try:
-        runner = aoti_load_package(str(path), device_index=run_on.index if run_on.type == "cuda" else -1)
-    except TypeError:  # torch versions whose aoti_load_package takes no device_index
-        runner = aoti_load_package(str(path))
-    return PT2Model(path, metadata, runner, run_on)
+        from torch.export.pt2_archive._package import AOTICompiledModel
+
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, index)
+    except (ImportError, AttributeError, TypeError):  # internals of torch that moved: the public loader
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(str(path), device_index=index)
+    return AOTICompiledModel(loader)
 
 
 class PT2Model:
