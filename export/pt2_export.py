@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
-import time
+import tempfile
 from typing import Optional, Union
 
 import torch
@@ -91,16 +91,15 @@ def export_pt2(
     with torch.no_grad(), launch.inline_references(), quiet_torch_export():
         program = torch.export.export(graph, tuple(example), dynamic_shapes=tuple({0: batch} for _ in example))
         path.parent.mkdir(parents=True, exist_ok=True)
-        # aoti_compile_and_package wants a name ending in .pt2; written beside the target, then renamed over it
-        temp = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.pt2")
-        try:
+        # Written under its own name (the archive's inner folder is named after the file) in a folder beside the
+        # target, then renamed over it: readers see the old package or the whole new one.
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
             from torch._inductor import aoti_compile_and_package  # heavy: only an export needs it
 
+            temp = pathlib.Path(folder) / path.name
             aoti_compile_and_package(program, package_path=str(temp), inductor_configs={
                 "aot_inductor.metadata": {METADATA_KEY: json.dumps(metadata)}})
             os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
     return path
 
 

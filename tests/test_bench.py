@@ -212,7 +212,7 @@ def test_training_suite_maps_to_its_file_and_copes_when_it_is_absent(tmp_path):
     (folder / "test_training_step.py").write_text("")
     selected, missing = bench.select(folder, list(bench.SUITES))
     assert "benchmarks/test_training_step.py" in selected and "training" not in missing
-    assert list(missing) == ["kernels", "guidance", "quality", "onnx"]
+    assert list(missing) == ["kernels", "guidance", "quality", "onnx", "cold_start"]
 
 
 def test_every_suite_in_order_by_default():
@@ -221,7 +221,7 @@ def test_every_suite_in_order_by_default():
     names = [path.split("/")[-1] for path in selected]
     assert names == [name for name in order if name in names]
     assert set(names) >= {"test_elementwise_kernels.py", "test_group_norm_kernel.py", "test_unet_forward.py",
-                          "test_sampling.py", "test_onnx_runtime.py"}
+                          "test_sampling.py", "test_onnx_runtime.py", "test_cold_start.py"}
 
 
 def test_pytest_command(tmp_path):

@@ -117,7 +117,7 @@ def test_the_setup_travels_in_the_package_and_is_checked(made):
     assert sampler.setup == made["setup"] and sampler.class_names == CLASSES
     with pytest.raises(SetupConflict, match="prediction_type='epsilon' contradicts"):
         df.FastSampler.from_pretrained(made["package"], prediction_type="epsilon")
-    with pytest.raises(ValueError, match="weights='ema': .* is a pt2 package"):
+    with pytest.raises(ValueError, match="weights=ema: .* is a pt2 package"):
         load_pretrained(made["package"], weights="ema")
 
 
@@ -142,6 +142,8 @@ def test_what_the_package_fixes_is_refused_as_one_line_naming_the_argument(made)
         model(x, t.float(), class_labels=t)
     with pytest.raises(ValueError, match=r"class_labels must be one value or \[2\] values"):
         model(x, t, class_labels=torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"class_labels must be class indices in \[0, 4\), got \[0, 4\]"):
+        model(x, t, class_labels=torch.tensor([0, 4]))
     assert model(x.to(memory_format=torch.channels_last), 4, class_labels=t).shape == (2, 3, 8, 8)
 
 
@@ -196,7 +198,17 @@ def test_files_that_are_no_package_are_refused(made, tmp_path):
         df.FastSampler.from_pretrained(foreign)
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_pt2_metadata(tmp_path / "missing.pt2")
+    with pytest.raises(FileNotFoundError, match="missing.pt2: no such file"):  # a file name, never a Hub id
+        df.FastSampler.from_pretrained(str(tmp_path / "missing.pt2"))
     assert cli(["sample", "--checkpoint", tmp_path / "missing.pt2", "--out", tmp_path / "x.png"]) == 2
+    # damaged machine code must not load: every member's checksum is checked first
+    damaged = tmp_path / "damaged.pt2"
+    data = bytearray(made["package"].read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="damaged.pt2: a damaged pt2 package"):
+        load_pt2(damaged)
 
 
 def test_a_package_holds_no_weights_to_export_again(made, tmp_path):
@@ -228,7 +240,22 @@ def test_export_arguments_are_checked_before_any_compile(made, tmp_path):
         assert cli(["export", "--format", "pt2", "--checkpoint", made["folder"], "--out", tmp_path / "y.pt2",
                     *argv]) == 2, argv
     assert cli(["export", "--checkpoint", made["folder"], "--out", tmp_path / "y.onnx", "--dtype", "bfloat16"]) == 2
+    # a folder without a stored setup is refused, not packaged with guessed defaults
+    assert cli(["export", "--format", "pt2", "--checkpoint", bare, "--out", tmp_path / "z.pt2"]) == 2
     assert not list(tmp_path.glob("*.pt2")) and not list(tmp_path.glob(".*"))
+
+
+def test_ctrl_c_during_a_command_is_one_line_and_status_130(made, tmp_path, monkeypatch, capsys):
+    from ddpm_fast.export import pt2_export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt2_export, "export_pt2", interrupted)
+    assert cli(["export", "--format", "pt2", "--checkpoint", made["folder"], "--out", tmp_path / "x.pt2"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("ddpm-fast export: stopped (Ctrl-C); nothing was "
+                                                                 "written")
+    assert not (tmp_path / "x.pt2").exists()
 
 
 def test_check_on_a_package_for_another_device_needs_no_gpu(made):

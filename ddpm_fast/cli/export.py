@@ -83,12 +83,13 @@ def _check_export_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(f"--out {args.out}: expected a .{args.format} path for --format {args.format}")
     source.check_output_path(parser, args.out)
     if args.format == "pt2":
-        onnx_only = [flag for flag, given in (("--graph", args.graph != "model"), ("--eta", args.eta != 0.0),
-                                              ("--static-spatial", args.static_spatial),
-                                              ("--contrib-ops", args.contrib_ops)) if given]
-        if onnx_only:
-            parser.error(f"{onnx_only[0]} applies to --format onnx only (a pt2 package is the U-Net, its H and W "
-                         "fixed)")
+        onnx_only = {"--graph": (args.graph != "model", "a pt2 package is the U-Net alone"),
+                     "--eta": (args.eta != 0.0, "a pt2 package is the U-Net alone; pass --eta to sample"),
+                     "--static-spatial": (args.static_spatial, "a pt2 package's H and W are always fixed"),
+                     "--contrib-ops": (args.contrib_ops, "ONNX Runtime's ops")}
+        for flag, (given, why) in onnx_only.items():
+            if given:
+                parser.error(f"{flag} applies to --format onnx only ({why})")
         return
     if args.device is not None:
         parser.error("--device applies to --format pt2 only (an ONNX file runs on any device)")
@@ -105,7 +106,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx
     from ..export.onnx_export import OPSET, OUTPUT_NAMES, input_names
 
-    model, setup = source.load_source(args)  # the exporter itself keeps torch's notes on its internals quiet
+    # the exporter itself keeps torch's notes on its internals quiet; a package stores the source's own setup
+    model, setup = source.load_source(args, require_stored=args.format == "pt2")
     if args.format == "pt2":
         return _run_pt2_export(args, model, setup)
     path = export_onnx(model, args.out, graph=args.graph, setup=setup, eta=args.eta, dtype=getattr(torch, args.dtype),

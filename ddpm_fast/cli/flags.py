@@ -22,6 +22,7 @@ PARAMETER_FLAGS = {
     "seed": "--seed",
     "device": "--device",
     "dtype": "--dtype",
+    "weights": "--weights",
     "schedule": "--schedule/--train-timesteps",
     "prediction_type": "--prediction-type",
     "variance_type": "--variance-type",

@@ -102,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.command == "train":
         return run_train(args)
-    elif args.command == "sample":
-        return run_sample_command(command_parser, args)
-    elif args.command == "export":
-        return run_export_command(command_parser, args)
+    elif args.command in ("sample", "export"):
+        run = run_sample_command if args.command == "sample" else run_export_command
+        try:
+            return run(command_parser, args)
+        except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; files are written atomically, so none is half
+            print(f"ddpm-fast {args.command}: stopped (Ctrl-C); nothing was written", file=sys.stderr)
+            return 130
     elif args.command == "bench":
         return bench.run_command(command_parser, args)
     return 0

@@ -103,10 +103,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     # imported here, not at the top: the parser imports this module, and --help stays free of torch
     from ..sampling.distributed import init_from_environment, sample_sharded, teardown
 
-    if args.device == "auto" and args.checkpoint is not None and args.checkpoint.suffix.lower() == ".pt2":
-        from ..models.pt2_package import read_pt2_metadata
+    if args.device == "auto" and args.checkpoint is not None and args.checkpoint.is_file():
+        from ..models.pt2_package import check_pt2_compatible, read_pt2_metadata
 
-        args.device = read_pt2_metadata(args.checkpoint)["device"]  # a package runs where it was compiled for
+        # a package runs where it was compiled for (checked here: a CUDA package without CUDA says so)
+        args.device = check_pt2_compatible(read_pt2_metadata(args.checkpoint), args.checkpoint).type
     rank, world_size, device = init_from_environment(args.device)
     try:
         if device.type == "cpu":

@@ -122,7 +122,7 @@ def check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespac
     name a pt2 package file."""
     if args.checkpoint is not None:
         flag, folder = "--checkpoint", args.checkpoint
-        if package and folder.suffix.lower() == ".pt2":
+        if package and folder.suffix.lower() == ".pt2" and not folder.is_dir():
             if not folder.is_file():
                 parser.error(f"--checkpoint {folder}: no such file")
             return
@@ -138,9 +138,10 @@ def check_source_folder(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error(f"{flag} {folder}: no such folder")
 
 
-def load_source(args: argparse.Namespace):
+def load_source(args: argparse.Namespace, require_stored: bool = False):
     """(model, DiffusionSetup) of --checkpoint / --diffusers: the one loader, the stored setup checked against the
-    flags (ddpm_fast.interop.pretrained)."""
+    flags (ddpm_fast.interop.pretrained). require_stored: a source that stores no setup is a ValueError (instead of
+    the defaults, said in a warning)."""
     # imported here, not at the top: the parsers import this module, and --help stays free of torch
     from ..diffusion_setup import SetupConflict
     from ..interop.pretrained import load_pretrained, resolve_setup
@@ -148,6 +149,9 @@ def load_source(args: argparse.Namespace):
 
     pretrained = load_pretrained(args.checkpoint if args.checkpoint is not None else args.diffusers, args.weights)
     schedule, stored = None, pretrained.setup
+    if require_stored and stored is None:  # defaults would travel as if they were the model's own
+        raise ValueError(f"{pretrained.name} stores no diffusion setup; save the model with UNet.save(folder, "
+                         "setup=...) first, or export from its training run")
     if args.schedule is None and args.train_timesteps is not None and stored is not None:
         # --train-timesteps alone: the stored T is fine; another T means the stored kind of schedule at that T
         if args.train_timesteps != stored.num_train_timesteps:

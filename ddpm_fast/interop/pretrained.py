@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from .. import files
+from ..checks import ParameterError
 from ..diffusion_setup import DEFAULTS, SAMPLER_OPTIONS, DiffusionSetup, defaults_note
 from ..vocabulary import SOLVER_DEFAULTS
 from ..models import checkpoints
@@ -73,10 +74,14 @@ def load_pretrained(source: Union[str, os.PathLike], weights: Optional[str] = No
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     name = os.fspath(source)
     folder = pathlib.Path(source)
-    if folder.is_file() and folder.suffix.lower() == ".pt2":
+    if folder.suffix.lower() == ".pt2" and not folder.is_dir():
+        if not folder.exists():  # a file name, never a Hub id
+            raise FileNotFoundError(f"{name}: no such file")
         if weights is not None:
-            raise ValueError(f"weights={weights!r}: {name} is a pt2 package, one compiled model; 'ema' and 'model' "
-                             "are a training checkpoint's")
+            given = weights
+            raise ParameterError("weights", lambda flag: f"{flag(f'weights={given}')}: {name} is a pt2 package, one "
+                                                         "compiled model; 'ema' and 'model' are a training "
+                                                         "checkpoint's")
         model = load_pt2(folder)
         return Pretrained(model, model.setup, "pt2_package", folder, None, name)
     if folder.is_file():

@@ -69,7 +69,7 @@ def read_pt2_metadata(path: Union[str, os.PathLike]) -> dict[str, Any]:
             names = [name for name in archive.namelist()
                      if "/data/aotinductor/" in name and name.endswith("_metadata.json")]
             documents = [json.loads(archive.read(name)) for name in names]
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as error:
         raise ValueError(f"{path}: not a pt2 package ({type(error).__name__}: {error})") from None
     for document in documents:
         if isinstance(document, dict) and METADATA_KEY in document:
@@ -97,11 +97,17 @@ def check_pt2_compatible(metadata: dict[str, Any], path: Union[str, os.PathLike]
         raise ValueError(f"{path} was compiled by torch {metadata['torch']}; this process runs torch "
                          f"{torch.__version__}, whose AOTInductor may not load it: {again}")
     package_device = torch.device(metadata["device"])
-    if device is not None and device != "auto" and torch.device(device).type != package_device.type:
+    if device is not None and device != "auto":
         given = str(device)
-        raise ParameterError("device", lambda name: f"{name(f'device={given!r}')}: {path} is compiled for "
-                                                    f"{package_device.type}; sample it there, or export a package "
-                                                    f"for {torch.device(given).type}")
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ParameterError("device", lambda name: f"{name('device')} must be auto, cpu, cuda or cuda:N, got "
+                                                        f"{given!r}") from None
+        if device.type != package_device.type:
+            raise ParameterError("device", lambda name: f"{name(f'device={given!r}')}: {path} is compiled for "
+                                                        f"{package_device.type}; sample it there, or export a "
+                                                        f"package for {device.type}")
     aoti = metadata.get("aoti", {})
     machine = aoti.get("AOTI_MACHINE")
     if machine and machine != platform.machine():
@@ -110,7 +116,7 @@ def check_pt2_compatible(metadata: dict[str, Any], path: Union[str, os.PathLike]
         if not torch.cuda.is_available():
             raise ParameterError("device", lambda name: f"{path} is compiled for CUDA, and CUDA is not available "
                                                         "here; export a package for cpu")
-        index = package_device.index if device is None or device == "auto" else torch.device(device).index
+        index = device.index if isinstance(device, torch.device) else None
         package_device = torch.device("cuda", index if index is not None else torch.cuda.current_device())
         wanted = re.sub(r"\D", "", str(aoti.get("AOTI_COMPUTE_CAPABILITY", "")))
         have = "".join(map(str, torch.cuda.get_device_capability(package_device)))
@@ -126,13 +132,23 @@ def check_pt2_compatible(metadata: dict[str, Any], path: Union[str, os.PathLike]
 
 
 def load_pt2(path: Union[str, os.PathLike], device: Union[str, torch.device, None] = None) -> "PT2Model":
-    """The model of a pt2 package, checked against this process (check_pt2_compatible) before its code is loaded.
+    """The model of a pt2 package, checked against this process (check_pt2_compatible) and checked whole (every
+    member's CRC-32: a damaged file could otherwise load as machine code that computes garbage or crashes) before its
+    code is loaded.
 
     device: where to run it (None or "auto": the package's device; another device type is a ValueError naming
-    device). Raises FileNotFoundError / ValueError as read_pt2_metadata and check_pt2_compatible do."""
+    device). Raises FileNotFoundError / ValueError as read_pt2_metadata and check_pt2_compatible do, and ValueError
+    for a damaged archive."""
     path = pathlib.Path(path)
     metadata = read_pt2_metadata(path)
     run_on = check_pt2_compatible(metadata, path, device)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"{path}: a damaged pt2 package ({type(error).__name__}: {error})") from None
+    if damaged is not None:
+        raise ValueError(f"{path}: a damaged pt2 package ({damaged} fails its checksum); export it again")
     return PT2Model(path, metadata, _load_runner(path, run_on), run_on)
 
 
@@ -161,7 +177,8 @@ class PT2Model:
 
     sample: [B, C, H, W] of the compiled C, H, W and dtype, on the package's device, any B >= 1 (either memory
     layout: it is made contiguous as the package was compiled); timestep: int64 [B] (or one value for all);
-    class_labels: int64 [B], for a class-conditional package only. ValueError / TypeError naming the argument
+    class_labels: int64 [B] in [0, num_class_embeds), for a class-conditional package only (their range is checked
+    on a CPU; on a GPU it would cost a sync per call, and FastSampler checks labels once before its loop). ValueError / TypeError naming the argument
     otherwise. Attributes: path, setup (the DiffusionSetup stored with it), sample_shape, dtype, device, config
     (PT2Config), metadata (the whole document, see read_pt2_metadata).
     """
@@ -193,7 +210,12 @@ class PT2Model:
         if self.config.num_class_embeds is not None:
             if class_labels is None:
                 raise ValueError(f"class_labels: {self.path.name} is class-conditional; pass class_labels [B]")
-            inputs.append(_per_sample("class_labels", class_labels, batch, sample.device))
+            labels = _per_sample("class_labels", class_labels, batch, sample.device)
+            # checked where it costs no device sync (the compiled code would index out of its table)
+            if labels.device.type == "cpu" and ((labels < 0) | (labels >= self.config.num_class_embeds)).any():
+                raise ValueError(f"class_labels must be class indices in [0, {self.config.num_class_embeds}), got "
+                                 f"{labels.tolist()}")
+            inputs.append(labels)
         elif class_labels is not None:
             raise ValueError(f"class_labels: {self.path.name} is an unconditional model")
         output = self._runner(*inputs)
