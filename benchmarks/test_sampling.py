@@ -9,6 +9,9 @@ Methods (per batch size, in the same process):
                             compiled only when the chain is long enough to pay for it).
   fast_*                    FastSampler with parts turned off or on (GPU: no compile; CPU: eager, compile forced,
                             bf16), to show what each part is worth on the device.
+  fast_pt2                  (CPU) FastSampler on a pt2 package of the same model (`export_pt2`, AOTInductor, fp32;
+                            compiled once before, outside every timing, like the other methods' compiles): what a
+                            user who exported the model once samples at, with no compile in the sampling process.
   naive_unet2d, fast_eager_unet2d   (CPU) the seed's loop and FastSampler (compile=False, other options default) on
                             diffusers' UNet2DModel with the same weights: the eager path on a model that is not ours.
   lucidrains, fast_lucidrains   lucidrains' denoising-diffusion-pytorch: its own p_sample_loop (fp32, eager, its
@@ -49,9 +52,13 @@ DDPM_FAST_SAMPLING_STEPS changes steps_timed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import pathlib
+import shutil
 import statistics
+import tempfile
 import time
 from typing import Callable, Optional
 
@@ -59,6 +66,7 @@ import torch
 
 import ddpm_fast as df
 from ddpm_fast import reference
+from ddpm_fast.export import export_pt2
 from ddpm_fast.kernels import cpu_reference, launch
 from models import counted_gflop_per_image, diffusers_pipeline, gflop_per_image, pipeline_images
 
@@ -285,6 +293,8 @@ def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: 
         }
     for name, options in variants.items():
         methods.append(fast_method(name, model, batch, shape, device, **options))
+    if device.type != "cuda":
+        methods.append(pt2_method("fast_pt2", model, batch, shape))
     if device.type != "cuda" and "diffusers_fp32" not in unavailable:  # the eager path on a foreign model
         from models import diffusers_unet
 
@@ -292,6 +302,20 @@ def build_methods(model, batch: int, shape: tuple, device: torch.device, smoke: 
         methods.append(naive_method(_SampleOutput(unet2d), batch, shape, device, name="naive_unet2d"))
         methods.append(fast_method("fast_eager_unet2d", unet2d, batch, shape, device, compile=False))
     return methods, unavailable
+
+
+_PACKAGES: dict = {}  # id(model) -> (model, its package): one export serves every batch size (its batch is dynamic)
+
+
+def pt2_method(name: str, model, batch: int, shape: tuple) -> Method:
+    """FastSampler on a CPU pt2 package of `model` (exported once per model, into a temporary folder)."""
+    if id(model) not in _PACKAGES:
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="ddpm-fast-bench-pt2-"))
+        atexit.register(shutil.rmtree, folder, True)
+        setup = df.DiffusionSetup.from_schedule(df.NoiseSchedule.linear(T_FULL), sample_shape=tuple(shape))
+        _PACKAGES[id(model)] = (model, export_pt2(model, folder / "unet.pt2", setup=setup))
+    return sampler_method(name, df.FastSampler.from_pretrained(_PACKAGES[id(model)][1]), batch,
+                          model="pt2 package (AOTInductor)")
 
 
 class _SampleOutput(torch.nn.Module):
