@@ -24,7 +24,7 @@ from torch import nn
 
 from ddpm_fast import __version__
 from ddpm_fast.diffusion_setup import DiffusionSetup, model_class_count
-from ddpm_fast.interop.pretrained import load_pretrained, require_weights, resolve_setup
+from ddpm_fast.interop.pretrained import artefact_source
 from ddpm_fast.kernels import launch
 from ddpm_fast.models.pt2_package import CLASS_LABELS, INPUT_NAMES, METADATA_KEY, PT2_FORMAT, PT2_VERSION
 from ddpm_fast.models.unet import UNet
@@ -108,12 +108,7 @@ def _model_and_setup(model, setup: Optional[DiffusionSetup], weights: Optional[s
     if isinstance(model, (str, os.PathLike)):
         if setup is not None:
             raise ValueError("setup= applies to a model object; a folder brings its own setup")
-        pretrained = load_pretrained(model, weights)
-        require_weights(pretrained, "compile a pt2 package from")
-        if pretrained.setup is None:  # the defaults would travel as if they were the model's own
-            raise ValueError(f"model {pretrained.name} stores no diffusion setup; save it with UNet.save(folder, "
-                             "setup=...) first, or pass the UNet with setup=")
-        return pretrained.model, resolve_setup(pretrained, {})
+        return artefact_source(model, weights, "compile a pt2 package from")
     if weights is not None:
         raise ValueError("weights= applies to a training checkpoint folder; a model object holds one set of weights")
     if type(model).__name__ == "UNet2DModel" and hasattr(model, "config"):

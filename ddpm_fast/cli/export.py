@@ -132,8 +132,8 @@ def _run_pt2_export(args: argparse.Namespace, model, setup) -> int:
     print(f"compiling the U-Net for {device} in {args.dtype} (AOTInductor; a while: about 30 s for a small U-Net on "
           "a CPU)", flush=True)
     path = export_pt2(model, args.out, device=device, dtype=getattr(torch, args.dtype), setup=setup)
-    shape = "x".join(map(str, setup.sample_shape))
-    print(f"wrote {path}: the U-Net compiled for {device}, {args.dtype}, samples [B, {shape.replace('x', ', ')}] "
+    shape = ", ".join(map(str, setup.sample_shape))
+    print(f"wrote {path}: the U-Net compiled for {device}, {args.dtype}, samples [B, {shape}] "
           f"(dynamic batch), torch {torch.__version__}; setup: {setup.describe_schedule()}, {setup.prediction_type}, "
           f"{setup.variance_type}, clip_sample {setup.clip_sample}, {setup.timestep_spacing} spacing", flush=True)
     return 0

@@ -144,14 +144,13 @@ def load_source(args: argparse.Namespace, require_stored: bool = False):
     the defaults, said in a warning)."""
     # imported here, not at the top: the parsers import this module, and --help stays free of torch
     from ..diffusion_setup import SetupConflict
-    from ..interop.pretrained import load_pretrained, resolve_setup
+    from ..interop.pretrained import load_pretrained, require_stored_setup, resolve_setup
     from ..schedule import NoiseSchedule
 
     pretrained = load_pretrained(args.checkpoint if args.checkpoint is not None else args.diffusers, args.weights)
     schedule, stored = None, pretrained.setup
-    if require_stored and stored is None:  # defaults would travel as if they were the model's own
-        raise ValueError(f"{pretrained.name} stores no diffusion setup; save the model with UNet.save(folder, "
-                         "setup=...) first, or export from its training run")
+    if require_stored:
+        require_stored_setup(pretrained)
     if args.schedule is None and args.train_timesteps is not None and stored is not None:
         # --train-timesteps alone: the stored T is fine; another T means the stored kind of schedule at that T
         if args.train_timesteps != stored.num_train_timesteps:

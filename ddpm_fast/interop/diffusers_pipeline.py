@@ -22,7 +22,7 @@ from .diffusers_scheduler import CONFIG_NAME, setup_from_diffusers_config
 from ..models.config import config_to_diffusers
 from ..sampling.sampler import FastSampler
 from .diffusers_unet import SAFETENSORS_NAME
-from .pretrained import load_pretrained, require_weights, resolve_setup
+from .pretrained import artefact_source
 
 
 def sampler_arguments_from_diffusers(source: Any) -> dict[str, Any]:
@@ -83,12 +83,7 @@ def save_diffusers_pipeline(source: Any, folder: Union[str, os.PathLike], *, set
     elif isinstance(source, (str, os.PathLike)):
         if setup is not None:
             raise ValueError("setup= applies to a UNet; a folder brings its own (or the defaults, said in a warning)")
-        pretrained = load_pretrained(source, weights)
-        require_weights(pretrained, "write a diffusers pipeline from")
-        if pretrained.setup is None:  # defaults would become a stored setup that no longer says it was guessed
-            raise ValueError(f"source {pretrained.name} stores no diffusion setup; save it with UNet.save(folder, "
-                             "setup=...) first, or pass the UNet with setup=")
-        model, setup = pretrained.model, resolve_setup(pretrained, {})
+        model, setup = artefact_source(source, weights, "write a diffusers pipeline from")
     else:
         raise TypeError(f"source must be a FastSampler, a UNet or a model folder / Hub id, got {type(source).__name__}")
     return _write_pipeline(model, setup, pathlib.Path(folder))

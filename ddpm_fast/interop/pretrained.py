@@ -108,6 +108,23 @@ def require_weights(pretrained: Pretrained, purpose: str) -> None:
                          "the run or model folder it was exported from")
 
 
+def require_stored_setup(pretrained: Pretrained) -> None:
+    """ValueError where `pretrained` stores no setup, for the writers of artefacts (a diffusers pipeline folder, a pt2
+    package): the defaults written into one would no longer say they were guessed."""
+    if pretrained.setup is None:
+        raise ValueError(f"{pretrained.name} stores no diffusion setup; save it with UNet.save(folder, setup=...) "
+                         "first (a training run stores its own), or pass the model with setup=")
+
+
+def artefact_source(source: Union[str, os.PathLike], weights: Optional[str], purpose: str):
+    """(model, stored setup) of the source an artefact is written from: it holds weights (require_weights, with
+    `purpose`) and stores a setup (require_stored_setup); FileNotFoundError / ValueError as load_pretrained."""
+    pretrained = load_pretrained(source, weights)
+    require_weights(pretrained, purpose)
+    require_stored_setup(pretrained)
+    return pretrained.model, resolve_setup(pretrained, {})
+
+
 def resolve_setup(pretrained: Pretrained, given: Mapping[str, Any], *, override: bool = False,
                   warn: bool = True, warn_level: int = 3) -> DiffusionSetup:
     """The setup to sample or export with: the stored one with the caller's `given` settings checked against it
