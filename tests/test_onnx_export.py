@@ -19,9 +19,10 @@ from torch import nn
 import ddpm_fast as df
 from ddpm_fast.cli import main as cli
 from ddpm_fast.diffusion_setup import SetupConflict
-from ddpm_fast.export import GRAPHS, OPSET, export_onnx, onnx_export, read_metadata
+from ddpm_fast.export import GRAPHS, OPSET, export_onnx, onnx_export, pt2_export, read_metadata
 from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.models.config import config_to_diffusers
+from ddpm_fast.vocabulary import EXPORT_DTYPES, EXPORT_FORMATS
 
 # Left to the TRITON_INTERPRET=0 run (tests/conftest.py checks no test here reaches a kernel): the exported graphs hold
 # the torch references only (export/step_graphs.py), and the ops they are held to run on the references too (below).
@@ -555,7 +556,9 @@ def test_cli_flags_become_export_arguments(tmp_path, captured_export, capsys):
     (["--out", "{tmp}/x.onnx"], "one of the arguments --checkpoint --diffusers is required"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--eta", "0.5"], "--eta applies to --graph ddim_step only"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--graph", "step"], "invalid choice"),
-    (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--dtype", "bfloat16"], "invalid choice"),
+    (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--dtype", "bfloat16"],
+     "--dtype bfloat16: an ONNX file takes float32 or float16"),
+    (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--dtype", "float64"], "invalid choice"),
     (["--checkpoint", "{tmp}", "--out", "{tmp}/x.onnx", "--train-timesteps", "0"], "expected a positive integer"),
 ])
 def test_cli_argument_errors(arguments, match, tmp_path, capsys):
@@ -578,4 +581,7 @@ def test_cli_choices_follow_the_exporter():
     export_parser = cli.build_parser()._subparsers._group_actions[0].choices["export"]
     choices = {action.dest: tuple(action.choices) for action in export_parser._actions if action.choices}
     assert choices["graph"] == GRAPHS
-    assert set(choices["dtype"]) == set(onnx_export.DTYPES.values())
+    # --dtype lists both formats' dtypes; --format onnx takes the exporter's (bfloat16 is a pt2 package's only)
+    assert set(choices["dtype"]) == set(onnx_export.DTYPES.values()) | set(pt2_export.DTYPES.values())
+    assert set(EXPORT_DTYPES) == set(onnx_export.DTYPES.values())
+    assert choices["format"] == EXPORT_FORMATS
