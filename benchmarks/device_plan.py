@@ -14,6 +14,8 @@ finishes in about 9 minutes whatever happens, the first one carrying the verdict
   call 4:                 the guidance group (batch 16 and 128), then the onnx group (the machine's onnxruntime has
                           no CUDA provider: those cases are reported
                           unavailable, and the CUDA-provider tests skip).
+  call 5:                 cold start: fresh processes to their first images, a bf16 CUDA pt2 package beside the
+                          defaults, compile=True (cold and warm inductor cache) and diffusers.
 
 Usage, from the repository root (the device tool's command):
     python3 benchmarks/device_plan.py --call 1 --commit <sha> [--deadline SECONDS]
@@ -84,6 +86,9 @@ def bench_stage(name: str, suites: list[str], budget: float, min_seconds: float,
                  keeps=(f"{name}/results.json", f"{name}/results.md"))
 
 
+CALLS = (1, 2, 3, 4, 5)
+
+
 def call_stages(call: int, workers: int, commit: str) -> list[Stage]:
     """The stages of one device call, in the order they run."""
     if call == 1:
@@ -101,7 +106,9 @@ def call_stages(call: int, workers: int, commit: str) -> list[Stage]:
     if call == 4:
         return [bench_stage("guidance", ["guidance"], budget=220, min_seconds=120, commit=commit),
                 bench_stage("onnx", ["onnx"], budget=300, min_seconds=180, commit=commit)]
-    raise ValueError(f"call must be 1, 2, 3 or 4, got {call!r}")
+    if call == 5:
+        return [bench_stage("cold_start", ["cold_start"], budget=500, min_seconds=240, commit=commit)]
+    raise ValueError(f"call must be one of {', '.join(map(str, CALLS))}, got {call!r}")
 
 
 def planned_files(stages: list[Stage]) -> list[str]:
@@ -250,7 +257,7 @@ def write_plan(out: pathlib.Path, report: list[str]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--call", type=int, choices=(1, 2, 3, 4), default=1, help="which call of the plan (default 1)")
+    parser.add_argument("--call", type=int, choices=CALLS, default=1, help="which call of the plan (default 1)")
     parser.add_argument("--commit", default=os.environ.get("DDPM_FAST_COMMIT", "unknown"),
                         help="git commit of the work tree, recorded in the results")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE,

@@ -659,7 +659,7 @@ at 32×32 is 12.4 GFLOP per image). GPU timings are `triton.testing.do_bench` me
 CPU timings are wall-clock medians. Quick mode (`--quick`, `DDPM_FAST_BENCH_QUICK=1`) still measures, with fewer
 sizes and rounds and the tiny U-Net on a CPU; CI runs the suite in smoke mode (`--benchmark-disable`: every case once
 at its smallest size) so it never rots. On a lent GPU machine, `bash benchmarks/run_on_device.sh <commit> [call]`
-runs one call of the device plan (`benchmarks/device_plan.py`: call 1 the gpu tests and the headline, calls 2-4 the
+runs one call of the device plan (`benchmarks/device_plan.py`: call 1 the gpu tests and the headline, calls 2-5 the
 other groups, each within ~9 minutes); `ddpm-fast bench --merge part1/ part2/ --out DIR` joins the calls into one
 set. A FastSampler row whose compile or CUDA graphs fell back is marked INVALID, never reported as ours.
 Committed result sets live in `benchmarks/results/<device>-<date>[-…]/`, as the runs wrote them, never edited by

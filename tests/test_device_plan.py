@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 plan = bench.load_suite_module(ROOT / "benchmarks", "device_plan")
 
 
-@pytest.mark.parametrize("call", [1, 2, 3, 4])
+@pytest.mark.parametrize("call", plan.CALLS)
 def test_every_call_leaves_files_the_device_tool_brings_back(call):
     stages = plan.call_stages(call, workers=8, commit="abc")
     files = plan.planned_files(stages)
@@ -47,7 +47,7 @@ def test_call_one_runs_the_tests_then_the_headline():
     assert "-n" not in plan.call_stages(1, workers=1, commit="abc")[0].command  # no pytest-xdist: one process
     assert stages[1].env["DDPM_FAST_SAMPLING_BATCHES"] == "1,16" and "--quick" in stages[1].command
     with pytest.raises(ValueError, match="call must be"):
-        plan.call_stages(5, workers=8, commit="abc")
+        plan.call_stages(len(plan.CALLS) + 1, workers=8, commit="abc")
 
 
 def test_the_gpu_test_selection_collects_gpu_tests():
