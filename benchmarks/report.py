@@ -248,8 +248,8 @@ def _cold_start_table(infos: list[dict]) -> list[str]:
         lines += [
             "",
             f"Cold start ({info['preset']}, {_shape(info['sample_shape'])}, batch {info['batch']}, "
-            f"{info['steps']} DDPM steps, {info['dtype']}): each method in a fresh process, seconds from before its `import torch` to its "
-            "first images (cold), then the same chain again (warm). fast_pt2 loads a package of the U-Net compiled "
+            f"{info['steps']} DDPM steps, {info['dtype']}): each method in a fresh process, seconds from before its "
+            "`import torch` to its first images (cold), then the same chain again (warm). fast_pt2 loads a package of the U-Net compiled "
             f"ahead of time ({info['package_bytes'] / 1e6:.0f} MB, exported in {info['export_seconds']:.0f} s once "
             "before); fast_compile compiles with an empty inductor cache, fast_compile_cached reuses the cache it "
             "filled. " + (f"Goal: fast_pt2 cold <= {info['goal_cold_over_warm']:g}x its warm chain: "
@@ -463,6 +463,11 @@ def _sampling_tables(infos: list[dict]) -> list[str]:
             notes.append(f"- batch {info['batch']}, DPM-Solver++ 2M, {dpm['steps']} model calls per chain: FastSampler "
                          f"{_rate(rates['fast'])} img/s{state}, {dpm['vs_fast_ddpm_full_chain']:.1f}x its "
                          f"{total}-step DDPM chain{peer}")
+        errors = info.get("error_vs_fp32")
+        if errors and len(errors) > 1:
+            shown = ", ".join(f"{name} {error:.2g}" for name, error in errors.items() if name != "reference")
+            notes.append(f"- batch {info['batch']}, the images against {errors['reference']}'s (fp32, the same seed "
+                         f"and noise), max |difference| in [-1, 1] pixels: {shown}")
         full = info.get("fast_full_chain")
         if full and not _fell_back(info, "fast"):
             extrapolated = info["images_per_s"]["fast"]

@@ -381,6 +381,21 @@ def check_images(name: str, images: torch.Tensor, batch: int, shape: tuple) -> N
 # ------------------------------------------------------------------------------------------------ the benchmark
 
 
+def error_vs_fp32(methods: list[Method], images: dict) -> Optional[dict]:
+    """{name: max |images - fp32 FastSampler's images|} for the FastSampler methods on our model that do not run it
+    as "fast" does in fp32 (bf16, a pt2 package): the same seed draws the same noise, so the difference is what the
+    dtype or the compiled code changes. None where no fp32 FastSampler ran (a GPU's defaults are bf16)."""
+    ours = [m for m in methods if hasattr(m, "sampler") and m.name.startswith("fast")
+            and not m.name.endswith(("_unet2d", "_lucidrains")) and m.name in images]
+    reference = next((m.name for m in ours if m.options.get("dtype") == "float32" and m.name in ("fast", "fast_eager")),
+                     None)
+    if reference is None:
+        return None
+    return {"reference": reference, **{m.name: (images[m.name] - images[reference]).abs().max().item()
+                                       for m in ours if m.name != reference and (
+                                           m.options.get("dtype") != "float32" or "model" in m.options)}}
+
+
 def record_what_ran(methods: list[Method]) -> dict[str, str]:
     """After the timed runs, each FastSampler method's options say what its last chain actually ran (compiled and
     why, the layout chosen, CUDA graphs, replays), not what was asked for. Returns {method: why} for those whose
@@ -458,7 +473,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
         model = model.to(device)
         methods, unavailable = build_methods(model, batch, sample_shape, device, smoke, quick, steps)
 
-        warm_up = {}
+        warm_up, first_images = {}, {}
         for method in list(methods):  # warm-up: compile, capture, lazy init; then the images are checked
             start = time.perf_counter()
             try:
@@ -475,6 +490,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
             if hasattr(method, "sampler"):
                 method.setup_seconds += method.sampler.last_report.setup_seconds
             check_images(method.name, images, batch, sample_shape)
+            first_images[method.name] = images.float().cpu()
         for _ in range(repeats):  # round-robin, so a slow patch of a shared machine hits every method alike
             for method in methods:
                 method.samples.append(method.run(steps)[1])
@@ -532,7 +548,7 @@ def test_sampling(benchmark, device, smoke, quick, shape, bf16_matmul_tflops):
         "speedup_vs_best_diffusers": ({name: v / images_per_s[best_diffusers] for name, v in images_per_s.items()}
                                       if best_diffusers else None),
         "best_diffusers": best_diffusers, "best_fast": best_fast, "goals": met, "fast_full_chain": full_chain,
-        "dpm_solver": dpm,
+        "dpm_solver": dpm, "error_vs_fp32": error_vs_fp32(methods, first_images),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "parity": checked, "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                                     "cudnn": torch.backends.cudnn.allow_tf32} if on_gpu else None,
