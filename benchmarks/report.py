@@ -249,12 +249,13 @@ def _cold_start_table(infos: list[dict]) -> list[str]:
             "",
             f"Cold start ({info['preset']}, {_shape(info['sample_shape'])}, batch {info['batch']}, "
             f"{info['steps']} DDPM steps, {info['dtype']}): each method in a fresh process, seconds from before its "
-            "`import torch` to its first images (cold), then the same chain again (warm). fast_pt2 loads a package of the U-Net compiled "
-            f"ahead of time ({info['package_bytes'] / 1e6:.0f} MB, exported in {info['export_seconds']:.0f} s once "
-            "before); fast_compile compiles with an empty inductor cache, fast_compile_cached reuses the cache it "
-            "filled. " + (f"Goal: fast_pt2 cold <= {info['goal_cold_over_warm']:g}x its warm chain: "
-                          f"{'met' if info['goal_met'] else 'NOT met'}." if info.get("goal_cold_over_warm") else
-                          "No goal for this case (the issue's is ddpm-cifar10 at batch 16, 20 steps)."),
+            "`import torch` to its first images (cold), then the same chain again (warm). fast_pt2 loads a package "
+            f"of the U-Net compiled ahead of time ({info['package_bytes'] / 1e6:.0f} MB, exported in "
+            f"{info['export_seconds']:.0f} s once before); fast_compile compiles with an empty inductor cache, "
+            "fast_compile_cached reuses the cache it filled. "
+            + (f"Goal: fast_pt2 cold <= {info['goal_cold_over_warm']:g}x its warm chain: "
+               f"{'met' if info['goal_met'] else 'NOT met'}." if info.get("goal_cold_over_warm") else
+               "No goal for this case (the issue's is ddpm-cifar10 at batch 16, 20 steps)."),
             "",
             "| method | cold s | warm s | cold / warm | how the steps ran |",
             "|---|---:|---:|---:|---|",

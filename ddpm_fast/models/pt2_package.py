@@ -178,9 +178,9 @@ class PT2Model:
     sample: [B, C, H, W] of the compiled C, H, W and dtype, on the package's device, any B >= 1 (either memory
     layout: it is made contiguous as the package was compiled); timestep: int64 [B] (or one value for all);
     class_labels: int64 [B] in [0, num_class_embeds), for a class-conditional package only (their range is checked
-    on a CPU; on a GPU it would cost a sync per call, and FastSampler checks labels once before its loop). ValueError / TypeError naming the argument
-    otherwise. Attributes: path, setup (the DiffusionSetup stored with it), sample_shape, dtype, device, config
-    (PT2Config), metadata (the whole document, see read_pt2_metadata).
+    on a CPU; on a GPU it would cost a sync per call, and FastSampler checks labels once before its loop).
+    ValueError / TypeError naming the argument otherwise. Attributes: path, setup (the DiffusionSetup stored with
+    it), sample_shape, dtype, device, config (PT2Config), metadata (the whole document, see read_pt2_metadata).
     """
 
     def __init__(self, path: pathlib.Path, metadata: dict[str, Any], runner: Any, device: torch.device):
