@@ -1,19 +1,25 @@
-"""Registers and spills of every kernel at the launch configurations real models get, compiled for sm_90.
+"""Every kernel built for sm_90 with this triton and its ptxas: the launch configurations real models get, checked for
+registers and spills, and the option variants no model launches, checked to compile.
 
-Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does): it asks the launchers' own host-side
-planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for the GroupNorm sites of
-ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts, forward and backward, and
-for the elementwise kernels on their images; compiles each distinct configuration with triton.compile (no GPU
-needed) and reads the cubin's resource usage (registers, stack frame), and ptxas's own report (`ptxas -v`: spill
-stores and loads) where the frame is not empty. Prints one line per configuration and exits 1 if any uses a stack
-frame (a spill, or local memory of another kind: neither belongs in these kernels).
+Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does, once for both of its tests): it asks the
+launchers' own host-side planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick
+for the GroupNorm sites of ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts,
+forward and backward, and for the elementwise kernels (every option product) on their images; compiles each distinct
+configuration with triton.compile (no GPU needed) and reads the cubin's resource usage (registers, stack frame), and
+ptxas's own report (`ptxas -v`: spill stores and loads) where the frame is not empty. Then the variants: every
+GroupNorm flag set and the float64 build (gradcheck's), and the elementwise kernels on a tile that is not spatially
+flat (strided images), each option value once: the option products are built on the flat tiles above, and flatness
+changes only the address arithmetic. Prints one line per build and exits 1 if any fails to compile or any launch
+configuration uses a stack frame (a spill, or local memory of another kind: neither belongs in these kernels).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import itertools
+import os
 import pathlib
 import re
 import subprocess
@@ -140,14 +146,66 @@ def configurations():
                 add(dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=prediction, CLIP=clip, NOISE=noise,
                                                                GUIDED=guided, HISTORY2=history2, **tile),
                     heavy_warps, where)
-            # UniPC at its most registers, three x0 histories and clipping (test_gpu_compile builds the rest)
-            for prediction, guided in itertools.product((0, 1, 2), (False, True)):
+            # UniPC with clipping (its most registers) and each history length a chain's first steps use
+            for prediction, guided, history in itertools.product((0, 1, 2), (False, True), (1, 2, 3)):
                 add(unipc_step_kernel, UNIPC_POINTERS, dict(PREDICTION=prediction, CLIP=True, GUIDED=guided,
-                                                            HISTORY=3, **tile),
+                                                            HISTORY=history, **tile),
                     heavy_warps, where)
             for seeded in (False, True):
                 add(q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=seeded, **tile), warps, where)
             add(philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=2, **tile), warps, where)
+    return found
+
+
+# Elementwise kernels: their pointer types and option axes (the values each constexpr takes).
+ELEMENTWISE_OPTIONS = (
+    (p_step_kernel, P_STEP_POINTERS, dict(PREDICTION=(0, 1, 2), VARIANCE=(0, 1, 2), NOISE=(0, 1, 2),
+                                          CLIP=(False, True), GUIDED=(False, True))),
+    (ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=(0, 1, 2), NOISE=(0, 1, 2), CLIP=(False, True),
+                                           CLIPPED_EPS=(False, True), GUIDED=(False, True))),
+    (dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=(0, 1, 2), NOISE=(0, 1, 2), CLIP=(False, True),
+                                                GUIDED=(False, True), HISTORY2=(False, True))),
+    (unipc_step_kernel, UNIPC_POINTERS, dict(PREDICTION=(0, 1, 2), CLIP=(False, True), GUIDED=(False, True),
+                                             HISTORY=(1, 2, 3))),
+    (q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=(False, True))),
+    (philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=(2,))),
+)
+# A tile whose images are not spatially flat (a strided view: position hw is split into h and w per element).
+STRIDED_TILE = dict(SPATIAL_FLAT=False, CHANNELS_LAST=True, BLOCK_C=1, BLOCK_Q=1)
+
+
+def each_value(axes: dict) -> list[dict]:
+    """The fewest option sets that give every axis each of its values once (the longest axis sets their number)."""
+    count = max(len(values) for values in axes.values())
+    return [{name: values[i % len(values)] for name, values in axes.items()} for i in range(count)]
+
+
+def variants():
+    """{(kernel, pointers, constants, num_warps): what it is} for the builds no model launches, compiled only."""
+    found: dict[tuple, str] = {}
+
+    def add(kernel, pointers, constants, where):
+        found.setdefault((kernel, tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), 4),
+                         where)
+
+    for kernel, pointers, axes in ELEMENTWISE_OPTIONS:
+        for options in each_value(axes):
+            add(kernel, pointers, dict(**options, **STRIDED_TILE), "strided images")
+    # GroupNorm: every flag combination in bf16 (fp32 statistics), both plans, and the float64 build.
+    for element, acc in (("*bf16", tl.float32), ("*fp64", tl.float64)):
+        pointers = group_norm_pointers(element)
+        if acc is tl.float64:
+            pointers.update({name: "*fp64" for name, kind in pointers.items() if kind == "*fp32"})
+        flag_sets = itertools.product((False, True), repeat=4) if acc is tl.float32 else [(True,) * 4]
+        for emb, affine, film, silu in flag_sets:
+            flags = dict(HAS_EMB=emb, HAS_WEIGHT=affine, HAS_BIAS=affine, HAS_SCALE=film, HAS_SHIFT=film, SILU=silu,
+                         ACC=acc, BLOCK_C=4, BLOCK_HW=256)
+            where = f"flags {element[1:]}"
+            for single in (False, True):
+                add(gn.group_norm_forward_kernel, pointers, dict(SINGLE_TILE=single, BLOCK_S=8, **flags), where)
+            for mode in (0, 1, 2):
+                add(gn.group_norm_backward_kernel, pointers, dict(MODE=mode, **flags), where)
+        add(gn.group_norm_stats_kernel, pointers, dict(HAS_EMB=True, ACC=acc, BLOCK_C=16, BLOCK_HW=64), where)
     return found
 
 
@@ -192,25 +250,54 @@ def spills(compiled, kernel, warps: int) -> tuple[int, int]:
     return stores, loads
 
 
+KERNELS = {kernel.__name__: kernel for kernel in (
+    p_step_kernel, ddim_step_kernel, dpm_solver_step_kernel, unipc_step_kernel, q_sample_kernel, philox_normal_kernel,
+    gn.group_norm_forward_kernel, gn.group_norm_stats_kernel, gn.group_norm_backward_kernel)}
+
+
+def build(name: str, pointers: tuple, constants: tuple, warps: int) -> tuple:
+    """("ok", registers, stack, spill stores, spill loads) of one configuration, or ("FAILED", message)."""
+    kernel = KERNELS[name]
+    try:
+        compiled = compile_for_sm90(kernel, dict(pointers), dict(constants), warps)
+    except Exception as error:  # report every failing build, not only the first
+        return "FAILED", str(error).splitlines()[-1:]
+    registers, stack = resources(compiled)
+    stores, loads = spills(compiled, kernel, warps) if stack else (0, 0)
+    return "ok", registers, stack, stores, loads
+
+
 def main() -> int:
-    spilled = 0
-    found = configurations()
-    print(f"{len(found)} launch configurations")
-    for (kernel, pointers, constants, warps), where in found.items():
-        constants = dict(constants)
-        compiled = compile_for_sm90(kernel, dict(pointers), constants, warps)
-        registers, stack = resources(compiled)
-        stores, loads = spills(compiled, kernel, warps) if stack else (0, 0)
-        tile = {k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("SINGLE_TILE", "MODE")}
-        line = (f"{kernel.__name__} {tile} warps={warps}: {registers} registers, stack frame {stack} bytes, spills "
-                f"{stores}/{loads} bytes (e.g. {where})")
-        if stack:
-            spilled += 1
-            print("SPILLS", line, {k: v for k, v in constants.items() if k not in tile})
-        else:
-            print("ok", line)
+    launches, extra = configurations(), variants()
+    extra = {key: where for key, where in extra.items() if key not in launches}
+    print(f"{len(launches)} launch configurations, {len(extra)} option variants")
+    everything = list(itertools.chain(launches.items(), extra.items()))
+    # One process per core: a build is single-threaded (MLIR passes, then ptxas), and under pytest-xdist the other
+    # worker's core is free again once its files are done.
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
+        results = pool.map(build, *zip(*((kernel.__name__, pointers, constants, warps)
+                                         for (kernel, pointers, constants, warps), _ in everything)))
+        spilled = failed = built = 0
+        for ((kernel, pointers, constants, warps), where), result in zip(everything, results):
+            key = (kernel, pointers, constants, warps)
+            constants = dict(constants)
+            if result[0] == "FAILED":
+                failed += 1
+                print("FAILED", kernel.__name__, constants, f"warps={warps}:", result[1])
+                continue
+            built += 1
+            registers, stack, stores, loads = result[1:]
+            tile = {k: v for k, v in constants.items() if k.startswith("BLOCK") or k in ("SINGLE_TILE", "MODE")}
+            line = (f"{kernel.__name__} {tile} warps={warps}: {registers} registers, stack frame {stack} bytes, "
+                    f"spills {stores}/{loads} bytes (e.g. {where})")
+            if stack and key in launches:  # a variant's frame is reported, not judged: no model launches it
+                spilled += 1
+                print("SPILLS", line, {k: v for k, v in constants.items() if k not in tile})
+            else:
+                print("ok", line)
+    print(f"built {built}, {failed} failed")
     print(f"{spilled} configuration(s) spill")
-    return 1 if spilled else 0
+    return 1 if spilled or failed else 0
 
 
 if __name__ == "__main__":
