@@ -600,7 +600,8 @@ def _per_channel_rows(mean, rstd, num_groups, channels):
 def group_norm_act_backward_reference(dy, x, emb, weight, bias, scale, shift, mean, rstd, num_groups, silu):
     """The backward in plain torch, same formulas as the kernel: (dx, d emb, d weight, d bias, d scale, d shift).
 
-    It is the CPU training path too, so every full-size step is one fused torch op (addcmul, silu_backward)."""
+    The op's backward on a CPU; every full-size step is one fused torch op (addcmul, silu_backward). The U-Net's
+    blocks call the forward reference directly there and let autograd differentiate it (models/blocks.py)."""
     x4 = launch.as_bchw(x)
     batch, channels, height, width = x4.shape
     z = x4.to(accumulation_dtype(x))

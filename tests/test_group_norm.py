@@ -414,3 +414,35 @@ def test_large_means_under_torch_compile_on_cpu(channels_last):
     y_error, dx_error = _errors(compiled, x, weight, bias, dy)
     y_bound, dx_bound = _bound(x, weight, bias, dy)
     assert y_error <= y_bound and dx_error <= dx_bound, (y_error, y_bound, dx_error, dx_bound)
+
+
+@pytest.mark.parametrize("film", [False, True], ids=["emb", "film"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_a_block_trains_through_torch_group_norm_on_the_cpu_path(monkeypatch, film, channels_last):
+    """On the CPU path GroupNormAct calls the forward reference and autograd differentiates torch's own group norm
+    (faster there than the op's backward reference): its gradients equal the op's, and the op is never called."""
+    from ddpm_fast.kernels import cpu_reference
+    from ddpm_fast.models import blocks
+
+    torch.manual_seed(0)
+    module = blocks.GroupNormAct(4, 8).double()
+    with torch.no_grad():
+        module.weight.normal_()
+        module.bias.normal_()
+    present = dict(emb=not film, weight=True, bias=True, scale=film, shift=film)
+    x, extra = make_inputs((2, 8, 5, 3), 4, present, torch.float64, "cpu", channels_last, offset=3.0)
+    inputs = [t.requires_grad_() for t in (x, extra["emb"], extra["scale"], extra["shift"]) if t is not None]
+    dy = torch.randn(x.shape, dtype=torch.float64)
+    with cpu_reference():
+        expected = torch.autograd.grad(
+            (gn.group_norm_act_op(x, extra["emb"], module.weight, module.bias, extra["scale"], extra["shift"], 4,
+                                  module.eps, True)[0] * dy).sum(), inputs + [module.weight, module.bias])
+
+        def refused(*args):
+            raise AssertionError("the custom op was called on the CPU path")
+
+        monkeypatch.setattr(blocks, "group_norm_act_op", refused)
+        y = module(x, extra["emb"], scale=extra["scale"], shift=extra["shift"])
+        grads = torch.autograd.grad((y * dy).sum(), inputs + [module.weight, module.bias])
+    for ours, op in zip(grads, expected):
+        torch.testing.assert_close(ours, op, rtol=1e-9, atol=1e-9)
