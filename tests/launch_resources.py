@@ -157,17 +157,19 @@ def configurations():
     return found
 
 
-# Elementwise kernels: their pointer types and option axes (the values each constexpr takes).
+# Elementwise kernels: their pointer types and option axes (the values each constexpr takes). The strided builds also
+# take the other model and image dtypes (fp16 model output, bf16 images for q-sample).
 ELEMENTWISE_OPTIONS = (
     (p_step_kernel, P_STEP_POINTERS, dict(PREDICTION=(0, 1, 2), VARIANCE=(0, 1, 2), NOISE=(0, 1, 2),
                                           CLIP=(False, True), GUIDED=(False, True))),
-    (ddim_step_kernel, DDIM_POINTERS, dict(PREDICTION=(0, 1, 2), NOISE=(0, 1, 2), CLIP=(False, True),
-                                           CLIPPED_EPS=(False, True), GUIDED=(False, True))),
+    (ddim_step_kernel, dict(DDIM_POINTERS, model_ptr="*fp16"), dict(PREDICTION=(0, 1, 2), NOISE=(0, 1, 2),
+                                                                    CLIP=(False, True), CLIPPED_EPS=(False, True),
+                                                                    GUIDED=(False, True))),
     (dpm_solver_step_kernel, DPM_POINTERS, dict(PREDICTION=(0, 1, 2), NOISE=(0, 1, 2), CLIP=(False, True),
                                                 GUIDED=(False, True), HISTORY2=(False, True))),
     (unipc_step_kernel, UNIPC_POINTERS, dict(PREDICTION=(0, 1, 2), CLIP=(False, True), GUIDED=(False, True),
                                              HISTORY=(1, 2, 3))),
-    (q_sample_kernel, Q_SAMPLE_POINTERS, dict(NOISE_FROM_SEED=(False, True))),
+    (q_sample_kernel, dict(Q_SAMPLE_POINTERS, x0_ptr="*bf16", x_t_ptr="*bf16"), dict(NOISE_FROM_SEED=(False, True))),
     (philox_normal_kernel, PHILOX_POINTERS, dict(STREAM=(2,))),
 )
 # A tile whose images are not spatially flat (a strided view: position hw is split into h and w per element).
