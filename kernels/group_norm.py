@@ -543,7 +543,8 @@ def _folded_modulation(weight, bias, scale, shift, batch, channels, dtype, devic
 def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps, silu):
     """The forward in plain torch (float32 math, float64 for float64 inputs): (y in x's dtype and layout, mean [B, G],
     rstd [B, G]). It is also the CPU path, so it costs what the plain GroupNorm → SiLU of diffusers' blocks costs:
-    torch's own group norm applies weight and bias in its pass, SiLU runs in place, and only FiLM (scale, shift) adds
+    torch's own group norm applies weight and bias in its pass, SiLU runs in place (out of place where autograd
+    records it: the U-Net's blocks train through this reference on a CPU), and only FiLM (scale, shift) adds
     one multiply-add per element.
 
     A channels-last z keeps its layout: torch's CPU group norm of a channels-last tensor takes its statistics in one
@@ -569,7 +570,7 @@ def group_norm_act_reference(x, emb, weight, bias, scale, shift, num_groups, eps
         n, mean, rstd = torch.native_group_norm(z, None, None, batch, channels, height * width, num_groups, eps)
         multiplier, offset = _folded_modulation(weight, bias, scale, shift, batch, channels, z.dtype, z.device)
         u = torch.addcmul(offset, n, multiplier)
-    if silu:  # u is this call's own tensor: in place unless autograd records through it (the reference as a test)
+    if silu:  # u is this call's own tensor: in place unless autograd records through it (CPU training)
         u = torch.nn.functional.silu(u, inplace=not (torch.is_grad_enabled() and u.requires_grad))
     y = u.to(x.dtype).contiguous(memory_format=launch.memory_format_of(x4))
     mean = mean.view(batch, num_groups)

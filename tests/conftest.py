@@ -37,13 +37,7 @@ TORCH_REFERENCES = "torch_references"
 _watch = {"on": False, "reached": []}
 
 
-# pytest-xdist (--dist loadfile) hands out whole files in collection order; the longest goes first, so a run does not
-# end with one core building ~1000 sm_90 kernels while the other has nothing left to do.
-LONGEST_FIRST = "test_gpu_compile.py"
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name != LONGEST_FIRST)  # stable: the rest keep their order
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:

@@ -2,15 +2,16 @@
 registers and spills, and the option variants no model launches, checked to compile.
 
 Run as a script with TRITON_INTERPRET unset (tests/test_gpu_compile.py does, once for both of its tests): it asks the
-launchers' own host-side planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick
-for the GroupNorm sites of ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts,
-forward and backward, and for the elementwise kernels (every option product) on their images; compiles each distinct
-configuration with triton.compile (no GPU needed) and reads the cubin's resource usage (registers, stack frame), and
-ptxas's own report (`ptxas -v`: spill stores and loads) where the frame is not empty. Then the variants: every
-GroupNorm flag set and the float64 build (gradcheck's), and the elementwise kernels on a tile that is not spatially
-flat (strided images), each option value once: the option products are built on the flat tiles above, and flatness
-changes only the address arithmetic. Prints one line per build and exits 1 if any fails to compile or any launch
-configuration uses a stack frame (a spill, or local memory of another kind: neither belongs in these kernels).
+launchers' own host-side planners (`launch.tile_config`, `group_norm.default_plan`) which tiles and warps they pick for
+the GroupNorm sites of ddpm-cifar10 (32×32) and ddpm-256 (256×256) at batch 1, 16, 128 and 512, in both layouts, forward
+and backward, and for the elementwise kernels on their images (every option product; UniPC with clipping, its most
+registers); compiles each distinct configuration with triton.compile (no GPU needed) and reads the cubin's resource
+usage (registers, stack frame), and ptxas's own report (`ptxas -v`: spill stores and loads) where the frame is not
+empty. Then the variants: every GroupNorm flag set and the float64 build (gradcheck's), and the elementwise kernels on a
+tile that is not spatially flat (strided images), each option value once: the option products are built on the flat
+tiles above, and flatness changes only the address arithmetic. Prints one line per build and exits 1 if any fails to
+compile or any launch configuration uses a stack frame (a spill, or local memory of another kind: neither belongs in
+these kernels).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def group_norm_sites(preset: str, size: int) -> set[tuple]:
 
 
 def configurations():
-    """{(kernel, constants, num_warps): where it is launched} for every launch the planners choose."""
+    """{(kernel, pointer types, constants, num_warps): where it is launched} for every launch the planners choose."""
     found: dict[tuple, str] = {}
 
     def add(kernel, pointers, constants, warps, where):
@@ -271,12 +272,12 @@ def build(name: str, pointers: tuple, constants: tuple, warps: int) -> tuple:
 
 def main() -> int:
     launches, extra = configurations(), variants()
-    extra = {key: where for key, where in extra.items() if key not in launches}
+    extra = {key: where for key, where in extra.items() if key not in launches}  # none today; a launch if both
     print(f"{len(launches)} launch configurations, {len(extra)} option variants")
     everything = list(itertools.chain(launches.items(), extra.items()))
-    # One process per core: a build is single-threaded (MLIR passes, then ptxas), and under pytest-xdist the other
-    # worker's core is free again once its files are done.
-    with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
+    # One process per core this process may use: a build is single-threaded (MLIR passes, then ptxas), and under
+    # pytest-xdist the other worker's core is free again once its files are done.
+    with concurrent.futures.ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         results = pool.map(build, *zip(*((kernel.__name__, pointers, constants, warps)
                                          for (kernel, pointers, constants, warps), _ in everything)))
         spilled = failed = built = 0

@@ -446,3 +446,15 @@ def test_a_block_trains_through_torch_group_norm_on_the_cpu_path(monkeypatch, fi
         grads = torch.autograd.grad((y * dy).sum(), inputs + [module.weight, module.bias])
     for ours, op in zip(grads, expected):
         torch.testing.assert_close(ours, op, rtol=1e-9, atol=1e-9)
+
+
+def test_a_block_on_an_image_with_no_positions_has_zero_gradients():
+    """Autograd through torch's group norm gives NaN for the weight of an empty image; such a block takes the op."""
+    from ddpm_fast.kernels import cpu_reference
+    from ddpm_fast.models import blocks
+
+    module = blocks.GroupNormAct(4, 8)
+    x = torch.zeros(2, 8, 0, 4, requires_grad=True)
+    with cpu_reference():
+        module(x).sum().backward()
+    assert torch.equal(module.weight.grad, torch.zeros(8)) and torch.equal(module.bias.grad, torch.zeros(8))

@@ -1,6 +1,6 @@
 """Building blocks of the DDPM U-Net. Module and parameter names follow diffusers' UNet2DModel, so its state dicts
 load as they are (see interop/diffusers_unet.py). Every GroupNorm runs through the fused op (kernels/group_norm.py):
-its Triton kernel on a GPU, its torch reference on a CPU (called directly when no gradient flows)."""
+its Triton kernel on a GPU; on a CPU its torch reference, called directly (autograd differentiates it)."""
 
 from __future__ import annotations
 
@@ -31,18 +31,22 @@ class GroupNormAct(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x, emb=None, scale=None, shift=None):
-        op = group_norm_act_reference if self._plain_torch(x, emb, scale, shift) else group_norm_act_op
+        op = group_norm_act_reference if self._plain_torch(x) else group_norm_act_op
         return op(x, emb, self.weight, self.bias, scale, shift, self.num_groups, self.eps, self.silu)[0]
 
-    def _plain_torch(self, x, emb, scale, shift) -> bool:
+    def _plain_torch(self, x) -> bool:
         """The torch reference called directly: while tracing for export, or wherever the op would run it anyway (no
         Triton launch), so the custom op's dispatch (~80 µs a call on a CPU, as much as the work of a batch-1 block)
         is skipped. With a gradient, autograd then differentiates torch's own group norm (its C++ backward): a CPU
         training step of the tiny U-Net took 8-13% less time than through the op's backward reference, which
-        recomputes the normalised input in plain torch (benchmarks/test_training_step.py)."""
+        recomputes the normalised input in plain torch (benchmarks/test_training_step.py). The price is memory:
+        autograd keeps the float32 z, n and u of each block (2-3x what the op saves for its backward). An image with
+        no positions goes to the op, whose backward gives zero gradients where autograd's would be NaN."""
         if launch.references_inlined():
             return True
-        return not (torch.compiler.is_compiling() or launch.runs_triton(x))  # compiled: the op, traced as it was
+        if torch.compiler.is_compiling() or launch.runs_triton(x):  # compiled: the op, traced as it always was
+            return False
+        return x.numel() > 0
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.weight.numel()}, eps={self.eps}, silu={self.silu}"
