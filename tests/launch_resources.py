@@ -96,13 +96,17 @@ def group_norm_sites(preset: str, size: int) -> set[tuple]:
     return sites
 
 
+def config_key(kernel, pointers: dict, constants: dict, warps: int) -> tuple:
+    """One build's key, the same for a launch configuration and a variant (main judges spills by it)."""
+    return kernel, tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), warps
+
+
 def configurations():
     """{(kernel, pointer types, constants, num_warps): where it is launched} for every launch the planners choose."""
     found: dict[tuple, str] = {}
 
     def add(kernel, pointers, constants, warps, where):
-        key = (kernel, tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), warps)
-        found.setdefault(key, where)
+        found.setdefault(config_key(kernel, pointers, constants, warps), where)
 
     for preset, size in MODELS:
         for (channels, spatial, groups, silu, emb, film), batch, channels_last, element in itertools.product(
@@ -188,8 +192,7 @@ def variants():
     found: dict[tuple, str] = {}
 
     def add(kernel, pointers, constants, where):
-        found.setdefault((kernel, tuple(sorted(pointers.items())), tuple(sorted(constants.items(), key=str)), 4),
-                         where)
+        found.setdefault(config_key(kernel, pointers, constants, 4), where)
 
     for kernel, pointers, axes in ELEMENTWISE_OPTIONS:
         for options in each_value(axes):
@@ -281,8 +284,8 @@ def main() -> int:
         results = pool.map(build, *zip(*((kernel.__name__, pointers, constants, warps)
                                          for (kernel, pointers, constants, warps), _ in everything)))
         spilled = failed = built = 0
-        for ((kernel, pointers, constants, warps), where), result in zip(everything, results):
-            key = (kernel, pointers, constants, warps)
+        for (key, where), result in zip(everything, results):
+            kernel, _, constants, warps = key
             constants = dict(constants)
             if result[0] == "FAILED":
                 failed += 1

@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddpm_fast.kernels import cpu_reference
 from ddpm_fast.kernels import group_norm as gn
+from ddpm_fast.models import blocks
 
 NAMES = ("emb", "weight", "bias", "scale", "shift")
 PLANS = {
@@ -421,9 +423,6 @@ def test_large_means_under_torch_compile_on_cpu(channels_last):
 def test_a_block_trains_through_torch_group_norm_on_the_cpu_path(monkeypatch, film, channels_last):
     """On the CPU path GroupNormAct calls the forward reference and autograd differentiates torch's own group norm
     (faster there than the op's backward reference): its gradients equal the op's, and the op is never called."""
-    from ddpm_fast.kernels import cpu_reference
-    from ddpm_fast.models import blocks
-
     torch.manual_seed(0)
     module = blocks.GroupNormAct(4, 8).double()
     with torch.no_grad():
@@ -450,9 +449,6 @@ def test_a_block_trains_through_torch_group_norm_on_the_cpu_path(monkeypatch, fi
 
 def test_a_block_on_an_image_with_no_positions_has_zero_gradients():
     """Autograd through torch's group norm gives NaN for the weight of an empty image; such a block takes the op."""
-    from ddpm_fast.kernels import cpu_reference
-    from ddpm_fast.models import blocks
-
     module = blocks.GroupNormAct(4, 8)
     x = torch.zeros(2, 8, 0, 4, requires_grad=True)
     with cpu_reference():
