@@ -256,6 +256,7 @@ def test_kernel(benchmark):
 '''
 
 
+@pytest.mark.torch_references
 def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys):
     folder = tmp_path / "repo" / "benchmarks"
     folder.mkdir(parents=True)
@@ -286,6 +287,7 @@ def test_bench_runs_a_suite_and_writes_results_report_and_plots(tmp_path, capsys
     assert f"wrote {out / 'results.md'}" in capsys.readouterr().out
 
 
+@pytest.mark.torch_references
 def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path, monkeypatch):
     folder = tmp_path / "benchmarks"
     folder.mkdir()
@@ -307,6 +309,7 @@ def test_bench_reports_failed_cases_and_keeps_the_rest(tmp_path, monkeypatch):
     assert "some cases failed" in (out / "results.md").read_text()
 
 
+@pytest.mark.torch_references
 def test_the_kernels_suite_runs_in_a_fresh_process():
     """`ddpm-fast bench --suite kernels` runs the suite's files in a pytest process of their own: their cases call
     torch.ops.ddpm_fast.*, which the suite must register itself (no test module of tests/ beside it does)."""
@@ -336,6 +339,7 @@ def test_third(benchmark):
 '''
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("signal_name, background", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
 def test_a_stopped_run_keeps_the_cases_that_finished(tmp_path, signal_name, background):
     """Ctrl-C (SIGINT) or a kill (SIGTERM) of `ddpm-fast bench` while a case runs: the cases that finished are
@@ -460,6 +464,7 @@ def assert_png(path: pathlib.Path) -> None:
         image.verify()
 
 
+@pytest.mark.torch_references
 def test_plots_are_valid_pngs(tmp_path):
     results = results_json(EVERY_KIND)
     written = plots.write_plots(results, tmp_path)

@@ -49,6 +49,7 @@ def ours(diffusion, batch, seed, **options):
     return lucidrains.unnormalize(images, diffusion)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
 def test_p_sample_loop_images(objective):
     diffusion = make_diffusion(objective)
@@ -56,6 +57,7 @@ def test_p_sample_loop_images(objective):
     torch.testing.assert_close(ours(diffusion, 3, seed=1), theirs(diffusion, 3, seed=1), rtol=0, atol=1e-4)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 def test_ddim_sample_images(objective, eta):
@@ -73,6 +75,7 @@ def test_ddim_sample_images(objective, eta):
     assert (lucidrains.unnormalize(plain, diffusion) - expected).abs().max() > 1e-3
 
 
+@pytest.mark.torch_references
 def test_without_auto_normalize_the_images_are_its_own():
     diffusion = make_diffusion("pred_noise", auto_normalize=False)
     expected = theirs(diffusion, 2, seed=3)
@@ -90,6 +93,7 @@ def test_setup_is_read_from_the_object(schedule):
     assert len(sampler.setup.betas) == 30 and sampler.setup.clip_sample  # what export_onnx and diffusers get
 
 
+@pytest.mark.torch_references
 def test_seeded_sampling_is_batch_invariant():
     sampler = FastSampler.from_denoising_diffusion_pytorch(make_diffusion("pred_noise"), **FP32)
     with cpu_reference():
@@ -98,6 +102,7 @@ def test_seeded_sampling_is_batch_invariant():
     torch.testing.assert_close(four[:2], two, rtol=0, atol=1e-5)
 
 
+@pytest.mark.torch_references
 def test_its_unet_samples_in_bf16():
     # Its time embedding is float32 whatever the weights: the Unet runs under autocast to the sampler's dtype.
     diffusion = make_diffusion("pred_noise")
@@ -119,6 +124,7 @@ def test_ddim_timesteps_are_its_own():
         lucidrains.ddim_timesteps(0, 1)
 
 
+@pytest.mark.torch_references
 def test_its_trainer_checkpoint_loads_with_weights_only(tmp_path):
     from ema_pytorch import EMA
 

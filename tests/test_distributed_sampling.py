@@ -160,6 +160,7 @@ assert not dist.is_initialized()
 """
 
 
+@pytest.mark.torch_references
 def test_two_ranks_gather_what_one_process_samples(tmp_path):
     script, out = tmp_path / "ranks.py", tmp_path / "ranks.safetensors"
     script.write_text(RANKS_SCRIPT)
@@ -201,6 +202,7 @@ def one_process(checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.mark.torch_references
 def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
     images = _images(one_process)
     assert images.dtype == torch.float32 and images.shape == (N, 3, 16, 16)
@@ -212,6 +214,7 @@ def test_sample_writes_the_samplers_tensor(checkpoint, one_process, capsys):
         torch.testing.assert_close(images, sampler.sample(N, seed=3), rtol=0, atol=1e-6)
 
 
+@pytest.mark.torch_references
 def test_sample_writes_a_png_grid(checkpoint, one_process, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert _sample(checkpoint, out) == 0
@@ -240,6 +243,7 @@ def test_png_grid_of_one_channel_images():
         == image.tobytes()
 
 
+@pytest.mark.torch_references
 def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_process, tmp_path):
     out = tmp_path / "two.safetensors"
     result = _torchrun("-m", "ddpm_fast", "sample", "--checkpoint", str(checkpoint),
@@ -248,6 +252,7 @@ def test_torchrun_two_ranks_write_the_one_process_samples(checkpoint, one_proces
     torch.testing.assert_close(_images(out), _images(one_process), rtol=0, atol=1e-5)
 
 
+@pytest.mark.torch_references
 def test_every_rank_reports_its_own_fallbacks(checkpoint, tmp_path, monkeypatch, capsys):
     """Under torchrun rank 0 writes the file and the report, but a fast path that fell back on another rank (its own
     GPU, its own compile) is that rank's to say: rank 1 of 2 here, its shard sampled with a fallback."""
@@ -269,6 +274,7 @@ def test_every_rank_reports_its_own_fallbacks(checkpoint, tmp_path, monkeypatch,
     assert sample_command.fallback_lines(("x",), 0, 1) == ["fast path fell back: x"]  # one process: no rank
 
 
+@pytest.mark.torch_references
 def test_sample_from_a_diffusers_pipeline_folder(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)

@@ -193,6 +193,7 @@ def float64_chain(model, schedule, chain, sde, prediction_type, x, noises):
     return x.clamp(-1, 1)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("steps", [10, 25])
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
@@ -218,6 +219,7 @@ def test_chains_equal_diffusers_scheduler(method, steps, spacing):
         assert ours_error <= 2 * their_error + 1e-6, (ours_error, their_error)
 
 
+@pytest.mark.torch_references
 def test_seeded_dpm_chains_are_deterministic_and_prefix_invariant():
     # v-prediction keeps a random model's x0 bounded, so the images are not all clamped to ±1
     sampler = df.FastSampler(small_unet(), df.NoiseSchedule.cosine(200), compile=False, prediction_type="v_prediction")
@@ -241,6 +243,7 @@ def test_seeded_dpm_chains_are_deterministic_and_prefix_invariant():
     assert len(sampler.fast_path.runners) == runners
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("method", ["sde_dpm_solver++", "unipc"])
 def test_guidance_works_with_the_multistep_solvers(method):
     """The guided step (one model call of 2B, the halves combined as the fused step reads them) equals the same
@@ -277,6 +280,7 @@ def test_dpm_solver_argument_errors():
         sampler.sample(1, seed=0, method="dpm_solver++", num_inference_steps=50)
 
 
+@pytest.mark.torch_references
 def test_the_compiled_dpm_step_equals_the_eager_one():
     model = small_unet()
     schedule = df.NoiseSchedule.linear(100)
@@ -357,6 +361,7 @@ def test_onnx_sampler_runs_dpm_solver(tmp_path, graph):
     assert onnx_sampler.timesteps(12, "dpm_solver++") == fast.timesteps(12, "dpm_solver++")
 
 
+@pytest.mark.torch_references
 def test_cli_samples_with_dpm_solver(tmp_path, capsys):
     with cpu_reference():  # whole-model runs (the interpreter would take minutes)
         _cli_samples_with_dpm_solver(tmp_path, capsys)

@@ -281,6 +281,7 @@ def test_a_pipeline_holding_it_saves_and_loads_back(tmp_path):
                                atol=1e-4)
 
 
+@pytest.mark.torch_references
 def test_without_diffusers_the_scheduler_still_works_standalone():
     import subprocess
     import sys

@@ -83,6 +83,7 @@ def test_ddpm_equals_the_naive_reference_with_generator_noise(channels_last):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.torch_references
 def test_unet_sampling_equals_the_naive_reference():
     model = tiny_unet()
     with cpu_reference():
@@ -170,6 +171,7 @@ TINY_DIFFUSERS = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_
                   "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("steps", [T, 4])
 def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
     pipe = _pipeline(TINY_DIFFUSERS)
@@ -188,6 +190,7 @@ def test_from_diffusers_pipeline_gives_the_pipeline_images(steps, tmp_path):
         assert abs(got - expected).max() < 2e-4
 
 
+@pytest.mark.torch_references
 def test_a_diffusers_unet_directly_and_our_conversion_agree():
     pipe = _pipeline(TINY_DIFFUSERS)
     schedule = seed_linear(T)
@@ -342,6 +345,7 @@ class NhwcFasterModel(ConvEpsModel):
         return super().forward(x, t)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("compile_option, num_steps, nhwc", [
     (None, fast_path_module.LAYOUT_MIN_STEPS, True), (None, fast_path_module.LAYOUT_MIN_STEPS - 1, False),
     (None, 10**12, False), (True, fast_path_module.LAYOUT_MIN_STEPS, False)],
@@ -613,6 +617,7 @@ def test_eager_cpu_prefetched_noise_is_the_noise_each_step_draws(method, steps, 
     assert torch.equal(got, expected)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("set_alpha_to_one", [True, False])
 def test_ddim_ends_where_diffusers_ddim_scheduler_ends(set_alpha_to_one):
     # diffusers' DDIMScheduler ends its chain at ᾱ = 1 (set_alpha_to_one=True) or at ᾱ_0 (False); so does ours.

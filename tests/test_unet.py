@@ -51,6 +51,7 @@ def assert_same_outputs(theirs, ours, shape, timesteps, class_labels=None, rtol=
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.mark.torch_references
 def test_preset_parameter_counts():
     assert df.UNet.from_preset("ddpm-cifar10").num_parameters() == 35_746_307
     assert df.UNet.from_preset("ddpm-256").num_parameters() == 113_673_219
@@ -59,11 +60,13 @@ def test_preset_parameter_counts():
         df.UNet.from_preset("ddpm-cifar100")
 
 
+@pytest.mark.torch_references
 def test_presets_match_the_published_diffusers_configs():
     assert unet_config.config_from_diffusers(CIFAR_CONFIG) == UNetConfig()
     assert unet_config.config_from_diffusers(LSUN_256_CONFIG) == df.UNet.from_preset("ddpm-256").config
 
 
+@pytest.mark.torch_references
 def test_attention_levels_from_resolutions():
     down, up = UNetConfig.attention_at(32, 4, [16])  # ddpm-cifar10: attention at 16×16
     assert (down, up) == (UNetConfig().down_attention, UNetConfig().up_attention)
@@ -71,6 +74,7 @@ def test_attention_levels_from_resolutions():
     assert UNetConfig.attention_at(256, 6, [16]) == (preset.down_attention, preset.up_attention)
 
 
+@pytest.mark.torch_references
 @pytest.mark.parametrize("layout,shape", [(CIFAR_CONFIG, (2, 3, 32, 32)), (LSUN_256_CONFIG, (1, 3, 64, 64))],
                          ids=["cifar10", "256"])
 def test_parity_with_diffusers_saved_and_loaded(tmp_path, layout, shape):
@@ -100,6 +104,7 @@ def test_scale_shift_multihead_class_conditional_parity():
     assert_same_outputs(theirs, ours, (2, 3, 8, 8), [7, 123], class_labels=torch.tensor([1, 9]))
 
 
+@pytest.mark.torch_references
 def test_attn_norm_num_groups_applies_to_the_mid_attention_only():
     config = {**CIFAR_CONFIG, "block_out_channels": [16, 32], "norm_num_groups": 8, "attn_norm_num_groups": 4,
               "down_block_types": ["AttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "AttnUpBlock2D"]}
@@ -161,6 +166,7 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
         df.UNet.from_diffusers(tmp_path / "absent")
 
 
+@pytest.mark.torch_references
 def test_save_and_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = df.UNet.from_preset("tiny", num_class_embeds=3).eval()
@@ -187,6 +193,7 @@ def test_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
         df.UNet.load(directory)
 
 
+@pytest.mark.torch_references
 def test_bf16_channels_last_close_to_fp32():
     torch.manual_seed(0)
     model = df.UNet.from_preset("ddpm-cifar10").eval()
@@ -231,6 +238,7 @@ def test_backward_through_interpreted_kernels_matches_reference():
         torch.testing.assert_close(grad, reference_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
+@pytest.mark.torch_references
 def test_compile_fullgraph_on_cpu():
     torch.manual_seed(0)
     model = df.UNet.from_preset("tiny").eval()
@@ -243,6 +251,7 @@ def test_compile_fullgraph_on_cpu():
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.torch_references
 def test_timestep_forms_and_bad_inputs():
     model = df.UNet.from_preset("tiny").eval()
     x = torch.randn(2, 3, 8, 8)
