@@ -14,6 +14,8 @@ import torch
 import triton
 from torch._subclasses.fake_tensor import is_fake
 
+from . import interpreter_fixes
+
 
 @triton.jit
 def _probe():
@@ -24,30 +26,8 @@ def _probe():
 # set before triton was imported. Asking a jitted function is more reliable than re-reading the environment.
 TRITON_INTERPRETED = type(_probe).__name__ == "InterpretedFunction"
 
-
-def _index_scalars_of_any_shape() -> None:
-    """Let the interpreter of triton 3.6 use a kernel's scalar as a `range` bound under numpy >= 2.4.
-
-    That interpreter holds scalars as 1-element arrays and makes an index of one with int(array), which numpy 2.4
-    refuses for arrays that are not 0-d; triton 3.9's interpreter squeezes the array first, and so does this patch
-    of the older one (only the interpreter is touched; compiled kernels never see it).
-    """
-    from triton.runtime import interpreter
-
-    original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "squeezes_index", False):
-        return
-
-    def patch_lang_tensor(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-    patch_lang_tensor.squeezes_index = True
-    interpreter._patch_lang_tensor = patch_lang_tensor
-
-
 if TRITON_INTERPRETED:
-    _index_scalars_of_any_shape()
+    interpreter_fixes.apply()
 
 
 _LOCAL = threading.local()
