@@ -1,7 +1,8 @@
 """kernels/interpreter_fixes.py under TRITON_INTERPRET=1: a launch patches triton.language once (not again at each
 call of a jitted helper inside it), computes what it computed before, and leaves the language as it found it.
 
-The fixes exist only under the interpreter, so this file runs in the interpreter's CI run (leg 1b and leg 2).
+The launch test needs the interpreter running in this process (CI's leg 1b and leg 2); on the torch-reference path
+the interpreter is checked to be left as triton ships it.
 """
 
 import pytest
@@ -11,7 +12,8 @@ import triton.language as tl
 
 from ddpm_fast.kernels import launch
 
-pytestmark = pytest.mark.skipif(not launch.TRITON_INTERPRETED, reason="the fixes apply under TRITON_INTERPRET=1")
+needs_the_interpreter = pytest.mark.skipif(not launch.TRITON_INTERPRETED,
+                                           reason="launches a kernel in the interpreter: TRITON_INTERPRET=1 only")
 
 
 @triton.jit
@@ -34,10 +36,17 @@ def _without_helpers(x_ptr, out_ptr, N: tl.constexpr):
     tl.store(out_ptr + offsets, tl.load(x_ptr + offsets) * 8)
 
 
+def test_the_interpreter_is_patched_only_where_it_runs():
+    from triton.runtime import interpreter
+
+    assert getattr(interpreter._patch_lang, "once_per_launch", False) == launch.TRITON_INTERPRETED
+    assert getattr(interpreter._patch_lang_tensor, "squeezes_index", False) == launch.TRITON_INTERPRETED
+
+
+@needs_the_interpreter
 def test_a_launch_patches_the_language_once_and_restores_it(monkeypatch):
     from triton.runtime import interpreter
 
-    assert getattr(interpreter._patch_lang, "once_per_launch", False)  # launch applied the fix at import
     scans = []
     scan = interpreter._patch_builtin  # what one patch of the language runs a few times (inspect.getmembers)
     monkeypatch.setattr(interpreter, "_patch_builtin", lambda *args: (scans.append(1), scan(*args))[1])
